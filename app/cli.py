@@ -1,0 +1,61 @@
+"""The command line: one subcommand per user-facing job.
+
+Each command lives in its own module of ``app/`` with ``add_parser(subparsers)`` (which sets
+``func`` on its parser) and is imported only when the CLI starts, so a command's heavy
+dependencies never load for another. Errors a user can cause are raised as ``UserError``
+and printed as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Command name -> module. Listed in the order `--help` shows them.
+COMMANDS = {
+    "demo": "app.demo_cmd",
+    "call": "app.call_cmd",
+    "serve": "app.serve_cmd",
+    "track": "app.track_cmd",
+    "render": "app.render_cmd",
+    "view": "app.view_cmd",
+    "avatar": "app.avatar_cmd",
+}
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad file, missing device, bad option): printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="Real-time Gaussian-avatar telepresence: webcam codes drive a 3D avatar.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMANDS.values():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # command not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
