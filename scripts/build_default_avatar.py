@@ -151,8 +151,10 @@ def build(t: Template) -> AvatarData:
                 - 0.15 * np.maximum(brow_x - 0.045, 0))
              & (brow_x > 0.008) & (brow_x < 0.062) & ~scalp)
 
-    shirt = body & bone_starts(SHIRT_BONES)
-    trousers = body & bone_starts(TROUSER_BONES)
+    # The waistband: a level line a little above the hip joints, not the skin-weight border.
+    waist_y = t.bone_heads[0, 1] + 0.09
+    shirt = body & bone_starts(SHIRT_BONES) & (centroid[:, 1] > waist_y)
+    trousers = body & (bone_starts(TROUSER_BONES) | (bone_starts(SHIRT_BONES) & (centroid[:, 1] <= waist_y)))
     shoes = bone_starts(SHOE_BONES) | np.isin(region, ["foot.L", "foot.R"])
     hands = np.isin(region, ["hand.L", "hand.R"])
     # Lash lines: the lid triangles that touch the front of each eye, upper lid darker.
