@@ -331,19 +331,21 @@ def read_jsonl(path: str | Path) -> list[Codes]:
 def iter_jsonl(path: str | Path) -> Iterator[Codes]:
     path = Path(path)
     try:
-        handle = path.open("r", encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise CodesError(f"cannot read codes file {path}: {exc.strerror}") from None
     with handle:
-        for number, line in enumerate(handle, 1):
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CodesError(f"{path}:{number}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
                 yield Codes.from_json(line)
             except CodesError as exc:
                 raise CodesError(f"{path}:{number}: {exc}") from None
-            except UnicodeDecodeError:
-                raise CodesError(f"{path}:{number}: not UTF-8 text") from None
 
 
 def write_jsonl(path: str | Path, frames: Iterable[Codes]) -> int:

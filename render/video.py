@@ -1,0 +1,87 @@
+"""Offscreen target: frames (H, W, 3) uint8 into an H.264 MP4 (pyav) or a PNG.
+
+The file is written under a temporary name and renamed when complete, so a crash or an
+interrupt never leaves a half-written file that looks finished.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+class VideoError(RuntimeError):
+    """The output cannot be written (bad path, no encoder, disk full)."""
+
+
+def to_uint8(rgba: np.ndarray, background=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Premultiplied float RGBA (H, W, 4) over a background colour -> (H, W, 3) uint8."""
+    rgb = rgba[..., :3] + (1.0 - rgba[..., 3:4]) * np.asarray(background, np.float32)
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        Image.fromarray(image).save(tmp, format="PNG")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise VideoError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+class VideoWriter:
+    """H.264 (yuv420p) MP4 writer; use as a context manager. Width and height must be even."""
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float = 30.0,
+                 crf: int = 18):
+        import av
+
+        if width % 2 or height % 2:
+            raise VideoError(f"H.264 needs an even frame size, got {width}x{height}")
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".part")
+        try:
+            self.container = av.open(str(self.tmp), mode="w", format="mp4")
+        except (OSError, av.FFmpegError) as exc:
+            raise VideoError(f"cannot write {self.path}: {exc}") from None
+        rate = Fraction(fps).limit_denominator(1001)
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+        self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,81 @@
+"""`main.py render` end to end: every built-in pose to PNG, an animation to MP4 read back with
+pyav, and a clear error for each kind of bad request."""
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.cli import main
+from app.poses import POSES
+from avatar.codes import write_jsonl
+
+BACKEND = "reference"  # the numerical reference; other backends have their own agreement tests
+
+
+@pytest.mark.parametrize("pose", sorted(POSES))
+def test_every_builtin_pose_renders_to_png(tmp_path, pose, capsys):
+    out = tmp_path / f"{pose}.png"
+    assert main(["render", "--pose", pose, "--out", str(out), "--size", "96x128", "--backend", BACKEND]) == 0
+    image = np.asarray(Image.open(out))
+    assert image.shape == (128, 96, 3)
+    figure = np.any(image < 200, axis=2)  # not the white background
+    rows, cols = np.nonzero(figure)
+    assert figure.mean() > 0.05, "the avatar should fill part of the frame"
+    assert 30 < cols.mean() < 66 and rows.max() - rows.min() > 0.55 * 128  # centred, standing tall
+    assert not (tmp_path / f"{pose}.png.part").exists()
+
+
+def test_animation_to_mp4_reads_back(tmp_path):
+    out = tmp_path / "talk.mp4"
+    assert main(["render", "--pose", "talk", "--out", str(out), "--size", "64x64", "--fps", "5",
+                 "--backend", BACKEND, "--camera", "orbit"]) == 0
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert stream.codec_context.name == "h264"
+    assert len(frames) == int(POSES["talk"].duration_s * 5)
+    assert frames[0].shape == (64, 64, 3)
+    assert np.any(frames[0] < 200)
+
+
+def test_codes_file_drives_the_render(tmp_path):
+    codes = tmp_path / "codes.jsonl"
+    write_jsonl(codes, POSES["wave"].frames(2)[:2])
+    out = tmp_path / "wave.png"
+    assert main(["render", "--codes", str(codes), "--out", str(out), "--size", "64x64",
+                 "--backend", BACKEND, "--camera", "side"]) == 0
+    assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--avatar", "missing.lca"], "missing.lca: no such file"),
+    (["--codes", "CODES_BAD"], "codes.jsonl:1:"),
+    (["--codes", "CODES_EMPTY"], "contains no codes frames"),
+    (["--out", "/nonexistent-dir/x.png"], "does not exist"),
+    (["--out", "OUT_TXT"], "must end in .png or .mp4"),
+    (["--size", "big"], "--size must look like"),
+    (["--size", "65x64", "--out", "OUT_MP4"], "even --size"),
+    (["--out", "/proc/version.png"], "cannot write"),
+    (["--background", "2,0,0"], "--background"),
+])
+def test_bad_requests_fail_with_one_clear_line(tmp_path, capsys, argv, message):
+    (tmp_path / "codes.jsonl").write_text('{"face": {"jawOpen": 3}}\n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    substitutions = {"CODES_BAD": str(tmp_path / "codes.jsonl"), "CODES_EMPTY": str(tmp_path / "empty.jsonl"),
+                     "OUT_TXT": str(tmp_path / "x.txt"), "OUT_MP4": str(tmp_path / "x.mp4")}
+    argv = [substitutions.get(a, a) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "x.png")]
+    if "--size" not in argv:
+        argv += ["--size", "32x32"]
+    assert main(["render", "--backend", BACKEND, *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], err
+
+
+def test_unknown_pose_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["render", "--pose", "backflip", "--out", "x.png"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'backflip'" in capsys.readouterr().err
