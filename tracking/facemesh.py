@@ -1,0 +1,111 @@
+"""Face-mesh geometry: which template surface point each of the 478 landmarks sits on.
+
+The correspondence asset (``assets/tracking/face_correspondence.safetensors``, built by
+``scripts/build_face_correspondence.py``) was made by running mediapipe's face mesh on a
+render of the default avatar's neutral head and casting each landmark's pixel ray onto
+the template mesh: per landmark a triangle and barycentric weights, plus ``neutral``, the
+478 landmarks as mediapipe placed them on that neutral face, in template metres (world
+axes, rest pose). Loaded with numpy alone.
+
+Landmark index groups used by the solvers are named here too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avatar.template import Template
+
+CORRESPONDENCE_PATH = (Path(__file__).resolve().parents[1] / "assets" / "tracking"
+                       / "face_correspondence.safetensors")
+CORRESPONDENCE_FORMAT = "splatcall-face-correspondence/1"
+
+# Points that move little with expression: forehead, nose bridge, temples, outer face.
+STABLE = np.array([10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 127, 356, 234, 454, 21, 251, 54,
+                   284, 103, 332, 67, 297, 109, 338, 93, 323, 132, 361, 33, 263, 133, 362])
+# Eyes, in the person's own sides (the person's right eye appears on the image's left).
+RIGHT_EYE = {"outer": 33, "inner": 133, "upper": 159, "lower": 145, "iris": 468}
+LEFT_EYE = {"outer": 263, "inner": 362, "upper": 386, "lower": 374, "iris": 473}
+IRIS_RIGHT = np.arange(468, 473)
+IRIS_LEFT = np.arange(473, 478)
+
+
+class FaceMeshError(RuntimeError):
+    """The correspondence asset is missing or broken (rebuild it with the project script)."""
+
+
+@dataclass(eq=False)
+class Correspondence:
+    """triangle (478,) int32 template face indices, bary (478, 3) float32, neutral (478, 3)
+    float32 metres (mediapipe's landmarks on the neutral template head, rest pose)."""
+
+    triangle: np.ndarray
+    bary: np.ndarray
+    neutral: np.ndarray
+    metadata: dict
+
+    def surface_points(self, template: Template, vertices: np.ndarray | None = None) -> np.ndarray:
+        """(478, 3) points on the template surface (rest vertices unless given)."""
+        vertices = template.vertices if vertices is None else vertices
+        corners = vertices[template.faces[self.triangle]]  # (478, 3, 3)
+        return np.einsum("nk,nkj->nj", self.bary, corners)
+
+    def blendshape_basis(self, template: Template) -> np.ndarray:
+        """(52, 478, 3) displacement of each landmark's surface point per blendshape."""
+        corners = template.blendshapes[:, template.faces[self.triangle]]  # (52, 478, 3, 3)
+        return np.einsum("nk,bnkj->bnj", self.bary, corners)
+
+
+def save_correspondence(path: str | Path, triangle, bary, neutral, metadata: dict) -> None:
+    from safetensors.numpy import save_file
+
+    metadata = {"format": CORRESPONDENCE_FORMAT, **metadata}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    save_file({"triangle": np.asarray(triangle, np.int32), "bary": np.asarray(bary, np.float32),
+               "neutral": np.asarray(neutral, np.float32)}, str(tmp),
+              metadata={"correspondence": json.dumps(metadata)})
+    tmp.replace(path)
+
+
+def load_correspondence(path: str | Path = CORRESPONDENCE_PATH) -> Correspondence:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FaceMeshError(f"{path} is missing (run scripts/build_face_correspondence.py)")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = json.loads(handle.metadata()["correspondence"])
+    except (SafetensorError, KeyError, ValueError, OSError) as exc:
+        raise FaceMeshError(f"{path} is unreadable: {exc}") from None
+    if metadata.get("format") != CORRESPONDENCE_FORMAT:
+        raise FaceMeshError(f"{path}: format {metadata.get('format')!r}, expected {CORRESPONDENCE_FORMAT}")
+    shapes = {"triangle": (478,), "bary": (478, 3), "neutral": (478, 3)}
+    for name, shape in shapes.items():
+        if name not in tensors or tensors[name].shape != shape:
+            raise FaceMeshError(f"{path}: {name} missing or not shaped {shape}")
+    return Correspondence(tensors["triangle"], tensors["bary"], tensors["neutral"], metadata)
+
+
+def similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares s, R, t with target ~ s R source + t (Umeyama), points (N, 3)."""
+    mu_s, mu_t = source.mean(axis=0), target.mean(axis=0)
+    a, b = source - mu_s, target - mu_t
+    cov = b.T @ a / len(source)
+    u, d, vt = np.linalg.svd(cov)
+    fix = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        fix[2, 2] = -1.0
+    rotation = u @ fix @ vt
+    var = float(np.mean(np.sum(a * a, axis=1)))
+    scale = float(np.trace(np.diag(d) @ fix) / max(var, 1e-12))
+    translation = mu_t - scale * rotation @ mu_s
+    return scale, rotation, translation
