@@ -37,7 +37,7 @@ SHIRT = (0.16, 0.42, 0.58)
 TROUSERS = (0.20, 0.21, 0.27)
 SHOES = (0.13, 0.11, 0.10)
 HAIR = (0.23, 0.15, 0.09)
-BROW = (0.20, 0.13, 0.08)
+BROW = (0.30, 0.20, 0.13)
 LIPS = (0.74, 0.42, 0.42)
 SCLERA = (0.95, 0.94, 0.92)
 IRIS = (0.33, 0.22, 0.12)
@@ -132,7 +132,7 @@ def build(t: Template) -> AvatarData:
     # Scalp: the top and back of the head, leaving the forehead, face and ears bare.
     rel = centroid - head_center
     scalp = head & (
-        ((rel[:, 1] > 0.045) & ~((rel[:, 2] > 0.07) & (rel[:, 1] < 0.075)))
+        ((rel[:, 1] > 0.045) & ~((rel[:, 2] > 0.065) & (rel[:, 1] < 0.058)))
         | ((rel[:, 2] < -0.02) & (rel[:, 1] > -0.06))
         | ((rel[:, 2] < 0.035) & (rel[:, 1] > 0.0) & (np.abs(rel[:, 0]) > 0.05))
     ) & ~((np.abs(rel[:, 0]) > 0.068) & (rel[:, 1] < 0.03) & (rel[:, 2] > -0.05))  # ears
@@ -146,8 +146,8 @@ def build(t: Template) -> AvatarData:
             & (np.abs(centroid[:, 0]) < 0.03 - 0.6 * np.maximum(np.abs(centroid[:, 1] - (eye_y - 0.085)), 0)))
     brow_x = np.abs(centroid[:, 0])
     brows = (head & (face_brow > 0.3 * brow_motion.max()) & (centroid[:, 2] > eye_z - 0.01)
-             & (centroid[:, 1] > eye_y + 0.019 + 0.1 * np.maximum(brow_x - 0.035, 0))
-             & (centroid[:, 1] < eye_y + 0.0265 + 0.1 * np.maximum(brow_x - 0.035, 0)
+             & (centroid[:, 1] > eye_y + 0.021 + 0.1 * np.maximum(brow_x - 0.035, 0))
+             & (centroid[:, 1] < eye_y + 0.0262 + 0.1 * np.maximum(brow_x - 0.035, 0)
                 - 0.15 * np.maximum(brow_x - 0.045, 0))
              & (brow_x > 0.008) & (brow_x < 0.062) & ~scalp)
 
