@@ -1,0 +1,201 @@
+"""`main.py track`: a camera, video, image or folder of images -> codes JSONL (+ preview MP4)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.cli import UserError
+
+PREVIEW_HEIGHT = 480
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "track",
+        help="track a person (webcam, video, image or folder) into codes",
+        description="Track face, gaze, head, body and both hands of the person in INPUT and write "
+        "one codes frame per picture to a JSONL file. INPUT is an image, a folder of images, "
+        "a video file, or camera[:N] (a V4L2 webcam, /dev/videoN; stop with Ctrl-C). "
+        "A camera that goes away mid-run is waited for: codes marked invalid keep coming "
+        "until it is back. Optionally writes a preview video: the frame with its landmarks "
+        "beside the default avatar driven by the codes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("input", metavar="INPUT", help="image, folder, video file or camera[:N]")
+    p.add_argument("--out", type=Path, required=True, help="codes JSONL file to write")
+    p.add_argument("--preview", type=Path, help="also write a preview MP4 (landmarks | avatar)")
+    p.add_argument("--mirror", action="store_true",
+                   help="selfie mirroring: the avatar moves like your mirror image")
+    p.add_argument("--no-smoothing", action="store_true", help="turn the One Euro filters off")
+    p.add_argument("--landmarks", choices=("holistic", "threads"), default="holistic",
+                   help="mediapipe graphs: one holistic graph, or face/pose/hands in threads")
+    p.add_argument("--size", default="640x480", help="camera resolution WIDTHxHEIGHT")
+    p.add_argument("--fps", type=float, default=30.0, help="camera frame rate")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
+    p.add_argument("--duration", type=float, default=0.0,
+                   help="stop a camera after this many seconds (0: until Ctrl-C)")
+    p.add_argument("--backend", default="auto", choices=("auto", "gl", "cuda", "reference"),
+                   help="renderer for the preview's avatar")
+    p.set_defaults(func=run)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size must look like 640x480, got {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise UserError(f"--size {w}x{h} is outside 16..8192 pixels")
+    return w, h
+
+
+class _CodesFile:
+    """Codes JSONL written line by line to OUT.part (flushed each frame) and renamed to OUT
+    when tracking stops for any reason, so an interrupt or crash keeps every frame so far."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_name(path.name + ".part")
+        try:
+            self.handle = self.tmp.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror}") from None
+        self.count = 0
+
+    def write(self, codes) -> None:
+        self.handle.write(codes.to_json() + "\n")
+        self.handle.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self.handle.close()
+        self.tmp.replace(self.path)
+
+
+class _Preview:
+    """Frame with landmarks (left) beside the avatar posed by the codes (right)."""
+
+    def __init__(self, path: Path, backend: str, fps: float):
+        from avatar.avatar import load_avatar
+        from render.backends import get_backend
+        from render.camera import Camera
+
+        self.path = path
+        self.fps = fps
+        self.avatar = load_avatar("default")
+        self.renderer = get_backend(backend)
+        self.camera = Camera.look_at([0.0, 1.0, 3.2], [0.0, 0.95, 0.0], PREVIEW_HEIGHT,
+                                     PREVIEW_HEIGHT, vertical_fov_deg=40.0)
+        self.writer = None
+        self.last_avatar = None
+
+    def add(self, result) -> None:
+        from render.video import VideoWriter, to_uint8
+
+        if result.frame is not None:
+            picture = _draw_landmarks(result.frame.image, result.landmarks)
+        else:
+            picture = np.zeros((PREVIEW_HEIGHT, PREVIEW_HEIGHT * 4 // 3, 3), np.uint8)
+        height = PREVIEW_HEIGHT
+        width = int(round(picture.shape[1] * height / picture.shape[0] / 2)) * 2
+        from PIL import Image
+
+        left = np.asarray(Image.fromarray(picture).resize((width, height), Image.BILINEAR))
+        if result.codes.valid.any() or self.last_avatar is None:
+            codes = result.codes
+            rgba = self.renderer.render(self.avatar.pose(codes), self.camera)
+            self.last_avatar = to_uint8(rgba, (0.35, 0.35, 0.38))
+        canvas = np.concatenate([left, self.last_avatar], axis=1)
+        if self.writer is None:
+            self.writer = VideoWriter(self.path, canvas.shape[1], canvas.shape[0], self.fps)
+        self.writer.write(canvas)
+
+    def close(self, ok: bool) -> None:
+        if self.writer is not None:
+            self.writer.close() if ok else self.writer.abort()
+        self.renderer.release()
+
+
+def _draw_landmarks(image: np.ndarray, lm) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    pil = Image.fromarray(image)
+    if lm is None:
+        return image
+    draw = ImageDraw.Draw(pil)
+    r = max(1, image.shape[1] // 320)
+
+    def dots(points, colour):
+        if points is None:
+            return
+        for x, y in points[:, :2]:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+
+    dots(lm.face, (80, 220, 255))
+    dots(lm.pose, (255, 220, 60))
+    dots(lm.hands[0], (90, 255, 90))
+    dots(lm.hands[1], (255, 90, 200))
+    return np.asarray(pil)
+
+
+def run(args) -> int:
+    from avatar.codes import PARTS
+    from tracking.sources import SourceError, open_source
+    from tracking.tracker import Tracker, track
+
+    size = _size(args.size)
+    try:
+        source = open_source(args.input, size=size, fps=args.fps)
+    except SourceError as exc:
+        raise UserError(str(exc)) from None
+    static = not source.live and source.__class__.__name__ == "ImageSource"
+    print(f"tracking {source.description} -> {args.out}", file=sys.stderr)
+    out = _CodesFile(args.out)
+    preview = None
+    ok = False
+    seen = np.zeros(len(PARTS), dtype=np.int64)
+    start = time.monotonic()
+    last_report = start
+    try:
+        if args.preview:
+            preview = _Preview(args.preview, args.backend, source.nominal_fps or args.fps)
+        with Tracker(mirror=args.mirror, smoothing=not args.no_smoothing, static=static,
+                     backend=args.landmarks) as tracker:
+            def should_stop():
+                return bool(args.duration) and time.monotonic() - start > args.duration
+
+            events = lambda message: print(message, file=sys.stderr)  # noqa: E731
+            for result in track(source, tracker, on_event=events, should_stop=should_stop):
+                out.write(result.codes)
+                seen += result.codes.valid
+                if preview is not None:
+                    preview.add(result)
+                now = time.monotonic()
+                if now - last_report >= 2.0:
+                    print(f"  {out.count} frames, {out.count / (now - start):.1f} fps", file=sys.stderr)
+                    last_report = now
+                if (args.max_frames and out.count >= args.max_frames) or should_stop():
+                    break
+        ok = True
+    except KeyboardInterrupt:
+        ok = True
+        print("stopped", file=sys.stderr)
+    finally:
+        source.close()
+        out.close()
+        if preview is not None:
+            preview.close(ok)
+    skipped = getattr(source, "skipped", [])
+    for path, reason in skipped:
+        print(f"skipped {reason}", file=sys.stderr)
+    summary = ", ".join(f"{p} {n}" for p, n in zip(PARTS, seen))
+    print(f"wrote {out.count} frames to {args.out} (frames with each part: {summary})",
+          file=sys.stderr)
+    if args.preview and ok:
+        print(f"wrote preview {args.preview}", file=sys.stderr)
+    return 0
