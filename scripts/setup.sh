@@ -31,9 +31,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # -- 2. Python environment ------------------------------------------------------------------
+# 3.11 first: it is the version with the most prebuilt wheels here (torch's CPU wheel among them).
+# A candidate must really run: a pyenv shim can exist for a version that is not selected.
 PY=""
-for candidate in python3.12 python3.11; do
-    if command -v "$candidate" >/dev/null; then PY=$candidate; break; fi
+for candidate in python3.11 python3.12 python3; do
+    if "$candidate" -c 'import sys, venv; assert (3, 11) <= sys.version_info[:2] <= (3, 12)' 2>/dev/null; then
+        PY=$candidate; break
+    fi
 done
 [ -n "$PY" ] || { log "Python 3.11 or 3.12 is needed (mediapipe 0.10.21 has no wheel for 3.13)"; exit 1; }
 if [ ! -x .venv/bin/python ]; then
