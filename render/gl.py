@@ -69,6 +69,7 @@ layout(local_size_x = {WORKGROUP}) in;
 layout(std430, binding = 0) readonly buffer Params {{ float params[]; }};
 layout(std430, binding = 1) readonly buffer Colors {{ float colors[]; }};
 layout(std430, binding = 2) writeonly buffer Splats {{ vec4 splats[]; }};
+layout(std430, binding = 4) buffer Stats {{ uint max_diameter_bits; }};  // for the point path
 uniform int count;
 uniform int sh_count;          // 0: plain RGB, else 1, 4, 9 or 16 coefficients per channel
 uniform mat3 cv_rotation;      // cv_from_world rotation (column-major as GL expects)
@@ -157,9 +158,19 @@ void main() {{
     if (mean2d.x + radius.x <= 0.0 || mean2d.x - radius.x >= image_size.x
         || mean2d.y + radius.y <= 0.0 || mean2d.y - radius.y >= image_size.y) return;
     if (any(isnan(mean2d)) || any(isinf(mean2d))) return;
-    splats[3u * i] = vec4(mean2d, radius);
+    // The quad: the 1/255 ellipse's own axes (eigenvectors of the 2D covariance), so thin
+    // Gaussians cover few pixels (the fragment shader decides pixel by pixel anyway).
+    float mid = 0.5 * (a + c);
+    float major = mid + sqrt(max(mid * mid - det, 0.0));
+    float minor = det / major;
+    vec2 axis = abs(b) > 1e-12 * major ? normalize(vec2(b, major - a))
+                                       : (a >= c ? vec2(1.0, 0.0) : vec2(0.0, 1.0));
+    // (+0.05 px: pixel centres on the contour itself stay inside despite float rounding)
+    splats[3u * i] = vec4(mean2d, axis * (sqrt(level * major) + 0.05));
     splats[3u * i + 1u] = vec4(c / det, -b / det, a / det, opacity);
-    splats[3u * i + 2u] = vec4(view_color(i, mean), 1.0);
+    splats[3u * i + 2u] = vec4(view_color(i, mean), sqrt(level * minor) + 0.05);
+    // Positive floats order like their bit patterns.
+    atomicMax(max_diameter_bits, floatBitsToUint(2.0 * sqrt(level * major) + 1.2));
 }}
 """
 
@@ -174,20 +185,52 @@ flat out vec3 v_color;
 flat out vec2 v_mean;
 void main() {
     uint i = order[gl_InstanceID];
-    vec4 color = splats[3u * i + 2u];
-    if (color.w == 0.0) {  // culled: a degenerate quad outside the clip volume
+    vec4 color_minor = splats[3u * i + 2u];
+    if (color_minor.w == 0.0) {  // culled: a degenerate quad outside the clip volume
         gl_Position = vec4(2.0, 2.0, 2.0, 1.0);
         return;
     }
-    vec4 mean_radius = splats[3u * i];
+    vec4 mean_major = splats[3u * i];
     v_conic_opacity = splats[3u * i + 1u];
-    v_color = color.rgb;
-    v_mean = mean_radius.xy;
-    // Half a pixel of margin: the fragment shader decides, by the 1/255 rule.
-    vec2 pixel = mean_radius.xy + corner * (mean_radius.zw + 0.5);
-    pixel = clamp(pixel, vec2(-1.0), image_size + 1.0);
+    v_color = color_minor.rgb;
+    v_mean = mean_major.xy;
+    // The ellipse's bounding rectangle along its own axes; guard-band clipping does the rest.
+    vec2 minor_axis = vec2(-mean_major.w, mean_major.z) * (color_minor.w / length(mean_major.zw));
+    vec2 pixel = mean_major.xy + corner.x * mean_major.zw + corner.y * minor_axis;
     gl_Position = vec4(2.0 * pixel.x / image_size.x - 1.0, 1.0 - 2.0 * pixel.y / image_size.y,
                        0.0, 1.0);
+}
+"""
+
+# The cheaper path on llvmpipe (one vertex per Gaussian instead of an instanced quad: its
+# vertex stage is single-threaded): a square point around the whole 1/255 circle, used when
+# every footprint fits GL's largest point size. GL drops a point whose centre is outside the
+# viewport, so the viewport grows by a guard band of the largest radius (scissored back).
+POINT_VERTEX_SHADER = """
+#version 430
+layout(std430, binding = 2) readonly buffer Splats { vec4 splats[]; };
+layout(std430, binding = 3) readonly buffer Order { uint order[]; };
+uniform vec2 image_size;
+uniform float guard;      // pixels added on every side of the viewport
+flat out vec4 v_conic_opacity;
+flat out vec3 v_color;
+flat out vec2 v_mean;
+void main() {
+    uint i = order[gl_VertexID];
+    vec4 color_minor = splats[3u * i + 2u];
+    if (color_minor.w == 0.0) {
+        gl_Position = vec4(2.0, 2.0, 2.0, 1.0);
+        gl_PointSize = 1.0;
+        return;
+    }
+    vec4 mean_major = splats[3u * i];
+    v_conic_opacity = splats[3u * i + 1u];
+    v_color = color_minor.rgb;
+    v_mean = mean_major.xy;
+    gl_PointSize = 2.0 * length(mean_major.zw) + 1.0;
+    vec2 extended = image_size + 2.0 * guard;
+    gl_Position = vec4(2.0 * (v_mean.x + guard) / extended.x - 1.0,
+                       1.0 - 2.0 * (v_mean.y + guard) / extended.y, 0.0, 1.0);
 }
 """
 
@@ -213,20 +256,25 @@ void main() {{
 
 def _pack(gaussians: Gaussians) -> tuple[np.ndarray, np.ndarray, int]:
     """(N, 11) params, flat colours and the SH count (0 for RGB); bad Gaussians get opacity 0."""
-    params = np.concatenate([gaussians.means, gaussians.quats, gaussians.scales,
-                             gaussians.opacities[:, None]], axis=1)
+    n = len(gaussians)
+    params = np.empty((n, PARAMS_PER_GAUSSIAN), dtype=np.float32)
+    params[:, 0:3] = gaussians.means
+    params[:, 3:7] = gaussians.quats
+    params[:, 7:10] = gaussians.scales
+    params[:, 10] = gaussians.opacities
     colors = gaussians.colors
     sh_count = 0 if colors.ndim == 2 else colors.shape[1]
-    # (finite_mask cannot reshape zero colours: nothing to check then)
-    bad = ~gaussians.finite_mask() if len(gaussians) else np.zeros(0, dtype=bool)
-    if bad.any():
-        params = params.copy()
+    # A whole-array check first (0.2 ms for 100k); the per-Gaussian mask only when it fails.
+    quat_norm2 = np.einsum("ij,ij->i", gaussians.quats, gaussians.quats)
+    all_good = (n == 0 or (np.isfinite(params).all() and np.isfinite(colors).all()
+                           and (params[:, 7:11] > 0).all() and quat_norm2.min() > 1e-16))
+    if not all_good:
+        bad = ~gaussians.finite_mask()
         params[bad] = 0.0
-        params[bad, 3] = 1.0   # a unit quaternion
+        params[bad, 3] = 1.0   # a unit quaternion and scales: harmless, and opacity 0
         params[bad, 7:10] = 1.0
         colors = np.where(bad.reshape((-1,) + (1,) * (colors.ndim - 1)), 0.0, colors)
-    return (np.ascontiguousarray(params, dtype=np.float32),
-            np.ascontiguousarray(colors, dtype=np.float32).reshape(-1), sh_count)
+    return params, np.ascontiguousarray(colors, dtype=np.float32).reshape(-1), sh_count
 
 
 def camera_forward(camera: Camera) -> np.ndarray:
@@ -235,26 +283,17 @@ def camera_forward(camera: Camera) -> np.ndarray:
 
 
 def _current(method):
-    """Run ``method`` with this renderer's context current (restoring the previous one after),
-    so several contexts in one thread (a window and an offscreen renderer) do not mix."""
+    """Run ``method`` with this renderer's context made current (and left current, as GL
+    programs usually do: glcontext's nested enter/exit would unbind it), so several contexts
+    in one thread (a window and an offscreen renderer) do not mix."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        if self._entered:
-            return method(self, *args, **kwargs)
         try:
             self.ctx.__enter__()
         except Exception as exc:  # a released context has no GL object left to enter
             raise GLContextLost(f"the OpenGL context is gone: {exc}") from exc
-        self._entered = True
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._entered = False
-            try:
-                self.ctx.__exit__(None, None, None)
-            except Exception:
-                pass
+        return method(self, *args, **kwargs)
 
     return wrapper
 
@@ -263,19 +302,23 @@ class GLSplatRenderer:
     """Splats Gaussians with OpenGL 4.3 shaders into any moderngl framebuffer."""
 
     def __init__(self, ctx=None, *, position_tolerance_m: float = 0.0,
-                 angle_tolerance_rad: float = 0.0, key_bits: int = 32):
+                 angle_tolerance_rad: float = 0.0, key_bits: int = 32,
+                 prefer_points: bool = True):
         """``ctx``: a moderngl context (OpenGL >= 4.3), or None for a headless EGL one.
 
         The tolerances say how far the view may move before ``sort_for`` sorts again
-        (0: whenever it moves at all); ``key_bits`` 32 or 16 (see ``render.sort``).
+        (0: whenever it moves at all); ``key_bits`` 32 or 16 (see ``render.sort``);
+        ``prefer_points``: draw one point per Gaussian when every footprint fits the largest
+        point size (the same pixels and maths, cheaper on llvmpipe), else instanced quads.
         """
         self.position_tolerance_m = position_tolerance_m
         self.angle_tolerance_rad = angle_tolerance_rad
         self.key_bits = key_bits
+        self.prefer_points = prefer_points
+        self.last_primitive = None  # "points" or "quads": what the last draw used
         self.owns_context = ctx is None
         self._gaussians: Gaussians | None = None
         self._target = None
-        self._entered = False
         self._bind(ctx if ctx is not None else create_headless_context())
         self.sort_count = 0  # how many sorts ran (skips do not count)
 
@@ -294,6 +337,11 @@ class GLSplatRenderer:
             self._preprocess = ctx.compute_shader(PREPROCESS_SHADER)
             self._program = ctx.program(vertex_shader=VERTEX_SHADER,
                                         fragment_shader=FRAGMENT_SHADER)
+            self._point_program = ctx.program(vertex_shader=POINT_VERTEX_SHADER,
+                                              fragment_shader=FRAGMENT_SHADER)
+            self._point_vao = ctx.vertex_array(self._point_program, [])
+            self._stats = ctx.buffer(reserve=4)
+            self.max_point_size = float(ctx.info.get("GL_POINT_SIZE_RANGE", (1.0, 1.0))[1])
             corners = np.array([-1, -1, 1, -1, -1, 1, 1, 1], dtype="f4")
             self._corners = ctx.buffer(corners.tobytes())
             self._vao = ctx.vertex_array(self._program, [(self._corners, "2f", "corner")])
@@ -331,6 +379,7 @@ class GLSplatRenderer:
     @_current
     def _release_objects(self) -> None:
         for obj in [*self._buffers.values(), self._vao, self._corners, self._program,
+                    self._point_vao, self._point_program, self._stats,
                     self._preprocess, *(self._target or ())]:
             try:
                 obj.release()
@@ -460,13 +509,18 @@ class GLSplatRenderer:
         self._buffers["params"].bind_to_storage_buffer(0)
         self._buffers["colors"].bind_to_storage_buffer(1)
         self._buffers["splats"].bind_to_storage_buffer(2)
+        self._stats.write(b"\0\0\0\0")
+        self._stats.bind_to_storage_buffer(4)
         cs.run(group_x=(self._count + WORKGROUP - 1) // WORKGROUP)
         self.ctx.memory_barrier()
 
     def _splat(self, camera: Camera, viewport) -> None:
         import moderngl
 
-        prog = self._program
+        max_diameter = float(np.frombuffer(self._stats.read(), dtype=np.float32)[0])
+        use_points = self.prefer_points and max_diameter <= self.max_point_size
+        self.last_primitive = "points" if use_points else "quads"
+        prog = self._point_program if use_points else self._program
         prog["image_size"].value = (float(camera.width), float(camera.height))
         prog["viewport"].value = tuple(map(float, viewport))
         self._buffers["splats"].bind_to_storage_buffer(2)
@@ -475,7 +529,15 @@ class GLSplatRenderer:
         self.ctx.enable(moderngl.BLEND)
         self.ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
         self.ctx.blend_equation = moderngl.FUNC_ADD
-        self._vao.render(moderngl.TRIANGLE_STRIP, vertices=4, instances=self._count)
+        if use_points:
+            guard = math.ceil(max_diameter / 2) + 1
+            x, y, w, h = viewport
+            prog["guard"].value = float(guard)
+            self.ctx.viewport = (x - guard, y - guard, w + 2 * guard, h + 2 * guard)
+            self.ctx.enable(moderngl.PROGRAM_POINT_SIZE)
+            self._point_vao.render(moderngl.POINTS, vertices=self._count)
+        else:
+            self._vao.render(moderngl.TRIANGLE_STRIP, vertices=4, instances=self._count)
 
     # -- offscreen ------------------------------------------------------------------------
     def _float_target(self, width: int, height: int):

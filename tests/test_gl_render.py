@@ -220,3 +220,29 @@ def test_two_renderers_in_one_thread_keep_to_their_own_contexts(renderer):
     finally:
         other.release()
     assert psnr(renderer.render(g, cam), expected) >= 60
+
+
+def test_point_and_quad_paths_draw_the_same_pixels():
+    g = cloud(n=2000, sh_count=4, seed=6)
+    cam = Camera.look_at([0.2, 1.0, 0.9], [0, 1.0, 0], 120, 90, vertical_fov_deg=70)
+    ref = reference_render(g, cam)
+    images = {}
+    for prefer_points in (True, False):
+        r = gl.GLSplatRenderer(prefer_points=prefer_points)
+        try:
+            images[prefer_points] = r.render(g, cam)
+            assert r.last_primitive == ("points" if prefer_points else "quads")
+        finally:
+            r.release()
+    print(f"points: {psnr(images[True], ref):.1f} dB, quads: {psnr(images[False], ref):.1f} dB")
+    assert psnr(images[True], ref) >= 60 and psnr(images[False], ref) >= 60
+    # A footprint wider than GL's largest point: quads, still right.
+    big = Gaussians.concatenate([g, Gaussians([[0, 1.0, 0.5]], [[1, 0, 0, 0]], [[0.3, 0.3, 0.3]],
+                                              [0.5], [[[0.2, 0.1, 0.0]] * 4])])
+    r = gl.GLSplatRenderer()
+    try:
+        out = r.render(big, cam.resized(400, 300))
+        assert r.last_primitive == "quads"
+        assert psnr(out, reference_render(big, cam.resized(400, 300))) >= 60
+    finally:
+        r.release()
