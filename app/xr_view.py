@@ -1,0 +1,310 @@
+"""Avatars in a VR headset: ``view --xr`` and the XR stage the call app feeds frame by frame.
+
+``XrStage`` is the room: remote participants (an ``Avatar`` each, and the latest ``Codes``
+that arrived for it) standing life-size on the floor, side by side, at a comfortable
+distance in front of the user, each turned toward them. It is the scene of a
+``render.xr.XrTarget``: every frame the target calls it once; participants whose codes
+changed are posed again (one pose per participant per frame at most), moved to their place
+and concatenated; when nothing changed the same ``Gaussians`` object comes back, so the
+target neither uploads nor re-sorts for an unmoved head. ``set_codes`` may be called from
+another thread (the network's) while the XR loop runs.
+
+Placement happens at the first tracked frame and again on "recentre" (the controller's menu
+or select button, the runtime's own recentre, or ``XrStage.recentre()``): from the head's
+position and yaw at that moment, so the avatars then stay put in the room while the user
+moves.
+
+``run_xr_view(args)`` is the ``view --xr`` command: one avatar driven by a codes file (played
+at its own pace, looped) or a built-in pose (``app.poses``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avatar.codes import Codes
+from avatar.rotation import matrix_to_quat, quat_multiply
+from render.gaussians import Gaussians
+from render.xr import XrFrame, placements_in_front
+
+COMFORT_DISTANCE_M = 1.5
+SIDE_SPACING_M = 0.9
+
+
+def place_gaussians(gaussians: Gaussians, world_from_avatar: np.ndarray) -> Gaussians:
+    """The Gaussians moved rigidly by ``world_from_avatar`` (4, 4)."""
+    rotation = world_from_avatar[:3, :3]
+    means = gaussians.means @ rotation.T.astype(np.float32) + world_from_avatar[:3, 3].astype(np.float32)
+    turn = matrix_to_quat(rotation).astype(np.float32)
+    quats = quat_multiply(np.broadcast_to(turn, gaussians.quats.shape), gaussians.quats)
+    return Gaussians(means, quats, gaussians.scales, gaussians.opacities, gaussians.colors)
+
+
+@dataclass
+class _Participant:
+    avatar: object                      # avatar.avatar.Avatar (anything with pose(codes))
+    codes: Codes
+    posed: Gaussians | None = None      # placed in the room, for `posed_codes`
+    posed_codes: Codes | None = None
+    posed_place: int = -1
+
+
+class XrStage:
+    """Remote participants placed in front of the XR user (see the module docstring)."""
+
+    def __init__(self, distance_m: float = COMFORT_DISTANCE_M, spacing_m: float = SIDE_SPACING_M):
+        self.distance_m = distance_m
+        self.spacing_m = spacing_m
+        self._lock = threading.Lock()
+        self._participants: dict[str, _Participant] = {}
+        self._places: list[np.ndarray] = []
+        self._place_version = 0
+        self._recentre = True
+        self._combined: Gaussians | None = None
+        self._combined_key = None
+        self.pose_count = 0   # avatar poses run (for tests and benchmarks)
+
+    # -- what the call app feeds in -------------------------------------------------------
+    def add(self, key: str, avatar, codes: Codes | None = None) -> None:
+        """A participant joins (or replaces its avatar); new arrivals trigger a re-placement."""
+        with self._lock:
+            self._participants[key] = _Participant(avatar, codes if codes is not None else Codes())
+            self._recentre = True
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            if self._participants.pop(key, None) is not None:
+                self._recentre = True
+
+    def set_codes(self, key: str, codes: Codes) -> None:
+        """The latest codes for a participant (unknown keys are ignored: a late packet)."""
+        with self._lock:
+            participant = self._participants.get(key)
+            if participant is not None:
+                participant.codes = codes
+
+    def recentre(self) -> None:
+        with self._lock:
+            self._recentre = True
+
+    @property
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._participants)
+
+    # -- what the XR target calls ---------------------------------------------------------
+    def __call__(self, frame: XrFrame) -> Gaussians:
+        with self._lock:
+            if frame.recentre or self._recentre or len(self._places) != len(self._participants):
+                self._places = placements_in_front(
+                    frame.world_from_head, len(self._participants), self.distance_m,
+                    self.spacing_m, floor_y=frame.floor_y)
+                self._place_version += 1
+                self._recentre = False
+            work = [(key, p, p.codes) for key, p in self._participants.items()]
+            places, version = list(self._places), self._place_version
+        parts = []
+        for (key, participant, codes), place in zip(work, places):
+            if (participant.posed is None or participant.posed_codes is not codes
+                    or participant.posed_place != version):
+                participant.posed = place_gaussians(participant.avatar.pose(codes), place)
+                participant.posed_codes, participant.posed_place = codes, version
+                self.pose_count += 1
+            parts.append(participant.posed)
+        key = tuple(id(p) for p in parts)
+        if key != self._combined_key:
+            self._combined = parts[0] if len(parts) == 1 else Gaussians.concatenate(parts)
+            self._combined_key = key
+        return self._combined
+
+
+# -- codes sources for `view --xr` --------------------------------------------------------------
+class CodesPlayback:
+    """Codes at a wall-clock time: a JSONL recording at its own pace (looped), or a built-in
+    pose. The same ``Codes`` object comes back while the frame has not changed."""
+
+    def __init__(self, frames: list[Codes] | None = None, pose=None):
+        if frames is not None and not frames:
+            raise ValueError("the codes file holds no frames")
+        self.frames, self.pose = frames, pose
+        self._last_key, self._last = None, None
+        if frames is not None:
+            t0 = frames[0].t
+            self._times = np.array([f.t - t0 for f in frames])
+            self.duration_s = float(self._times[-1]) + (
+                float(np.median(np.diff(self._times))) if len(frames) > 1 else 0.0)
+
+    def codes_at(self, elapsed_s: float) -> Codes:
+        if self.frames is not None:
+            t = elapsed_s % self.duration_s if self.duration_s > 0 else 0.0
+            index = max(0, int(np.searchsorted(self._times, t, side="right")) - 1)
+            key = index
+            if key != self._last_key:
+                self._last_key, self._last = key, self.frames[index]
+            return self._last
+        if self.pose.duration_s <= 0:
+            key = 0.0
+        else:  # sample animations at 60 Hz: a new pose only when the animation moved
+            key = round((elapsed_s % self.pose.duration_s) * 60) / 60
+        if key != self._last_key:
+            self._last_key, self._last = key, self.pose.codes(key)
+        return self._last
+
+
+def add_xr_arguments(parser: argparse.ArgumentParser) -> None:
+    """The XR options of ``view`` (all but --xr itself start with --xr-)."""
+    group = parser.add_argument_group("headset (OpenXR)")
+    group.add_argument("--xr-graphics", choices=("auto", "egl", "glx"), default="auto",
+                       help="OpenGL binding: glx (needs an X display), egl (headless, Monado's "
+                            "XR_MNDX_egl_enable) or auto (glx when DISPLAY is set)")
+    group.add_argument("--xr-distance", type=float, default=COMFORT_DISTANCE_M, metavar="M",
+                       help="how far in front of you the avatar stands (default %(default)s m)")
+    group.add_argument("--xr-frames", type=int, default=None, metavar="N",
+                       help="leave cleanly after N rendered frames (default: until Ctrl+C or "
+                            "the runtime ends the session)")
+    group.add_argument("--xr-validation", action="store_true",
+                       help="enable the Khronos OpenXR validation layer; report its messages")
+    group.add_argument("--xr-capture", type=Path, default=None, metavar="DIR",
+                       help="save the last frame's eye images (swapchain contents, .npy) to DIR")
+    group.add_argument("--xr-stats", type=Path, default=None, metavar="FILE",
+                       help="write frame timings and validation messages to FILE (JSON)")
+
+
+def _load_source(args) -> tuple[object, CodesPlayback, str]:
+    from app.cli import UserError
+
+    from avatar.avatar import load_avatar
+    from avatar.codes import CodesError, read_jsonl
+    from avatar.lca import AvatarFileError
+
+    try:
+        avatar = load_avatar(getattr(args, "avatar", None) or "default")
+    except (AvatarFileError, OSError) as exc:
+        raise UserError(f"cannot load the avatar: {exc}") from None
+    codes_path = getattr(args, "codes", None)
+    if codes_path:
+        try:
+            frames = read_jsonl(codes_path)
+        except CodesError as exc:
+            raise UserError(str(exc)) from None
+        if not frames:
+            raise UserError(f"{codes_path}: no codes frames in the file")
+        return avatar, CodesPlayback(frames=frames), f"codes from {codes_path}"
+    from app.poses import POSES
+
+    name = getattr(args, "pose", None) or "rest"
+    if name not in POSES:
+        raise UserError(f"unknown pose {name!r}; choose one of: {', '.join(POSES)}")
+    return avatar, CodesPlayback(pose=POSES[name]), f"pose {name!r}"
+
+
+def run_xr_view(args) -> int:
+    """``view --xr``: the avatar in the headset until Ctrl+C, the runtime ends the session or
+    ``--xr-frames`` frames. Prints one line per few seconds of progress."""
+    from app.cli import UserError
+    from render.xr import XrTarget, XrUnavailableError
+
+    avatar, playback, what = _load_source(args)
+    stage = XrStage(distance_m=args.xr_distance)
+    stage.add("avatar", avatar, playback.codes_at(0.0))
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    start = time.monotonic()
+    progress = {"last": start}
+
+    def scene(frame: XrFrame) -> Gaussians:
+        now = time.monotonic()
+        stage.set_codes("avatar", playback.codes_at(now - start))
+        if now - progress["last"] >= 3.0:
+            progress["last"] = now
+            say(_progress_line(target))
+        return stage(frame)
+
+    target = XrTarget(args.xr_graphics, validation=args.xr_validation,
+                      log=say if args.xr_validation else None)
+    target.capture = args.xr_capture is not None  # a 2-eye readback per frame: cheap
+    reason = "not started"
+    try:
+        try:
+            target.open()
+        except XrUnavailableError as exc:
+            raise UserError(str(exc)) from None
+        say(f"OpenXR: {target.runtime_name} / {target.system_name}, {len(target._eyes)} eyes of "
+            f"{target.eye_size[0]}x{target.eye_size[1]} "
+            f"{'sRGB' if target.color_is_srgb else 'linear'}, space {target.space_name}; "
+            f"{avatar.name} ({len(avatar)} Gaussians), {what}. Ctrl+C leaves.")
+        reason = target.run(scene, max_frames=args.xr_frames)
+        say(f"{_progress_line(target)}; session ended: {reason}")
+        if args.xr_capture is not None and target.captured:
+            args.xr_capture.mkdir(parents=True, exist_ok=True)
+            for eye, image in zip(("left", "right"), target.captured):
+                np.save(args.xr_capture / f"{eye}.npy", image)
+    finally:
+        if args.xr_stats is not None:
+            _write_stats(args.xr_stats, target, stage, reason)
+        target.close()
+    errors = [m for m in target.messages if m[0] == "error"]
+    return 1 if errors else 0
+
+
+def _progress_line(target) -> str:
+    shown = [t for t in target.timings if t.rendered]
+    if len(shown) < 2:
+        return f"{len(shown)} frames shown"
+    recent = shown[-30:]
+    frame_ms = float(np.nanmedian([t.frame_ms for t in recent]))
+    return (f"{len(shown)} frames shown, {1000 / frame_ms:.1f} fps (median frame {frame_ms:.1f} ms,"
+            f" runtime period {recent[-1].display_period_ms:.1f} ms)")
+
+
+def _write_stats(path: Path, target, stage: XrStage, reason: str) -> None:
+    """Timings as JSON, written to a temporary name first so a crash leaves no half file."""
+    stats = {
+        "runtime": target.runtime_name, "system": target.system_name,
+        "graphics": target.graphics, "eye_size": list(getattr(target, "eye_size", (0, 0))),
+        "color_format": target.color_format, "color_is_srgb": target.color_is_srgb,
+        "space": getattr(target, "space_name", None),
+        "exit_reason": reason, "poses": stage.pose_count,
+        "messages": [list(m) for m in target.messages],
+        "frames": [vars(t) for t in target.timings],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(stats, indent=1, default=float))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m app.xr_view``: the same as ``main.py view --xr``, without the rest of the
+    CLI (the OpenXR test root has only this viewer's dependencies)."""
+    from app.cli import UserError
+
+    parser = argparse.ArgumentParser(prog="python -m app.xr_view",
+                                     description="Show an avatar in a VR headset (OpenXR).")
+    parser.add_argument("--avatar", default="default", help=".lca file or 'default'")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--codes", type=Path, help="codes JSONL to play (looped)")
+    source.add_argument("--pose", help="built-in pose name (app.poses)")
+    add_xr_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_xr_view(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

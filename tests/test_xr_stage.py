@@ -1,0 +1,199 @@
+"""The XR stage (participants placed in the room, posed once per codes change) and the
+`view --xr` command's behaviour without a runtime. Runs everywhere: no headset needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.xr_view import CodesPlayback, XrStage, place_gaussians
+from avatar.avatar import load_avatar
+from avatar.codes import Codes, write_jsonl
+from avatar.rotation import quat_to_matrix
+from render.xr import XrFrame, placements_in_front
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def avatar():
+    return load_avatar("default")
+
+
+def _frame(index=0, head=(0.0, 1.6, 0.0), recentre=False) -> XrFrame:
+    world_from_head = np.eye(4)
+    world_from_head[:3, 3] = head
+    return XrFrame(index, 0, 11_111_111, [], world_from_head, 0.0, recentre)
+
+
+def test_place_gaussians_moves_means_and_turns_covariances(avatar):
+    g = avatar.pose(Codes()).subset(slice(0, 500))
+    (place,) = placements_in_front(np.array([[0, 0, 1, 0], [0, 1, 0, 1.6], [-1, 0, 0, 0],
+                                             [0, 0, 0, 1.0]]), 1, floor_y=0.0)  # head turned
+    moved = place_gaussians(g, place)
+    rotation = place[:3, :3]
+    np.testing.assert_allclose(moved.means, g.means @ rotation.T + place[:3, 3], atol=1e-5)
+    cov = lambda q, s: quat_to_matrix(q) @ np.diag(s**2) @ quat_to_matrix(q).T  # noqa: E731
+    for i in (0, 17, 499):
+        np.testing.assert_allclose(cov(moved.quats[i], moved.scales[i]),
+                                   rotation @ cov(g.quats[i], g.scales[i]) @ rotation.T,
+                                   atol=1e-9)
+    np.testing.assert_array_equal(moved.colors, g.colors)
+
+
+def test_stage_places_the_avatar_life_size_in_front_of_the_user(avatar):
+    stage = XrStage(distance_m=1.5)
+    stage.add("alice", avatar, Codes())
+    g = stage(_frame())
+    rest = avatar.pose(Codes())
+    height = float(np.ptp(g.means[:, 1]))
+    assert abs(height - float(np.ptp(rest.means[:, 1]))) < 1e-4   # life-size: no scaling
+    assert 1.4 < height < 2.1
+    assert abs(float(g.means[:, 1].min()) - float(rest.means[:, 1].min())) < 1e-4  # on the floor
+    centre = g.means.mean(axis=0)
+    assert abs(centre[0]) < 0.1 and abs(centre[2] + 1.5) < 0.2
+
+
+def test_stage_poses_only_when_codes_change_and_returns_the_same_object(avatar):
+    stage = XrStage()
+    codes = Codes()
+    stage.add("alice", avatar, codes)
+    first = stage(_frame(0))
+    assert stage(_frame(1)) is first and stage.pose_count == 1   # nothing changed: no work
+    stage.set_codes("alice", codes.replace(seq=1))
+    second = stage(_frame(2))
+    assert second is not first and stage.pose_count == 2
+    stage.set_codes("nobody", codes)                             # a stray key is ignored
+    assert stage(_frame(3)) is second
+
+
+def test_stage_stays_put_until_recentred(avatar):
+    stage = XrStage(distance_m=1.5)
+    stage.add("alice", avatar)
+    before = stage(_frame(0, head=(0.0, 1.6, 0.0))).means.mean(axis=0)
+    after_walk = stage(_frame(1, head=(0.5, 1.6, 1.0))).means.mean(axis=0)
+    np.testing.assert_allclose(after_walk, before, atol=1e-6)       # stable in the room
+    moved = stage(_frame(2, head=(0.5, 1.6, 1.0), recentre=True)).means.mean(axis=0)
+    np.testing.assert_allclose(moved[[0, 2]] - before[[0, 2]], [0.5, 1.0], atol=1e-3)
+    stage.recentre()
+    assert stage.pose_count == 2
+    stage(_frame(3, head=(0.0, 1.6, 0.0)))
+    assert stage.pose_count == 3
+
+
+def test_two_participants_stand_side_by_side(avatar):
+    stage = XrStage(distance_m=2.0, spacing_m=1.0)
+    stage.add("alice", avatar)
+    stage.add("bob", avatar)
+    g = stage(_frame())
+    assert len(g) == 2 * len(avatar)
+    xs = [g.means[:len(avatar), 0].mean(), g.means[len(avatar):, 0].mean()]
+    assert xs[0] < -0.3 and xs[1] > 0.3
+    stage.remove("bob")
+    assert len(stage(_frame(1))) == len(avatar)
+
+
+def test_codes_arrive_from_another_thread(avatar):
+    stage = XrStage()
+    stage.add("alice", avatar)
+    stage(_frame(0))
+    sent = [Codes(seq=i) for i in range(1, 51)]
+
+    def network():
+        for codes in sent:
+            stage.set_codes("alice", codes)
+
+    thread = threading.Thread(target=network)
+    thread.start()
+    frames = 0
+    while thread.is_alive() and frames < 1000:
+        stage(_frame(frames))
+        frames += 1
+    thread.join()
+    stage(_frame(frames))
+    assert 2 <= stage.pose_count <= 52
+    assert stage._participants["alice"].posed_codes is sent[-1]  # the latest one wins
+
+
+def test_codes_playback_follows_the_recording_and_loops(tmp_path):
+    frames = [Codes(t=10.0 + i / 30, seq=i) for i in range(30)]
+    playback = CodesPlayback(frames=frames)
+    assert playback.codes_at(0.0) is frames[0]
+    assert playback.codes_at(0.5).seq == 15
+    assert playback.codes_at(1.0 + 0.5).seq == 15           # looped after 1 s
+    assert playback.codes_at(0.51) is playback.codes_at(0.52)
+
+
+def test_still_pose_playback_returns_one_object():
+    from app.poses import POSES
+
+    playback = CodesPlayback(pose=POSES["rest"])
+    assert playback.codes_at(0.0) is playback.codes_at(5.0)
+    wave = CodesPlayback(pose=POSES["wave"])
+    assert wave.codes_at(0.0) is not wave.codes_at(0.5)
+
+
+def _run_viewer(args, env_extra, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XR_")}
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-m", "app.xr_view", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_no_runtime_gives_one_clear_line(tmp_path):
+    pytest.importorskip("xr", reason="pyopenxr is not installed (pip install pyopenxr)")
+    # No active runtime anywhere the loader looks: an empty config home and system dirs.
+    result = _run_viewer(["--pose", "rest", "--xr-frames", "1"],
+                         {"XR_RUNTIME_JSON": str(tmp_path / "missing.json"),
+                          "XDG_CONFIG_HOME": str(tmp_path), "XDG_CONFIG_DIRS": str(tmp_path)},
+                         tmp_path)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: no OpenXR runtime is active")
+    for runtime in ("SteamVR", "Monado", "Meta"):
+        assert runtime in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    pytest.importorskip("xr", reason="pyopenxr is not installed (pip install pyopenxr)")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"t": 0, "seq": 0, "face": [2.0]}\n')
+    result = _run_viewer(["--codes", str(bad)], {}, tmp_path)
+    assert result.returncode == 1 and result.stderr.startswith("error: ")
+    assert "bad.jsonl:1" in result.stderr and "Traceback" not in result.stderr
+
+    result = _run_viewer(["--pose", "moonwalk"], {}, tmp_path)
+    assert result.returncode == 1 and "unknown pose 'moonwalk'" in result.stderr
+    assert "wave" in result.stderr
+
+    broken = tmp_path / "broken.lca"
+    broken.write_bytes(b"\x00" * 64)
+    result = _run_viewer(["--avatar", str(broken)], {}, tmp_path)
+    assert result.returncode == 1 and "cannot load the avatar" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    empty = tmp_path / "empty.jsonl"
+    write_jsonl(empty, [])
+    result = _run_viewer(["--codes", str(empty)], {}, tmp_path)
+    assert result.returncode == 1 and "no codes frames" in result.stderr
+
+
+def test_stats_are_written_even_without_a_runtime(tmp_path):
+    pytest.importorskip("xr", reason="pyopenxr is not installed (pip install pyopenxr)")
+    stats = tmp_path / "stats.json"
+    result = _run_viewer(["--xr-stats", str(stats)],
+                         {"XR_RUNTIME_JSON": str(tmp_path / "missing.json"),
+                          "XDG_CONFIG_HOME": str(tmp_path), "XDG_CONFIG_DIRS": str(tmp_path)},
+                         tmp_path)
+    assert result.returncode == 1
+    data = json.loads(stats.read_text())
+    assert data["frames"] == [] and data["exit_reason"] == "not started"
