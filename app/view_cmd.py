@@ -1,0 +1,447 @@
+"""``main.py view``: the avatar in a desktop window (glfw), posed by a codes file or a pose.
+
+Controls: left drag orbits, right or middle drag pans, the wheel zooms; Space plays or
+pauses a codes file or an animated pose, Left/Right step a frame while paused, R resets the
+view, S saves a PNG screenshot, Esc or Q quits. An overlay (and the window title) shows the
+frame time and the Gaussian count.
+
+The gl backend draws straight into the window; cuda and reference render an image that is
+shown as a texture. Without a display the command says so and points to ``main.py render``.
+``--screenshot-after N`` saves a screenshot after N frames and quits (for tests and scripts).
+``--xr`` hands over to the headset viewer (``app.xr_view``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BACKGROUND = (0.12, 0.12, 0.14)  # display colour behind the avatar
+DEFAULT_TARGET = (0.0, 0.9, 0.0)  # orbit centre: the middle of a standing avatar, metres
+DEFAULT_DISTANCE_M = 3.0
+VERTICAL_FOV_DEG = 40.0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "view", help="show an avatar in a window (orbit, zoom, play codes)",
+        description="Show an avatar in a desktop window, posed by a codes file (JSONL, played "
+                    "at its own pace and looped) or a built-in pose. Drag to orbit (left) or "
+                    "pan (right/middle), scroll to zoom, Space play/pause, Left/Right step, "
+                    "R reset view, S screenshot, Esc/Q quit.")
+    p.add_argument("--avatar", default="default", metavar="default|FILE",
+                   help="the avatar: 'default' or an .lca file (default: %(default)s)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--codes", type=Path, metavar="FILE.jsonl", help="codes to play")
+    source.add_argument("--pose", metavar="NAME", help="a built-in pose (app/poses.py), e.g. wave")
+    p.add_argument("--backend", choices=("gl", "cuda", "reference"), default="gl",
+                   help="renderer backend (default: %(default)s)")
+    p.add_argument("--size", default="960x720", metavar="WxH", help="window size in pixels")
+    p.add_argument("--screenshot", type=Path, default=None, metavar="FILE.png",
+                   help="where the S key (or --screenshot-after) saves (default: "
+                        "screenshot-<time>.png in the current folder)")
+    p.add_argument("--screenshot-after", type=int, default=None, metavar="N",
+                   help="save a screenshot after N drawn frames, then quit")
+    p.add_argument("--xr", action="store_true", help="view in an OpenXR headset instead")
+    try:  # the XR options belong to the XR viewer
+        from app.xr_view import add_xr_arguments
+    except ImportError:
+        pass
+    else:
+        add_xr_arguments(p)
+    p.set_defaults(func=run)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    from app.cli import UserError
+
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size must look like 960x720, not {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise UserError(f"--size {w}x{h} is out of range (16..8192 per side)")
+    return w, h
+
+
+class OrbitCamera:
+    """A camera orbiting ``target`` at ``distance_m`` (yaw about +Y, pitch up), metres."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.target = np.array(DEFAULT_TARGET, dtype=np.float64)
+        self.yaw = 0.0  # 0: in front of the avatar (+Z), looking at it
+        self.pitch = 0.0
+        self.distance_m = DEFAULT_DISTANCE_M
+
+    def eye(self) -> np.ndarray:
+        cp = math.cos(self.pitch)
+        offset = np.array([math.sin(self.yaw) * cp, math.sin(self.pitch),
+                           math.cos(self.yaw) * cp])
+        return self.target + self.distance_m * offset
+
+    def camera(self, width: int, height: int):
+        from render.camera import Camera
+
+        if width <= 0 or height <= 0:  # a minimised window: a 0x0 camera draws nothing
+            return Camera(np.eye(4), 0, 0, 1.0, 1.0, 0.0, 0.0)
+        return Camera.look_at(self.eye(), self.target, width, height,
+                              vertical_fov_deg=VERTICAL_FOV_DEG)
+
+    def orbit(self, dx_px: float, dy_px: float) -> None:
+        self.yaw -= dx_px * 0.008
+        self.pitch = float(np.clip(self.pitch + dy_px * 0.008, -1.5, 1.5))
+
+    def pan(self, dx_px: float, dy_px: float, height_px: int) -> None:
+        metres_per_px = 2 * self.distance_m * math.tan(math.radians(VERTICAL_FOV_DEG) / 2)
+        metres_per_px /= max(height_px, 1)
+        world_from_camera = np.linalg.inv(self.camera(2, 2).camera_from_world)
+        right, up = world_from_camera[:3, 0], world_from_camera[:3, 1]
+        self.target += (-dx_px * right + dy_px * up) * metres_per_px
+
+    def zoom(self, steps: float) -> None:
+        self.distance_m = float(np.clip(self.distance_m * 0.9 ** steps, 0.1, 50.0))
+
+
+class Playback:
+    """Codes at a time: a codes file at its own pace (looped) or a pose's animation."""
+
+    def __init__(self, frames=None, pose=None):
+        self.frames, self.pose = frames, pose
+        if frames is not None:
+            self.times = np.array([f.t - frames[0].t for f in frames])
+            step = float(np.median(np.diff(self.times))) if len(frames) > 1 else 0.0
+            self.duration_s = float(self.times[-1]) + step
+            self.step_s = step or 1 / 30
+        else:
+            self.duration_s = float(pose.duration_s)
+            self.step_s = 1 / 30
+
+        self._key, self._codes = None, None
+
+    def codes_at(self, t: float):
+        """The frame at ``t`` seconds; the same object while the frame has not changed."""
+        t = t % self.duration_s if self.duration_s > 0 else 0.0
+        if self.frames is not None:
+            key = max(0, int(np.searchsorted(self.times, t, side="right")) - 1)
+        else:
+            key = round(t * 60) / 60  # animations sampled at 60 Hz
+        if key != self._key:
+            self._key = key
+            self._codes = self.frames[key] if self.frames is not None else self.pose.codes(key)
+        return self._codes
+
+
+def load_source(args):
+    """(avatar, Playback, description) from --avatar and --codes / --pose."""
+    from app.cli import UserError
+    from avatar.avatar import load_avatar
+    from avatar.codes import CodesError, read_jsonl
+    from avatar.lca import AvatarFileError
+
+    try:
+        avatar = load_avatar(args.avatar)
+    except (AvatarFileError, OSError) as exc:
+        raise UserError(f"cannot load the avatar {args.avatar!r}: {exc}") from None
+    if args.codes is not None:
+        try:
+            frames = read_jsonl(args.codes)
+        except (CodesError, OSError, ValueError) as exc:
+            raise UserError(f"cannot read codes from {args.codes}: {exc}") from None
+        if not frames:
+            raise UserError(f"{args.codes}: no codes frames in the file")
+        return avatar, Playback(frames=frames), f"{len(frames)} frames from {args.codes}"
+    from app.poses import POSES
+
+    name = args.pose or "rest"
+    if name not in POSES:
+        raise UserError(f"unknown pose {name!r}; choose one of: {', '.join(POSES)}")
+    return avatar, Playback(pose=POSES[name]), f"pose {name!r}"
+
+
+def no_display_reason() -> str | None:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display (DISPLAY is not set)"
+    return None
+
+
+def run(args) -> int:
+    from app.cli import UserError
+
+    if getattr(args, "xr", False):
+        from app.xr_view import run_xr_view
+
+        return run_xr_view(args)
+    width, height = parse_size(args.size)
+    if args.screenshot_after is not None and args.screenshot_after < 1:
+        raise UserError("--screenshot-after must be at least 1")
+    hint = ("; the viewer needs a window. Render to image or video files with "
+            "`main.py render` instead (it runs headless)")
+    reason = no_display_reason()
+    if reason:
+        raise UserError(reason + hint)
+    avatar, playback, what = load_source(args)
+    import glfw
+
+    if not glfw.init():
+        raise UserError("cannot open the display" + hint)
+    try:
+        viewer = Viewer(args, avatar, playback, width, height)
+        print(f"view: {avatar.name} ({len(avatar)} Gaussians), {what}, backend {args.backend}; "
+              "drag to orbit, S screenshot, Esc quits", file=sys.stderr, flush=True)
+        return viewer.loop()
+    finally:
+        glfw.terminate()
+
+
+class Viewer:
+    """The window, its input and the draw loop."""
+
+    def __init__(self, args, avatar, playback: Playback, width: int, height: int):
+        import glfw
+        import moderngl
+
+        from app.cli import UserError
+        from render.backends import BackendUnavailable, RenderError, get_backend
+
+        self.args, self.avatar, self.playback = args, avatar, playback
+        glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 4)
+        glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
+        glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
+        self.window = glfw.create_window(width, height, "splatcall view", None, None)
+        if not self.window:
+            raise UserError("cannot open an OpenGL 4.3 window on this display "
+                            "(try --backend reference, or `main.py render`)")
+        glfw.make_context_current(self.window)
+        glfw.swap_interval(0)
+        self.ctx = moderngl.create_context(require=430)
+        try:
+            if args.backend == "gl":
+                from render.gl import GLSplatRenderer
+
+                self.renderer = GLSplatRenderer(self.ctx)
+                self.backend = None
+            else:
+                self.renderer = None
+                self.backend = get_backend(args.backend)
+        except (BackendUnavailable, RenderError) as exc:
+            raise UserError(str(exc)) from None
+        self.orbit = OrbitCamera()
+        self.playing = playback.duration_s > 0
+        self.clock_s = 0.0
+        self.frames_drawn = 0
+        self.frame_ms = 0.0
+        self._posed_key = None
+        self._gaussians = None
+        self._drag = None
+        self._last_overlay = None
+        self._overlay = Overlay(self.ctx)
+        self._blit = Blit(self.ctx)
+        glfw.set_key_callback(self.window, self._on_key)
+        glfw.set_mouse_button_callback(self.window, self._on_button)
+        glfw.set_cursor_pos_callback(self.window, self._on_cursor)
+        glfw.set_scroll_callback(self.window, self._on_scroll)
+
+    # -- input ----------------------------------------------------------------------------
+    def _on_key(self, window, key, scancode, action, mods):
+        import glfw
+
+        if action not in (glfw.PRESS, glfw.REPEAT):
+            return
+        if key in (glfw.KEY_ESCAPE, glfw.KEY_Q):
+            glfw.set_window_should_close(window, True)
+        elif key == glfw.KEY_SPACE:
+            self.playing = not self.playing and self.playback.duration_s > 0
+        elif key == glfw.KEY_RIGHT and not self.playing:
+            self.clock_s += self.playback.step_s
+        elif key == glfw.KEY_LEFT and not self.playing:
+            self.clock_s = max(0.0, self.clock_s - self.playback.step_s)
+        elif key == glfw.KEY_R:
+            self.orbit.reset()
+        elif key == glfw.KEY_S:
+            self.screenshot_requested = True
+
+    def _on_button(self, window, button, action, mods):
+        import glfw
+
+        if action == glfw.PRESS:
+            self._drag = (button, *glfw.get_cursor_pos(window))
+        else:
+            self._drag = None
+
+    def _on_cursor(self, window, x, y):
+        import glfw
+
+        if self._drag is None:
+            return
+        button, x0, y0 = self._drag
+        self._drag = (button, x, y)
+        if button == glfw.MOUSE_BUTTON_LEFT:
+            self.orbit.orbit(x - x0, y - y0)
+        else:
+            self.orbit.pan(x - x0, y - y0, glfw.get_window_size(window)[1])
+
+    def _on_scroll(self, window, dx, dy):
+        self.orbit.zoom(dy)
+
+    # -- drawing --------------------------------------------------------------------------
+    def loop(self) -> int:
+        import glfw
+
+        self.screenshot_requested = False
+        last = time.perf_counter()
+        while not glfw.window_should_close(self.window):
+            now = time.perf_counter()
+            if self.playing:
+                self.clock_s += now - last
+            last = now
+            self.draw_frame()
+            self.frames_drawn += 1
+            after = self.args.screenshot_after
+            if self.screenshot_requested or (after is not None and self.frames_drawn >= after):
+                self.screenshot_requested = False
+                path = self.save_screenshot()
+                print(f"view: screenshot saved to {path}", file=sys.stderr, flush=True)
+                if after is not None and self.frames_drawn >= after:
+                    break
+            glfw.swap_buffers(self.window)
+            glfw.poll_events()
+        return 0
+
+    def draw_frame(self) -> None:
+        import glfw
+
+        start = time.perf_counter()
+        width, height = glfw.get_framebuffer_size(self.window)
+        codes = self.playback.codes_at(self.clock_s)
+        if codes is not self._posed_key:
+            self._gaussians = self.avatar.pose(codes)
+            self._posed_key = codes
+            if self.renderer is not None:
+                self.renderer.upload(self._gaussians)
+        camera = self.orbit.camera(width, height)
+        if width == 0 or height == 0:
+            return  # minimised: nothing to draw until it comes back
+        screen = self.ctx.screen
+        if self.renderer is not None:
+            self.renderer.sort_for(camera.position, camera.cv_from_world[2, :3])
+            self.renderer.draw(camera, screen, background=BACKGROUND)
+        else:
+            image = self.backend.render(self._gaussians, camera, BACKGROUND)
+            self._blit.draw(screen, image, (width, height))
+        self.ctx.finish()
+        self.frame_ms = 0.8 * self.frame_ms + 0.2 * (time.perf_counter() - start) * 1e3 \
+            if self.frames_drawn else (time.perf_counter() - start) * 1e3
+        text = (f"{self.frame_ms:5.1f} ms  {len(self._gaussians):,} Gaussians  "
+                f"{self.args.backend}  {'playing' if self.playing else 'paused'}")
+        self._overlay.draw(screen, text, (width, height))
+        if self.frames_drawn % 15 == 0:
+            glfw.set_window_title(self.window, f"splatcall view - {text}")
+
+    def save_screenshot(self) -> Path:
+        """The window's pixels as a PNG (written to a temporary name, then renamed)."""
+        from PIL import Image
+
+        import glfw
+
+        width, height = glfw.get_framebuffer_size(self.window)
+        raw = self.ctx.screen.read(viewport=(0, 0, width, height), components=3)
+        image = np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)[::-1]
+        path = self.args.screenshot or Path(f"screenshot-{time.strftime('%Y%m%d-%H%M%S')}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        Image.fromarray(image).save(partial, format="PNG")
+        os.replace(partial, path)
+        return path
+
+
+class Blit:
+    """Draws an (H, W, 4) premultiplied float image over the whole window."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.program = ctx.program(
+            vertex_shader="""#version 330
+                out vec2 uv;
+                void main() {
+                    vec2 p = vec2((gl_VertexID & 1) * 2.0 - 1.0, (gl_VertexID >> 1) * 2.0 - 1.0);
+                    uv = vec2(p.x * 0.5 + 0.5, 0.5 - p.y * 0.5);
+                    gl_Position = vec4(p, 0.0, 1.0);
+                }""",
+            fragment_shader="""#version 330
+                uniform sampler2D image;
+                in vec2 uv;
+                out vec4 color;
+                void main() { color = texture(image, uv); }""")
+        self.vao = ctx.vertex_array(self.program, [])
+        self.texture = None
+
+    def draw(self, fbo, image: np.ndarray, size) -> None:
+        import moderngl
+
+        h, w = image.shape[:2]
+        if self.texture is None or self.texture.size != (w, h):
+            self.texture = self.ctx.texture((w, h), 4, dtype="f4")
+        self.texture.write(np.ascontiguousarray(image, dtype=np.float32).tobytes())
+        fbo.use()
+        self.ctx.viewport = (0, 0, *size)
+        self.ctx.disable(moderngl.BLEND)
+        self.texture.use(0)
+        self.vao.render(moderngl.TRIANGLE_STRIP, vertices=4)
+
+
+class Overlay:
+    """A line of text in the top-left corner (PIL's built-in bitmap font, as a texture)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.program = ctx.program(
+            vertex_shader="""#version 330
+                uniform vec4 rect;   // x, y, w, h in NDC
+                out vec2 uv;
+                void main() {
+                    vec2 c = vec2(gl_VertexID & 1, gl_VertexID >> 1);
+                    uv = vec2(c.x, 1.0 - c.y);
+                    gl_Position = vec4(rect.xy + c * rect.zw, 0.0, 1.0);
+                }""",
+            fragment_shader="""#version 330
+                uniform sampler2D text;
+                in vec2 uv;
+                out vec4 color;
+                void main() { color = texture(text, uv); }""")
+        self.vao = ctx.vertex_array(self.program, [])
+        self.texture = None
+        self.text = None
+
+    def draw(self, fbo, text: str, size) -> None:
+        import moderngl
+        from PIL import Image, ImageDraw, ImageFont
+
+        if text != self.text:
+            font = ImageFont.load_default()
+            box = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+            img = Image.new("RGBA", (box[2] + 8, box[3] + 6), (0, 0, 0, 160))
+            ImageDraw.Draw(img).text((4, 3), text, font=font, fill=(255, 255, 255, 255))
+            rgba = np.asarray(img, dtype=np.float32) / 255
+            rgba[..., :3] *= rgba[..., 3:]  # premultiplied
+            if self.texture is not None:
+                self.texture.release()
+            self.texture = self.ctx.texture(img.size, 4, rgba.tobytes(), dtype="f4")
+            self.text = text
+        w, h = size
+        tw, th = self.texture.size
+        fbo.use()
+        self.ctx.viewport = (0, 0, w, h)
+        self.ctx.enable(moderngl.BLEND)
+        self.ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
+        self.program["rect"].value = (-1.0, 1.0 - 2.0 * th / h, 2.0 * tw / w, 2.0 * th / h)
+        self.texture.use(0)
+        self.vao.render(moderngl.TRIANGLE_STRIP, vertices=4)
