@@ -1,0 +1,126 @@
+"""The playout buffer on synthetic streams with known motion: interpolation, extrapolation over
+a lost packet, hold-then-relax when the sender goes quiet, adaptive delay, reordering."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avatar.codes import PART_INDEX, Codes
+from avatar.rotation import quat_from_axis_angle
+from net.playout import PlayoutBuffer, PlayoutConfig, blend
+
+RATE_HZ = 60.0
+SPIN_RAD_S = 1.0  # the head turns about +Y at 1 rad/s
+TRANSIT_S = 0.030  # sender clock + transit as seen by the receiver
+
+
+def frame(seq: int) -> Codes:
+    t = seq / RATE_HZ
+    head = np.tile(quat_from_axis_angle([0, 1, 0], SPIN_RAD_S * t), (4, 1)).astype(np.float32)
+    face = np.full(52, 0.5 + 0.4 * np.sin(t), np.float32)
+    return Codes(t=t, seq=seq, head=head, face=face)
+
+
+def head_angle(codes: Codes) -> float:
+    """Signed yaw of the first head bone (the stream never exceeds pi)."""
+    q = codes.head[0].astype(np.float64)
+    return 2.0 * np.arctan2(q[2], q[0])
+
+
+def fed(seqs, jitter=None) -> PlayoutBuffer:
+    buffer = PlayoutBuffer()
+    for i, seq in enumerate(seqs):
+        extra = 0.0 if jitter is None else jitter[i]
+        buffer.push(frame(seq), seq / RATE_HZ + TRANSIT_S + extra)
+    return buffer
+
+
+def test_interpolates_between_frames_with_slerp_and_lerp():
+    buffer = fed(range(30))
+    ts = 10.5 / RATE_HZ
+    now = ts + buffer.base_s + buffer.delay_s
+    pose = buffer.pose(now)
+    assert buffer.status == "playing"
+    assert abs(head_angle(pose) - SPIN_RAD_S * ts) < 1e-5
+    expected_face = 0.5 * (frame(10).face + frame(11).face)
+    assert np.allclose(pose.face, expected_face, atol=1e-6)
+    assert pose.t == ts
+
+
+def test_extrapolates_over_a_lost_packet_then_holds_then_relaxes_to_rest():
+    buffer = fed(range(31))  # the newest frame is seq 30
+    last_t = 30 / RATE_HZ
+
+    def at(ts):
+        return buffer.pose(ts + buffer.base_s + buffer.delay_s)
+
+    pose = at(last_t + 1.5 / RATE_HZ)  # one and a half frames beyond: a packet went missing
+    assert buffer.status == "extrapolating"
+    assert abs(head_angle(pose) - SPIN_RAD_S * (last_t + 1.5 / RATE_HZ)) < 1e-4
+    limit = buffer.config.max_extrapolate_s
+    held = at(last_t + limit + 0.2)
+    assert buffer.status == "holding"
+    assert abs(head_angle(held) - SPIN_RAD_S * (last_t + limit)) < 1e-4  # held where it stopped
+    halfway = at(last_t + limit + buffer.config.hold_s + 0.5 * buffer.config.relax_s)
+    assert buffer.status == "relaxing"
+    assert 0.2 * SPIN_RAD_S * (last_t + limit) < head_angle(halfway) < 0.8 * SPIN_RAD_S * (last_t + limit)
+    rest = at(last_t + limit + buffer.config.hold_s + buffer.config.relax_s + 0.1)
+    assert buffer.status == "rest"
+    assert np.allclose(rest.head, Codes().head, atol=1e-6)
+    assert np.allclose(rest.face, 0.0, atol=1e-6)
+    # The sender comes back: play resumes from the new frames.
+    for seq in range(31, 200):
+        buffer.push(frame(seq), seq / RATE_HZ + TRANSIT_S)
+    pose = at(150 / RATE_HZ)
+    assert buffer.status == "playing" and abs(head_angle(pose) - 150 * SPIN_RAD_S / RATE_HZ) < 1e-5
+
+
+def test_the_delay_adapts_to_jitter_and_relaxes_slowly():
+    rng = np.random.default_rng(0)
+    calm = fed(range(120))
+    assert abs(calm.base_s - TRANSIT_S) < 1e-9
+    assert abs(calm.delay_s - calm.config.margin_s) < 1e-6
+    jitter = rng.uniform(0, 0.040, 240)
+    jittery = fed(range(240), jitter)
+    p95 = np.percentile(jitter[-120:], 95) - jitter[-120:].min()
+    assert jittery.delay_s >= p95 + jittery.config.margin_s - 0.01
+    assert jittery.delay_s < 0.040 + jittery.config.margin_s + 0.005
+    high = jittery.delay_s
+    for seq in range(240, 480):  # the network calms down: the delay shrinks, gradually
+        jittery.push(frame(seq), seq / RATE_HZ + TRANSIT_S)
+    assert jittery.delay_s < high
+
+
+def test_every_played_frame_is_smooth_under_jitter_and_reordering():
+    rng = np.random.default_rng(1)
+    seqs = list(range(600))
+    order = np.argsort(np.array(seqs) / RATE_HZ + rng.uniform(0, 0.03, 600))  # reordered
+    buffer = PlayoutBuffer()
+    arrivals = np.array(seqs) / RATE_HZ + TRANSIT_S + rng.uniform(0, 0.03, 600)
+    events = sorted((arrivals[i], seqs[i]) for i in order if i % 17 != 5)  # about 6% lost
+    angles, k = [], 0
+    for now in np.arange(0.1, 600 / RATE_HZ, 1 / 120):
+        while k < len(events) and events[k][0] <= now:
+            buffer.push(frame(events[k][1]), events[k][0])
+            buffer.push(frame(events[k][1]), events[k][0])  # duplicates are ignored
+            k += 1
+        pose = buffer.pose(now)
+        if pose is not None:
+            error = head_angle(pose) - SPIN_RAD_S * pose.t
+            angles.append((error + np.pi) % (2 * np.pi) - np.pi)
+    # The played pose tracks the true motion at its own play time, throughout.
+    assert np.max(np.abs(angles[60:])) < 0.005
+    assert buffer.duplicates >= 500
+
+
+def test_blend_takes_a_part_from_the_frame_that_has_it():
+    a, b = frame(0), frame(30)
+    b = b.replace(valid=np.array([True, True, False, True, True, True, True]))
+    mid = blend(a, b, 0.5, 0.25)
+    assert np.allclose(mid.head, a.head)  # b has no head: keep a's
+    assert mid.valid[PART_INDEX["head"]]
+    assert np.allclose(mid.face, 0.5 * (a.face + b.face), atol=1e-6)
+    # an extrapolation far beyond stays a valid frame (clamped weights, unit quaternions)
+    far = blend(a, frame(60), 50.0, 1.0)
+    assert np.all((far.face >= 0) & (far.face <= 1))
+    assert np.allclose(np.linalg.norm(far.head, axis=-1), 1.0, atol=1e-5)
