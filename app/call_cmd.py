@@ -1,0 +1,259 @@
+"""``main.py call``: join a room and exchange codes and voice with everyone in it.
+
+Our codes come from a JSONL file (``--codes``, looped, re-stamped at ``--fps``); the
+tracker will be wired in by ``app``'s demo. What arrives from each remote participant is
+handed, once per display frame, to an ``on_poses(dict[remote_id, Codes])`` callback (the
+renderer's entry point) and, with ``--record DIR``, written as re-renderable codes
+(``DIR/<name>-<id>.codes.jsonl``, played-out poses) and audio (``DIR/<name>-<id>.wav``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "call",
+        help="join a call: send codes and voice, receive everyone else's",
+        description=(
+            "Join a room of a signalling server (main.py serve) and keep a WebRTC connection "
+            "to every other participant: our codes (from --codes) and voice go out, theirs "
+            "come in, are played out smoothly and can be recorded."),
+    )
+    parser.add_argument("--server", default="ws://127.0.0.1:8765/ws",
+                        help="signalling server URL (default ws://127.0.0.1:8765/ws)")
+    parser.add_argument("--room", required=True, help="room name")
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="join token (from main.py serve --make-token ROOM)")
+    auth.add_argument("--secret-file",
+                      help="mint our own token with the server's secret file (same machine)")
+    parser.add_argument("--name", default=os.environ.get("USER", "guest"),
+                        help="name shown to the others")
+    parser.add_argument("--codes", metavar="JSONL",
+                        help="codes to send, one frame a line (looped); without it we send "
+                             "nothing but still receive")
+    parser.add_argument("--fps", type=float, default=60.0,
+                        help="codes frames sent and poses played out per second (default 60)")
+    parser.add_argument("--audio", default="mic",
+                        help="voice source: mic (default; silence with a warning if none), "
+                             "none, tone:HZ, or an audio file (looped)")
+    parser.add_argument("--avatar", metavar="LCA", help="our own avatar, offered to the others")
+    parser.add_argument("--avatar-cache", default=None,
+                        help="where fetched avatars are kept (default ~/.cache/splatcall/avatars)")
+    parser.add_argument("--record", metavar="DIR",
+                        help="record each remote participant's played-out codes and audio here")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="leave after this many seconds (default: until Ctrl-C)")
+    parser.add_argument("--stats", metavar="JSON",
+                        help="write call statistics here (every second and at the end)")
+    parser.add_argument("--loopback", action="store_true",
+                        help="offer only 127.0.0.1 to ICE (all participants on this machine)")
+    parser.add_argument("--ice-address", action="append", default=[],
+                        help="offer exactly this local address to ICE (repeatable)")
+    parser.add_argument("--stun", action="append", default=[],
+                        help="STUN/TURN server URL, e.g. stun:stun.example.org:3478 (repeatable)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    parser.set_defaults(func=run)
+
+
+def _load_codes(path: str):
+    from app.cli import UserError
+    from avatar.codes import CodesError, read_jsonl
+
+    try:
+        frames = list(read_jsonl(path))
+    except (OSError, CodesError) as exc:
+        raise UserError(f"cannot read codes from {path}: {exc}") from None
+    if not frames:
+        raise UserError(f"{path} holds no codes frames")
+    return frames
+
+
+def _token(args) -> str:
+    from app.cli import UserError
+    from net.tokens import make_token
+
+    if args.token:
+        return args.token
+    if args.secret_file:
+        from net.tokens import load_or_create_secret
+
+        try:
+            secret = load_or_create_secret(args.secret_file)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot use the secret file {args.secret_file}: {exc}") from None
+        return make_token(secret, args.room, 24 * 3600.0)
+    raise UserError("give --token (from main.py serve --make-token ROOM) or --secret-file")
+
+
+class _Recorder:
+    """Per remote participant: played-out codes as JSONL (flushed every second, so a crash
+    loses at most a second) and audio as WAV."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._codes: dict[str, object] = {}
+        self._audio: dict[str, object] = {}
+        self._flushed = time.monotonic()
+
+    def _stem(self, remote_id: str, name: str) -> str:
+        safe = "".join(c for c in name if c.isalnum() or c in "-_")[:32] or "guest"
+        return f"{safe}-{remote_id}"
+
+    def poses(self, poses: dict, names: dict) -> None:
+        for remote_id, codes in poses.items():
+            handle = self._codes.get(remote_id)
+            if handle is None:
+                path = self.directory / f"{self._stem(remote_id, names.get(remote_id, ''))}.codes.jsonl"
+                handle = self._codes[remote_id] = path.open("a", encoding="utf-8")
+            handle.write(codes.to_json() + "\n")
+        if time.monotonic() - self._flushed > 1.0:
+            for handle in self._codes.values():
+                handle.flush()
+            self._flushed = time.monotonic()
+
+    def audio(self, remote_id: str, name: str, frame) -> None:
+        from net.audio import AudioRecorder
+
+        recorder = self._audio.get(remote_id)
+        if recorder is None:
+            recorder = self._audio[remote_id] = AudioRecorder(
+                self.directory / f"{self._stem(remote_id, name)}.wav")
+        recorder.write(frame)
+
+    def close(self) -> None:
+        for handle in self._codes.values():
+            handle.close()
+        for recorder in self._audio.values():
+            recorder.close()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    tmp.replace(path)
+
+
+def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None) -> int:
+    """Run a call until ``--duration`` or Ctrl-C. ``on_poses`` (for the app's renderer)
+    receives ``{remote_id: Codes}`` once per display frame."""
+    from app.cli import UserError
+    from net.audio import open_audio_source
+    from net.call import Call, CallConfig
+    from net.signal_client import SignallingError
+
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.fps <= 0 or args.fps > 240:
+        raise UserError("--fps must be within (0, 240]")
+    frames = _load_codes(args.codes) if args.codes else []
+    if args.avatar and not Path(args.avatar).is_file():
+        raise UserError(f"avatar file {args.avatar} does not exist")
+    try:
+        audio_track, audio_note = open_audio_source(args.audio)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    token = _token(args)
+    addresses = ["127.0.0.1"] if args.loopback else (args.ice_address or None)
+    config = CallConfig(url=args.server, room=args.room, token=token, name=args.name,
+                        ice_servers=args.stun, host_addresses=addresses,
+                        avatar_path=args.avatar)
+    if args.avatar_cache:
+        config.avatar_cache_dir = Path(args.avatar_cache)
+    recorder = _Recorder(Path(args.record)) if args.record else None
+    stats_path = Path(args.stats) if args.stats else None
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    events: list[dict] = []
+    started = time.monotonic()
+
+    def on_event(kind: str, remote_id: str, detail: str) -> None:
+        events.append({"t": time.monotonic() - started, "event": kind, "id": remote_id,
+                       "detail": detail})
+        say(f"[{time.monotonic() - started:6.2f}s] {kind} {remote_id} {detail}")
+
+    names: dict[str, str] = {}
+
+    def on_audio(remote_id: str, frame) -> None:
+        if recorder is not None:
+            recorder.audio(remote_id, names.get(remote_id, ""), frame)
+
+    async def main() -> None:
+        call = Call(config, audio_track=audio_track, on_event=on_event, on_audio=on_audio)
+        say(f"joining room {args.room!r} at {args.server} as {args.name!r}; voice: {audio_note}")
+        try:
+            await call.join()
+        except SignallingError as exc:
+            raise UserError(f"could not join: {exc}") from None
+        say(f"joined as {call.id} with {len(call.remotes)} other participant(s)")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        period = 1.0 / args.fps
+        seq = 0
+        next_frame = time.monotonic()
+        last_stats = last_status = time.monotonic()
+
+        def snapshot() -> dict:
+            data = call.stats()
+            data.update({"joined_s": call.joined_at - started if call.joined_at else None,
+                         "events": events, "uptime_s": time.monotonic() - started,
+                         "fps": args.fps})
+            return data
+
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if args.duration and now - started >= args.duration:
+                    break
+                if frames:
+                    codes = frames[seq % len(frames)].replace(t=now, seq=seq % 2**32)
+                    call.send_codes(codes)
+                seq += 1
+                poses = call.poses(now)
+                for remote_id, remote in call.remotes.items():
+                    names[remote_id] = remote.name
+                if poses:
+                    if on_poses is not None:
+                        on_poses(poses)
+                    if recorder is not None:
+                        recorder.poses(poses, names)
+                if stats_path is not None and now - last_stats >= 1.0:
+                    _write_json(stats_path, snapshot())
+                    last_stats = now
+                if not args.quiet and now - last_status >= 5.0:
+                    parts = [f"{r.name or rid}: {r.stats.unique} frames, "
+                             f"{r.stats.lost} lost, delay {r.playout.delay_s * 1000:.0f} ms"
+                             for rid, r in call.remotes.items()]
+                    say(f"[{now - started:6.2f}s] " + ("; ".join(parts) or "alone in the room"))
+                    last_status = now
+                next_frame += period
+                delay = next_frame - time.monotonic()
+                if delay < -0.5:
+                    next_frame = time.monotonic()  # fell far behind: do not burst to catch up
+                await asyncio.sleep(max(0.0, delay))
+        finally:
+            if stats_path is not None:
+                _write_json(stats_path, snapshot())
+            await call.leave()
+            if recorder is not None:
+                recorder.close()
+            say("left the call")
+
+    try:
+        asyncio.run(main())
+    finally:
+        if audio_track is not None:
+            audio_track.stop()
+    return 0
