@@ -88,6 +88,7 @@ class AvatarExchange:
         self.on_ready = on_ready
         self.remotes: dict[str, RemoteAvatar] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.served = 0  # how many times we sent our avatar
 
     # -- our side -----------------------------------------------------------------------
     def hello(self, remote_id: str, name: str) -> None:
@@ -110,6 +111,7 @@ class AvatarExchange:
                                                   "message": "avatar file changed on disk"}))
                 return
             self._send(remote_id, json.dumps({"type": "avatar-end", "sha256": self.own_sha}))
+            self.served += 1
         except OSError as exc:
             self._send(remote_id, json.dumps({"type": "avatar-error", "message": str(exc)}))
 

@@ -261,6 +261,7 @@ class Call:
             return
         if state == "connected":
             self._event("connected", remote_id, f"{remote.peer.connect_time_s * 1000:.0f} ms")
+        elif state == "control-open":
             self.avatars.hello(remote_id, self.config.name)
         elif state == "failed" and not self._closing:
             self._event("failed", remote_id, "connection failed")

@@ -40,7 +40,8 @@ class Peer:
     - ``on_codes(remote_id, packet_bytes, arrival_monotonic_s)``
     - ``on_control(remote_id, message)`` (str for JSON text, bytes for binary)
     - ``on_audio(remote_id, av.AudioFrame)``; ``on_video(remote_id, av.VideoFrame)``
-    - ``on_state(remote_id, state)``: "connected", "failed", "closed"
+    - ``on_state(remote_id, state)``: "connected" (codes flow), "control-open", "failed",
+      "closed"
     """
 
     def __init__(self, remote_id: str, send_signal: Callable[[dict], Awaitable[None]], *,
@@ -85,6 +86,7 @@ class Peer:
         @self.control_channel.on("open")
         def _control_open():
             self.control_open.set()
+            self._state("control-open")
 
         @self.codes_channel.on("message")
         def _codes_message(message):
