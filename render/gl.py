@@ -374,6 +374,10 @@ class GLSplatRenderer:
         except GLContextLost:
             pass  # they went with the context
         if self.owns_context:
+            try:  # unbind first: a thread with an EGL context still current cannot make a
+                self.ctx.__exit__(None, None, None)  # GLX one current (X BadAccess) later
+            except Exception:
+                pass
             self.ctx.release()
 
     @_current
