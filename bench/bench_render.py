@@ -1,0 +1,238 @@
+"""Rendering benchmark: frame time split into pose, sort and draw, per backend.
+
+Gaussians in {100k, 300k, 1M} (the default avatar, thinned or repeated side by side as
+several avatars) x image {512x512, 1920x1080, stereo 2 x 2064x2208} x backend (gl here; cuda
+where an NVIDIA GPU is present; the reference renderer once, at 100k / 512x512, as a
+baseline). Medians of wall-clock and process CPU time (CPU time counts llvmpipe's worker
+threads too, so it says how much work a frame is even when other jobs share the CPU).
+
+    python bench/bench_render.py [--repeats 5] [--out bench/results/render-<host>.json]
+
+- pose: ``Avatar.pose(codes)`` for every avatar in the scene (numpy),
+- sort: ``GLSplatRenderer.sort_for`` (32-bit radix on the CPU, one per frame, both eyes),
+- draw: upload + projection compute pass + splatting (+ glFinish), all eyes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+COUNTS = {"100k": 100_000, "300k": 300_000, "1M": 1_000_000}
+SIZES = {"512x512": [(512, 512)], "1920x1080": [(1920, 1080)],
+         "stereo 2x2064x2208": [(2064, 2208), (2064, 2208)]}
+
+
+def scene(avatar, count: int):
+    """(pose function, n_avatars): ``count`` Gaussians as whole avatars side by side plus a
+    thinned one (every k-th Gaussian), posed anew on each call."""
+    from avatar.codes import Codes
+    from render.gaussians import Gaussians
+
+    per = len(avatar)
+    whole, rest = divmod(count, per)
+    n_avatars = whole + (1 if rest else 0)
+    keep = np.linspace(0, per - 1, rest).astype(np.int64) if rest else None
+
+    def pose(codes=Codes()):
+        parts = []
+        for k in range(n_avatars):
+            g = avatar.pose(codes)
+            if k == whole:
+                g = g.subset(keep)
+            g.means[:, 0] += (k - (n_avatars - 1) / 2) * 0.9  # 0.9 m apart
+            parts.append(g)
+        return Gaussians.concatenate(parts)
+
+    return pose, n_avatars
+
+
+def cameras(size_name: str, n_avatars: int):
+    """Cameras framing the row of avatars; two eyes 64 mm apart for stereo (OpenXR-like
+    asymmetric frusta)."""
+    from render.camera import Camera
+
+    distance = 2.6 + 0.9 * max(n_avatars - 1, 0)
+    sizes = SIZES[size_name]
+    if len(sizes) == 1:
+        w, h = sizes[0]
+        return [Camera.look_at([0, 1.0, distance], [0, 0.9, 0], w, h, vertical_fov_deg=45)]
+    head = np.linalg.inv(Camera.look_at([0, 1.0, distance], [0, 0.9, 0], 2, 2).camera_from_world)
+    eyes = []
+    for side, (left, right) in ((-1, (-0.9, 0.75)), (1, (-0.75, 0.9))):
+        offset = np.eye(4)
+        offset[0, 3] = side * 0.032
+        w, h = sizes[0]
+        eyes.append(Camera.from_fov(np.linalg.inv(head @ offset), w, h, left, right, 0.85,
+                                    -0.95))
+    return eyes
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
+
+
+def bench_gl(pose, cams, repeats: int) -> dict:
+    from render.gl import GLSplatRenderer, camera_forward
+
+    renderer = GLSplatRenderer()
+    ctx = renderer.ctx
+    targets = []
+    for cam in cams:
+        texture = ctx.texture((cam.width, cam.height), 4)  # RGBA8, as a display would be
+        targets.append(ctx.framebuffer(color_attachments=[texture]))
+    position = np.mean([c.position for c in cams], axis=0)
+    forward = np.mean([camera_forward(c) for c in cams], axis=0)
+    rows = []
+    for i in range(repeats + 1):  # the first frame compiles shaders: not counted
+        g, pose_ms, pose_cpu = timed(pose)
+
+        def draw():
+            renderer.upload(g)
+            for cam, fbo in zip(cams, targets):
+                renderer.draw(cam, fbo, background=(0, 0, 0))
+            ctx.finish()
+
+        renderer.upload(g)
+        _, sort_ms, sort_cpu = timed(lambda: renderer.sort_for(position, forward))
+        _, draw_ms, draw_cpu = timed(draw)
+        if i:
+            rows.append(dict(pose_ms=pose_ms, sort_ms=sort_ms, draw_ms=draw_ms,
+                             pose_cpu_ms=pose_cpu, sort_cpu_ms=sort_cpu, draw_cpu_ms=draw_cpu,
+                             primitive=renderer.last_primitive))
+    renderer.release()
+    return summarise(rows, gaussians=len(g))
+
+
+def bench_backend(name: str, pose, cams, repeats: int) -> dict:
+    from render.backends import get_backend
+
+    backend = get_backend(name)
+    rows = []
+    for _ in range(repeats):
+        g, pose_ms, pose_cpu = timed(pose)
+        _, draw_ms, draw_cpu = timed(lambda: [backend.render(g, c) for c in cams])
+        rows.append(dict(pose_ms=pose_ms, sort_ms=0.0, draw_ms=draw_ms, pose_cpu_ms=pose_cpu,
+                         sort_cpu_ms=0.0, draw_cpu_ms=draw_cpu))
+    backend.release()
+    return summarise(rows, gaussians=len(g))
+
+
+def summarise(rows, gaussians: int) -> dict:
+    out = {"gaussians": gaussians, "repeats": len(rows)}
+    for key in ("pose_ms", "sort_ms", "draw_ms", "pose_cpu_ms", "sort_cpu_ms", "draw_cpu_ms"):
+        out[f"median_{key}"] = round(statistics.median(r[key] for r in rows), 2)
+    out["median_frame_ms"] = round(statistics.median(
+        r["pose_ms"] + r["sort_ms"] + r["draw_ms"] for r in rows), 2)
+    out["median_render_ms"] = round(statistics.median(r["sort_ms"] + r["draw_ms"]
+                                                      for r in rows), 2)
+    if rows and "primitive" in rows[0]:
+        out["primitive"] = rows[-1]["primitive"]
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed frames per case")
+    parser.add_argument("--counts", nargs="+", default=list(COUNTS), choices=list(COUNTS))
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: "
+                        "bench/results/render-<host>-<date>.json)")
+    args = parser.parse_args(argv)
+
+    from avatar.avatar import load_avatar
+    from render.backends import BackendUnavailable
+
+    avatar = load_avatar("default")
+    backends = ["gl"]
+    skipped = {}
+    try:
+        from render.cuda import CudaBackend
+
+        CudaBackend().release()
+        backends.append("cuda")
+    except BackendUnavailable as exc:
+        skipped["cuda"] = str(exc)
+    results = []
+    for count_name in args.counts:
+        pose, n_avatars = scene(avatar, COUNTS[count_name])
+        for size_name in args.sizes:
+            cams = cameras(size_name, n_avatars)
+            for backend in backends:
+                print(f"{backend} {count_name} {size_name} ...", file=sys.stderr, flush=True)
+                if backend == "gl":
+                    r = bench_gl(pose, cams, args.repeats)
+                else:
+                    r = bench_backend(backend, pose, cams, args.repeats)
+                r.update(backend=backend, count=count_name, size=size_name)
+                results.append(r)
+                print(f"  frame {r['median_frame_ms']} ms (pose {r['median_pose_ms']}, sort "
+                      f"{r['median_sort_ms']}, draw {r['median_draw_ms']}; draw CPU "
+                      f"{r['median_draw_cpu_ms']} ms)", file=sys.stderr, flush=True)
+    if "100k" in args.counts and "512x512" in args.sizes:  # the slow, obvious baseline
+        pose, n_avatars = scene(avatar, COUNTS["100k"])
+        print("reference 100k 512x512 ...", file=sys.stderr, flush=True)
+        r = bench_backend("reference", pose, cameras("512x512", n_avatars), 1)
+        r.update(backend="reference", count="100k", size="512x512")
+        results.append(r)
+        print(f"  frame {r['median_frame_ms']} ms", file=sys.stderr)
+
+    host = socket.gethostname()
+    report = {
+        "benchmark": "render",
+        "command": "python " + " ".join(["bench/bench_render.py", *(argv or sys.argv[1:])]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"host": host, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": _cpu_name(), "gl_renderer": _gl_renderer(),
+                    "load_average_at_end": os.getloadavg()},
+        "skipped_backends": skipped,
+        "results": results,
+    }
+    out = args.out or ROOT / "bench" / "results" / f"render-{host}-{datetime.date.today()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(report, indent=2))
+    os.replace(partial, out)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _gl_renderer() -> str:
+    try:
+        from render.gl import create_headless_context
+
+        ctx = create_headless_context()
+        name = ctx.info["GL_RENDERER"]
+        ctx.release()
+        return name
+    except Exception as exc:
+        return f"unavailable: {exc}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
