@@ -4,9 +4,11 @@ against the reference renderer."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERLAY_ROWS = 20  # the frame-time line at the top of the window
 
 
+def _die_with_parent() -> None:
+    """Xvfb gets SIGTERM if this test process dies without tearing down (Linux prctl)."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @pytest.fixture(scope="module")
 def display():
     xvfb = shutil.which("Xvfb")
@@ -27,7 +37,8 @@ def display():
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen([xvfb, "-displayfd", str(write_fd), "-screen", "0", "1024x768x24",
                              "-nolisten", "tcp"], pass_fds=(write_fd,),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent)
     os.close(write_fd)
     with os.fdopen(read_fd) as f:
         number = f.readline().strip()
