@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+from collections import deque
 import math
 import os
 import time
@@ -140,11 +141,12 @@ def placements_in_front(world_from_head: np.ndarray, count: int, distance_m: flo
     return out
 
 
-def choose_color_format(offered: Sequence[int]) -> tuple[int, bool]:
-    """(GL internal format, is_srgb): sRGB first, then linear formats, in the runtime's order
-    of preference within each group."""
+def choose_color_format(offered: Sequence[int], prefer_srgb: bool = True) -> tuple[int, bool]:
+    """(GL internal format, is_srgb): sRGB first (linear first when not ``prefer_srgb``),
+    in the runtime's order of preference within each group."""
     offered = [int(f) for f in offered]
-    for group, is_srgb in ((SRGB_FORMATS, True), (LINEAR_FORMATS, False)):
+    groups = [(SRGB_FORMATS, True), (LINEAR_FORMATS, False)]
+    for group, is_srgb in (groups if prefer_srgb else groups[::-1]):
         for fmt in offered:
             if fmt in group:
                 return fmt, is_srgb
@@ -454,12 +456,13 @@ class XrTarget:
                  renderer_factory: Callable | None = None, near: float = 0.05,
                  far: float = 100.0, background=DEFAULT_BACKGROUND,
                  application_name: str = "splatcall", mirror_window: bool = False,
-                 log: Callable[[str], None] | None = None) -> None:
+                 prefer_srgb: bool = True, log: Callable[[str], None] | None = None) -> None:
         """``graphics``: "egl" (headless, XR_MNDX_egl_enable), "glx" (an X display) or "auto"
         (GLX when DISPLAY is set, else EGL). ``validation`` enables the Khronos core
         validation layer (shipped with pyopenxr); every message at warning or above lands in
         ``messages``. ``renderer_factory(ctx)`` makes the splatter (default: render.gl's
-        GLSplatRenderer)."""
+        GLSplatRenderer). ``prefer_srgb=False`` picks a linear swapchain format when the
+        runtime offers one (to exercise the linearising path)."""
         if graphics == "auto":
             graphics = "glx" if os.environ.get("DISPLAY") else "egl"
         if graphics not in ("egl", "glx"):
@@ -471,9 +474,11 @@ class XrTarget:
         self.background = background
         self.application_name = application_name
         self.mirror_window = mirror_window
+        self.prefer_srgb = prefer_srgb
         self.log = log or (lambda message: None)
         self.messages: list[tuple[str, str]] = []   # (severity, text) at warning or above
-        self.timings: list[FrameTiming] = []
+        self.timings: deque[FrameTiming] = deque(maxlen=100_000)  # the latest frames
+        self.frames_shown = 0
         self.lifecycle = Lifecycle()
         self.capture = False                        # keep the last drawn eye images
         self.captured: list[np.ndarray] = []        # (H, W, 4) uint8 per eye, top row first
@@ -645,8 +650,9 @@ class XrTarget:
         xr = self._xr
         views = xr.enumerate_view_configuration_views(
             self._instance, self._system, xr.ViewConfigurationType.PRIMARY_STEREO)
-        self.color_format, self.color_is_srgb = choose_color_format(
-            xr.enumerate_swapchain_formats(self._session))
+        self.offered_formats = [int(f) for f in xr.enumerate_swapchain_formats(self._session)]
+        self.color_format, self.color_is_srgb = choose_color_format(self.offered_formats,
+                                                                    self.prefer_srgb)
         for view in views:
             width, height = view.recommended_image_rect_width, view.recommended_image_rect_height
             handle = xr.create_swapchain(self._session, xr.SwapchainCreateInfo(
@@ -759,25 +765,20 @@ class XrTarget:
         """Step until the session ends, ``max_frames`` rendered frames have been shown (then a
         clean exit is requested) or Ctrl+C. Returns the exit reason."""
         start = time.monotonic()
-        rendered = 0
-        try:
-            while True:
-                try:
-                    if not self.step(scene):
-                        break
-                except KeyboardInterrupt:
-                    self.log("interrupted: ending the OpenXR session")
-                    self.request_exit()
-                    continue
-                rendered = sum(t.rendered for t in self.timings)
-                if max_frames is not None and rendered >= max_frames:
-                    self.request_exit()
-                if timeout_s is not None and time.monotonic() - start > timeout_s \
-                        and not self.lifecycle.exit_requested:
-                    self.log(f"no clean run within {timeout_s:.0f} s: ending the session")
-                    self.request_exit()
-        finally:
-            pass
+        while True:
+            try:
+                if not self.step(scene):
+                    break
+            except KeyboardInterrupt:
+                self.log("interrupted: ending the OpenXR session")
+                self.request_exit()
+                continue
+            if max_frames is not None and self.frames_shown >= max_frames:
+                self.request_exit()
+            if timeout_s is not None and time.monotonic() - start > timeout_s \
+                    and not self.lifecycle.exit_requested:
+                self.log(f"no clean end within {timeout_s:.0f} s: ending the session")
+                self.request_exit()
         return self.exit_reason or "ended"
 
     def _poll_events(self) -> None:
@@ -832,6 +833,7 @@ class XrTarget:
         self.timings.append(FrameTiming((t1 - t0) * 1e3, scene_ms, draw_ms, frame_ms,
                                         state.predicted_display_period / 1e6, bool(layers)))
         self.frame_index += 1
+        self.frames_shown += bool(layers)
 
     def _sync_actions(self) -> None:
         xr = self._xr
@@ -942,11 +944,15 @@ class XrTarget:
         self._linearise[1].render(moderngl.TRIANGLE_STRIP, vertices=4)
 
     def _read(self, target, eye: _EyeSwapchain, index: int) -> np.ndarray:
-        """The swapchain image's bytes as stored (H, W, 4) uint8, top row first.
+        """The swapchain image as stored, top row first: (H, W, 4) uint8 bytes of an sRGB
+        image, or (H, W, 4) float32 linear values of a linear one.
 
-        Copied bit for bit (glCopyImageSubData) into a plain RGBA8 texture first: reading an
-        sRGB image through a framebuffer may decode it, and the stored bytes are what the
-        compositor gets."""
+        An sRGB image is copied bit for bit (glCopyImageSubData) into a plain RGBA8 texture
+        first: reading it through a framebuffer may decode it, and the stored bytes are what
+        the compositor gets."""
+        if not self.color_is_srgb:
+            raw = target.read(viewport=(0, 0, eye.width, eye.height), components=4, dtype="f4")
+            return np.frombuffer(raw, np.float32).reshape(eye.height, eye.width, 4)[::-1].copy()
         if self._copy_image is None:
             self._copy_image = ctypes.CFUNCTYPE(None, *([ctypes.c_uint, ctypes.c_uint]
                                                         + [ctypes.c_int] * 4) * 2

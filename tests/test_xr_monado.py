@@ -1,0 +1,257 @@
+"""Integration: the headset viewer against a real OpenXR runtime, Monado, headless.
+
+scripts/setup.d/50-xr.sh (``scripts/setup.sh test``) builds a Debian trixie root with Monado
+in .cache/xr-root. Here the project's sources are copied into it, /proc is mounted (nothing
+else), ``monado-service`` runs with the null compositor, and ``python -m app.xr_view`` (the
+code behind ``main.py view --xr``) runs inside the root with the Khronos validation layer,
+drawing the default avatar into Monado's swapchains through EGL (XR_MNDX_egl_enable,
+surfaceless Mesa). The runtime is stopped by its process id at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ROOT = REPO / ".cache" / "xr-root"
+SOURCES = ("app", "avatar", "render", "assets")
+RUNTIME_DIR = "/tmp/splatcall-xr"         # inside the root
+BACKGROUND = np.array([20, 20, 26])       # DEFAULT_BACKGROUND (0.08, 0.08, 0.10) as bytes
+FRAMES = 60
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the Monado root needs root to chroot into"
+    if not (ROOT / ".splatcall-xr").exists():
+        return ("no Monado root in .cache/xr-root: run `scripts/setup.sh test` as root "
+                "(scripts/setup.d/50-xr.sh builds it)")
+    return None
+
+
+if _skip_reason():
+    pytest.skip(_skip_reason(), allow_module_level=True)
+
+
+def _chroot(*command: str, env: dict | None = None) -> list[str]:
+    base = {"PATH": "/usr/bin:/bin", "HOME": "/root", "XDG_RUNTIME_DIR": RUNTIME_DIR,
+            "PYTHONPATH": "/opt/splatcall", "PYTHONDONTWRITEBYTECODE": "1"}
+    base.update(env or {})
+    return ["chroot", str(ROOT), "/usr/bin/env", "-i",
+            *(f"{k}={v}" for k, v in base.items()), *command]
+
+
+class Monado:
+    def __init__(self, process: subprocess.Popen, log: Path):
+        self.process, self.log = process, log
+
+    def client(self, *args: str, timeout: float = 420) -> subprocess.CompletedProcess:
+        return subprocess.run(_chroot("/bin/sh", "-c", "cd /opt/splatcall && exec "
+                                      "/opt/venv/bin/python " + " ".join(args)),
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def monado(tmp_path_factory):
+    target = ROOT / "opt" / "splatcall"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SOURCES:  # the code under test, fresh for every run
+        shutil.rmtree(target / name, ignore_errors=True)
+        shutil.copytree(REPO / name, target / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for stale in (ROOT / "tmp").glob("xr-*"):  # no output of an earlier run may pass for ours
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    proc_dir = ROOT / "proc"
+    mounted_here = subprocess.run(["mountpoint", "-q", str(proc_dir)]).returncode != 0
+    if mounted_here:
+        subprocess.run(["mount", "-t", "proc", "proc", str(proc_dir)], check=True)
+    runtime_dir = ROOT / RUNTIME_DIR.lstrip("/")
+    shutil.rmtree(runtime_dir, ignore_errors=True)
+    runtime_dir.mkdir(mode=0o700, parents=True)
+    log = tmp_path_factory.mktemp("monado") / "monado.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            _chroot("monado-service", env={"XRT_COMPOSITOR_NULL": "1", "XRT_NO_STDIN": "1"}),
+            stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not (runtime_dir / "monado_comp_ipc").exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"monado-service did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield Monado(process, log)
+    finally:
+        os.kill(process.pid, signal.SIGTERM)  # by its process id (chroot and env exec it)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        if mounted_here:
+            subprocess.run(["umount", str(proc_dir)], check=False)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def _validation_complaints(output: str) -> list[str]:
+    """Lines where the validation layer or the viewer reported a warning or an error."""
+    return [line for line in output.splitlines()
+            if "VALID_ERROR" in line or "VALID_WARNING" in line or line.startswith("OpenXR error")
+            or line.startswith("OpenXR warning")]
+
+
+def test_viewer_runs_in_monado_with_no_validation_message(monado, tmp_path):
+    result = monado.client("-m", "app.xr_view", "--avatar", "default", "--pose", "rest",
+                           "--xr-graphics", "egl", "--xr-validation",
+                           "--xr-frames", str(FRAMES), "--xr-capture", "/tmp/xr-capture",
+                           "--xr-stats", "/tmp/xr-stats.json")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    stats = json.loads((ROOT / "tmp" / "xr-stats.json").read_text())
+
+    # A real runtime, the frame loop ran >= 60 frames, the session walked out cleanly.
+    assert stats["runtime"].startswith("Monado")
+    assert sum(f["rendered"] for f in stats["frames"]) >= FRAMES
+    assert stats["exit_reason"] == "the viewer was asked to exit"
+    states = [line.split()[-1] for line in output.splitlines()
+              if line.startswith("OpenXR session ")]
+    assert states[:5] == ["IDLE", "READY", "SYNCHRONIZED", "VISIBLE", "FOCUSED"], states
+    assert states[-3:] == ["STOPPING", "IDLE", "EXITING"], states
+    # The validation layer was on and said nothing at warning or above.
+    assert "Core Validation Layer is initialized" in output
+    assert stats["messages"] == [] and _validation_complaints(output) == []
+    # One pose for a still avatar, however many frames.
+    assert stats["poses"] == 1
+
+    # The swapchain images as stored: the background bytes are our sRGB values unchanged
+    # (sRGB swapchain, GL_FRAMEBUFFER_SRGB off), and the avatar stands in both eyes.
+    assert stats["color_is_srgb"] is True
+    eyes = [np.load(ROOT / "tmp" / "xr-capture" / f"{eye}.npy") for eye in ("left", "right")]
+    centres = []
+    for image in eyes:
+        assert image.shape == (*stats["eye_size"][::-1], 4)
+        np.testing.assert_array_equal(image[0, 0, :3], BACKGROUND)
+        avatar = np.abs(image[..., :3].astype(int) - BACKGROUND).sum(axis=-1) > 12
+        rows, cols = np.nonzero(avatar)
+        assert 0.02 < avatar.mean() < 0.6, avatar.mean()   # a person, not noise, not a wall
+        height_px = rows.max() - rows.min()
+        assert height_px > 0.35 * image.shape[0]            # life-size and near: a big figure
+        centres.append(cols.mean())
+        # Straight ahead: the figure is centred left-right within a tenth of the image.
+        assert abs(cols.mean() / image.shape[1] - 0.5) < 0.1
+        # Upright, head at the top: hair and skin (red over blue) above the blue shirt.
+        top = avatar & (np.arange(image.shape[0])[:, None] < rows.min() + 0.08 * height_px)
+        shirt = avatar & (np.abs(np.arange(image.shape[0])[:, None]
+                                 - (rows.min() + 0.3 * height_px)) < 0.05 * height_px)
+        assert image[top][:, 0].mean() > image[top][:, 2].mean()
+        assert image[shirt][:, 2].mean() > image[shirt][:, 0].mean()
+    # Stereo: each eye got its own view; a near object sits further right in the left eye.
+    assert centres[0] - centres[1] > 0.5
+
+
+def test_animated_codes_are_posed_every_frame_in_monado(monado):
+    result = monado.client("-m", "app.xr_view", "--pose", "wave", "--xr-graphics", "egl",
+                           "--xr-frames", "6", "--xr-stats", "/tmp/xr-stats-wave.json",
+                           timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    stats = json.loads((ROOT / "tmp" / "xr-stats-wave.json").read_text())
+    rendered = sum(f["rendered"] for f in stats["frames"])
+    assert rendered >= 6 and stats["poses"] >= rendered - 1
+
+
+def test_validation_messages_do_reach_the_viewer(monado):
+    """The control for the test above: a deliberate misuse is reported, so an empty list
+    there means the layer had nothing to say, not that its messages were lost."""
+    script = (
+        "import xr\n"
+        "from render.xr import XrTarget\n"
+        "target = XrTarget('egl', validation=True, renderer_factory=lambda ctx: None)\n"
+        "target.open()\n"
+        "try:\n"
+        "    xr.create_reference_space(target._session, xr.ReferenceSpaceCreateInfo(\n"
+        "        reference_space_type=xr.ReferenceSpaceType.UNBOUNDED_MSFT))\n"
+        "except xr.XrException as exc:\n"
+        "    print('refused', type(exc).__name__)\n"
+        "print('messages', len(target.messages), sorted({m[0] for m in target.messages}))\n"
+        "target.close()\n"
+    )
+    result = monado.client("-c", _shell_quote(script), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "refused" in result.stdout
+    count, levels = result.stdout.split("messages ")[1].split(" ", 1)
+    assert int(count) >= 1 and "'error'" in levels
+
+
+def test_linear_swapchain_gets_linearised_colour(monado):
+    """Forced onto a linear format (Monado offers GL_RGBA16 too), the image holds linear
+    light: the sRGB decoding of what the sRGB swapchain holds. Both sessions run in one
+    process, one after the other (the simulated head drifts a little between them, so the
+    figure's colours are compared as a whole, not pixel by pixel)."""
+    script = (
+        "import json, numpy as np\n"
+        "from render.xr import XrTarget\n"
+        "from app.xr_view import XrStage\n"
+        "from avatar.avatar import load_avatar\n"
+        "avatar = load_avatar('default')\n"
+        "for srgb in (True, False):\n"
+        "    stage = XrStage()\n"
+        "    stage.add('a', avatar)\n"
+        "    with XrTarget('egl', prefer_srgb=srgb) as target:\n"
+        "        target.capture = True\n"
+        "        target.run(stage, max_frames=3)\n"
+        "        np.save(f'/tmp/xr-format-{srgb}.npy', target.captured[0])\n"
+        "        print('format', srgb, target.color_format, target.color_is_srgb)\n"
+    )
+    result = monado.client("-c", _shell_quote(script), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "format False" in result.stdout and "False\n" in result.stdout.split("format False")[1]
+    stored = np.load(ROOT / "tmp" / "xr-format-True.npy").astype(np.float64) / 255
+    linear = np.load(ROOT / "tmp" / "xr-format-False.npy").astype(np.float64)
+    srgb_to_linear = lambda c: np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)  # noqa: E731
+    np.testing.assert_allclose(linear[0, 0, :3], srgb_to_linear(BACKGROUND / 255), atol=2e-4)
+
+    def figure_colour(rgb, background):
+        mask = np.abs(rgb - background).sum(axis=-1) > 0.05
+        assert mask.mean() > 0.02
+        return rgb[mask].mean(axis=0)
+
+    from_srgb = figure_colour(srgb_to_linear(stored[..., :3]), srgb_to_linear(BACKGROUND / 255))
+    from_linear = figure_colour(linear[..., :3], srgb_to_linear(BACKGROUND / 255))
+    np.testing.assert_allclose(from_linear, from_srgb, atol=0.02)
+    # ...and not the undecoded values (what forgetting to linearise would give).
+    assert np.abs(figure_colour(stored[..., :3], BACKGROUND / 255) - from_linear).max() > 0.05
+
+
+def test_runtime_gone_ends_the_viewer_cleanly(tmp_path):
+    """Monado's runtime library with no service to connect to (a runtime directory where
+    none listens): the viewer says so in one line, no traceback."""
+    proc_dir = ROOT / "proc"
+    mounted_here = subprocess.run(["mountpoint", "-q", str(proc_dir)]).returncode != 0
+    if mounted_here:
+        subprocess.run(["mount", "-t", "proc", "proc", str(proc_dir)], check=True)
+    try:
+        result = subprocess.run(_chroot("/bin/sh", "-c", "cd /opt/splatcall && exec "
+                                        "/opt/venv/bin/python -m app.xr_view --xr-frames 1",
+                                        env={"XDG_RUNTIME_DIR": "/tmp/splatcall-xr-none"}),
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        if mounted_here:
+            subprocess.run(["umount", str(proc_dir)], check=False)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "OpenXR" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
