@@ -63,7 +63,7 @@ class Gaussians:
         ok &= np.all(np.isfinite(self.quats), axis=1) & (np.linalg.norm(self.quats, axis=1) > 1e-8)
         ok &= np.all(np.isfinite(self.scales), axis=1) & np.all(self.scales > 0, axis=1)
         ok &= np.isfinite(self.opacities) & (self.opacities > 0)
-        ok &= np.all(np.isfinite(self.colors.reshape(len(self), -1)), axis=1)
+        ok &= np.all(np.isfinite(self.colors.reshape(len(self), int(np.prod(self.colors.shape[1:])))), axis=1)
         return ok
 
     def subset(self, index) -> "Gaussians":
