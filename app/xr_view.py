@@ -14,8 +14,9 @@ or select button, the runtime's own recentre, or ``XrStage.recentre()``): from t
 position and yaw at that moment, so the avatars then stay put in the room while the user
 moves.
 
-``run_xr_view(args)`` is the ``view --xr`` command: one avatar driven by a codes file (played
-at its own pace, looped) or a built-in pose (``app.poses``).
+``XrRunner(stage).start()`` runs the headset loop on its own thread for an asyncio app (the
+call); ``run_xr_view(args)`` is the ``view --xr`` command: one avatar driven by a codes file
+(played at its own pace, looped) or a built-in pose (``app.poses``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,58 @@ class XrStage:
             self._combined = parts[0] if len(parts) == 1 else Gaussians.concatenate(parts)
             self._combined_key = key
         return self._combined
+
+
+class XrRunner:
+    """The headset loop on its own thread, for an asyncio app (the call): the OpenXR session
+    and its GL context live and die on that thread, while the app's thread feeds the stage
+    (``stage.add``, ``stage.set_codes``). ``stop()`` asks for a clean exit and waits."""
+
+    def __init__(self, stage: XrStage, **target_options):
+        self.stage = stage
+        self.target_options = target_options
+        self.error: BaseException | None = None
+        self.exit_reason: str | None = None
+        self.ready = threading.Event()     # set once the session is open (or failed to)
+        self._stop = threading.Event()
+        self._target = None
+        self._thread = threading.Thread(target=self._run, name="xr", daemon=True)
+
+    def start(self) -> "XrRunner":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from render.xr import XrTarget
+
+        target = XrTarget(**self.target_options)
+        self._target = target
+        try:
+            target.open()
+            self.ready.set()
+            exit_asked = False
+            while target.step(self.stage):
+                if self._stop.is_set() and not exit_asked:
+                    target.request_exit()
+                    exit_asked = True
+            self.exit_reason = target.exit_reason
+        except BaseException as exc:  # handed to the app's thread by stop()/join()
+            self.error = exc
+        finally:
+            self.ready.set()
+            target.close()
+
+    @property
+    def frames_shown(self) -> int:
+        return self._target.frames_shown if self._target is not None else 0
+
+    def stop(self, timeout_s: float = 10.0) -> str | None:
+        """End the session cleanly; re-raises an error the loop met (XrUnavailableError...)."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        if self.error is not None:
+            raise self.error
+        return self.exit_reason
 
 
 # -- codes sources for `view --xr` --------------------------------------------------------------

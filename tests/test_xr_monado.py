@@ -159,6 +159,45 @@ def test_viewer_runs_in_monado_with_no_validation_message(monado, tmp_path):
     assert centres[0] - centres[1] > 0.5
 
 
+@pytest.fixture
+def xvfb():
+    """An X server for the GLX binding. The client in the root reaches it through X's
+    abstract socket (@/tmp/.X11-unix/X<n>), which needs no mount."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb; scripts/apt/test-xr.txt)")
+    display = 90 + os.getpid() % 400
+    process = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "640x480x24",
+                                "-nolisten", "tcp"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{display}").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"Xvfb :{display} did not start")
+        time.sleep(0.05)
+    try:
+        yield f":{display}"
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def test_glx_binding_runs_in_monado(monado, xvfb):
+    result = subprocess.run(
+        _chroot("/bin/sh", "-c", "cd /opt/splatcall && exec /opt/venv/bin/python -m app.xr_view "
+                "--xr-graphics glx --xr-validation --xr-frames 8 --xr-capture /tmp/xr-glx "
+                "--xr-stats /tmp/xr-glx.json", env={"DISPLAY": xvfb}),
+        capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    stats = json.loads((ROOT / "tmp" / "xr-glx.json").read_text())
+    assert stats["graphics"] == "glx" and stats["messages"] == []
+    assert _validation_complaints(output) == []
+    assert stats["exit_reason"] == "the viewer was asked to exit"
+    image = np.load(ROOT / "tmp" / "xr-glx" / "left.npy")
+    np.testing.assert_array_equal(image[0, 0, :3], BACKGROUND)
+    assert (np.abs(image[..., :3].astype(int) - BACKGROUND).sum(axis=-1) > 12).mean() > 0.02
+
+
 def test_animated_codes_are_posed_every_frame_in_monado(monado):
     result = monado.client("-m", "app.xr_view", "--pose", "wave", "--xr-graphics", "egl",
                            "--xr-frames", "6", "--xr-stats", "/tmp/xr-stats-wave.json",
@@ -167,6 +206,35 @@ def test_animated_codes_are_posed_every_frame_in_monado(monado):
     stats = json.loads((ROOT / "tmp" / "xr-stats-wave.json").read_text())
     rendered = sum(f["rendered"] for f in stats["frames"])
     assert rendered >= 6 and stats["poses"] >= rendered - 1
+
+
+def test_runner_thread_takes_codes_from_another_thread(monado):
+    """The call app's path: the XR loop on its own thread, codes fed from the main one."""
+    script = (
+        "import time\n"
+        "from app.poses import POSES\n"
+        "from app.xr_view import XrRunner, XrStage\n"
+        "from avatar.avatar import load_avatar\n"
+        "stage = XrStage()\n"
+        "stage.add('peer', load_avatar('default'))\n"
+        "runner = XrRunner(stage, graphics='egl', validation=True).start()\n"
+        "runner.ready.wait(60)\n"
+        "sent, t0 = 0, time.monotonic()\n"
+        "while runner.frames_shown < 8 and time.monotonic() - t0 < 120:\n"
+        "    stage.set_codes('peer', POSES['wave'].codes(sent / 30))\n"
+        "    sent += 1\n"
+        "    time.sleep(1 / 30)\n"
+        "print('reason', runner.stop(30))\n"
+        "print('frames', runner.frames_shown, 'poses', stage.pose_count, 'sent', sent)\n"
+        "print('messages', len(runner._target.messages))\n"
+    )
+    result = monado.client("-c", _shell_quote(script), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reason the viewer was asked to exit" in result.stdout
+    words = result.stdout.split("frames ")[1].split()
+    frames, poses = int(words[0]), int(words[2])
+    assert frames >= 8 and poses >= 4          # new codes were posed as they came in
+    assert "messages 0" in result.stdout
 
 
 def test_validation_messages_do_reach_the_viewer(monado):

@@ -197,3 +197,17 @@ def test_stats_are_written_even_without_a_runtime(tmp_path):
     assert result.returncode == 1
     data = json.loads(stats.read_text())
     assert data["frames"] == [] and data["exit_reason"] == "not started"
+
+
+def test_main_view_xr_hands_over_to_the_headset_viewer(tmp_path):
+    """`main.py view --xr` (app/view_cmd.py) reaches run_xr_view: the same one-line error."""
+    pytest.importorskip("xr", reason="pyopenxr is not installed (pip install pyopenxr)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XR_")}
+    env.update({"XR_RUNTIME_JSON": str(tmp_path / "missing.json"),
+                "XDG_CONFIG_HOME": str(tmp_path), "XDG_CONFIG_DIRS": str(tmp_path)})
+    result = subprocess.run([sys.executable, "main.py", "view", "--xr", "--pose", "wave",
+                             "--xr-frames", "1"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: no OpenXR runtime is active")
