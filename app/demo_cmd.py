@@ -195,11 +195,9 @@ def read_clip_frames(clip: Path, height: int) -> tuple[list[np.ndarray], list[fl
 
 def export(recording: dict, clip: Path, out: Path, height: int, fps: float, backend_name: str,
            avatar) -> None:
-    import av
-
     from render.backends import BackendUnavailable, get_backend
     from render.camera import Camera
-    from render.video import to_uint8
+    from render.video import VideoError, VideoWriter, to_uint8
 
     clip_images, clip_times = read_clip_frames(clip, height)
     try:
@@ -210,49 +208,25 @@ def export(recording: dict, clip: Path, out: Path, height: int, fps: float, back
     width = clip_images[0].shape[1] + side
     # Head and shoulders, as in the clip.
     camera = Camera.look_at((0.0, 1.42, 1.25), (0.0, 1.38, 0.0), side, side, vertical_fov_deg=30)
-    tmp = out.with_name(out.name + ".part")
-    container = av.open(str(tmp), mode="w", format="mp4")
+    audio = recording["audio"]
+    has_audio = audio is not None and len(audio) > 0
     try:
-        video = container.add_stream("libx264", rate=int(round(fps)))
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"crf": "20", "preset": "veryfast"}
-        audio = recording["audio"]
-        audio_stream = None
-        if audio is not None and len(audio):
-            audio_stream = container.add_stream("aac", rate=recording["audio_rate"])
-            audio_stream.layout = "mono"
-        started = time.monotonic()
-        poses = recording["poses"]
-        for index, (t, codes) in enumerate(poses):
-            clip_index = min(int(np.searchsorted(clip_times, t, side="right")) - 1, len(clip_images) - 1)
-            rgba = backend.render(avatar.pose(codes), camera, None)
-            panel = np.concatenate([clip_images[max(clip_index, 0)], to_uint8(rgba)], axis=1)
-            for packet in video.encode(av.VideoFrame.from_ndarray(panel, format="rgb24")):
-                container.mux(packet)
-            if index % 30 == 29 or index == len(poses) - 1:
-                say(f"  rendered {index + 1}/{len(poses)} frames ({time.monotonic() - started:.0f} s)")
-        for packet in video.encode():
-            container.mux(packet)
-        if audio_stream is not None:
-            samples = np.clip(audio, -1, 1).astype(np.float32)
-            frame_size = 1024
-            for start in range(0, len(samples), frame_size):
-                chunk = samples[start:start + frame_size]
-                if len(chunk) < frame_size:
-                    chunk = np.pad(chunk, (0, frame_size - len(chunk)))
-                frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
-                frame.sample_rate = recording["audio_rate"]
-                frame.pts = start
-                for packet in audio_stream.encode(frame):
-                    container.mux(packet)
-            for packet in audio_stream.encode():
-                container.mux(packet)
-        container.close()
-        tmp.replace(out)
-    except BaseException:
-        container.close()
-        tmp.unlink(missing_ok=True)
-        raise
+        writer = VideoWriter(out, width, height, fps=fps, crf=20,
+                             audio_rate=recording["audio_rate"] if has_audio else None)
+        with writer:
+            started = time.monotonic()
+            poses = recording["poses"]
+            for index, (t, codes) in enumerate(poses):
+                clip_index = int(np.searchsorted(clip_times, t, side="right")) - 1
+                clip_image = clip_images[min(max(clip_index, 0), len(clip_images) - 1)]
+                rgba = backend.render(avatar.pose(codes), camera, None)
+                writer.write(np.concatenate([clip_image, to_uint8(rgba)], axis=1))
+                if index % 30 == 29 or index == len(poses) - 1:
+                    say(f"  rendered {index + 1}/{len(poses)} frames ({time.monotonic() - started:.0f} s)")
+            if has_audio:
+                writer.write_audio(audio)
+    except VideoError as exc:
+        raise UserError(str(exc)) from None
     finally:
         backend.release()
 

@@ -14,6 +14,7 @@ from app.cli import UserError
 
 CAMERAS = ("front", "side", "orbit")
 FPS = 30.0
+AUDIO_RATE = 48000
 
 
 def add_parser(sub) -> None:
@@ -38,6 +39,8 @@ def add_parser(sub) -> None:
                    help="renderer backend (default: the fastest available)")
     p.add_argument("--fps", type=float, default=FPS, help=f"video frame rate (default: {FPS:g})")
     p.add_argument("--background", default="1,1,1", help="background colour r,g,b in [0,1] (default: white)")
+    p.add_argument("--audio", type=Path,
+                   help="an audio file to put beside the video (e.g. a call recording's .wav); MP4 only")
     p.set_defaults(func=run)
 
 
@@ -102,7 +105,7 @@ def open_backend(name: str):
 def run(args) -> int:
     from avatar.avatar import load_avatar
     from avatar.lca import AvatarFileError
-    from render.video import VideoError, VideoWriter, to_uint8, write_png
+    from render.video import VideoError, VideoWriter, read_audio, to_uint8, write_png
 
     width, height = parse_size(args.size)
     background = parse_colour(args.background)
@@ -113,6 +116,14 @@ def run(args) -> int:
         raise UserError(f"output folder {args.out.parent} does not exist")
     if suffix == ".mp4" and (width % 2 or height % 2):
         raise UserError(f"an MP4 needs an even --size, got {width}x{height}")
+    audio = None
+    if args.audio is not None:
+        if suffix != ".mp4":
+            raise UserError("--audio needs an .mp4 output")
+        try:
+            audio = read_audio(args.audio, AUDIO_RATE)
+        except VideoError as exc:
+            raise UserError(str(exc)) from None
     try:
         avatar = load_avatar(args.avatar)
     except AvatarFileError as exc:
@@ -130,7 +141,8 @@ def run(args) -> int:
     writer = None
     try:
         if suffix == ".mp4":
-            writer = VideoWriter(args.out, width, height, fps=args.fps)
+            writer = VideoWriter(args.out, width, height, fps=args.fps,
+                                 audio_rate=AUDIO_RATE if audio is not None else None)
         for index, codes in enumerate(frames):
             angle = 2 * math.pi * index / max(len(frames), 1) if args.camera == "orbit" else 0.0
             if args.camera == "orbit" and len(frames) == 1:
@@ -145,6 +157,8 @@ def run(args) -> int:
                 print(f"  frame {index + 1}/{len(frames)} ({time.monotonic() - started:.1f} s)",
                       file=sys.stderr)
         if writer is not None:
+            if audio is not None:
+                writer.write_audio(audio)
             writer.close()
             writer = None
     except VideoError as exc:

@@ -36,10 +36,14 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
 
 
 class VideoWriter:
-    """H.264 (yuv420p) MP4 writer; use as a context manager. Width and height must be even."""
+    """H.264 (yuv420p) MP4 writer, with an optional mono AAC track (``audio_rate`` Hz, given
+    as float samples through ``write_audio``); use as a context manager. Width and height
+    must be even."""
+
+    AUDIO_FRAME = 1024  # AAC's frame size
 
     def __init__(self, path: str | Path, width: int, height: int, fps: float = 30.0,
-                 crf: int = 18):
+                 crf: int = 18, audio_rate: int | None = None):
         import av
 
         if width % 2 or height % 2:
@@ -56,6 +60,11 @@ class VideoWriter:
         self.stream.pix_fmt = "yuv420p"
         self.stream.options = {"crf": str(crf), "preset": "veryfast"}
         self.frames = 0
+        self.audio = None
+        self.audio_samples = 0
+        if audio_rate is not None:
+            self.audio = self.container.add_stream("aac", rate=int(audio_rate))
+            self.audio.layout = "mono"
 
     def write(self, image: np.ndarray) -> None:
         import av
@@ -65,9 +74,29 @@ class VideoWriter:
             self.container.mux(packet)
         self.frames += 1
 
+    def write_audio(self, samples: np.ndarray) -> None:
+        """Append mono samples (float, [-1, 1]) to the audio track."""
+        import av
+
+        if self.audio is None:
+            raise VideoError("this writer was opened without an audio track")
+        samples = np.clip(np.asarray(samples, dtype=np.float32).ravel(), -1.0, 1.0)
+        for start in range(0, len(samples), self.AUDIO_FRAME):
+            chunk = samples[start:start + self.AUDIO_FRAME]
+            if len(chunk) < self.AUDIO_FRAME:
+                chunk = np.pad(chunk, (0, self.AUDIO_FRAME - len(chunk)))
+            frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+            frame.sample_rate = self.audio.rate
+            frame.pts = self.audio_samples
+            self.audio_samples += len(chunk)
+            for packet in self.audio.encode(frame):
+                self.container.mux(packet)
+
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
+        for stream in (self.stream, self.audio):
+            if stream is not None:
+                for packet in stream.encode():
+                    self.container.mux(packet)
         self.container.close()
         self.tmp.replace(self.path)
 
@@ -85,3 +114,25 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def read_audio(path: str | Path, rate: int = 48000) -> np.ndarray:
+    """All of a file's first audio stream as mono float32 samples at ``rate`` Hz."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (OSError, av.FFmpegError) as exc:
+        raise VideoError(f"cannot read audio from {path}: {exc}") from None
+    with container:
+        if not container.streams.audio:
+            raise VideoError(f"{path} has no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks = []
+        try:
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().ravel())
+        except av.FFmpegError as exc:
+            raise VideoError(f"{path}: audio breaks off ({exc})") from None
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)

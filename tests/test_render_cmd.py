@@ -39,6 +39,30 @@ def test_animation_to_mp4_reads_back(tmp_path):
     assert np.any(frames[0] < 200)
 
 
+def test_audio_is_muxed_beside_the_video(tmp_path):
+    """A recorded voice (here a 440 Hz tone written by pyav) travels into the MP4."""
+    wav = tmp_path / "voice.wav"
+    rate = 16000
+    samples = (0.4 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
+    with av.open(str(wav), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((samples * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    out = tmp_path / "with_voice.mp4"
+    assert main(["render", "--pose", "talk", "--out", str(out), "--size", "32x32", "--fps", "4",
+                 "--backend", BACKEND, "--audio", str(wav)]) == 0
+    with av.open(str(out)) as container:
+        audio = np.concatenate([f.to_ndarray().ravel() for f in container.decode(audio=0)])
+        rate_out = container.streams.audio[0].rate
+    spectrum = np.abs(np.fft.rfft(audio[: rate_out // 2]))
+    assert abs(np.argmax(spectrum) * rate_out / (rate_out // 2) - 440) < 5
+
+
 def test_codes_file_drives_the_render(tmp_path):
     codes = tmp_path / "codes.jsonl"
     write_jsonl(codes, POSES["wave"].frames(2)[:2])
@@ -58,6 +82,8 @@ def test_codes_file_drives_the_render(tmp_path):
     (["--size", "65x64", "--out", "OUT_MP4"], "even --size"),
     (["--out", "/proc/version.png"], "cannot write"),
     (["--background", "2,0,0"], "--background"),
+    (["--audio", "/nonexistent.wav", "--out", "OUT_MP4"], "cannot read audio"),
+    (["--audio", "/etc/hostname"], "needs an .mp4"),
 ])
 def test_bad_requests_fail_with_one_clear_line(tmp_path, capsys, argv, message):
     (tmp_path / "codes.jsonl").write_text('{"face": {"jawOpen": 3}}\n')
