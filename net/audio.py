@@ -30,6 +30,24 @@ log = logging.getLogger("splatcall.audio")
 
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms, Opus's usual frame
+VOICE_BITRATE = 32000  # Opus at 32 kbit/s is transparent for speech
+
+
+def use_voice_bitrate(bits_per_s: int = VOICE_BITRATE) -> None:
+    """Make aiortc's Opus encoder run at ``bits_per_s``. aiortc fixes it at 96 kbit/s (a
+    music setting) and offers no parameter, so its encoder's constructor is wrapped for this
+    process; the codec context opens at the first frame, after the rate is set."""
+    from aiortc.codecs import opus
+
+    original = getattr(opus.OpusEncoder, "_splatcall_original_init", opus.OpusEncoder.__init__)
+
+    def __init__(self, *a, **k):
+        original(self, *a, **k)
+        self.codec.bit_rate = int(bits_per_s)
+
+    __init__._splatcall_original_init = original  # type: ignore[attr-defined]
+    opus.OpusEncoder.__init__ = __init__
+    opus.OpusEncoder._splatcall_original_init = original
 
 
 class ToneTrack(MediaStreamTrack):

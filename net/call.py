@@ -30,6 +30,7 @@ import numpy as np
 
 from avatar.codes import Codes
 from net import wire
+from net.audio import VOICE_BITRATE, use_voice_bitrate
 from net.avatar_exchange import DEFAULT_MAX_AVATAR_BYTES, AvatarExchange, default_validate
 from net.loopback import use_host_addresses
 from net.peer import Peer
@@ -55,6 +56,7 @@ class CallConfig:
     max_avatar_bytes: int = DEFAULT_MAX_AVATAR_BYTES
     validate_avatar: Callable[[Path], Any] = default_validate
     remote_sdp_filter: Callable[[str], str] | None = None  # test harnesses (lossy relay)
+    voice_bitrate: int = VOICE_BITRATE        # Opus bits per second
 
 
 @dataclass
@@ -163,6 +165,7 @@ class Call:
         """Join the room and offer to everyone there. Raises ``SignallingError`` if refused."""
         if self.config.host_addresses is not None:
             use_host_addresses(self.config.host_addresses)
+        use_voice_bitrate(self.config.voice_bitrate)
         if self._audio_source is not None or self._video_source is not None:
             from aiortc.contrib.media import MediaRelay
 

@@ -29,6 +29,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from avatar.codes import Codes
 from net import wire
+from net.audio import use_voice_bitrate
 from net.call import ReceiveStats
 from net.loopback import use_host_addresses
 from net.playout import PlayoutBuffer, PlayoutConfig
@@ -196,6 +197,7 @@ class JanusCall:
     async def join(self) -> None:
         if self.host_addresses is not None:
             use_host_addresses(self.host_addresses)
+        use_voice_bitrate()
         await self.session.create()
         self._handle = await self.session.attach("janus.plugin.videoroom", self._on_publisher_event)
         exists = await self.session.request(self._handle, {"request": "exists", "room": self.room})

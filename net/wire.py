@@ -117,35 +117,34 @@ def unpack_quats(words: np.ndarray) -> np.ndarray:
 def encode(codes: Codes) -> bytes:
     """One ``Codes`` frame -> packet bytes (at most ``MAX_PACKET_BYTES``). Invalid parts are
     left out of the packet (their mask bit is clear)."""
-    mask = 0
-    chunks: list[bytes] = []
-    for bit, part in enumerate(PARTS):
-        if not codes.valid[bit]:
-            continue
-        mask |= 1 << bit
-        if part == "face":
-            chunks.append(np.rint(codes.face * 255.0).astype(np.uint8).tobytes())
-        elif part == "gaze":
-            scaled = np.clip(codes.gaze.reshape(-1) / GAZE_LIMIT_RAD, -1.0, 1.0)
-            chunks.append(np.rint(scaled * 32767).astype("<i2").tobytes())
-        elif part == "head":
-            chunks.append(pack_quats(codes.head).astype("<u4").tobytes())
-        elif part == "body":
-            chunks.append(pack_quats(codes.body).astype("<u4").tobytes())
-        elif part == "left_hand":
-            chunks.append(pack_quats(codes.hands[0]).astype("<u4").tobytes())
-        elif part == "right_hand":
-            chunks.append(pack_quats(codes.hands[1]).astype("<u4").tobytes())
-        elif part == "root":
-            chunks.append(codes.root_translation.astype("<f4").tobytes())
-            chunks.append(pack_quats(codes.root_rotation).astype("<u4").tobytes())
-    header = _HEADER.pack(MAGIC, WIRE_VERSION, mask, codes.seq, codes.t)
-    return header + b"".join(chunks)
+    valid = codes.valid
+    mask = int(np.dot(valid.astype(np.int64), 1 << np.arange(len(PARTS))))
+    # All quaternions of the packet are packed in one vectorised call.
+    quats = [q for bit, q in ((2, codes.head), (3, codes.body), (4, codes.hands[0]),
+                              (5, codes.hands[1]), (6, codes.root_rotation.reshape(1, 4)))
+             if valid[bit]]
+    words = pack_quats(np.concatenate(quats)).astype("<u4") if quats else np.zeros(0, "<u4")
+    chunks: list[bytes] = [_HEADER.pack(MAGIC, WIRE_VERSION, mask, codes.seq, codes.t)]
+    if valid[0]:
+        chunks.append(np.rint(codes.face * 255.0).astype(np.uint8).tobytes())
+    if valid[1]:
+        scaled = np.clip(codes.gaze.reshape(-1) / GAZE_LIMIT_RAD, -1.0, 1.0)
+        chunks.append(np.rint(scaled * 32767).astype("<i2").tobytes())
+    root_words = 1 if valid[6] else 0
+    chunks.append(words[:len(words) - root_words].tobytes())
+    if valid[6]:
+        chunks.append(codes.root_translation.astype("<f4").tobytes())
+        chunks.append(words[-1:].tobytes())
+    return b"".join(chunks)
 
 
 def packet_size(mask: int) -> int:
     """The exact length of a packet whose part mask is ``mask``."""
     return HEADER_BYTES + sum(PART_BYTES[p] for i, p in enumerate(PARTS) if mask >> i & 1)
+
+
+_QUAT_PARTS = (("head", 2, _N_HEAD), ("body", 3, _N_BODY), ("left_hand", 4, _N_HAND),
+               ("right_hand", 5, _N_HAND))
 
 
 def decode(data: bytes) -> Codes:
@@ -168,41 +167,48 @@ def decode(data: bytes) -> Codes:
     if not math.isfinite(t):
         raise WireError("capture time is not finite")
 
-    codes = Codes(t=t, seq=seq)
-    valid = np.zeros(len(PARTS), dtype=bool)
+    valid = np.array([bool(mask >> bit & 1) for bit in range(len(PARTS))])
+    fields: dict[str, np.ndarray] = {}
     offset = HEADER_BYTES
-    for bit, part in enumerate(PARTS):
-        if not mask >> bit & 1:
+    if valid[0]:
+        fields["face"] = np.frombuffer(data, np.uint8, 52, offset).astype(np.float32) / np.float32(255.0)
+        offset += 52
+    if valid[1]:
+        raw = np.frombuffer(data, "<i2", 4, offset).astype(np.float32)
+        fields["gaze"] = (np.clip(raw / 32767.0, -1.0, 1.0) * GAZE_LIMIT_RAD).astype(
+            np.float32).reshape(2, 2)
+        offset += 8
+    n_body_quats = sum(n for _, bit, n in _QUAT_PARTS if valid[bit])
+    words = [np.frombuffer(data, "<u4", n_body_quats, offset)]
+    offset += 4 * n_body_quats
+    if valid[6]:
+        translation = np.frombuffer(data, "<f4", 3, offset).astype(np.float32)
+        if not np.all(np.isfinite(translation)) or np.any(np.abs(translation) > ROOT_LIMIT_M):
+            raise WireError("root translation is not finite or out of range")
+        fields["root_translation"] = translation
+        words.append(np.frombuffer(data, "<u4", 1, offset + 12))
+    quats = unpack_quats(np.concatenate(words))  # all of them in one vectorised call
+    at = 0
+    hands = None
+    for part, bit, n in _QUAT_PARTS:
+        if not valid[bit]:
             continue
-        valid[bit] = True
-        size = PART_BYTES[part]
-        chunk = data[offset:offset + size]
-        offset += size
-        if part == "face":
-            codes.face = np.frombuffer(chunk, np.uint8).astype(np.float32) / np.float32(255.0)
-        elif part == "gaze":
-            raw = np.frombuffer(chunk, "<i2").astype(np.float32)
-            codes.gaze = (np.clip(raw / 32767.0, -1.0, 1.0) * GAZE_LIMIT_RAD).astype(
-                np.float32).reshape(2, 2)
-        elif part == "head":
-            codes.head = unpack_quats(np.frombuffer(chunk, "<u4"))
-        elif part == "body":
-            codes.body = unpack_quats(np.frombuffer(chunk, "<u4"))
-        elif part in ("left_hand", "right_hand"):
-            hands = codes.hands.copy()
-            hands[0 if part == "left_hand" else 1] = unpack_quats(np.frombuffer(chunk, "<u4"))
-            codes.hands = hands
-        elif part == "root":
-            translation = np.frombuffer(chunk[:12], "<f4").astype(np.float32)
-            if not np.all(np.isfinite(translation)) or np.any(np.abs(translation) > ROOT_LIMIT_M):
-                raise WireError("root translation is not finite or out of range")
-            codes.root_translation = translation
-            codes.root_rotation = unpack_quats(np.frombuffer(chunk[12:], "<u4"))[0]
-    codes.valid = valid
-    # Re-run the contract's validation: a packet that slipped past the checks above still
-    # never yields a frame the avatar would refuse.
+        if part in ("head", "body"):
+            fields[part] = quats[at:at + n]
+        else:
+            if hands is None:
+                hands = np.zeros((2, _N_HAND, 4), np.float32)
+                hands[..., 0] = 1.0
+            hands[0 if part == "left_hand" else 1] = quats[at:at + n]
+        at += n
+    if hands is not None:
+        fields["hands"] = hands
+    if valid[6]:
+        fields["root_rotation"] = quats[at]
+    # The contract's own validation runs on construction: a packet that slipped past the
+    # checks above still never yields a frame the avatar would refuse.
     try:
-        return codes.replace()
+        return Codes(t=t, seq=seq, valid=valid, **fields)
     except CodesError as exc:
         raise WireError(f"packet decodes to an invalid frame: {exc}") from None
 
