@@ -68,6 +68,8 @@ DEFAULT_BACKGROUND = (0.08, 0.08, 0.10)  # sRGB: a dim room, not pure black
 RECENTRE_BINDINGS = ("/user/hand/left/input/menu/click", "/user/hand/right/input/menu/click",
                      "/user/hand/left/input/select/click", "/user/hand/right/input/select/click")
 STANDING_EYE_HEIGHT_M = 1.6  # assumed when the runtime offers no floor-level space
+SORT_POSITION_TOLERANCE_M = 0.02
+SORT_ANGLE_TOLERANCE_RAD = math.radians(2.0)
 
 
 class XrUnavailableError(RuntimeError):
@@ -247,7 +249,8 @@ class FrameTiming:
     """Milliseconds spent per frame, for benchmarks (``XrTarget.timings``)."""
     wait_ms: float       # blocked in xrWaitFrame (the runtime pacing us)
     scene_ms: float      # the scene callback (posing avatars)
-    draw_ms: float       # upload + sort + both eyes' draws, GL finished
+    sort_ms: float       # upload (when the Gaussians changed) + depth sort (when needed)
+    draw_ms: float       # both eyes' draws, GL finished
     frame_ms: float      # xrWaitFrame return to xrWaitFrame return: the achieved frame time
     display_period_ms: float
     rendered: bool
@@ -621,7 +624,13 @@ class XrTarget:
         self._create_actions()
         if self.renderer_factory is None:
             from render.gl import GLSplatRenderer
-            self.renderer_factory = GLSplatRenderer
+
+            def default_renderer(ctx):
+                # A head never holds still: re-sort only when it moved 2 cm or turned 2
+                # degrees, far below what changes the order of splats a metre away.
+                return GLSplatRenderer(ctx, position_tolerance_m=SORT_POSITION_TOLERANCE_M,
+                                       angle_tolerance_rad=SORT_ANGLE_TOLERANCE_RAD)
+            self.renderer_factory = default_renderer
         self.renderer = self.renderer_factory(self.ctx)
         modes = xr.enumerate_environment_blend_modes(
             self._instance, self._system, xr.ViewConfigurationType.PRIMARY_STEREO)
@@ -818,19 +827,19 @@ class XrTarget:
         state = xr.wait_frame(self._session, xr.FrameWaitInfo())
         t1 = time.perf_counter()
         xr.begin_frame(self._session, xr.FrameBeginInfo())
-        layers, scene_ms, draw_ms = [], 0.0, 0.0
+        layers, scene_ms, sort_ms, draw_ms = [], 0.0, 0.0, 0.0
         if state.should_render:
             self._sync_actions()
             drawn = self._render_views(state, scene)
             if drawn is not None:
-                layer, scene_ms, draw_ms = drawn
+                layer, scene_ms, sort_ms, draw_ms = drawn
                 layers = [ctypes.byref(layer)]
         xr.end_frame(self._session, xr.FrameEndInfo(
             display_time=state.predicted_display_time, environment_blend_mode=self._blend_mode,
             layers=layers))
         frame_ms = (t1 - self._last_wait_end) * 1e3 if self._last_wait_end is not None else float("nan")
         self._last_wait_end = t1
-        self.timings.append(FrameTiming((t1 - t0) * 1e3, scene_ms, draw_ms, frame_ms,
+        self.timings.append(FrameTiming((t1 - t0) * 1e3, scene_ms, sort_ms, draw_ms, frame_ms,
                                         state.predicted_display_period / 1e6, bool(layers)))
         self.frame_index += 1
         self.frames_shown += bool(layers)
@@ -884,6 +893,8 @@ class XrTarget:
         middle = np.mean([c.position for c in cameras], axis=0)
         forward = np.mean([camera_forward(c) for c in cameras], axis=0)
         self.renderer.sort_for(middle, forward)
+        self.ctx.finish()
+        t2 = time.perf_counter()
 
         layer_views = []
         captured = []
@@ -902,12 +913,12 @@ class XrTarget:
                         offset=xr.Offset2Di(0, 0), extent=xr.Extent2Di(eye.width, eye.height)),
                     image_array_index=0)))
         self.ctx.finish()  # the draw time below is the GL work, not just its submission
-        t2 = time.perf_counter()
+        t3 = time.perf_counter()
         if captured:
             self.captured = captured
         layer = xr.CompositionLayerProjection(space=self._space, views=layer_views)
         self._layer_views = layer_views  # the layer points into them until xrEndFrame
-        return layer, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        return layer, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
 
     def _framebuffer(self, eye: _EyeSwapchain, index: int):
         fbo = eye.framebuffers.get(index)
