@@ -47,6 +47,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--audio", default="mic",
                         help="voice source: mic (default; silence with a warning if none), "
                              "none, tone:HZ, or an audio file (looped)")
+    parser.add_argument("--video", metavar="DEVICE", default=None,
+                        help="also send low-resolution webcam video (320x240, 15 fps) from a "
+                             "V4L2 device such as /dev/video0; off by default")
     parser.add_argument("--avatar", metavar="LCA", help="our own avatar, offered to the others")
     parser.add_argument("--avatar-cache", default=None,
                         help="where fetched avatars are kept (default ~/.cache/splatcall/avatars)")
@@ -139,6 +142,24 @@ class _Recorder:
             recorder.close()
 
 
+def _open_video(device: str):
+    """A low-resolution webcam track, or a UserError saying why there is none."""
+    from aiortc.contrib.media import MediaPlayer
+
+    from app.cli import UserError
+
+    if not Path(device).exists():
+        raise UserError(f"no camera at {device}")
+    try:
+        player = MediaPlayer(device, format="v4l2",
+                             options={"video_size": "320x240", "framerate": "15"})
+    except Exception as exc:  # noqa: BLE001 - pyav reports device errors many ways
+        raise UserError(f"cannot open the camera {device}: {exc}") from None
+    if player.video is None:
+        raise UserError(f"{device} gives no video")
+    return player.video
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(json.dumps(data, indent=1, default=float))
@@ -164,6 +185,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
         audio_track, audio_note = open_audio_source(args.audio)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    video_track = _open_video(args.video) if args.video else None
     token = _token(args)
     addresses = ["127.0.0.1"] if args.loopback else (args.ice_address or None)
     config = CallConfig(url=args.server, room=args.room, token=token, name=args.name,
@@ -189,7 +211,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             recorder.audio(remote_id, names.get(remote_id, ""), frame)
 
     async def main() -> None:
-        call = Call(config, audio_track=audio_track, on_event=on_event, on_audio=on_audio)
+        call = Call(config, audio_track=audio_track, video_track=video_track,
+                    on_event=on_event, on_audio=on_audio)
         say(f"joining room {args.room!r} at {args.server} as {args.name!r}; voice: {audio_note}")
         try:
             await call.join()

@@ -76,7 +76,7 @@ async def participant(args) -> dict:
         call = Call(CallConfig(url=args.url, room=f"bench{args.size}",
                                token=make_token(args.secret.encode(), f"bench{args.size}"),
                                name=f"p{args.index}", host_addresses=["127.0.0.1"],
-                               avatar_cache_dir=Path(args.out).parent / "cache"),
+                               avatar_cache_dir=Path(args.out).parent / "avatar-cache"),
                     audio_track=tone)
     await call.join()
     # Warm up: send until every other participant's codes arrive here.
@@ -282,7 +282,8 @@ def main() -> int:
         use_janus = size > MESH_LIMIT and not args.mesh_only and janus_reason is None
         print(f"room of {size} ({'janus' if use_janus else 'mesh'}), {args.seconds:g} s ...",
               flush=True)
-        room = run_room(size, args.seconds, out.parent / f"call-work-{size}", use_janus)
+        room = run_room(size, args.seconds, ROOT / ".cache" / "bench-call" / f"room-{size}",
+                        use_janus)
         print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v)
                           for k, v in room.items() if k != "per_participant"}), flush=True)
         rooms.append(room)

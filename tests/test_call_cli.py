@@ -1,0 +1,50 @@
+"""The user-facing commands: help texts, tokens from `serve --make-token`, and one-line
+errors for the mistakes a user can make with `call`."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.cli import main
+from net.tokens import check_token, load_or_create_secret
+
+
+@pytest.mark.parametrize("command", ["serve", "call"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
+def test_make_token_admits_to_its_room(tmp_path, capsys):
+    secret_file = tmp_path / "secret.key"
+    assert main(["serve", "--secret-file", str(secret_file), "--make-token", "den"]) == 0
+    token = capsys.readouterr().out.strip()
+    check_token(load_or_create_secret(secret_file), token, "den")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--audio", "tone:abc"], "not a number"),
+    (["--codes", "/no/such.jsonl"], "cannot read codes"),
+    (["--fps", "0"], "--fps"),
+    (["--avatar", "/no/such.lca"], "does not exist"),
+    (["--video", "/dev/no-such-camera"], "no camera"),
+    ([], "cannot reach the signalling server"),
+])
+def test_call_errors_are_one_line(tmp_path, capsys, extra, message):
+    args = ["call", "--room", "r", "--secret-file", str(tmp_path / "k"), "--audio", "none",
+            "--server", "ws://127.0.0.1:9/ws", "--duration", "1", *extra]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], err
+
+
+def test_call_without_credentials_says_how_to_get_them(capsys):
+    assert main(["call", "--room", "r", "--audio", "none"]) == 1
+    assert "--make-token" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_port(tmp_path, capsys):
+    assert main(["serve", "--secret-file", str(tmp_path / "k"), "--port", "70000"]) == 1
+    assert "port" in capsys.readouterr().err
