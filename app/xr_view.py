@@ -43,7 +43,8 @@ SIDE_SPACING_M = 0.9
 def place_gaussians(gaussians: Gaussians, world_from_avatar: np.ndarray) -> Gaussians:
     """The Gaussians moved rigidly by ``world_from_avatar`` (4, 4)."""
     rotation = world_from_avatar[:3, :3]
-    means = gaussians.means @ rotation.T.astype(np.float32) + world_from_avatar[:3, 3].astype(np.float32)
+    offset = world_from_avatar[:3, 3].astype(np.float32)
+    means = gaussians.means @ rotation.T.astype(np.float32) + offset
     turn = matrix_to_quat(rotation).astype(np.float32)
     quats = quat_multiply(np.broadcast_to(turn, gaussians.quats.shape), gaussians.quats)
     return Gaussians(means, quats, gaussians.scales, gaussians.opacities, gaussians.colors)
@@ -142,7 +143,7 @@ class XrRunner:
         self._target = None
         self._thread = threading.Thread(target=self._run, name="xr", daemon=True)
 
-    def start(self) -> "XrRunner":
+    def start(self) -> XrRunner:
         self._thread.start()
         return self
 
@@ -233,7 +234,6 @@ def add_xr_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_source(args) -> tuple[object, CodesPlayback, str]:
     from app.cli import UserError
-
     from avatar.avatar import load_avatar
     from avatar.codes import CodesError, read_jsonl
     from avatar.lca import AvatarFileError
@@ -298,6 +298,8 @@ def run_xr_view(args) -> int:
             f"{avatar.name} ({len(avatar)} Gaussians), {what}. Ctrl+C leaves.")
         reason = target.run(scene, max_frames=args.xr_frames)
         say(f"{_progress_line(target)}; session ended: {reason}")
+        if target.lifecycle.lost:
+            raise UserError(f"{reason}; restart the runtime (and the viewer)")
         if args.xr_capture is not None and target.captured:
             args.xr_capture.mkdir(parents=True, exist_ok=True)
             for eye, image in zip(("left", "right"), target.captured):

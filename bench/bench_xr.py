@@ -11,7 +11,8 @@ compositor, and reads the viewer's per-frame timings (--xr-stats):
 
 Per frame: ``wait`` (blocked in xrWaitFrame), ``scene`` (pose + placement), ``sort`` (upload
 when the Gaussians changed + depth sort when the head moved enough), ``draw`` (both eyes'
-draws, GL finished) and ``frame`` (xrWaitFrame to xrWaitFrame: what the user gets). Medians and 90th percentiles after 3 warm-up frames.
+draws, GL finished) and ``frame`` (xrWaitFrame to xrWaitFrame: what the user gets).
+Medians and 90th percentiles after 3 warm-up frames.
 
     sudo .venv/bin/python bench/bench_xr.py [--frames 60] [--out bench/results/xr.json]
 """

@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import ctypes
 import enum
-from collections import deque
 import math
 import os
 import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -208,9 +208,13 @@ class Lifecycle:
         return None
 
     def on_instance_loss(self) -> None:
+        self.on_lost("the OpenXR runtime is going away (instance loss pending)")
+
+    def on_lost(self, reason: str) -> None:
+        """The runtime is gone (an event said so, or a call failed with a loss)."""
         self.lost = True
         self.running = False
-        self._finish("the OpenXR runtime is going away (instance loss pending)")
+        self._finish(reason)
 
     def request_exit(self) -> bool:
         """The user wants to leave. True when the runtime must be asked
@@ -286,7 +290,8 @@ class _EglContext:
         egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
         egl.eglGetDisplay.restype = vp
         egl.eglGetDisplay.argtypes = [vp]
-        egl.eglInitialize.argtypes = [vp, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]
+        int_p = ctypes.POINTER(ctypes.c_int)
+        egl.eglInitialize.argtypes = [vp, int_p, int_p]
         egl.eglChooseConfig.argtypes = [vp, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(vp),
                                         ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
         egl.eglCreateContext.restype = vp
@@ -512,7 +517,7 @@ class XrTarget:
         self._readback = None
 
     # -- set-up and tear-down ----------------------------------------------------------------
-    def __enter__(self) -> "XrTarget":
+    def __enter__(self) -> XrTarget:
         self.open()
         return self
 
@@ -540,11 +545,13 @@ class XrTarget:
     def _create_instance(self) -> None:
         xr = self._xr
         try:
-            available = {e.extension_name.decode() if isinstance(e.extension_name, bytes)
-                         else e.extension_name for e in xr.enumerate_instance_extension_properties()}
+            available = {_text(e.extension_name)
+                         for e in xr.enumerate_instance_extension_properties()}
         except xr.XrException:
             raise XrUnavailableError(f"no OpenXR runtime is active: {RUNTIMES_HINT}") from None
-        needed = ["XR_KHR_opengl_enable"] + (["XR_MNDX_egl_enable"] if self.graphics == "egl" else [])
+        needed = ["XR_KHR_opengl_enable"]
+        if self.graphics == "egl":
+            needed.append("XR_MNDX_egl_enable")
         missing = [name for name in needed if name not in available]
         if missing:
             raise XrUnavailableError(
@@ -683,19 +690,21 @@ class XrTarget:
         bindings = [xr.ActionSuggestedBinding(self._recentre_action,
                                               xr.string_to_path(self._instance, path))
                     for path in RECENTRE_BINDINGS]
-        xr.suggest_interaction_profile_bindings(self._instance, xr.InteractionProfileSuggestedBinding(
-            interaction_profile=xr.string_to_path(self._instance,
-                                                  "/interaction_profiles/khr/simple_controller"),
-            suggested_bindings=bindings))
+        profile = xr.string_to_path(self._instance, "/interaction_profiles/khr/simple_controller")
+        xr.suggest_interaction_profile_bindings(self._instance,
+                                                xr.InteractionProfileSuggestedBinding(
+                                                    interaction_profile=profile,
+                                                    suggested_bindings=bindings))
         xr.attach_session_action_sets(self._session, xr.SessionActionSetsAttachInfo(
             action_sets=[self._action_set]))
 
     def close(self) -> None:
-        """Destroy everything in reverse order; safe to call twice or after a failed open."""
+        """Destroy everything in reverse order; safe to call twice, after a failed open and
+        after the runtime went away (each step is tried; a lost runtime fails them all)."""
         xr = self._xr
         if xr is None:
             return
-        if self._session is not None and self.lifecycle.running:
+        if self._session is not None and self.lifecycle.running and not self.lifecycle.lost:
             try:  # the loop was abandoned mid-session: end it so the runtime lets go of it
                 xr.request_exit_session(self._session)
                 deadline = time.monotonic() + 2.0
@@ -705,43 +714,47 @@ class XrTarget:
                         self._submit_empty_frame()
             except xr.XrException:
                 pass
-        if self.renderer is not None:
+
+        def attempt(release, *args) -> None:
             try:
-                self.renderer.release()
-            except Exception:  # the context may already be gone
+                release(*args)
+            except Exception:  # noqa: BLE001 - a lost runtime or context: nothing to free
                 pass
+
+        if self.renderer is not None:
+            attempt(self.renderer.release)
             self.renderer = None
         for eye in self._eyes:
             for fbo in eye.framebuffers.values():
-                fbo.release()
-            xr.destroy_swapchain(eye.handle)
+                attempt(fbo.release)
+            attempt(xr.destroy_swapchain, eye.handle)
         self._eyes = []
         for name in ("_staging", "_linearise"):
             for obj in getattr(self, name) or ():
-                obj.release()
+                attempt(obj.release)
             setattr(self, name, None)
         if self._readback is not None:
-            self._readback.release()
+            attempt(self._readback.release)
             self._readback = None
         for space in (self._view_space, self._space):
             if space is not None:
-                xr.destroy_space(space)
+                attempt(xr.destroy_space, space)
         self._space = self._view_space = None
         if self._action_set is not None:
-            xr.destroy_action_set(self._action_set)
+            attempt(xr.destroy_action_set, self._action_set)
             self._action_set = None
         if self._session is not None:
-            xr.destroy_session(self._session)
+            attempt(xr.destroy_session, self._session)
             self._session = None
         if self._gl is not None:
-            self._gl.release()
+            attempt(self._gl.release)
             self._gl = None
             self.ctx = None
         if self._messenger is not None:
-            xr.destroy_debug_utils_messenger_ext(self._messenger)
+            attempt(xr.destroy_debug_utils_messenger_ext, self._messenger)
             self._messenger = None
         if self._instance is not None:
-            xr.destroy_instance(self._instance)
+            attempt(xr.destroy_instance, self._instance)
             self._instance = None
 
     # -- the loop --------------------------------------------------------------------------
@@ -761,13 +774,18 @@ class XrTarget:
     def step(self, scene: Callable[[XrFrame], Gaussians | None]) -> bool:
         """Handle the runtime's events and, while the session runs, one frame. False once the
         session has ended (``exit_reason`` says why)."""
-        self._poll_events()
-        if self.lifecycle.done:
-            return False
-        if not self.lifecycle.running:
-            time.sleep(0.01)  # IDLE: no frames may be submitted, so wait for READY
-            return True
-        self._frame(scene)
+        xr = self._xr
+        try:
+            self._poll_events()
+            if self.lifecycle.done:
+                return False
+            if not self.lifecycle.running:
+                time.sleep(0.01)  # IDLE: no frames may be submitted, so wait for READY
+                return True
+            self._frame(scene)
+        except (xr.InstanceLostError, xr.SessionLostError, xr.RuntimeFailureError) as exc:
+            # The runtime died or the headset went away without a LOSS_PENDING first.
+            self.lifecycle.on_lost(f"the OpenXR runtime went away ({type(exc).__name__})")
         return not self.lifecycle.done
 
     def run(self, scene, max_frames: int | None = None, timeout_s: float | None = None) -> str:
@@ -837,7 +855,8 @@ class XrTarget:
         xr.end_frame(self._session, xr.FrameEndInfo(
             display_time=state.predicted_display_time, environment_blend_mode=self._blend_mode,
             layers=layers))
-        frame_ms = (t1 - self._last_wait_end) * 1e3 if self._last_wait_end is not None else float("nan")
+        last = self._last_wait_end
+        frame_ms = (t1 - last) * 1e3 if last is not None else float("nan")
         self._last_wait_end = t1
         self.timings.append(FrameTiming((t1 - t0) * 1e3, scene_ms, sort_ms, draw_ms, frame_ms,
                                         state.predicted_display_period / 1e6, bool(layers)))
@@ -942,7 +961,8 @@ class XrTarget:
             texture = ctx.texture((camera.width, camera.height), 4, dtype="f1")
             self._staging = (texture, ctx.framebuffer(color_attachments=[texture]))
         if self._linearise is None:
-            program = ctx.program(vertex_shader=LINEARISE_VERTEX, fragment_shader=LINEARISE_FRAGMENT)
+            program = ctx.program(vertex_shader=LINEARISE_VERTEX,
+                                  fragment_shader=LINEARISE_FRAGMENT)
             self._linearise = (program, ctx.vertex_array(program, []))
         self.renderer.draw(camera, self._staging[1], background=self.background)
         import moderngl

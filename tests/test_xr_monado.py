@@ -76,31 +76,45 @@ def monado(tmp_path_factory):
     mounted_here = subprocess.run(["mountpoint", "-q", str(proc_dir)]).returncode != 0
     if mounted_here:
         subprocess.run(["mount", "-t", "proc", "proc", str(proc_dir)], check=True)
-    runtime_dir = ROOT / RUNTIME_DIR.lstrip("/")
-    shutil.rmtree(runtime_dir, ignore_errors=True)
-    runtime_dir.mkdir(mode=0o700, parents=True)
     log = tmp_path_factory.mktemp("monado") / "monado.log"
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            _chroot("monado-service", env={"XRT_COMPOSITOR_NULL": "1", "XRT_NO_STDIN": "1"}),
-            stdout=handle, stderr=subprocess.STDOUT)
+    process = _start_monado(RUNTIME_DIR, log)
     try:
-        deadline = time.monotonic() + 30
-        while not (runtime_dir / "monado_comp_ipc").exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"monado-service did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
         yield Monado(process, log)
     finally:
+        _stop_monado(process)
+        if mounted_here:
+            subprocess.run(["umount", str(proc_dir)], check=False)
+        shutil.rmtree(ROOT / RUNTIME_DIR.lstrip("/"), ignore_errors=True)
+
+
+def _start_monado(runtime_dir_in_root: str, log: Path) -> subprocess.Popen:
+    """monado-service (null compositor) listening in ``runtime_dir_in_root``; /proc must be
+    mounted in the root."""
+    runtime_dir = ROOT / runtime_dir_in_root.lstrip("/")
+    shutil.rmtree(runtime_dir, ignore_errors=True)
+    runtime_dir.mkdir(mode=0o700, parents=True)
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            _chroot("monado-service", env={"XRT_COMPOSITOR_NULL": "1", "XRT_NO_STDIN": "1",
+                                           "XDG_RUNTIME_DIR": runtime_dir_in_root}),
+            stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not (runtime_dir / "monado_comp_ipc").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop_monado(process)
+            pytest.fail(f"monado-service did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    return process
+
+
+def _stop_monado(process: subprocess.Popen) -> None:
+    if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)  # by its process id (chroot and env exec it)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
-        if mounted_here:
-            subprocess.run(["umount", str(proc_dir)], check=False)
-        shutil.rmtree(runtime_dir, ignore_errors=True)
 
 
 def _validation_complaints(output: str) -> list[str]:
@@ -285,7 +299,7 @@ def test_linear_swapchain_gets_linearised_colour(monado):
     assert "format False" in result.stdout and "False\n" in result.stdout.split("format False")[1]
     stored = np.load(ROOT / "tmp" / "xr-format-True.npy").astype(np.float64) / 255
     linear = np.load(ROOT / "tmp" / "xr-format-False.npy").astype(np.float64)
-    srgb_to_linear = lambda c: np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)  # noqa: E731
+    from render.xr import srgb_to_linear  # pure numpy: importable on the host too
     np.testing.assert_allclose(linear[0, 0, :3], srgb_to_linear(BACKGROUND / 255), atol=2e-4)
 
     def figure_colour(rgb, background):
@@ -298,6 +312,30 @@ def test_linear_swapchain_gets_linearised_colour(monado):
     np.testing.assert_allclose(from_linear, from_srgb, atol=0.02)
     # ...and not the undecoded values (what forgetting to linearise would give).
     assert np.abs(figure_colour(stored[..., :3], BACKGROUND / 255) - from_linear).max() > 0.05
+
+
+def test_runtime_dying_mid_session_ends_the_viewer_with_one_line(monado, tmp_path):
+    """monado-service killed while the viewer draws: no traceback, no hang, one error line
+    saying the runtime went away (the session is lost, the loop ends, everything is freed)."""
+    doomed_dir = "/tmp/splatcall-xr-doomed"
+    doomed = _start_monado(doomed_dir, tmp_path / "doomed.log")
+    try:
+        client = subprocess.Popen(
+            _chroot("/bin/sh", "-c", "cd /opt/splatcall && exec /opt/venv/bin/python -m "
+                    "app.xr_view --xr-graphics egl --xr-frames 100000",
+                    env={"XDG_RUNTIME_DIR": doomed_dir}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)  # the session runs by then (about 2 s to the first frame here)
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=10)
+        stdout, stderr = client.communicate(timeout=120)
+    finally:
+        _stop_monado(doomed)
+        shutil.rmtree(ROOT / doomed_dir.lstrip("/"), ignore_errors=True)
+    assert client.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "OpenXR" in errors[0], stderr[-3000:]
 
 
 def test_runtime_gone_ends_the_viewer_cleanly(tmp_path):

@@ -40,7 +40,9 @@ def test_place_gaussians_moves_means_and_turns_covariances(avatar):
     moved = place_gaussians(g, place)
     rotation = place[:3, :3]
     np.testing.assert_allclose(moved.means, g.means @ rotation.T + place[:3, 3], atol=1e-5)
-    cov = lambda q, s: quat_to_matrix(q) @ np.diag(s**2) @ quat_to_matrix(q).T  # noqa: E731
+    def cov(q, s):
+        return quat_to_matrix(q) @ np.diag(s**2) @ quat_to_matrix(q).T
+
     for i in (0, 17, 499):
         np.testing.assert_allclose(cov(moved.quats[i], moved.scales[i]),
                                    rotation @ cov(g.quats[i], g.scales[i]) @ rotation.T,
