@@ -39,9 +39,15 @@ def add_parser(subparsers) -> None:
                       help="mint our own token with the server's secret file (same machine)")
     parser.add_argument("--name", default=os.environ.get("USER", "guest"),
                         help="name shown to the others")
-    parser.add_argument("--codes", metavar="JSONL",
-                        help="codes to send, one frame a line (looped); without it we send "
-                             "nothing but still receive")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--track", metavar="INPUT",
+                        help="track a person live and send their codes: camera, camera:N, "
+                             "camera:/dev/videoN, or a video file (played in real time)")
+    source.add_argument("--codes", metavar="JSONL",
+                        help="codes to send, one frame a line (looped); without --codes or "
+                             "--track we send nothing but still receive")
+    parser.add_argument("--mirror", action="store_true",
+                        help="with --track: move the avatar like a mirror image")
     parser.add_argument("--fps", type=float, default=60.0,
                         help="codes frames sent and poses played out per second (default 60)")
     parser.add_argument("--audio", default="mic",
@@ -80,6 +86,59 @@ def _load_codes(path: str):
     if not frames:
         raise UserError(f"{path} holds no codes frames")
     return frames
+
+
+class _LiveTracker:
+    """The tracker on its own thread (mediapipe releases the GIL), so the call's event loop
+    never waits for a frame: the loop sends whatever codes are newest at each tick."""
+
+    def __init__(self, spec: str, mirror: bool, say: Callable[[str], None]):
+        import threading
+
+        from app.cli import UserError
+        from tracking.sources import SourceError, VideoSource, open_source
+
+        try:
+            path = Path(spec)
+            # A video file stands in for a camera: paced in real time, its end a lost device.
+            self.source = VideoSource(path, live=True) if path.is_file() and not spec.startswith("camera") \
+                and path.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov", ".webm") else open_source(spec)
+        except SourceError as exc:
+            raise UserError(str(exc)) from None
+        self.mirror = mirror
+        self.say = say
+        self._latest = None
+        self._taken_seq = -1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tracker", daemon=True)
+        self.frames = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        from tracking.tracker import Tracker, track
+
+        with Tracker(mirror=self.mirror) as tracker:
+            for result in track(self.source, tracker, on_event=self.say,
+                                should_stop=self._stop.is_set):
+                self._latest = result.codes
+                self.frames += 1
+                if self._stop.is_set():
+                    break
+
+    def take(self):
+        """The newest codes if they are new since the last call, else None."""
+        codes = self._latest
+        if codes is None or codes.seq == self._taken_seq:
+            return None
+        self._taken_seq = codes.seq
+        return codes
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.source.close()
 
 
 def _token(args) -> str:
@@ -179,6 +238,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     if args.fps <= 0 or args.fps > 240:
         raise UserError("--fps must be within (0, 240]")
     frames = _load_codes(args.codes) if args.codes else []
+    live = None
     if args.avatar and not Path(args.avatar).is_file():
         raise UserError(f"avatar file {args.avatar} does not exist")
     try:
@@ -196,6 +256,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     recorder = _Recorder(Path(args.record)) if args.record else None
     stats_path = Path(args.stats) if args.stats else None
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    if args.track:
+        live = _LiveTracker(args.track, args.mirror, say)
     events: list[dict] = []
     started = time.monotonic()
 
@@ -219,6 +281,9 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
         except SignallingError as exc:
             raise UserError(f"could not join: {exc}") from None
         say(f"joined as {call.id} with {len(call.remotes)} other participant(s)")
+        if live is not None:
+            live.start()
+            say(f"tracking {args.track}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -240,7 +305,11 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                 now = time.monotonic()
                 if args.duration and now - started >= args.duration:
                     break
-                if frames:
+                if live is not None:
+                    codes = live.take()
+                    if codes is not None:  # the tracker's capture time and frame count
+                        call.send_codes(codes)
+                elif frames:
                     codes = frames[seq % len(frames)].replace(t=now, seq=seq % 2**32)
                     call.send_codes(codes)
                 seq += 1
@@ -277,6 +346,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     try:
         asyncio.run(main())
     finally:
+        if live is not None:
+            live.stop()
         if audio_track is not None:
             audio_track.stop()
     return 0
