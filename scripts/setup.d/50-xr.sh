@@ -9,7 +9,8 @@
 # changes (its hash is the stamp); built under a temporary name and renamed when complete, so
 # an interrupted build is never mistaken for a finished one. About 1.5 minutes, 1.1 GB.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$SELF")/../.."
 log() { echo "[setup:xr] $*" >&2; }
 
 [ "${SETUP_MODE:-run}" = test ] || exit 0
@@ -34,7 +35,7 @@ PACKAGES=monado-service,libopenxr1-monado,libopenxr-loader1,mesa-vulkan-drivers,
 # pip inside the root may not trust this host's certificates).
 WHEEL_SPECS=("pyopenxr==1.1.6501" "moderngl==5.13.0" "numpy>=2.1,<3" "safetensors>=0.4")
 
-stamp=$(sha256sum "$0" | cut -c1-16)
+stamp=$(sha256sum "$SELF" | cut -c1-16)
 if [ "$(cat "$ROOT/.splatcall-xr" 2>/dev/null)" = "$stamp" ]; then
     exit 0
 fi
