@@ -71,6 +71,11 @@ def add_parser(subparsers) -> None:
                         help="offer exactly this local address to ICE (repeatable)")
     parser.add_argument("--stun", action="append", default=[],
                         help="STUN/TURN server URL, e.g. stun:stun.example.org:3478 (repeatable)")
+    parser.add_argument("--xr", action="store_true",
+                        help="show the other participants life-size in a VR headset (OpenXR: "
+                             "SteamVR, Monado or Meta's Quest Link)")
+    parser.add_argument("--xr-graphics", choices=("auto", "egl", "glx"), default="auto",
+                        help="OpenGL binding for --xr (default: glx when DISPLAY is set, else egl)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     parser.set_defaults(func=run)
 
@@ -139,6 +144,53 @@ class _LiveTracker:
         self._stop.set()
         self._thread.join(timeout=5)
         self.source.close()
+
+
+def sync_stage(stage, poses: dict, present: set, default_avatar) -> None:
+    """Bring an XR stage in line with the call: participants who left step off, newcomers
+    step on with ``default_avatar`` (until their own arrives), everyone takes their latest
+    played-out codes."""
+    known = set(stage.keys)
+    for remote_id in known - present:
+        stage.remove(remote_id)
+    for remote_id, codes in poses.items():
+        if remote_id not in known:
+            stage.add(remote_id, default_avatar, codes)
+        stage.set_codes(remote_id, codes)
+
+
+class _Headset:
+    """Remote participants in the headset: each stands on the XR stage with its own avatar
+    once it has arrived (the default avatar until then), posed by the codes played out."""
+
+    def __init__(self, graphics: str):
+        from app.cli import UserError
+        from app.xr_view import XrRunner, XrStage
+        from avatar.avatar import load_avatar
+        from avatar.template import load_template
+        from render.xr import XrUnavailableError
+
+        self.template = load_template()
+        self.default_avatar = load_avatar("default", self.template)
+        self.stage = XrStage()
+        self.runner = XrRunner(self.stage, graphics=graphics).start()
+        self.runner.ready.wait(60)
+        if self.runner.error is not None:
+            error = self.runner.error
+            if isinstance(error, XrUnavailableError):
+                raise UserError(str(error)) from None
+            raise error
+
+    def avatar_arrived(self, remote_id: str, data) -> None:
+        from avatar.avatar import Avatar
+
+        self.stage.add(remote_id, Avatar(data, self.template))
+
+    def update(self, poses: dict, present: set) -> None:
+        sync_stage(self.stage, poses, present, self.default_avatar)
+
+    def stop(self) -> None:
+        self.runner.stop()
 
 
 def _token(args) -> str:
@@ -239,6 +291,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
         raise UserError("--fps must be within (0, 240]")
     frames = _load_codes(args.codes) if args.codes else []
     live = None
+    headset = None
     if args.avatar and not Path(args.avatar).is_file():
         raise UserError(f"avatar file {args.avatar} does not exist")
     try:
@@ -258,6 +311,9 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     if args.track:
         live = _LiveTracker(args.track, args.mirror, say)
+    if args.xr:
+        headset = _Headset(args.xr_graphics)
+        say("headset ready: remote participants will stand 1.5 m in front of you")
     events: list[dict] = []
     started = time.monotonic()
 
@@ -274,7 +330,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
 
     async def main() -> None:
         call = Call(config, audio_track=audio_track, video_track=video_track,
-                    on_event=on_event, on_audio=on_audio)
+                    on_event=on_event, on_audio=on_audio,
+                    on_avatar=headset.avatar_arrived if headset is not None else None)
         say(f"joining room {args.room!r} at {args.server} as {args.name!r}; voice: {audio_note}")
         try:
             await call.join()
@@ -316,6 +373,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                 poses = call.poses(now)
                 for remote_id, remote in call.remotes.items():
                     names[remote_id] = remote.name
+                if headset is not None:
+                    headset.update(poses, set(call.remotes))
                 if poses:
                     if on_poses is not None:
                         on_poses(poses)
@@ -348,6 +407,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     finally:
         if live is not None:
             live.stop()
+        if headset is not None:
+            headset.stop()
         if audio_track is not None:
             audio_track.stop()
     return 0
