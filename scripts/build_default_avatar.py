@@ -5,7 +5,8 @@ No photograph goes in: the look is made from the template's own structure.
 - Skin, a T-shirt, trousers and shoes by the bone that moves each triangle most.
 - Lips and brows where the mouth and brow blendshapes move the surface most.
 - Eyes: white, an iris and a pupil by the angle from each eye's forward axis, on the eye
-  meshes that the eye bones turn (so the irises follow the gaze).
+  meshes that the eye bones turn (so the irises follow the gaze); lash lines where the lids
+  meet the eyeballs, so that a tracker sees open and closed eyes.
 - A volume of hair: layers of elongated Gaussians above the scalp.
 - Fingers: a denser sampling of the hands.
 Deterministic (fixed seed): the same template gives the same file.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,18 @@ PUPIL = (0.03, 0.03, 0.03)
 MOUTH = (0.35, 0.12, 0.13)
 TONGUE = (0.62, 0.30, 0.32)
 LASHES = (0.08, 0.06, 0.05)
+# Lids (metres): how far the blink moves an upper-lid margin vertex at least, the band
+# around the margins sampled finely with lid colours, and how far off the eyeball's surface
+# the lid skin is drawn as a lash line.
+LID_TRAVEL_M = 0.002
+LID_BAND_M = 0.013
+LID_RIM_M = 0.002
+UPPER_LASH_M = 0.003
+LOWER_LASH_M = 0.0008
+LOWER_LASH_DARKNESS = 0.4
+LID_GAUSSIANS = 7000  # per eye: fine enough that the lash lines stay sharp
+EYEBALL_SINK_M = 0.0015
+BLINK = {"L": "eyeBlinkLeft", "R": "eyeBlinkRight"}
 
 SHIRT_BONES = ("spine", "clavicle", "shoulder01", "upperarm01")
 TROUSER_BONES = ("root", "pelvis", "upperleg", "lowerleg")
@@ -71,6 +85,79 @@ def sample_surface(rng, t: Template, faces: np.ndarray, count: int):
     r1, r2 = np.sqrt(rng.random(count)), rng.random(count)
     bary = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], axis=1)
     return chosen, bary
+
+
+@dataclass(frozen=True)
+class EyeLids:
+    """One eye's lid geometry at rest (metres): the eyeball as a sphere fitted to its front
+    mesh, and the upper and lower lid margins as polylines (segment starts, ends) (S, 3):
+    the loop where the face skin meets the eye socket, split by how far the blink shape
+    moves each vertex (the upper lid travels, the lower barely)."""
+
+    centre: np.ndarray
+    radius: float
+    upper: tuple
+    lower: tuple
+
+
+def eye_lids(t: Template, region: np.ndarray, side: str) -> EyeLids:
+    front = t.vertices[np.unique(t.faces[region == f"eye_front.{side}"])].astype(np.float64)
+    # Sphere fit: |p|^2 = 2 c.p + (r^2 - |c|^2), linear in (c, k).
+    solution = np.linalg.lstsq(np.c_[2 * front, np.ones(len(front))], (front ** 2).sum(1),
+                               rcond=None)[0]
+    centre = solution[:3]
+    radius = float(np.sqrt(solution[3] + centre @ centre))
+    socket = np.unique(t.faces[region == f"eye_cavity.{side}"])
+    skin = np.unique(t.faces[region == "head"])
+    margin = np.intersect1d(socket, skin)
+    rel = t.vertices[margin] - centre
+    margin = margin[np.argsort(np.arctan2(rel[:, 1], rel[:, 0]))]  # around the opening
+    blink = np.linalg.norm(t.blendshapes[BLENDSHAPE_INDEX[BLINK[side]]], axis=1)
+    upper = blink[margin] > LID_TRAVEL_M
+    ends = np.roll(margin, -1)
+    segments = {}
+    for name, keep in (("upper", upper & np.roll(upper, -1)), ("lower", ~upper | ~np.roll(upper, -1))):
+        segments[name] = (t.vertices[margin[keep]].astype(np.float64),
+                          t.vertices[ends[keep]].astype(np.float64))
+    return EyeLids(centre, radius, segments["upper"], segments["lower"])
+
+
+def distance_to_segments(points: np.ndarray, segments) -> np.ndarray:
+    """Distance (m) from each point (N, 3) to the nearest of the segments (starts, ends)."""
+    a, b = segments
+    ab = b - a
+    t = np.einsum("nsk,sk->ns", points[:, None] - a[None], ab) / np.maximum((ab * ab).sum(1), 1e-12)
+    nearest = a[None] + np.clip(t, 0, 1)[..., None] * ab[None]
+    return np.linalg.norm(points[:, None] - nearest, axis=2).min(1)
+
+
+def lid_band(t: Template, region, side: str, lids: EyeLids, centroid) -> np.ndarray:
+    """Triangles (F,) bool around one eye: the face skin within LID_BAND_M of either
+    margin and the socket's rim within LID_RIM_M (the rest of the socket is hidden)."""
+    near = np.zeros(len(t.faces), bool)
+    for name, reach in (("head", LID_BAND_M), (f"eye_cavity.{side}", LID_RIM_M)):
+        candidates = np.flatnonzero(region == name)
+        d = np.minimum(distance_to_segments(centroid[candidates], lids.upper),
+                       distance_to_segments(centroid[candidates], lids.lower))
+        near[candidates[d < reach]] = True
+    return near
+
+
+def lid_colour(points: np.ndarray, lids: EyeLids) -> np.ndarray:
+    """Skin, with lash lines where the lids' skin meets the eyeball (rest positions).
+
+    The template's lid margins roll in behind the eyeball's bulge, so the edge one sees is
+    where the lid skin comes within a millimetre or two of the eyeball's surface: the upper
+    lid is dark there (the lashes' roots), the lower lid a little darker than skin."""
+    d_upper = distance_to_segments(points, lids.upper)
+    d_lower = distance_to_segments(points, lids.lower)
+    above_eyeball = np.linalg.norm(points - lids.centre, axis=1) - lids.radius
+    out = np.tile(np.asarray(SKIN, np.float64), (len(points), 1))
+    on_upper = d_upper < d_lower
+    lower_line = (~on_upper & (above_eyeball < LOWER_LASH_M))[:, None] * LOWER_LASH_DARKNESS
+    out = out * (1 - lower_line) + np.asarray(LASHES) * lower_line
+    out[on_upper & (above_eyeball < UPPER_LASH_M)] = LASHES
+    return out
 
 
 class Builder:
@@ -157,23 +244,29 @@ def build(t: Template) -> AvatarData:
     trousers = body & (bone_starts(TROUSER_BONES) | (bone_starts(SHIRT_BONES) & (centroid[:, 1] <= waist_y)))
     shoes = bone_starts(SHOE_BONES) | np.isin(region, ["foot.L", "foot.R"])
     hands = np.isin(region, ["hand.L", "hand.R"])
-    # Lash lines: the lid triangles that touch the front of each eye, upper lid darker.
-    lashes = np.zeros(len(t.faces), bool)
-    for side, eye in (("L", eye_l), ("R", eye_r)):
-        front = np.unique(t.faces[region == f"eye_front.{side}"])
-        lid = np.flatnonzero(region == f"eye_cavity.{side}")
-        gap = np.linalg.norm(centroid[lid][:, None] - t.vertices[front][None], axis=2).min(1)
-        lashes[lid[(gap < 0.0035) & (centroid[lid, 1] > eye[1] - 0.001)]] = True
-    skin = (body & ~shirt & ~trousers & ~shoes) | (head & ~scalp & ~lips) | hands
-    skin |= np.isin(region, ["eye_cavity.L", "eye_cavity.R"]) & ~lashes
+    # Lids: a finely sampled band of skin and lid rim around each eye opening with a dark
+    # upper lash line and a fainter lower one, so that face mesh sees closed eyes as a lash
+    # line and open ones as a framed eye (coarse skin alone hid the lids' edges).
+    lids = np.zeros(len(t.faces), bool)
+    eyes = {}
+    for side in "LR":
+        eyes[side] = eye_lids(t, region, side)
+        lids |= lid_band(t, region, side, eyes[side], centroid)
+    # (The eye sockets behind the eyeballs are never seen: only their rims, in ``lids``.)
+    skin = (body & ~shirt & ~trousers & ~shoes) | (head & ~scalp & ~lips & ~lids) | hands
 
     ids = np.flatnonzero
     # Counts follow the detail each part needs; fingers and face get denser sampling.
-    b.add(ids(skin & (head | np.isin(region, ["eye_cavity.L", "eye_cavity.R"]))), 26000, SKIN)
+    b.add(ids(skin & head), 24000, SKIN)
     b.add(ids(hands), 24000, SKIN, size=0.95)
     b.add(ids(skin & body), 22000, SKIN)
     b.add(ids(lips), 2500, LIPS)
-    b.add(ids(lashes), 1500, LASHES, offset=(0.0003, 0.001), size=0.7, elongation=1.8)
+    for side in "LR":
+        band = lids & np.isin(region, ["head", f"eye_cavity.{side}"]) & (
+            np.sign(centroid[:, 0]) == (1 if side == "L" else -1))
+        # Lifted a little off the skin so the thin closed lid hides the eyeball behind it.
+        b.add(ids(band), LID_GAUSSIANS, lambda p, e=eyes[side]: lid_colour(p, e), size=1.3,
+              offset=(0.0002, 0.0005))
     b.add(ids(brows), 2500, BROW, offset=(0.0005, 0.0015), size=0.8, elongation=2.0, thickness=0.4)
     b.add(ids(shirt & ~shoes), 36000, SHIRT, size=1.05, offset=(0.0, 0.002))
     b.add(ids(trousers & ~shoes), 34000, TROUSERS, size=1.05, offset=(0.0, 0.002))
@@ -197,7 +290,10 @@ def build(t: Template) -> AvatarData:
             out[cos > np.cos(np.radians(10))] = PUPIL
             return out
 
-        b.add(ids(region == f"eye_front.{side}"), 2400, eye_colour, thickness=0.3, jitter=0.01)
+        # Sunk a little into the socket: the template's eyeball bulges past the lid rims,
+        # which would hide the lash lines.
+        b.add(ids(region == f"eye_front.{side}"), 4000, eye_colour, thickness=0.1, size=0.9,
+              offset=(-EYEBALL_SINK_M, -EYEBALL_SINK_M), jitter=0.01)
         b.add(ids(region == f"eye_back.{side}"), 600, SCLERA, jitter=0.01)
 
     arrays = b.result()
