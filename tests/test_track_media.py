@@ -71,6 +71,19 @@ def test_no_person_gives_all_parts_invalid(photo_tracker):
     assert codes.equals(Codes(t=codes.t, seq=codes.seq, valid=codes.valid))  # rest values
 
 
+def test_a_photograph_gives_the_same_landmarks_whatever_came_before(photo_tracker):
+    """mediapipe's holistic graph remembers the previous image even in static mode; the
+    detector makes it forget, so a photo's codes do not depend on the order of the photos."""
+    skimage_data = pytest.importorskip("skimage.data")
+    astronaut = skimage_data.astronaut()
+    first = photo_tracker.process(Frame(astronaut, 0.0, 0)).landmarks
+    photo_tracker.process(Frame(load_image(media_path("messi5.jpg")), 0.0, 1))
+    photo_tracker.process(Frame(astronaut[:, ::-1].copy(), 0.0, 2))  # a nearby face
+    again = photo_tracker.process(Frame(astronaut, 0.0, 3)).landmarks
+    np.testing.assert_array_equal(first.face, again.face)
+    np.testing.assert_array_equal(first.pose, again.pose)
+
+
 def test_talking_head_video_is_steady_and_calibrates():
     """jwpIntro.mp4: a man talking to the camera, head and shoulders."""
     source = VideoSource(media_path("jwpIntro.mp4"))
@@ -177,13 +190,22 @@ def test_closed_loop_face_jaw(photo_tracker):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="face mesh does not see the default avatar's closed "
-                   "lids (measured eyeBlink 0.15 / 0.0 for a full blink): the avatar's eyes "
-                   "are small and low-contrast; reported to the avatar's owner")
 def test_closed_loop_face_blink(photo_tracker):
+    """Both eyes shut, then each eye alone (a wink: the sides must not swap)."""
     from avatar.codes import BLENDSHAPE_INDEX as B
 
-    face = Codes().face.copy()
-    face[B["eyeBlinkLeft"]] = face[B["eyeBlinkRight"]] = 1.0
-    codes = _track(photo_tracker, _render(Codes(face=face), *FACE_VIEW))
-    assert codes.blendshape("eyeBlinkLeft") > 0.6 and codes.blendshape("eyeBlinkRight") > 0.6
+    def blinks(names):
+        face = Codes().face.copy()
+        for name in names:
+            face[B[name]] = 1.0
+        codes = _track(photo_tracker, _render(Codes(face=face), *FACE_VIEW))
+        return codes.blendshape("eyeBlinkLeft"), codes.blendshape("eyeBlinkRight")
+
+    both, left, right = (blinks(["eyeBlinkLeft", "eyeBlinkRight"]), blinks(["eyeBlinkLeft"]),
+                         blinks(["eyeBlinkRight"]))
+    print("blinks (L, R): both", both, "left wink", left, "right wink", right)
+    # Measured 2026-11-24 (GL render): both (0.99, 0.85), left wink (1.00, 0.00), right
+    # wink (0.00, 0.68); the open neutral reads under 0.15 (test above, via its max).
+    assert min(both) > 0.6, both
+    assert left[0] > 0.6 and left[1] < 0.3, left
+    assert right[1] > 0.6 and right[0] < 0.3, right

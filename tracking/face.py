@@ -14,7 +14,7 @@ own blendshape basis. Per frame:
    Depth rows count less (mediapipe's z is its weakest axis); eye-look shapes stay 0 (the
    eyes turn through ``gaze``), tongueOut too (never visible to face mesh).
 3. Blinks: each eye's lid gap over its width, against the calibrated open gap, sets
-   eyeBlink (the fit's value is kept when larger); squints keep the fit's value.
+   eyeBlink (replacing the fit's value); squints keep the fit's value.
 4. Gaze: the iris centre's offset from the eye-corner midpoint, over the eye's width,
    converted to an angle on a 12 mm eyeball, relative to the calibrated straight look.
 
@@ -41,6 +41,10 @@ DEPTH_WEIGHT = 0.35
 MAX_ITERATIONS = 2000
 DAMPING = 2e-3  # ridge on the weights, relative to the basis' mean energy
 EYEBALL_RADIUS_RATIO = 0.42  # eyeball radius / eye-corner width (12 mm / 28.5 mm)
+# Lid-gap closure (1 - gap / open gap) read as no blink and as a full blink. Face mesh never
+# quite brings the lids together: on jwpIntro.mp4 the talker's full blinks close the gap by
+# 0.69-0.83 (its open eyes wander by under 0.15); the default avatar's by 0.62-0.78.
+BLINK_CLOSURE = (0.15, 0.70)
 NOT_FITTED = tuple(n for n in BLENDSHAPE_NAMES if n.startswith("eyeLook")) + ("tongueOut",)
 
 
@@ -172,10 +176,10 @@ class FaceSolver:
 
         for i, name in enumerate(("eyeBlinkLeft", "eyeBlinkRight")):
             closed = 1.0 - gaps[i] / max(self.open_gap[i], 1e-6)
-            # The lid gap starts closing visibly only past a fifth of a blink.
-            blink = float(np.clip((closed - 0.15) / 0.7, 0.0, 1.0))
-            k = BLENDSHAPE_INDEX[name]
-            weights[k] = max(weights[k], blink)
+            # The gap alone sets the blink: the fit's blink column also soaks up how the lid
+            # contour of an open eye differs from the neutral's (0.2-0.3 on open eyes).
+            blink = (closed - BLINK_CLOSURE[0]) / (BLINK_CLOSURE[1] - BLINK_CLOSURE[0])
+            weights[BLENDSHAPE_INDEX[name]] = float(np.clip(blink, 0.0, 1.0))
 
         # Eyes looking sideways: yaw toward +X is the avatar's left; pitch up positive.
         offset = gaze_raw - self.gaze_zero
