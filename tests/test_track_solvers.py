@@ -188,6 +188,40 @@ def test_body_solver_flips_a_forward_bent_knee(template, rig):
     assert angle_deg(shin, h["foot.L"] - h["lowerleg01.L"]) < 10
 
 
+@pytest.mark.parametrize("side", ["L", "R"])
+def test_body_solver_flips_an_elbow_bent_behind_the_back(template, rig, side):
+    """World landmarks that put the forearm behind a hanging upper arm (the shoulder cannot
+    turn that far) are flipped to the front; a plausible forward bend is left alone."""
+    solver = BodySolver(template)
+    body = Codes().body.copy()
+    index = {n: i for i, n in enumerate(BODY_BONES)}
+    sign = 1 if side == "L" else -1
+    body[index[f"upperarm01.{side}"]] = quat_from_axis_angle([0, 0, 1], sign * 0.4)  # arm down
+    body[index[f"lowerarm01.{side}"]] = quat_from_axis_angle([-1, 0, 0], 0.6)  # forearm forward
+    codes = Codes(body=body)
+    h = _heads(rig, codes)
+    wrist = L.LEFT_WRIST if side == "L" else L.RIGHT_WRIST
+    elbow = L.LEFT_ELBOW if side == "L" else L.RIGHT_ELBOW
+    hand = [wrist] + ([L.LEFT_INDEX, L.LEFT_PINKY, L.LEFT_THUMB] if side == "L"
+                      else [L.RIGHT_INDEX, L.RIGHT_PINKY, L.RIGHT_THUMB])
+
+    def solved_forearm(lm):
+        pose = solver.solve(lm)
+        p = _heads(rig, codes.replace(body=pose.body, root_rotation=pose.root_rotation))
+        return p[f"wrist.{side}"] - p[f"lowerarm01.{side}"]
+
+    truth = h[f"wrist.{side}"] - h[f"lowerarm01.{side}"]
+    assert truth[2] > 0.1  # the forearm reaches forward, toward the camera
+    assert angle_deg(solved_forearm(_pose_landmarks(h)), truth) < 5
+    lm = _pose_landmarks(h)
+    # mediapipe axes: z away from the camera. Mirror the hand's depth about the elbow's.
+    for i in hand:
+        lm.pose_world[i, 2] = 2 * lm.pose_world[elbow, 2] - lm.pose_world[i, 2]
+    forearm = solved_forearm(lm)
+    assert forearm[2] > 0.1, forearm  # back in front of the body
+    assert angle_deg(forearm, truth) < 5
+
+
 def test_body_solver_needs_shoulders(template):
     lm = L.Landmarks(640, 480)
     assert BodySolver(template).solve(lm) is None

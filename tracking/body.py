@@ -5,8 +5,11 @@ toward the camera) while angles in the image plane are good to a few degrees. So
 skeleton is lifted from the 2D landmarks: every limb bone keeps its observed image-plane
 direction exactly, keeps its length (as the world landmarks measure it) and takes the depth
 that length leaves (``sqrt(L^2 - d2^2)``); only the sign of that depth comes from the world
-landmarks. Knees may only bend backward: a lifted shin that would bend the knee
-forward has its depth sign flipped (the usual two-fold ambiguity of monocular lifting).
+landmarks. Joint limits settle that two-fold ambiguity of monocular lifting: knees may
+only bend backward (a lifted shin that would bend the knee forward has its depth sign
+flipped), and an elbow bends toward the front of its upper arm within the upper arm's range
+of twist (a forearm that would need the upper arm turned further than ``ELBOW_TWIST_LIMIT_DEG``
+from its rest has its depth sign flipped when that fits better).
 
 Rotations are then fitted bone by bone down the chains (``tracking.kinematics``): the root
 from the hip line and the torso, the spine spreading the chest's turn over its five bones,
@@ -32,6 +35,12 @@ from tracking.kinematics import (align, bone_rotation, fraction, local_quaternio
 
 CAMERA_TO_WORLD = np.array([1.0, -1.0, -1.0])
 VISIBLE = 0.5
+# How far the upper arm may turn about its own axis from where a plain swing from rest
+# leaves it (the shoulder's internal/external rotation is about 70-90 degrees each way;
+# generous, so that only clearly impossible elbows, e.g. a forearm bent back behind a
+# hanging arm, are flipped), and the bend below which the elbow's plane means nothing.
+ELBOW_TWIST_LIMIT_DEG = 110.0
+ELBOW_MIN_BEND_DEG = 20.0
 
 
 @dataclass(eq=False)
@@ -69,6 +78,11 @@ class BodySolver:
             self.rest_dirs["forearm" + s] = head["wrist" + s] - head["lowerarm01" + s]
             self.rest_dirs["hand" + s] = head["finger3-1" + s] - head["wrist" + s]
             self.rest_dirs["palm_across" + s] = head["finger2-1" + s] - head["finger5-1" + s]
+        # The front of each upper arm at rest: where its (bent) forearm points, across it.
+        self.rest_elbow_front = {}
+        for side in "LR":
+            upper, fore = unit(self.rest_dirs["upperarm." + side]), self.rest_dirs["forearm." + side]
+            self.rest_elbow_front[side] = unit(fore - np.dot(fore, upper) * upper)
         hips = 0.5 * (head["upperleg01.L"] + head["upperleg01.R"])
         shoulders = 0.5 * (head["upperarm01.L"] + head["upperarm01.R"])
         self.rest_torso = shoulders - hips
@@ -103,16 +117,24 @@ class BodySolver:
             chains.append([(sh, el, "upperarm" + side), (el, wr, "forearm" + side)])
             chains.append([(hip, kn, "thigh" + side), (kn, an, "shin" + side),
                            (an, fi, "foot" + side)])
+        # Each bone's length as mediapipe's world landmarks measure it (the template's own
+        # lengths, scaled by the torso, run 10-30 % longer than mediapipe's joint centres and
+        # pushed bones out of the image plane). A person's left and right bones are equally
+        # long, and world landmarks shorten a bone that points at the camera (depth is their
+        # weak axis), so each bone takes the longer of the two sides' world measures (never
+        # less than its own image-plane projection: the other side's projection, tried too,
+        # pushed in-plane bones out of it on renders).
+        measured: dict = {}
+        for chain in chains:
+            for parent, child, bone in chain:
+                kind = bone.split(".")[0]
+                measured[kind] = max(measured.get(kind, 0.0),
+                                     float(np.linalg.norm(world[child] - world[parent])))
         lifted = points.copy()
         for chain in chains:
             for parent, child, bone in chain:
                 d2 = (centred[child] - centred[parent]) * scale
-                # The bone's length as mediapipe's world landmarks measure it (the template's
-                # own lengths, scaled by the torso, run 10-30 % longer than mediapipe's joint
-                # centres and pushed bones out of the image plane); never shorter than its
-                # image-plane projection.
-                length = max(float(np.linalg.norm(world[child] - world[parent])),
-                             float(np.linalg.norm(d2)))
+                length = max(measured[bone.split(".")[0]], float(np.linalg.norm(d2)))
                 depth = np.sqrt(max(length ** 2 - float(d2 @ d2), 0.0))
                 sign = 1.0 if world[child, 2] - world[parent, 2] >= 0 else -1.0
                 lifted[child] = lifted[parent] + np.array([d2[0], d2[1], sign * depth])
@@ -132,6 +154,34 @@ class BodySolver:
             delta = flipped - shin
             points[ankle] += delta
             points[foot] += delta
+
+    def elbow_twist_deg(self, chest: np.ndarray, side: str, upper: np.ndarray,
+                        fore: np.ndarray) -> float:
+        """Signed turn (degrees) of the upper arm about its own axis that an elbow bent
+        from ``upper`` to ``fore`` (world directions) needs, from where a plain swing of the
+        upper arm from its rest (turned with the chest) leaves its front."""
+        rest_upper = chest @ unit(self.rest_dirs["upperarm." + side])
+        front = swing(rest_upper, upper) @ (chest @ self.rest_elbow_front[side])
+        axis = unit(upper)
+        bend = unit(fore - np.dot(fore, axis) * axis)
+        return float(np.degrees(np.arctan2(np.dot(axis, np.cross(front, bend)), np.dot(front, bend))))
+
+    def _fix_elbow(self, points: np.ndarray, chest: np.ndarray, side: str, shoulder: int,
+                   elbow: int, hand: tuple) -> None:
+        """Flip a forearm's depth when the elbow would bend where no shoulder can turn it
+        (a joint limit); the hand's points move with the wrist."""
+        upper = points[elbow] - points[shoulder]
+        fore = points[hand[0]] - points[elbow]
+        if np.degrees(np.arccos(np.clip(np.dot(unit(upper), unit(fore)), -1, 1))) < ELBOW_MIN_BEND_DEG:
+            return
+        twist = self.elbow_twist_deg(chest, side, upper, fore)
+        if abs(twist) <= ELBOW_TWIST_LIMIT_DEG:
+            return
+        flipped = fore * np.array([1.0, 1.0, -1.0])
+        if abs(self.elbow_twist_deg(chest, side, upper, flipped)) < abs(twist):
+            delta = flipped - fore
+            for i in hand:
+                points[i] += delta
 
     # -- solving -----------------------------------------------------------------------------
     def solve(self, lm: L.Landmarks, palms: dict | None = None) -> BodyPose | None:
@@ -177,10 +227,13 @@ class BodySolver:
             current = current @ step
             world[bone] = current
 
-        for side, (sh, el, wr, index, pinky) in (
-                (".L", (L.LEFT_SHOULDER, L.LEFT_ELBOW, L.LEFT_WRIST, L.LEFT_INDEX, L.LEFT_PINKY)),
+        for side, (sh, el, wr, index, pinky, thumb) in (
+                (".L", (L.LEFT_SHOULDER, L.LEFT_ELBOW, L.LEFT_WRIST, L.LEFT_INDEX, L.LEFT_PINKY,
+                        L.LEFT_THUMB)),
                 (".R", (L.RIGHT_SHOULDER, L.RIGHT_ELBOW, L.RIGHT_WRIST, L.RIGHT_INDEX,
-                        L.RIGHT_PINKY))):
+                        L.RIGHT_PINKY, L.RIGHT_THUMB))):
+            if min(vis[sh], vis[el], vis[wr]) >= VISIBLE:
+                self._fix_elbow(p, world["spine01"], side[1], sh, el, (wr, index, pinky, thumb))
             self._arm(world, p, vis, side, sh, el, wr, index, pinky, palms, limbs_seen)
         for side, (hip, kn, an, heel, fi) in (
                 (".L", (L.LEFT_HIP, L.LEFT_KNEE, L.LEFT_ANKLE, L.LEFT_HEEL, L.LEFT_FOOT_INDEX)),
