@@ -48,11 +48,16 @@ from render.camera import Camera
 from render.gaussians import Gaussians
 from render.reference import (ALPHA_MAX, ALPHA_MIN, DILATION_PX2, FRUSTUM_MARGIN, SH_C0, SH_C1,
                               SH_C2, SH_C3)
+from render.gl_tiles import (BASES_SHADER, COMPOSITE_FRAGMENT_SHADER, COMPOSITE_VERTEX_SHADER,
+                             EMIT_GROUP, EMIT_SHADER, EMPTY_RECT, GROUP, LIST_ROW, RASTER_SHADER,
+                             ROW, SCAN_SHADER, TEXEL_GLSL, TILE_H, TILE_W, TOTALS_SHADER,
+                             chunking, rows_for, tile_grid)
 from render.sort import front_to_back, view_depths
 
 GL_VERSION = 430
 WORKGROUP = 128
-PARAMS_PER_GAUSSIAN = 11  # mean xyz, quat wxyz, scale xyz, opacity
+PARAMS_PER_GAUSSIAN = 12  # 3 vec4: mean xyz + opacity, quat wxyz, scale xyz + unused
+PIPELINES = ("auto", "tiles", "raster")
 
 
 class GLContextLost(RenderError):
@@ -64,14 +69,28 @@ def _fmt(values) -> str:
 
 
 PREPROCESS_SHADER = f"""
-#version 430
+// Defined by preprocess_shader: TILES (1: the tile rasteriser, 0: the raster path) and
+// SH_COUNT (0: plain RGB, else 1, 4, 9 or 16 coefficients per channel). Compile-time, as
+// llvmpipe runs both sides of every branch, even a uniform one.
 layout(local_size_x = {WORKGROUP}) in;
-layout(std430, binding = 0) readonly buffer Params {{ float params[]; }};
-layout(std430, binding = 1) readonly buffer Colors {{ float colors[]; }};
+// Inputs are textures (texelFetch is cheap on llvmpipe, buffer loads are not): params in 3
+// planes of param_rows rows (mean + opacity, quaternion wxyz, scale + unused), colours as
+// sh_slots texels per Gaussian.
+layout(binding = 4) uniform sampler2D params;
+layout(binding = 5) uniform sampler2D colors;
+#if TILES
+layout(binding = 6) uniform usampler2D rank;                  // depth rank of each Gaussian
+layout(rgba32ui, binding = 2) writeonly uniform uimage2D splat_image;
+layout(std430, binding = 6) buffer ChunkCounts {{ uint chunk_counts[]; }};
+uniform ivec2 tile_size;
+uniform ivec2 tiles;           // tiles across, down
+uniform int chunk_size;        // depth ranks per binning chunk
+#else
 layout(std430, binding = 2) writeonly buffer Splats {{ vec4 splats[]; }};
 layout(std430, binding = 4) buffer Stats {{ uint max_diameter_bits; }};  // for the point path
+#endif
 uniform int count;
-uniform int sh_count;          // 0: plain RGB, else 1, 4, 9 or 16 coefficients per channel
+uniform int param_rows;
 uniform mat3 cv_rotation;      // cv_from_world rotation (column-major as GL expects)
 uniform vec3 cv_translation;
 uniform vec4 intrinsics;       // fx, fy, cx, cy
@@ -84,52 +103,62 @@ const float C0 = {SH_C0!r};
 const float C1 = {SH_C1!r};
 const float C2[5] = float[5]({_fmt(SH_C2)});
 const float C3[7] = float[7]({_fmt(SH_C3)});
+{TEXEL_GLSL}
+vec4 param(uint i, int plane) {{
+    return texelFetch(params, ivec2(int(i % {ROW}u), int(i / {ROW}u) + plane * param_rows), 0);
+}}
 
 vec3 sh_coeff(uint i, int k) {{
-    uint base = (i * uint(sh_count) + uint(k)) * 3u;
-    return vec3(colors[base], colors[base + 1u], colors[base + 2u]);
+    return texelFetch(colors, texel(i, SH_COUNT, k), 0).rgb;
 }}
 
 vec3 view_color(uint i, vec3 mean) {{
-    if (sh_count == 0) {{
-        uint base = i * 3u;
-        return vec3(colors[base], colors[base + 1u], colors[base + 2u]);
-    }}
+#if SH_COUNT == 0
+    return texelFetch(colors, texel(i, 1, 0), 0).rgb;
+#else
     vec3 dir = normalize(mean - camera_position);
     float x = dir.x, y = dir.y, z = dir.z;
     vec3 c = C0 * sh_coeff(i, 0);
-    if (sh_count > 1) {{
-        c += -C1 * y * sh_coeff(i, 1) + C1 * z * sh_coeff(i, 2) - C1 * x * sh_coeff(i, 3);
-    }}
-    if (sh_count > 4) {{
-        float xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
-        c += C2[0] * xy * sh_coeff(i, 4) + C2[1] * yz * sh_coeff(i, 5)
-           + C2[2] * (2.0 * zz - xx - yy) * sh_coeff(i, 6) + C2[3] * xz * sh_coeff(i, 7)
-           + C2[4] * (xx - yy) * sh_coeff(i, 8);
-        if (sh_count > 9) {{
-            c += C3[0] * y * (3.0 * xx - yy) * sh_coeff(i, 9) + C3[1] * xy * z * sh_coeff(i, 10)
-               + C3[2] * y * (4.0 * zz - xx - yy) * sh_coeff(i, 11)
-               + C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy) * sh_coeff(i, 12)
-               + C3[4] * x * (4.0 * zz - xx - yy) * sh_coeff(i, 13)
-               + C3[5] * z * (xx - yy) * sh_coeff(i, 14) + C3[6] * x * (xx - 3.0 * yy) * sh_coeff(i, 15);
-        }}
-    }}
+#if SH_COUNT > 1
+    c += -C1 * y * sh_coeff(i, 1) + C1 * z * sh_coeff(i, 2) - C1 * x * sh_coeff(i, 3);
+#endif
+#if SH_COUNT > 4
+    float xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
+    c += C2[0] * xy * sh_coeff(i, 4) + C2[1] * yz * sh_coeff(i, 5)
+       + C2[2] * (2.0 * zz - xx - yy) * sh_coeff(i, 6) + C2[3] * xz * sh_coeff(i, 7)
+       + C2[4] * (xx - yy) * sh_coeff(i, 8);
+#endif
+#if SH_COUNT > 9
+    c += C3[0] * y * (3.0 * xx - yy) * sh_coeff(i, 9) + C3[1] * xy * z * sh_coeff(i, 10)
+       + C3[2] * y * (4.0 * zz - xx - yy) * sh_coeff(i, 11)
+       + C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy) * sh_coeff(i, 12)
+       + C3[4] * x * (4.0 * zz - xx - yy) * sh_coeff(i, 13)
+       + C3[5] * z * (xx - yy) * sh_coeff(i, 14) + C3[6] * x * (xx - 3.0 * yy) * sh_coeff(i, 15);
+#endif
     return max(c + 0.5, vec3(0.0));
+#endif
 }}
 
 void main() {{
     uint i = gl_GlobalInvocationID.x;
     if (i >= uint(count)) return;
-    uint p = i * {PARAMS_PER_GAUSSIAN}u;
-    vec3 mean = vec3(params[p], params[p + 1u], params[p + 2u]);
-    vec4 q = vec4(params[p + 3u], params[p + 4u], params[p + 5u], params[p + 6u]);
-    vec3 scale = vec3(params[p + 7u], params[p + 8u], params[p + 9u]);
-    float opacity = min(params[p + 10u], 1.0);
-    splats[3u * i + 2u] = vec4(0.0);  // invalid until proven drawable
+    vec4 mean_opacity = param(i, 0);
+    vec3 mean = mean_opacity.xyz;
+    float opacity = min(mean_opacity.w, 1.0);
+#if TILES
+    // Splats are stored by depth rank, so the tile passes read them in depth order; a culled
+    // one keeps an empty tile rectangle (it is in no tile's list).
+    uint slot = texelFetch(rank, texel(i, 1, 0), 0).x;
+    imageStore(splat_image, texel(slot, 3, 0), uvec4(0u, 0u, {EMPTY_RECT[0]}u, {EMPTY_RECT[1]}u));
+#else
+    uint slot = i;
+    splats[3u * slot + 2u] = vec4(0.0);  // invalid until proven drawable
+#endif
     vec3 t = cv_rotation * mean + cv_translation;
     if (!(t.z > near_far.x && t.z < near_far.y) || !(opacity >= {ALPHA_MIN!r})) return;
 
-    q = normalize(q);
+    vec4 q = normalize(param(i, 1));
+    vec3 scale = param(i, 2).xyz;
     float w = q.x, x = q.y, y = q.z, z = q.w;
     mat3 r = mat3(  // columns
         1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y + w * z), 2.0 * (x * z - w * y),
@@ -158,6 +187,26 @@ void main() {{
     if (mean2d.x + radius.x <= 0.0 || mean2d.x - radius.x >= image_size.x
         || mean2d.y + radius.y <= 0.0 || mean2d.y - radius.y >= image_size.y) return;
     if (any(isnan(mean2d)) || any(isinf(mean2d))) return;
+#if TILES
+    // Pixels whose centres (i + 0.5) lie in the 1/255 ellipse's box (a hair wider: pixels
+    // outside the ellipse are rejected by their alpha anyway), then the tiles holding them.
+    vec2 lo = clamp(ceil(mean2d - radius - 0.51), vec2(0.0), image_size - 1.0);
+    vec2 hi = clamp(floor(mean2d + radius - 0.49), vec2(0.0), image_size - 1.0);
+    if (any(greaterThan(lo, hi))) return;
+    uvec2 first = uvec2(lo) / uvec2(tile_size);
+    uvec2 last = uvec2(hi) / uvec2(tile_size);
+    uvec2 rect = uvec2(first.x | (last.x << 16), first.y | (last.y << 16));
+    imageStore(splat_image, texel(slot, 3, 0), uvec4(floatBitsToUint(mean2d), rect));
+    imageStore(splat_image, texel(slot, 3, 1), floatBitsToUint(vec4(c / det, -b / det, a / det, opacity)));
+    // (the half-width: the rasteriser's test whether a pixel column meets the 1/255 box)
+    imageStore(splat_image, texel(slot, 3, 2), floatBitsToUint(vec4(view_color(i, mean), radius.x + 0.01)));
+    uint chunk = slot / uint(chunk_size) * uint(tiles.x * tiles.y);
+    for (uint ty = first.y; ty <= last.y; ++ty) {{
+        for (uint tx = first.x; tx <= last.x; ++tx) {{
+            atomicAdd(chunk_counts[chunk + ty * uint(tiles.x) + tx], 1u);
+        }}
+    }}
+#else
     // The quad: the 1/255 ellipse's own axes (eigenvectors of the 2D covariance), so thin
     // Gaussians cover few pixels (the fragment shader decides pixel by pixel anyway).
     float mid = 0.5 * (a + c);
@@ -166,25 +215,35 @@ void main() {{
     vec2 axis = abs(b) > 1e-12 * major ? normalize(vec2(b, major - a))
                                        : (a >= c ? vec2(1.0, 0.0) : vec2(0.0, 1.0));
     // (+0.05 px: pixel centres on the contour itself stay inside despite float rounding)
-    splats[3u * i] = vec4(mean2d, axis * (sqrt(level * major) + 0.05));
-    splats[3u * i + 1u] = vec4(c / det, -b / det, a / det, opacity);
-    splats[3u * i + 2u] = vec4(view_color(i, mean), sqrt(level * minor) + 0.05);
+    splats[3u * slot] = vec4(mean2d, axis * (sqrt(level * major) + 0.05));
+    splats[3u * slot + 1u] = vec4(c / det, -b / det, a / det, opacity);
+    splats[3u * slot + 2u] = vec4(view_color(i, mean), sqrt(level * minor) + 0.05);
     // Positive floats order like their bit patterns.
     atomicMax(max_diameter_bits, floatBitsToUint(2.0 * sqrt(level * major) + 1.2));
+#endif
 }}
 """
+
+
+def preprocess_shader(tiles: bool, sh_count: int) -> str:
+    """The projection compute shader for the tile rasteriser or the raster path and colours
+    as RGB (``sh_count`` 0) or spherical harmonics (1, 4, 9, 16 coefficients)."""
+    return (f"#version 430\n#define TILES {int(tiles)}\n#define SH_COUNT {int(sh_count)}\n"
+            + PREPROCESS_SHADER)
+
 
 VERTEX_SHADER = """
 #version 430
 layout(std430, binding = 2) readonly buffer Splats { vec4 splats[]; };
 layout(std430, binding = 3) readonly buffer Order { uint order[]; };
 uniform vec2 image_size;
+uniform int count;
 in vec2 corner;
 flat out vec4 v_conic_opacity;
 flat out vec3 v_color;
 flat out vec2 v_mean;
 void main() {
-    uint i = order[gl_InstanceID];
+    uint i = order[count - 1 - gl_InstanceID];  // back to front
     vec4 color_minor = splats[3u * i + 2u];
     if (color_minor.w == 0.0) {  // culled: a degenerate quad outside the clip volume
         gl_Position = vec4(2.0, 2.0, 2.0, 1.0);
@@ -212,11 +271,12 @@ layout(std430, binding = 2) readonly buffer Splats { vec4 splats[]; };
 layout(std430, binding = 3) readonly buffer Order { uint order[]; };
 uniform vec2 image_size;
 uniform float guard;      // pixels added on every side of the viewport
+uniform int count;
 flat out vec4 v_conic_opacity;
 flat out vec3 v_color;
 flat out vec2 v_mean;
 void main() {
-    uint i = order[gl_VertexID];
+    uint i = order[count - 1 - gl_VertexID];  // back to front
     vec4 color_minor = splats[3u * i + 2u];
     if (color_minor.w == 0.0) {
         gl_Position = vec4(2.0, 2.0, 2.0, 1.0);
@@ -255,26 +315,47 @@ void main() {{
 
 
 def _pack(gaussians: Gaussians) -> tuple[np.ndarray, np.ndarray, int]:
-    """(N, 11) params, flat colours and the SH count (0 for RGB); bad Gaussians get opacity 0."""
+    """(N, 12) params (mean + opacity, quaternion, scale + 0), (N, K, 3) colours and the SH
+    count (0 for RGB); Gaussians that are not finite or have non-positive scales get
+    opacity 0 (drawn as nothing)."""
     n = len(gaussians)
-    params = np.empty((n, PARAMS_PER_GAUSSIAN), dtype=np.float32)
+    params = np.zeros((n, PARAMS_PER_GAUSSIAN), dtype=np.float32)
     params[:, 0:3] = gaussians.means
-    params[:, 3:7] = gaussians.quats
-    params[:, 7:10] = gaussians.scales
-    params[:, 10] = gaussians.opacities
+    params[:, 3] = gaussians.opacities
+    params[:, 4:8] = gaussians.quats
+    params[:, 8:11] = gaussians.scales
     colors = gaussians.colors
     sh_count = 0 if colors.ndim == 2 else colors.shape[1]
     # A whole-array check first (0.2 ms for 100k); the per-Gaussian mask only when it fails.
     quat_norm2 = np.einsum("ij,ij->i", gaussians.quats, gaussians.quats)
     all_good = (n == 0 or (np.isfinite(params).all() and np.isfinite(colors).all()
-                           and (params[:, 7:11] > 0).all() and quat_norm2.min() > 1e-16))
+                           and (params[:, 8:11] > 0).all() and (params[:, 3] > 0).all()
+                           and quat_norm2.min() > 1e-16))
     if not all_good:
         bad = ~gaussians.finite_mask()
         params[bad] = 0.0
-        params[bad, 3] = 1.0   # a unit quaternion and scales: harmless, and opacity 0
-        params[bad, 7:10] = 1.0
+        params[bad, 4] = 1.0   # a unit quaternion and scales: harmless, and opacity 0
+        params[bad, 8:11] = 1.0
         colors = np.where(bad.reshape((-1,) + (1,) * (colors.ndim - 1)), 0.0, colors)
-    return params, np.ascontiguousarray(colors, dtype=np.float32).reshape(-1), sh_count
+    return params, np.asarray(colors, dtype=np.float32).reshape(n, max(sh_count, 1), 3), sh_count
+
+
+def planar_params(params: np.ndarray) -> np.ndarray:
+    """(N, 12) params as the params texture's pixels: 3 planes of rows_for(N) rows of ROW
+    RGBA texels (mean + opacity, quaternion, scale), zero-padded."""
+    n = len(params)
+    rows = rows_for(n)
+    out = np.zeros((3, rows * ROW, 4), dtype=np.float32)
+    for plane in range(3):
+        out[plane, :n] = params[:, 4 * plane:4 * plane + 4]
+    return out
+
+
+def _set_uniforms(program, **values) -> None:
+    """Set the uniforms the shader compiler kept (it drops the ones a shader never reads)."""
+    for name, value in values.items():
+        if name in program:
+            program[name].value = value
 
 
 def camera_forward(camera: Camera) -> np.ndarray:
@@ -303,22 +384,29 @@ class GLSplatRenderer:
 
     def __init__(self, ctx=None, *, position_tolerance_m: float = 0.0,
                  angle_tolerance_rad: float = 0.0, key_bits: int = 32,
-                 prefer_points: bool = True):
+                 prefer_points: bool = True, pipeline: str = "auto"):
         """``ctx``: a moderngl context (OpenGL >= 4.3), or None for a headless EGL one.
 
         The tolerances say how far the view may move before ``sort_for`` sorts again
         (0: whenever it moves at all); ``key_bits`` 32 or 16 (see ``render.sort``);
-        ``prefer_points``: draw one point per Gaussian when every footprint fits the largest
-        point size (the same pixels and maths, cheaper on llvmpipe), else instanced quads.
+        ``pipeline``: "tiles" (compute-shader tile rasteriser, front to back with the 3DGS
+        early stop), "raster" (GL primitives blended back to front) or "auto" (tiles on a
+        software renderer such as llvmpipe, raster on a GPU); ``prefer_points`` (raster
+        path): one point per Gaussian when every footprint fits the largest point size (the
+        same pixels and maths, cheaper on llvmpipe), else instanced quads.
         """
+        if pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {PIPELINES}, not {pipeline!r}")
+        self.requested_pipeline = pipeline
         self.position_tolerance_m = position_tolerance_m
         self.angle_tolerance_rad = angle_tolerance_rad
         self.key_bits = key_bits
         self.prefer_points = prefer_points
-        self.last_primitive = None  # "points" or "quads": what the last draw used
+        self.last_primitive = None  # "tiles", "points" or "quads": what the last draw used
+        self.last_pair_count = 0  # tile path: (tile, splat) pairs of the last draw
         self.owns_context = ctx is None
         self._gaussians: Gaussians | None = None
-        self._target = None
+        self._avatars = None  # render.gl_pose.GLAvatarPoser while avatars are posed here
         self._bind(ctx if ctx is not None else create_headless_context())
         self.sort_count = 0  # how many sorts ran (skips do not count)
 
@@ -328,13 +416,20 @@ class GLSplatRenderer:
             raise RenderError(f"OpenGL {GL_VERSION // 100}.{GL_VERSION % 100 // 10} is needed,"
                               f" this context offers {ctx.version_code}")
         self.ctx = ctx
+        self.pipeline = self.requested_pipeline
+        if self.pipeline == "auto":
+            self.pipeline = "tiles" if is_software_renderer(ctx) else "raster"
         self._build()
 
     @_current
     def _build(self) -> None:
         ctx = self.ctx
+        self._buffers: dict[str, object] = {}
+        self._textures: dict[str, object] = {}
+        self._target = None
         try:
-            self._preprocess = ctx.compute_shader(PREPROCESS_SHADER)
+            self._projections = {}  # (tiles, sh_count) -> compute shader, made when needed
+            self.projection(tiles=self.pipeline == "tiles", sh_count=0)
             self._program = ctx.program(vertex_shader=VERTEX_SHADER,
                                         fragment_shader=FRAGMENT_SHADER)
             self._point_program = ctx.program(vertex_shader=POINT_VERTEX_SHADER,
@@ -342,21 +437,30 @@ class GLSplatRenderer:
             self._point_vao = ctx.vertex_array(self._point_program, [])
             self._stats = ctx.buffer(reserve=4)
             self.max_point_size = float(ctx.info.get("GL_POINT_SIZE_RANGE", (1.0, 1.0))[1])
+            self.max_texture_size = int(ctx.info.get("GL_MAX_TEXTURE_SIZE", 16384))
             corners = np.array([-1, -1, 1, -1, -1, 1, 1, 1], dtype="f4")
             self._corners = ctx.buffer(corners.tobytes())
             self._vao = ctx.vertex_array(self._program, [(self._corners, "2f", "corner")])
+            self._totals = ctx.compute_shader(TOTALS_SHADER)
+            self._scan = ctx.compute_shader(SCAN_SHADER)
+            self._bases = ctx.compute_shader(BASES_SHADER)
+            self._emit = ctx.compute_shader(EMIT_SHADER)
+            self._raster = ctx.compute_shader(RASTER_SHADER)
+            self._composite = ctx.program(vertex_shader=COMPOSITE_VERTEX_SHADER,
+                                          fragment_shader=COMPOSITE_FRAGMENT_SHADER)
+            self._composite_vao = ctx.vertex_array(self._composite, [])
+            self._total = ctx.buffer(reserve=4)
         except Exception as exc:  # moderngl raises its own Error, or others on a dead context
             raise GLContextLost(f"cannot build the splatting shaders: {exc}") from exc
-        self._buffers: dict[str, object] = {}
         self._count = 0
         self._sh_count = 0
+        self._means = None
         self._order_valid = False
         self._sort_key = None
-        self._target = None
 
     def rebind(self, ctx=None) -> None:
         """Rebuild everything on ``ctx`` (None: a new headless context) after a lost context,
-        re-uploading the last Gaussians."""
+        re-uploading the last Gaussians (or avatars and their last poses)."""
         if self.owns_context:
             try:
                 self.ctx.release()
@@ -364,7 +468,9 @@ class GLSplatRenderer:
                 pass
         self.owns_context = ctx is None
         self._bind(ctx if ctx is not None else create_headless_context())
-        if self._gaussians is not None:
+        if self._avatars is not None:
+            self._avatars.rebuild()
+        elif self._gaussians is not None:
             self.upload(self._gaussians)
 
     def release(self) -> None:
@@ -382,15 +488,33 @@ class GLSplatRenderer:
 
     @_current
     def _release_objects(self) -> None:
-        for obj in [*self._buffers.values(), self._vao, self._corners, self._program,
-                    self._point_vao, self._point_program, self._stats,
-                    self._preprocess, *(self._target or ())]:
+        if self._avatars is not None:
+            self._avatars.release()
+        for obj in [*self._buffers.values(), *self._textures.values(), self._vao,
+                    self._corners, self._program, self._point_vao, self._point_program,
+                    self._stats, *self._projections.values(), self._totals,
+                    self._scan, self._bases, self._emit, self._raster, self._composite_vao,
+                    self._composite, self._total, *(self._target or ())]:
             try:
                 obj.release()
             except Exception:
                 pass
         self._buffers = {}
+        self._textures = {}
+        self._projections = {}
         self._target = None
+
+    def projection(self, tiles: bool, sh_count: int):
+        """The projection compute shader for a pipeline and colour form (compiled once)."""
+        key = (bool(tiles), int(sh_count))
+        shader = self._projections.get(key)
+        if shader is None:
+            try:
+                shader = self.ctx.compute_shader(preprocess_shader(*key))
+            except Exception as exc:
+                raise GLContextLost(f"cannot build the projection shader: {exc}") from exc
+            self._projections[key] = shader
+        return shader
 
     def _check(self, what: str):
         try:
@@ -417,23 +541,76 @@ class GLSplatRenderer:
             buf.write(data)
         return buf
 
+    def data_texture(self, name: str, width: int, height: int, components: int = 4,
+                     dtype: str = "f4"):
+        """The data texture ``name`` (nearest filtering, read with texelFetch), at least
+        ``height`` rows of exactly ``width`` texels (grown, never shrunk in height)."""
+        import moderngl
+
+        tex = self._textures.get(name)
+        if (tex is None or tex.width != width or tex.height < height
+                or tex.components != components or tex.dtype != dtype):
+            if tex is not None:
+                tex.release()
+            if width > self.max_texture_size or height > self.max_texture_size:
+                raise RenderError(f"{name}: a {width} x {height} texture exceeds this GL's "
+                                  f"limit of {self.max_texture_size}")
+            tex = self.ctx.texture((width, max(height, 1)), components, dtype=dtype)
+            tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
+            self._textures[name] = tex
+        return tex
+
     # -- per pose -------------------------------------------------------------------------
     @_current
     def upload(self, gaussians: Gaussians) -> None:
         """Send the Gaussians (world space) to the GPU; the next ``sort_for`` sorts again."""
+        if self._avatars is not None:  # plain Gaussians from now on
+            self._avatars.release()
+            self._avatars = None
         params, colors, sh_count = _pack(gaussians)
+        n = len(gaussians)
+        rows = rows_for(n)
+        slots = max(sh_count, 1)
+        padded = np.zeros((rows * ROW, slots, 4), dtype=np.float32)
+        padded[:n, :, :3] = colors
         try:
-            self._buffer("params", params.tobytes())
-            self._buffer("colors", colors.tobytes())
-            self._reserve("splats", len(gaussians) * 48)  # 3 vec4 per Gaussian
+            self.data_texture("params", ROW, 3 * rows).write(
+                planar_params(params).tobytes(), viewport=(0, 0, ROW, 3 * rows))
+            self.data_texture("colors", ROW * slots, rows).write(
+                padded.tobytes(), viewport=(0, 0, ROW * slots, rows))
+            self._reserve("splats", n * 48)  # the raster path's projected splats
+        except RenderError:
+            raise
         except Exception as exc:
             raise GLContextLost(f"cannot upload Gaussians: {exc}") from exc
         self._gaussians = gaussians
-        self._means = gaussians.means
-        self._count = len(gaussians)
+        self._set_contents(n, sh_count, gaussians.means)
+
+    def _set_contents(self, count: int, sh_count: int, means) -> None:
+        """New Gaussians are in the params and colour textures (``means``: (N, 3) on the CPU,
+        or None to read them back from the GPU when a sort needs them)."""
+        self._count = count
         self._sh_count = sh_count
+        self._means = means
+        self._param_rows = rows_for(count)
         self._order_valid = False
         self._sort_key = None
+
+    def means(self) -> np.ndarray:
+        """(N, 3) float32 world-space means of the Gaussians on the GPU."""
+        if self._means is None:
+            self._means = self._read_means()
+        return self._means
+
+    @_current
+    def _read_means(self) -> np.ndarray:
+        tex = self._textures["params"]
+        fbo = self.ctx.framebuffer(color_attachments=[tex])
+        try:
+            raw = fbo.read(viewport=(0, 0, ROW, self._param_rows), components=4, dtype="f4")
+        finally:
+            fbo.release()
+        return np.frombuffer(raw, dtype=np.float32).reshape(-1, 4)[:self._count, :3].copy()
 
     @_current
     def sort_for(self, position, forward) -> bool:
@@ -449,16 +626,42 @@ class GLSplatRenderer:
             turned = math.acos(float(np.clip(np.dot(forward, last_forward), -1.0, 1.0)))
             if moved <= self.position_tolerance_m and turned <= self.angle_tolerance_rad:
                 return False
-        depths = view_depths(self._means, position, forward)
-        back_to_front = front_to_back(depths, self.key_bits)[::-1]
+        depths = view_depths(self.means(), position, forward)
+        order = front_to_back(depths, self.key_bits)
+        rows = rows_for(len(order))
+        rank = np.zeros(rows * ROW, dtype=np.uint32)
+        rank[order] = np.arange(len(order), dtype=np.uint32)
         try:
-            self._buffer("order", np.ascontiguousarray(back_to_front).tobytes())
+            self._buffer("order", order.tobytes())
+            self.data_texture("rank", ROW, rows, 1, "u4").write(
+                rank.tobytes(), viewport=(0, 0, ROW, rows))
+        except RenderError:
+            raise
         except Exception as exc:
             raise GLContextLost(f"cannot upload the draw order: {exc}") from exc
         self._sort_key = (position, forward)
         self._order_valid = True
         self.sort_count += 1
         return True
+
+    # -- avatars posed on the GPU ---------------------------------------------------------
+    def upload_avatars(self, bindings) -> None:
+        """Keep avatars on the GPU (``render.gl_pose.AvatarBinding`` each, uploaded once);
+        ``pose_avatars`` then poses them in a compute shader, so per frame only bone
+        transforms and blendshape weights cross the bus. ``upload(gaussians)`` ends it."""
+        from render.gl_pose import GLAvatarPoser
+
+        if self._avatars is not None:
+            self._avatars.release()
+        self._avatars = None
+        self._avatars = GLAvatarPoser(self, bindings)
+
+    def pose_avatars(self, poses) -> None:
+        """Pose the uploaded avatars (``render.gl_pose.AvatarPose`` each, in the order of
+        ``upload_avatars``) into the renderer's Gaussians; the next ``sort_for`` sorts."""
+        if self._avatars is None:
+            raise RenderError("pose_avatars needs upload_avatars first")
+        self._avatars.pose(poses)
 
     # -- per view -------------------------------------------------------------------------
     @_current
@@ -484,34 +687,40 @@ class GLSplatRenderer:
                 bg = np.zeros(4) if background is None else np.asarray(background, float)
                 bg = np.append(bg, 1.0) if bg.shape == (3,) else bg
                 fbo.clear(*map(float, bg), viewport=viewport)
-            if self._count:
+            if self._count and not (self.pipeline == "tiles" and self._tiles(camera, viewport)):
                 self._project(camera)
                 self._splat(camera, viewport)
             self.ctx.scissor = None
-        except GLContextLost:
+        except (GLContextLost, RenderError):
             raise
         except Exception as exc:
             raise GLContextLost(f"drawing failed: {exc}") from exc
         self._check("draw")
 
-    def _project(self, camera: Camera) -> None:
-        cs = self._preprocess
+    def _projection_uniforms(self, program, camera: Camera) -> None:
         cv = camera.cv_from_world
-        cs["count"].value = self._count
-        cs["sh_count"].value = self._sh_count
-        cs["cv_rotation"].write(np.ascontiguousarray(cv[:3, :3].T, dtype="f4").tobytes())
-        cs["cv_translation"].value = tuple(map(float, cv[:3, 3]))
-        cs["intrinsics"].value = (camera.fx, camera.fy, camera.cx, camera.cy)
-        cs["image_size"].value = (float(camera.width), float(camera.height))
-        cs["near_far"].value = (camera.near, camera.far)
         w, h = camera.width, camera.height
         margin_x, margin_y = FRUSTUM_MARGIN * 0.5 * w / camera.fx, FRUSTUM_MARGIN * 0.5 * h / camera.fy
-        cs["limits"].value = ((w - camera.cx) / camera.fx + margin_x, camera.cx / camera.fx + margin_x,
-                              (h - camera.cy) / camera.fy + margin_y, camera.cy / camera.fy + margin_y)
-        if "camera_position" in cs:
-            cs["camera_position"].value = tuple(map(float, camera.position))
-        self._buffers["params"].bind_to_storage_buffer(0)
-        self._buffers["colors"].bind_to_storage_buffer(1)
+        _set_uniforms(program, count=self._count, param_rows=self._param_rows,
+                      tile_size=(TILE_W, TILE_H), tiles=tile_grid(w, h),
+                      chunk_size=chunking(self._count)[1],
+                      cv_translation=tuple(map(float, cv[:3, 3])),
+                      intrinsics=(camera.fx, camera.fy, camera.cx, camera.cy),
+                      image_size=(float(w), float(h)), near_far=(camera.near, camera.far),
+                      limits=((w - camera.cx) / camera.fx + margin_x,
+                              camera.cx / camera.fx + margin_x,
+                              (h - camera.cy) / camera.fy + margin_y,
+                              camera.cy / camera.fy + margin_y),
+                      camera_position=tuple(map(float, camera.position)))
+        if "cv_rotation" in program:
+            program["cv_rotation"].write(np.ascontiguousarray(cv[:3, :3].T, dtype="f4").tobytes())
+        self._textures["params"].use(4)
+        self._textures["colors"].use(5)
+
+    def _project(self, camera: Camera) -> None:
+        """The raster path's projection: splats by Gaussian index into a storage buffer."""
+        cs = self.projection(tiles=False, sh_count=self._sh_count)
+        self._projection_uniforms(cs, camera)
         self._buffers["splats"].bind_to_storage_buffer(2)
         self._stats.write(b"\0\0\0\0")
         self._stats.bind_to_storage_buffer(4)
@@ -525,8 +734,8 @@ class GLSplatRenderer:
         use_points = self.prefer_points and max_diameter <= self.max_point_size
         self.last_primitive = "points" if use_points else "quads"
         prog = self._point_program if use_points else self._program
-        prog["image_size"].value = (float(camera.width), float(camera.height))
-        prog["viewport"].value = tuple(map(float, viewport))
+        _set_uniforms(prog, image_size=(float(camera.width), float(camera.height)),
+                      count=self._count, viewport=tuple(map(float, viewport)))
         self._buffers["splats"].bind_to_storage_buffer(2)
         self._buffers["order"].bind_to_storage_buffer(3)
         self.ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
@@ -542,6 +751,83 @@ class GLSplatRenderer:
             self._point_vao.render(moderngl.POINTS, vertices=self._count)
         else:
             self._vao.render(moderngl.TRIANGLE_STRIP, vertices=4, instances=self._count)
+
+    def _tiles(self, camera: Camera, viewport) -> bool:
+        """The tile rasteriser (see ``render.gl_tiles``): project by depth rank, bin into
+        tiles, composite each tile front to back, blend the image over ``viewport`` of the
+        bound framebuffer. False (nothing drawn) when the pair list would exceed this GL's
+        texture size: the caller falls back to the raster path."""
+        import moderngl
+
+        ctx = self.ctx
+        width, height = camera.width, camera.height
+        tiles_x, tiles_y = tile_grid(width, height)
+        tile_count = tiles_x * tiles_y
+        chunks, chunk_size = chunking(self._count)
+        if tiles_x > 0xFFFF or tiles_y > 0xFFFF:
+            return False
+        # 1. projection, by depth rank, counting each chunk's splats per tile
+        cs = self.projection(tiles=True, sh_count=self._sh_count)
+        self._projection_uniforms(cs, camera)
+        self._textures["rank"].use(6)
+        splats = self.data_texture("splats", 3 * ROW, rows_for(self._count), 4, "u4")
+        splats.bind_to_image(2, read=False, write=True)
+        counts = self._reserve("chunk_counts", chunks * tile_count * 4)
+        counts.clear(size=chunks * tile_count * 4)
+        counts.bind_to_storage_buffer(6)
+        cs.run(group_x=(self._count + WORKGROUP - 1) // WORKGROUP)
+        ctx.memory_barrier()
+        # 2. binning: tile totals, starts, per-chunk slots, then the depth-ordered lists
+        groups = (tile_count + GROUP - 1) // GROUP
+        self._reserve("tile_starts", tile_count * 4).bind_to_storage_buffer(7)
+        self._reserve("tile_counts", tile_count * 4).bind_to_storage_buffer(8)
+        self._total.bind_to_storage_buffer(9)
+        for shader in (self._totals, self._scan, self._bases):
+            _set_uniforms(shader, tile_count=tile_count, chunks=chunks)
+        self._totals.run(group_x=groups)
+        ctx.memory_barrier()
+        self._scan.run()
+        ctx.memory_barrier()
+        self._bases.run(group_x=groups)
+        ctx.memory_barrier()
+        total = int(np.frombuffer(self._total.read(), dtype=np.uint32)[0])
+        self.last_pair_count = total
+        list_rows = rows_for(total, LIST_ROW)
+        if list_rows > self.max_texture_size:
+            return False
+        tile_list = self.data_texture("tile_list", LIST_ROW, list_rows, 1, "u4")
+        tile_list.bind_to_image(1, read=False, write=True)
+        splats.use(2)
+        _set_uniforms(self._emit, count=self._count, tiles_x=tiles_x, tile_count=tile_count,
+                      chunks=chunks, chunk_size=chunk_size,
+                      capacity=tile_list.height * LIST_ROW)
+        self._emit.run(group_x=(chunks + EMIT_GROUP - 1) // EMIT_GROUP)
+        ctx.memory_barrier()
+        # 3. each tile front to back into an RGBA32F image
+        splatted = self._textures.get("splatted")
+        if splatted is None or splatted.size != (width, height):
+            if splatted is not None:
+                splatted.release()
+            splatted = ctx.texture((width, height), 4, dtype="f4")
+            self._textures["splatted"] = splatted
+        splatted.bind_to_image(0, read=False, write=True)
+        splats.use(2)
+        tile_list.use(3)
+        _set_uniforms(self._raster, image_size=(width, height), tiles=(tiles_x, tiles_y))
+        self._raster.run(group_x=tiles_x, group_y=tiles_y)
+        ctx.memory_barrier()
+        # 4. blended over the framebuffer (already cleared to the background)
+        x, y, _, _ = viewport
+        ctx.viewport = viewport
+        ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
+        ctx.enable(moderngl.BLEND)
+        ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
+        ctx.blend_equation = moderngl.FUNC_ADD
+        splatted.use(0)
+        _set_uniforms(self._composite, origin=(int(x), int(y)))
+        self._composite_vao.render(moderngl.TRIANGLES, vertices=3)
+        self.last_primitive = "tiles"
+        return True
 
     # -- offscreen ------------------------------------------------------------------------
     def _float_target(self, width: int, height: int):
@@ -560,22 +846,26 @@ class GLSplatRenderer:
         return np.frombuffer(raw, dtype=np.float32).reshape(camera.height, camera.width, 4)[::-1]
 
     @_current
-    def render(self, gaussians: Gaussians, camera: Camera, background=None) -> np.ndarray:
-        """Upload, sort and draw into an RGBA32F target: (H, W, 4) float32 premultiplied RGBA,
-        the reference renderer's signature."""
+    def render(self, gaussians: Gaussians | None, camera: Camera, background=None) -> np.ndarray:
+        """Upload (unless ``gaussians`` is None: what is on the GPU, e.g. posed avatars),
+        sort and draw into an RGBA32F target: (H, W, 4) float32 premultiplied RGBA, the
+        reference renderer's signature."""
         if camera.width == 0 or camera.height == 0:
             return np.zeros((camera.height, camera.width, 4), dtype=np.float32)
-        self.upload(gaussians)
+        if gaussians is not None:
+            self.upload(gaussians)
         self.sort_for(camera.position, camera_forward(camera))
         fbo = self._float_target(camera.width, camera.height)
         self.draw(camera, fbo, background)
         return self.read(camera, fbo).copy()
 
     @_current
-    def render_stereo(self, gaussians: Gaussians, cameras, background=None) -> list[np.ndarray]:
-        """One upload and ONE sort (from the cameras' mean position along their mean view
-        direction), then a draw per camera: a list of (H, W, 4) float32 images."""
-        self.upload(gaussians)
+    def render_stereo(self, gaussians: Gaussians | None, cameras,
+                      background=None) -> list[np.ndarray]:
+        """One upload (unless None) and ONE sort (from the cameras' mean position along their
+        mean view direction), then a draw per camera: a list of (H, W, 4) float32 images."""
+        if gaussians is not None:
+            self.upload(gaussians)
         position = np.mean([c.position for c in cameras], axis=0)
         forward = np.mean([camera_forward(c) for c in cameras], axis=0)
         self.sort_for(position, forward)
@@ -588,6 +878,15 @@ class GLSplatRenderer:
             self.draw(camera, fbo, background)
             images.append(self.read(camera, fbo).copy())
         return images
+
+
+def is_software_renderer(ctx) -> bool:
+    """True for a CPU implementation of OpenGL (Mesa llvmpipe / softpipe, SwiftShader)."""
+    try:
+        name = str(ctx.info.get("GL_RENDERER", "")).lower()
+    except Exception:
+        return False
+    return any(word in name for word in ("llvmpipe", "softpipe", "swiftshader", "software"))
 
 
 def create_headless_context():

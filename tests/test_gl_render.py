@@ -1,4 +1,8 @@
-"""The OpenGL backend (real moderngl on EGL; Mesa llvmpipe here) against the reference renderer."""
+"""The OpenGL backend (real moderngl on EGL; Mesa llvmpipe here) against the reference renderer.
+
+Every test that takes ``renderer`` runs for both pipelines: the compute-shader tile
+rasteriser (front to back, 3DGS early stop; the default on llvmpipe) and the raster path
+(GL points / quads blended back to front; the default on a GPU)."""
 
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ from render.reference import render as reference_render
 gl = pytest.importorskip("render.gl")
 
 
-@pytest.fixture(scope="module")
-def renderer():
+@pytest.fixture(scope="module", params=["tiles", "raster"])
+def renderer(request):
     try:
-        r = gl.GLSplatRenderer()
+        r = gl.GLSplatRenderer(pipeline=request.param)
     except gl.RenderError as exc:
         pytest.skip(f"no headless OpenGL 4.3 through EGL here: {exc}")
     yield r
@@ -54,8 +58,10 @@ def test_synthetic_cloud_agrees_with_reference(renderer, view, sh_count):
         assert (depth <= cam.near).sum() > 100, "the view should cut through the cloud"
     ours, ref = renderer.render(g, cam), reference_render(g, cam)
     value = psnr(ours, ref)
-    print(f"cloud sh_count={sh_count} {view}: PSNR {value:.1f} dB, max |diff| "
+    print(f"{renderer.pipeline} cloud sh_count={sh_count} {view}: PSNR {value:.1f} dB, max |diff| "
           f"{np.abs(ours - ref).max():.2e}")
+    assert renderer.last_primitive in (("tiles",) if renderer.pipeline == "tiles"
+                                       else ("points", "quads"))
     assert ref[..., 3].max() > 0.5
     assert value >= 60
 
@@ -110,7 +116,7 @@ def test_default_avatar_agrees_with_reference(renderer, default_avatar, pose, vi
     value = psnr(ours, ref)
     behind = int(((g.means @ cam.cv_from_world[:3, :3].T + cam.cv_from_world[:3, 3])[:, 2]
                   <= cam.near).sum())
-    print(f"avatar {pose} / {view}: {len(g)} Gaussians ({behind} behind the near plane), "
+    print(f"{renderer.pipeline} avatar {pose} / {view}: {len(g)} Gaussians ({behind} behind the near plane), "
           f"PSNR {value:.1f} dB, max |diff| {np.abs(ours - ref).max():.2e}")
     assert ref[..., 3].mean() > 0.05
     assert value >= 60
@@ -138,7 +144,7 @@ def test_stereo_one_sort_matches_two_reference_renders(renderer):
     for name, ours, cam in (("left", left, cams[0]), ("right", right, cams[1])):
         ref = reference_render(g, cam)
         value = psnr(ours, ref)
-        print(f"stereo {name} eye: PSNR {value:.1f} dB")
+        print(f"{renderer.pipeline} stereo {name} eye: PSNR {value:.1f} dB")
         assert ref[..., 3].max() > 0.5
         assert value >= 60
     assert psnr(left, right) < 40, "the eyes must see different images"
@@ -228,7 +234,7 @@ def test_point_and_quad_paths_draw_the_same_pixels():
     ref = reference_render(g, cam)
     images = {}
     for prefer_points in (True, False):
-        r = gl.GLSplatRenderer(prefer_points=prefer_points)
+        r = gl.GLSplatRenderer(prefer_points=prefer_points, pipeline="raster")
         try:
             images[prefer_points] = r.render(g, cam)
             assert r.last_primitive == ("points" if prefer_points else "quads")
@@ -239,10 +245,52 @@ def test_point_and_quad_paths_draw_the_same_pixels():
     # A footprint wider than GL's largest point: quads, still right.
     big = Gaussians.concatenate([g, Gaussians([[0, 1.0, 0.5]], [[1, 0, 0, 0]], [[0.3, 0.3, 0.3]],
                                               [0.5], [[[0.2, 0.1, 0.0]] * 4])])
-    r = gl.GLSplatRenderer()
+    r = gl.GLSplatRenderer(pipeline="raster")
     try:
         out = r.render(big, cam.resized(400, 300))
         assert r.last_primitive == "quads"
         assert psnr(out, reference_render(big, cam.resized(400, 300))) >= 60
+    finally:
+        r.release()
+
+
+def opaque_stack(n=12) -> Gaussians:
+    """``n`` nearly opaque, wide Gaussians one behind the other: T falls below 1e-4 after two,
+    so 3DGS (and the reference) stop there; blending back to front adds the rest."""
+    z = np.linspace(-0.5, 0.5, n)
+    means = np.c_[np.zeros(n), np.full(n, 1.0), z]
+    rng = np.random.default_rng(7)
+    return Gaussians(means, np.tile([1.0, 0, 0, 0], (n, 1)), np.full((n, 3), 0.05),
+                     np.full(n, 0.995), rng.uniform(0, 1, (n, 3)))
+
+
+def test_tile_rasteriser_stops_early_like_the_reference():
+    g = opaque_stack()
+    cam = Camera.look_at([0, 1.0, 2.0], [0, 1.0, 0], 48, 48, vertical_fov_deg=30)
+    ref = reference_render(g, cam)
+    diffs = {}
+    for pipeline in ("tiles", "raster"):
+        r = gl.GLSplatRenderer(pipeline=pipeline)
+        try:
+            diffs[pipeline] = float(np.abs(r.render(g, cam) - ref).max())
+        finally:
+            r.release()
+    print(f"opaque stack, max |diff| to the reference: tiles {diffs['tiles']:.2e}, "
+          f"raster {diffs['raster']:.2e}")
+    assert diffs["raster"] > 1e-3, "the stack should show the back-to-front difference"
+    assert diffs["tiles"] < 1e-5
+
+
+def test_tile_path_falls_back_when_the_pair_list_would_not_fit():
+    g = cloud(n=3000, sh_count=0, seed=8)
+    cam = Camera.look_at([0, 1.1, 2.5], [0, 1.0, 0], 96, 80, vertical_fov_deg=60)
+    r = gl.GLSplatRenderer(pipeline="tiles")
+    try:
+        r.render(g, cam)
+        assert r.last_primitive == "tiles" and r.last_pair_count > 4096
+        r.max_texture_size = 1  # as if this GL's textures were tiny: a list of 2+ rows fails
+        out = r.render(g, cam)
+        assert r.last_primitive in ("points", "quads")
+        assert psnr(out, reference_render(g, cam)) >= 60
     finally:
         r.release()
