@@ -1,0 +1,485 @@
+"""Avatars posed on the GPU: compute shaders turn bone transforms and blendshape weights into
+the splatting renderer's Gaussians, so per frame only those (a few KB) cross the bus.
+
+It reproduces ``avatar.avatar.Avatar.pose`` (checked numerically in tests/test_gl_pose.py):
+
+1. ``VERTEX_SHADER`` (one invocation per template vertex and avatar): rest position + the
+   active face blendshapes, then linear blend skinning with the template's (up to 12)
+   influences and the posed bones' 3x4 transforms (``Rig.pose_codes(codes).transforms``).
+2. ``GAUSSIAN_SHADER`` (one invocation per Gaussian): its triangle's posed frame (x along the
+   first edge, z along the normal, y = z x x), the mean at its barycentric point plus the
+   offset along the normal, rotation = frame quaternion * local quaternion, scales grown by the
+   square root of the triangle's area ratio, and (Lambert shading) albedo * (ambient + diffuse
+   max(0, n . light)) clamped to [0, 1], in the avatar's own space; then the avatar's rigid
+   placement ``world_from_avatar`` (means and rotations; colours stay lit in avatar space).
+   The results go straight into the renderer's params and colour textures.
+
+Static data (rest vertices, blendshapes, skin weights, the Gaussians' bindings) is uploaded
+once by ``GLSplatRenderer.upload_avatars``; avatars sharing one template share its arrays.
+The CPU keeps forward kinematics (about 1 ms) and the depth sort, for which the posed means
+are read back (16 bytes a Gaussian).
+
+``render`` knows nothing of codes: ``AvatarBinding.from_avatar(avatar)`` and
+``AvatarPose.from_codes(avatar, codes)`` read what they need by attribute (an
+``avatar.avatar.Avatar``: its ``data``, ``template`` and ``rig``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from render.backends import RenderError
+from render.gl_tiles import ROW, TEXEL_GLSL, rows_for
+
+GROUP = 64
+MAX_BLENDSHAPES = 64
+INFLUENCE_TEXELS = 3  # up to 12 skin influences per vertex, 4 per texel
+
+
+@dataclass(eq=False)
+class AvatarBinding:
+    """One avatar's static arrays (float32 unless said): the template (rest ``vertices``
+    (V, 3) metres, ``faces`` (F, 3) int, ``blendshapes`` (B, V, 3), ``skin_indices`` and
+    ``skin_weights`` (V, K) with K <= 12) and its N Gaussians (``binding_face`` (N,) int,
+    ``binding_bary`` (N, 3), ``binding_offset`` (N,) metres along the normal,
+    ``local_quats`` (N, 4) wxyz, ``local_scales`` (N, 3), ``opacities`` (N,), ``colors``
+    (N, 3) albedo / RGB or (N, K, 3) spherical harmonics), and the shading: ``lambert`` with
+    ``light_direction`` (3,), ``ambient``, ``diffuse``."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    blendshapes: np.ndarray
+    skin_indices: np.ndarray
+    skin_weights: np.ndarray
+    binding_face: np.ndarray
+    binding_bary: np.ndarray
+    binding_offset: np.ndarray
+    local_quats: np.ndarray
+    local_scales: np.ndarray
+    opacities: np.ndarray
+    colors: np.ndarray
+    lambert: bool = False
+    light_direction: tuple = (0.0, 1.0, 0.0)
+    ambient: float = 1.0
+    diffuse: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.binding_face)
+
+    @property
+    def sh_count(self) -> int:
+        return 0 if self.colors.ndim == 2 else int(self.colors.shape[1])
+
+    @staticmethod
+    def from_avatar(avatar, keep=None) -> "AvatarBinding":
+        """The arrays of an ``avatar.avatar.Avatar`` (``keep``: indices of a subset of its
+        Gaussians, e.g. a thinned avatar for benchmarks). The template arrays are shared,
+        not copied, so avatars on one template share them on the GPU too."""
+        data, template = avatar.data, avatar.template
+        pick = (lambda a: a) if keep is None else (lambda a: a[keep])
+        lambert = data.shading == "lambert"
+        module = sys.modules.get(type(avatar).__module__)
+        light = getattr(module, "LIGHT_DIRECTION", None)
+        if lambert and light is None:
+            raise RenderError("Lambert shading needs the avatar module's LIGHT_DIRECTION, "
+                              "AMBIENT and DIFFUSE")
+        return AvatarBinding(
+            vertices=template.vertices, faces=template.faces, blendshapes=template.blendshapes,
+            skin_indices=template.skin_indices, skin_weights=template.skin_weights,
+            binding_face=pick(data.binding_face), binding_bary=pick(data.binding_bary),
+            binding_offset=pick(data.binding_offset), local_quats=pick(data.local_quats),
+            local_scales=pick(data.local_scales), opacities=pick(data.opacities),
+            colors=pick(data.colors), lambert=lambert,
+            light_direction=tuple(map(float, light)) if lambert else (0.0, 1.0, 0.0),
+            ambient=float(getattr(module, "AMBIENT", 1.0)) if lambert else 1.0,
+            diffuse=float(getattr(module, "DIFFUSE", 0.0)) if lambert else 0.0)
+
+
+@dataclass(eq=False)
+class AvatarPose:
+    """One frame of one avatar: ``transforms`` (J, 3, 4) skinning transforms (rest -> posed,
+    metres), ``blendshape_weights`` (B,) and ``world_from_avatar`` (4, 4) rigid placement
+    (None: identity)."""
+
+    transforms: np.ndarray
+    blendshape_weights: np.ndarray
+    world_from_avatar: np.ndarray | None = None
+
+    @staticmethod
+    def from_codes(avatar, codes, world_from_avatar=None) -> "AvatarPose":
+        """The pose of ``avatar`` (an ``avatar.avatar.Avatar``) for a codes frame: forward
+        kinematics on the CPU (``avatar.rig.pose_codes``), the face weights as they are."""
+        return AvatarPose(avatar.rig.pose_codes(codes).transforms, codes.face, world_from_avatar)
+
+
+VERTEX_SHADER = f"""
+#version 430
+layout(local_size_x = {GROUP}) in;
+layout(binding = 0) uniform sampler2D rest;          // template vertices
+layout(binding = 1) uniform sampler2D blend;         // (blendshape, vertex) deltas
+layout(binding = 2) uniform usampler2D skin_index;   // {INFLUENCE_TEXELS} texels per vertex
+layout(binding = 3) uniform sampler2D skin_weight;
+layout(binding = 4) uniform sampler2D bones;         // 3 texels (rows of [R | t]) per bone
+layout(rgba32f, binding = 0) writeonly uniform image2D posed;
+uniform int vertex_count;
+uniform int template_base;   // first vertex of this template in rest / skin textures
+uniform int blend_base;      // first texel of this template's blendshapes
+uniform int bone_base;       // first bone of this avatar in the bones texture
+uniform int posed_base;      // first vertex of this avatar in the posed texture
+uniform int active_count;
+uniform int active_index[{MAX_BLENDSHAPES}];
+uniform float active_weight[{MAX_BLENDSHAPES}];
+{TEXEL_GLSL}
+void main() {{
+    uint v = gl_GlobalInvocationID.x;
+    if (v >= uint(vertex_count)) return;
+    uint tv = uint(template_base) + v;
+    vec3 p = texelFetch(rest, texel(tv, 1, 0), 0).xyz;
+    for (int k = 0; k < active_count; ++k) {{
+        uint b = uint(blend_base + active_index[k] * vertex_count) + v;
+        p += active_weight[k] * texelFetch(blend, texel(b, 1, 0), 0).xyz;
+    }}
+    vec4 row0 = vec4(0.0), row1 = vec4(0.0), row2 = vec4(0.0);
+    for (int s = 0; s < {INFLUENCE_TEXELS}; ++s) {{
+        uvec4 bone = texelFetch(skin_index, texel(tv, {INFLUENCE_TEXELS}, s), 0) + uint(bone_base);
+        vec4 weight = texelFetch(skin_weight, texel(tv, {INFLUENCE_TEXELS}, s), 0);
+        for (int j = 0; j < 4; ++j) {{
+            row0 += weight[j] * texelFetch(bones, texel(bone[j], 3, 0), 0);
+            row1 += weight[j] * texelFetch(bones, texel(bone[j], 3, 1), 0);
+            row2 += weight[j] * texelFetch(bones, texel(bone[j], 3, 2), 0);
+        }}
+    }}
+    vec4 h = vec4(p, 1.0);
+    imageStore(posed, texel(uint(posed_base) + v, 1, 0), vec4(dot(row0, h), dot(row1, h), dot(row2, h), 1.0));
+}}
+"""
+
+GAUSSIAN_SHADER = f"""
+#version 430
+// LAMBERT and WRITE_COLORS are defined by the compiling code.
+layout(local_size_x = 128) in;
+layout(binding = 0) uniform sampler2D posed;
+layout(binding = 1) uniform usampler2D corners;      // the triangle's vertex indices
+layout(binding = 2) uniform sampler2D bary_offset;   // barycentric xyz, offset along normal
+layout(binding = 3) uniform sampler2D local_quat;
+layout(binding = 4) uniform sampler2D scale_opacity;
+layout(binding = 5) uniform sampler2D albedo_area;   // albedo rgb, rest doubled area
+layout(rgba32f, binding = 0) writeonly uniform image2D params;   // 3 planes
+layout(rgba32f, binding = 1) writeonly uniform image2D colors;
+uniform int count;
+uniform int gaussian_base;   // first Gaussian of this avatar (static data and outputs)
+uniform int posed_base;
+uniform int param_rows;
+uniform vec3 light;
+uniform float ambient;
+uniform float diffuse;
+uniform mat3 place_rotation;
+uniform vec3 place_translation;
+uniform vec4 place_quat;     // wxyz of place_rotation
+{TEXEL_GLSL}
+vec4 quat_multiply(vec4 a, vec4 b) {{  // Hamilton product, wxyz
+    return vec4(a.x * b.x - a.y * b.y - a.z * b.z - a.w * b.w,
+                a.x * b.y + a.y * b.x + a.z * b.w - a.w * b.z,
+                a.x * b.z - a.y * b.w + a.z * b.x + a.w * b.y,
+                a.x * b.w + a.y * b.z - a.z * b.y + a.w * b.x);
+}}
+
+vec4 matrix_to_quat(vec3 cx, vec3 cy, vec3 cz) {{  // columns; Shepperd, as avatar.rotation
+    float m00 = cx.x, m10 = cx.y, m20 = cx.z, m01 = cy.x, m11 = cy.y, m21 = cy.z;
+    float m02 = cz.x, m12 = cz.y, m22 = cz.z;
+    float trace = m00 + m11 + m22;
+    vec4 q;
+    if (trace >= m00 && trace >= m11 && trace >= m22) {{
+        float s = sqrt(1.0 + trace) * 2.0;
+        q = vec4(0.25 * s, (m21 - m12) / s, (m02 - m20) / s, (m10 - m01) / s);
+    }} else if (m00 >= m11 && m00 >= m22) {{
+        float s = sqrt(1.0 + m00 - m11 - m22) * 2.0;
+        q = vec4((m21 - m12) / s, 0.25 * s, (m01 + m10) / s, (m02 + m20) / s);
+    }} else if (m11 >= m22) {{
+        float s = sqrt(1.0 + m11 - m00 - m22) * 2.0;
+        q = vec4((m02 - m20) / s, (m01 + m10) / s, 0.25 * s, (m12 + m21) / s);
+    }} else {{
+        float s = sqrt(1.0 + m22 - m00 - m11) * 2.0;
+        q = vec4((m10 - m01) / s, (m02 + m20) / s, (m12 + m21) / s, 0.25 * s);
+    }}
+    return normalize(q.x < 0.0 ? -q : q);
+}}
+
+void main() {{
+    uint i = gl_GlobalInvocationID.x;
+    if (i >= uint(count)) return;
+    uint g = uint(gaussian_base) + i;
+    uvec4 tri = texelFetch(corners, texel(g, 1, 0), 0) + uint(posed_base);
+    vec3 v0 = texelFetch(posed, texel(tri.x, 1, 0), 0).xyz;
+    vec3 v1 = texelFetch(posed, texel(tri.y, 1, 0), 0).xyz;
+    vec3 v2 = texelFetch(posed, texel(tri.z, 1, 0), 0).xyz;
+    vec3 e1 = v1 - v0, e2 = v2 - v0;
+    vec3 normal = cross(e1, e2);
+    float area2 = length(normal);
+    vec3 z = normal / max(area2, 1e-12);
+    vec3 x = e1 / max(length(e1), 1e-12);
+    vec3 y = cross(z, x);
+    vec4 bo = texelFetch(bary_offset, texel(g, 1, 0), 0);
+    vec3 mean = bo.x * v0 + bo.y * v1 + bo.z * v2 + bo.w * z;
+    vec4 quat = quat_multiply(matrix_to_quat(x, y, z), texelFetch(local_quat, texel(g, 1, 0), 0));
+    vec4 so = texelFetch(scale_opacity, texel(g, 1, 0), 0);
+    vec4 albedo_rest = texelFetch(albedo_area, texel(g, 1, 0), 0);
+    vec3 scale = so.xyz * sqrt(area2 / max(albedo_rest.w, 1e-12));
+    mean = place_rotation * mean + place_translation;
+    quat = quat_multiply(place_quat, quat);
+    ivec2 at = ivec2(int(g % {ROW}u), int(g / {ROW}u));
+    imageStore(params, at, vec4(mean, so.w));
+    imageStore(params, at + ivec2(0, param_rows), quat);
+    imageStore(params, at + ivec2(0, 2 * param_rows), vec4(scale, 0.0));
+#if WRITE_COLORS
+#if LAMBERT
+    float lit = ambient + diffuse * clamp(dot(z, light), 0.0, 1.0);
+    imageStore(colors, texel(g, 1, 0), vec4(clamp(albedo_rest.rgb * lit, 0.0, 1.0), 0.0));
+#else
+    imageStore(colors, texel(g, 1, 0), vec4(albedo_rest.rgb, 0.0));
+#endif
+#endif
+}}
+"""
+
+
+def _quat_from_rotation(rotation: np.ndarray) -> np.ndarray:
+    """wxyz of a proper rotation matrix (3, 3) (Shepperd's method, w >= 0)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = np.trace(m)
+    pick = int(np.argmax([trace, m[0, 0], m[1, 1], m[2, 2]]))
+    if pick == 0:
+        s = np.sqrt(1.0 + trace) * 2
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif pick == 1:
+        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif pick == 2:
+        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
+    q = np.asarray(q)
+    return (q if q[0] >= 0 else -q) / np.linalg.norm(q)
+
+
+def _texels(items: np.ndarray, parts: int = 1) -> tuple[bytes, int]:
+    """(bytes, rows) of (M, parts * 4) values laid out ROW items per texture row, padded."""
+    rows = rows_for(len(items))
+    out = np.zeros((rows * ROW, parts * 4), dtype=items.dtype)
+    out[:len(items), :items.shape[1]] = items
+    return out.tobytes(), rows
+
+
+class GLAvatarPoser:
+    """The avatars of a ``GLSplatRenderer``, posed into its Gaussians on the GPU.
+
+    Made by ``GLSplatRenderer.upload_avatars(bindings)``; ``pose(poses)`` runs per frame.
+    """
+
+    def __init__(self, renderer, bindings):
+        bindings = list(bindings)
+        if not bindings:
+            raise RenderError("upload_avatars needs at least one avatar")
+        sh_counts = {b.sh_count for b in bindings}
+        if len(sh_counts) > 1:
+            raise RenderError("avatars posed together must share a colour form (RGB or one SH "
+                              f"degree); got SH counts {sorted(sh_counts)}")
+        self.renderer = renderer
+        self.bindings = bindings
+        self.sh_count = sh_counts.pop()
+        for b in bindings:
+            if b.skin_indices.shape[1] > 4 * INFLUENCE_TEXELS:
+                raise RenderError(f"{b.skin_indices.shape[1]} skin influences per vertex; the "
+                                  f"GPU poser takes at most {4 * INFLUENCE_TEXELS}")
+            if len(b.blendshapes) > MAX_BLENDSHAPES:
+                raise RenderError(f"{len(b.blendshapes)} blendshapes; at most {MAX_BLENDSHAPES}")
+        self.count = sum(len(b) for b in bindings)
+        self.last_poses = None
+        self._programs = {}
+        self.rebuild()
+
+    # -- static data ----------------------------------------------------------------------
+    def rebuild(self) -> None:
+        """(Re)create the shaders and upload the static arrays (after a lost context too),
+        then re-pose the last poses, if any."""
+        r = self.renderer
+        ctx = r.ctx
+        ctx.__enter__()
+        try:
+            self._vertex_program = ctx.compute_shader(VERTEX_SHADER)
+            self._gaussian_program = ctx.compute_shader(
+                f"#version 430\n#define LAMBERT {int(self.bindings[0].lambert)}\n"
+                f"#define WRITE_COLORS {int(self.sh_count == 0)}\n"
+                + GAUSSIAN_SHADER.replace("#version 430\n", "", 1))
+        except Exception as exc:
+            raise RenderError(f"cannot build the GPU posing shaders: {exc}") from exc
+        # Templates shared by avatars are stored once (keyed by the arrays' identity).
+        templates: dict[int, tuple[int, int]] = {}
+        rest, blend, skin_index, skin_weight = [], [], [], []
+        vertex_total = blend_total = 0
+        self._layout = []
+        gaussian_base = posed_base = bone_base = 0
+        for b in self.bindings:
+            key = id(b.vertices)
+            if key not in templates:
+                v = len(b.vertices)
+                templates[key] = (vertex_total, blend_total)
+                rest.append(np.c_[b.vertices, np.zeros(v)].astype(np.float32))
+                deltas = b.blendshapes.reshape(-1, 3)
+                blend.append(np.c_[deltas, np.zeros(len(deltas))].astype(np.float32))
+                k = b.skin_indices.shape[1]
+                index = np.zeros((v, 4 * INFLUENCE_TEXELS), dtype=np.uint32)
+                weight = np.zeros((v, 4 * INFLUENCE_TEXELS), dtype=np.float32)
+                index[:, :k] = b.skin_indices
+                weight[:, :k] = b.skin_weights
+                skin_index.append(index)
+                skin_weight.append(weight)
+                vertex_total += v
+                blend_total += len(deltas)
+            template_base, blend_base = templates[key]
+            bones = int(b.skin_indices.max()) + 1 if b.skin_indices.size else 1
+            self._layout.append(dict(template_base=template_base, blend_base=blend_base,
+                                     vertex_count=len(b.vertices), gaussian_base=gaussian_base,
+                                     count=len(b), posed_base=posed_base, bone_base=bone_base,
+                                     bones=bones))
+            gaussian_base += len(b)
+            posed_base += len(b.vertices)
+            bone_base += bones
+        self._posed_total, self._bone_total = posed_base, bone_base
+        self._upload("pose_rest", np.concatenate(rest), 1, "f4")
+        self._upload("pose_blend", np.concatenate(blend), 1, "f4")
+        self._upload("pose_skin_index", np.concatenate(skin_index), INFLUENCE_TEXELS, "u4")
+        self._upload("pose_skin_weight", np.concatenate(skin_weight), INFLUENCE_TEXELS, "f4")
+        corners, bary, quat, scale, albedo = [], [], [], [], []
+        for b in self.bindings:
+            faces = np.asarray(b.faces)
+            v0, v1, v2 = (b.vertices[faces[:, k]].astype(np.float64) for k in range(3))
+            rest_area2 = np.linalg.norm(np.cross(v1 - v0, v2 - v0), axis=1)
+            face = np.asarray(b.binding_face)
+            corners.append(np.c_[faces[face], np.zeros(len(face))].astype(np.uint32))
+            bary.append(np.c_[b.binding_bary, b.binding_offset].astype(np.float32))
+            quat.append(np.asarray(b.local_quats, dtype=np.float32))
+            scale.append(np.c_[b.local_scales, b.opacities].astype(np.float32))
+            rgb = b.colors if b.colors.ndim == 2 else np.zeros((len(b), 3))
+            albedo.append(np.c_[rgb, rest_area2[face]].astype(np.float32))
+        self._upload("pose_corners", np.concatenate(corners), 1, "u4")
+        self._upload("pose_bary", np.concatenate(bary), 1, "f4")
+        self._upload("pose_quat", np.concatenate(quat), 1, "f4")
+        self._upload("pose_scale", np.concatenate(scale), 1, "f4")
+        self._upload("pose_albedo", np.concatenate(albedo), 1, "f4")
+        # The renderer's Gaussians: params (3 planes) and colours, written by the shader
+        # (spherical harmonics do not change with the pose: written once here).
+        rows = rows_for(self.count)
+        r.data_texture("params", ROW, 3 * rows)
+        slots = max(self.sh_count, 1)
+        colors = r.data_texture("colors", ROW * slots, rows)
+        if self.sh_count:
+            sh = np.zeros((rows * ROW, slots, 4), dtype=np.float32)
+            sh[:self.count, :, :3] = np.concatenate([b.colors for b in self.bindings])
+            colors.write(sh.tobytes(), viewport=(0, 0, ROW * slots, rows))
+        r.data_texture("pose_posed", ROW, rows_for(self._posed_total))
+        r._reserve("splats", self.count * 48)
+        r._set_contents(0, self.sh_count, None)  # nothing to draw until the first pose
+        if self.last_poses is not None:
+            self.pose(self.last_poses)
+
+    def _upload(self, name: str, items: np.ndarray, parts: int, dtype: str) -> None:
+        data, rows = _texels(items.reshape(len(items), -1), parts)
+        self.renderer.data_texture(name, ROW * parts, rows, 4, dtype).write(
+            data, viewport=(0, 0, ROW * parts, rows))
+
+    def release(self) -> None:
+        for name in [n for n in self.renderer._textures if n.startswith("pose_")]:
+            try:
+                self.renderer._textures.pop(name).release()
+            except Exception:
+                pass
+        for program in (getattr(self, "_vertex_program", None),
+                        getattr(self, "_gaussian_program", None)):
+            try:
+                if program is not None:
+                    program.release()
+            except Exception:
+                pass
+
+    # -- per frame ------------------------------------------------------------------------
+    def pose(self, poses) -> None:
+        """Pose every avatar (one ``AvatarPose`` each, in upload order) on the GPU."""
+        from render.gl import GLContextLost, _set_uniforms
+
+        poses = list(poses)
+        if len(poses) != len(self.bindings):
+            raise RenderError(f"{len(poses)} poses for {len(self.bindings)} avatars")
+        bones = np.zeros((self._bone_total, 12), dtype=np.float32)
+        for pose, layout in zip(poses, self._layout):
+            transforms = np.asarray(pose.transforms, dtype=np.float32)
+            if transforms.shape != (layout["bones"], 3, 4) and not (
+                    transforms.ndim == 3 and transforms.shape[1:] == (3, 4)
+                    and len(transforms) >= layout["bones"]):
+                raise RenderError(f"bone transforms of shape {transforms.shape}; expected "
+                                  f"({layout['bones']}, 3, 4)")
+            if not np.all(np.isfinite(transforms)):
+                raise RenderError("bone transforms must be finite")
+            base = layout["bone_base"]
+            bones[base:base + layout["bones"]] = transforms[:layout["bones"]].reshape(-1, 12)
+        r = self.renderer
+        ctx = r.ctx
+        try:
+            ctx.__enter__()
+            self._upload("pose_bones", bones, 3, "f4")
+            textures = r._textures
+            posed = textures["pose_posed"]
+            posed.bind_to_image(0, read=False, write=True)
+            for unit, name in enumerate(("pose_rest", "pose_blend", "pose_skin_index",
+                                         "pose_skin_weight", "pose_bones")):
+                textures[name].use(unit)
+            vp = self._vertex_program
+            for pose, layout in zip(poses, self._layout):
+                weights = np.asarray(pose.blendshape_weights, dtype=np.float32).reshape(-1)
+                weights = np.where(np.isfinite(weights), weights, 0.0)
+                active = np.flatnonzero(weights)[:MAX_BLENDSHAPES]
+                index = np.zeros(MAX_BLENDSHAPES, dtype=np.int32)
+                value = np.zeros(MAX_BLENDSHAPES, dtype=np.float32)
+                index[:len(active)], value[:len(active)] = active, weights[active]
+                _set_uniforms(vp, vertex_count=layout["vertex_count"],
+                              template_base=layout["template_base"],
+                              blend_base=layout["blend_base"], bone_base=layout["bone_base"],
+                              posed_base=layout["posed_base"], active_count=len(active))
+                if "active_index" in vp:
+                    vp["active_index"].write(index.tobytes())
+                    vp["active_weight"].write(value.tobytes())
+                vp.run(group_x=(layout["vertex_count"] + GROUP - 1) // GROUP)
+            ctx.memory_barrier()
+            gp = self._gaussian_program
+            posed.use(0)
+            for unit, name in enumerate(("pose_corners", "pose_bary", "pose_quat",
+                                         "pose_scale", "pose_albedo"), start=1):
+                textures[name].use(unit)
+            textures["params"].bind_to_image(0, read=False, write=True)
+            textures["colors"].bind_to_image(1, read=False, write=True)
+            param_rows = rows_for(self.count)
+            for pose, layout, binding in zip(poses, self._layout, self.bindings):
+                place = (np.eye(4) if pose.world_from_avatar is None
+                         else np.asarray(pose.world_from_avatar, dtype=np.float64))
+                _set_uniforms(gp, count=layout["count"], gaussian_base=layout["gaussian_base"],
+                              posed_base=layout["posed_base"], param_rows=param_rows,
+                              light=tuple(map(float, binding.light_direction)),
+                              ambient=float(binding.ambient), diffuse=float(binding.diffuse),
+                              place_translation=tuple(map(float, place[:3, 3])),
+                              place_quat=tuple(map(float, _quat_from_rotation(place[:3, :3]))))
+                if "place_rotation" in gp:
+                    gp["place_rotation"].write(
+                        np.ascontiguousarray(place[:3, :3].T, dtype=np.float32).tobytes())
+                gp.run(group_x=(layout["count"] + 127) // 128)
+            ctx.memory_barrier()
+        except RenderError:
+            raise
+        except Exception as exc:
+            raise GLContextLost(f"posing avatars on the GPU failed: {exc}") from exc
+        self.last_poses = poses
+        r._set_contents(self.count, self.sh_count, None)
