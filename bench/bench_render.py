@@ -1,16 +1,26 @@
 """Rendering benchmark: frame time split into pose, sort and draw, per backend.
 
 Gaussians in {100k, 300k, 1M} (the default avatar, thinned or repeated side by side as
-several avatars) x image {512x512, 1920x1080, stereo 2 x 2064x2208} x backend (gl here; cuda
-where an NVIDIA GPU is present; the reference renderer once, at 100k / 512x512, as a
-baseline). Medians of wall-clock and process CPU time (CPU time counts llvmpipe's worker
-threads too, so it says how much work a frame is even when other jobs share the CPU).
+several avatars) x image {512x512, 1920x1080, stereo 2 x 2064x2208} x backend. Backends:
 
-    python bench/bench_render.py [--repeats 5] [--out bench/results/render-<host>.json]
+- ``gl-gpupose``: avatars posed on the GPU (``render.gl_pose``; per frame the CPU runs forward
+  kinematics and the depth sort, the GPU blendshapes, skinning and the Gaussians), then the
+  renderer's default pipeline (the compute tile rasteriser on llvmpipe);
+- ``gl``: ``Avatar.pose`` in numpy, ``upload``, the same pipeline;
+- ``gl-raster``: as ``gl`` with the raster pipeline (points / quads blended back to front,
+  the default on a GPU), at 100k / 512x512 only, for comparison;
+- ``cuda`` where an NVIDIA GPU is present; ``reference`` once, at 100k / 512x512.
 
-- pose: ``Avatar.pose(codes)`` for every avatar in the scene (numpy),
-- sort: ``GLSplatRenderer.sort_for`` (32-bit radix on the CPU, one per frame, both eyes),
-- draw: upload + projection compute pass + splatting (+ glFinish), all eyes.
+Medians of wall-clock and process CPU time (CPU time counts llvmpipe's worker threads too,
+so it says how much work a frame is even when other jobs share the CPU), and the load
+average around each case.
+
+    python bench/bench_render.py [--repeats 5] [--backends ...] [--out bench/results/render-<host>.json]
+
+- pose: numpy ``Avatar.pose(codes)`` for every avatar, or FK + the GPU posing passes,
+- sort: ``GLSplatRenderer.sort_for`` (32-bit radix on the CPU, one per frame for both eyes;
+  with GPU posing it first reads the posed means back),
+- draw: (upload +) projection + splatting (+ glFinish), all eyes.
 """
 
 from __future__ import annotations
@@ -36,28 +46,54 @@ SIZES = {"512x512": [(512, 512)], "1920x1080": [(1920, 1080)],
          "stereo 2x2064x2208": [(2064, 2208), (2064, 2208)]}
 
 
-def scene(avatar, count: int):
-    """(pose function, n_avatars): ``count`` Gaussians as whole avatars side by side plus a
-    thinned one (every k-th Gaussian), posed anew on each call."""
-    from avatar.codes import Codes
-    from render.gaussians import Gaussians
-
+def layout(avatar, count: int):
+    """(n_avatars, keep, offsets_x): ``count`` Gaussians as whole avatars side by side plus a
+    thinned one (``keep``: every k-th Gaussian's index), 0.9 m apart."""
     per = len(avatar)
     whole, rest = divmod(count, per)
     n_avatars = whole + (1 if rest else 0)
     keep = np.linspace(0, per - 1, rest).astype(np.int64) if rest else None
+    return n_avatars, keep, [(k - (n_avatars - 1) / 2) * 0.9 for k in range(n_avatars)]
+
+
+def scene(avatar, count: int):
+    """(pose function, n_avatars): the avatars of ``layout`` posed in numpy on each call."""
+    from avatar.codes import Codes
+    from render.gaussians import Gaussians
+
+    n_avatars, keep, offsets = layout(avatar, count)
 
     def pose(codes=Codes()):
         parts = []
         for k in range(n_avatars):
             g = avatar.pose(codes)
-            if k == whole:
+            if keep is not None and k == n_avatars - 1:
                 g = g.subset(keep)
-            g.means[:, 0] += (k - (n_avatars - 1) / 2) * 0.9  # 0.9 m apart
+            g.means[:, 0] += offsets[k]
             parts.append(g)
         return Gaussians.concatenate(parts)
 
     return pose, n_avatars
+
+
+def gpu_scene(avatar, count: int):
+    """(bindings, poses function, n_avatars): the same avatars for ``render.gl_pose``."""
+    from avatar.codes import Codes
+    from render.gl_pose import AvatarBinding, AvatarPose
+
+    n_avatars, keep, offsets = layout(avatar, count)
+    bindings = [AvatarBinding.from_avatar(avatar, keep if k == n_avatars - 1 else None)
+                for k in range(n_avatars)]
+    places = []
+    for x in offsets:
+        place = np.eye(4)
+        place[0, 3] = x
+        places.append(place)
+
+    def poses(codes=Codes()):
+        return [AvatarPose.from_codes(avatar, codes, place) for place in places]
+
+    return bindings, poses, n_avatars
 
 
 def cameras(size_name: str, n_avatars: int):
@@ -87,10 +123,10 @@ def timed(fn):
     return result, (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
 
 
-def bench_gl(pose, cams, repeats: int) -> dict:
+def bench_gl(pose, cams, repeats: int, pipeline: str = "auto") -> dict:
     from render.gl import GLSplatRenderer, camera_forward
 
-    renderer = GLSplatRenderer()
+    renderer = GLSplatRenderer(pipeline=pipeline)
     ctx = renderer.ctx
     targets = []
     for cam in cams:
@@ -117,6 +153,42 @@ def bench_gl(pose, cams, repeats: int) -> dict:
                              primitive=renderer.last_primitive))
     renderer.release()
     return summarise(rows, gaussians=len(g))
+
+
+def bench_gl_gpupose(bindings, poses, cams, repeats: int) -> dict:
+    from render.gl import GLSplatRenderer, camera_forward
+
+    renderer = GLSplatRenderer()
+    ctx = renderer.ctx
+    renderer.upload_avatars(bindings)  # once: static arrays
+    targets = []
+    for cam in cams:
+        texture = ctx.texture((cam.width, cam.height), 4)  # RGBA8, as a display would be
+        targets.append(ctx.framebuffer(color_attachments=[texture]))
+    position = np.mean([c.position for c in cams], axis=0)
+    forward = np.mean([camera_forward(c) for c in cams], axis=0)
+    rows = []
+    for i in range(repeats + 1):  # the first frame compiles shaders: not counted
+
+        def pose():
+            renderer.pose_avatars(poses())
+            ctx.finish()
+
+        def draw():
+            for cam, fbo in zip(cams, targets):
+                renderer.draw(cam, fbo, background=(0, 0, 0))
+            ctx.finish()
+
+        _, pose_ms, pose_cpu = timed(pose)
+        _, sort_ms, sort_cpu = timed(lambda: renderer.sort_for(position, forward))
+        _, draw_ms, draw_cpu = timed(draw)
+        if i:
+            rows.append(dict(pose_ms=pose_ms, sort_ms=sort_ms, draw_ms=draw_ms,
+                             pose_cpu_ms=pose_cpu, sort_cpu_ms=sort_cpu, draw_cpu_ms=draw_cpu,
+                             primitive=renderer.last_primitive))
+    count = renderer._count
+    renderer.release()
+    return summarise(rows, gaussians=count)
 
 
 def bench_backend(name: str, pose, cams, repeats: int) -> dict:
@@ -151,6 +223,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed frames per case")
     parser.add_argument("--counts", nargs="+", default=list(COUNTS), choices=list(COUNTS))
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--backends", nargs="+", default=["gl-gpupose", "gl", "gl-raster"],
+                        choices=["gl-gpupose", "gl", "gl-raster"],
+                        help="GL variants to run (cuda runs too where available)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference baseline")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: "
                         "bench/results/render-<host>-<date>.json)")
     args = parser.parse_args(argv)
@@ -159,7 +235,7 @@ def main(argv=None) -> int:
     from render.backends import BackendUnavailable
 
     avatar = load_avatar("default")
-    backends = ["gl"]
+    backends = list(args.backends)
     skipped = {}
     try:
         from render.cuda import CudaBackend
@@ -171,20 +247,29 @@ def main(argv=None) -> int:
     results = []
     for count_name in args.counts:
         pose, n_avatars = scene(avatar, COUNTS[count_name])
+        bindings, poses, _ = gpu_scene(avatar, COUNTS[count_name])
         for size_name in args.sizes:
             cams = cameras(size_name, n_avatars)
             for backend in backends:
+                if backend == "gl-raster" and (count_name, size_name) != ("100k", "512x512"):
+                    continue
                 print(f"{backend} {count_name} {size_name} ...", file=sys.stderr, flush=True)
-                if backend == "gl":
+                load_before = os.getloadavg()[0]
+                if backend == "gl-gpupose":
+                    r = bench_gl_gpupose(bindings, poses, cams, args.repeats)
+                elif backend == "gl":
                     r = bench_gl(pose, cams, args.repeats)
+                elif backend == "gl-raster":
+                    r = bench_gl(pose, cams, args.repeats, pipeline="raster")
                 else:
                     r = bench_backend(backend, pose, cams, args.repeats)
-                r.update(backend=backend, count=count_name, size=size_name)
+                r.update(backend=backend, count=count_name, size=size_name,
+                         load_average=[round(load_before, 2), round(os.getloadavg()[0], 2)])
                 results.append(r)
                 print(f"  frame {r['median_frame_ms']} ms (pose {r['median_pose_ms']}, sort "
                       f"{r['median_sort_ms']}, draw {r['median_draw_ms']}; draw CPU "
                       f"{r['median_draw_cpu_ms']} ms)", file=sys.stderr, flush=True)
-    if "100k" in args.counts and "512x512" in args.sizes:  # the slow, obvious baseline
+    if "100k" in args.counts and "512x512" in args.sizes and not args.no_reference:
         pose, n_avatars = scene(avatar, COUNTS["100k"])
         print("reference 100k 512x512 ...", file=sys.stderr, flush=True)
         r = bench_backend("reference", pose, cameras("512x512", n_avatars), 1)
@@ -199,7 +284,8 @@ def main(argv=None) -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"host": host, "cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": _cpu_name(), "gl_renderer": _gl_renderer(),
-                    "load_average_at_end": os.getloadavg()},
+                    "load_average_at_end": os.getloadavg(),
+                    "llvmpipe_threads": os.environ.get("LP_NUM_THREADS", "default (one per CPU)")},
         "skipped_backends": skipped,
         "results": results,
     }

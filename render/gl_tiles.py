@@ -38,7 +38,11 @@ TILE_H tile. Then:
 
 from __future__ import annotations
 
+import math
+
 from render.reference import ALPHA_MAX, ALPHA_MIN, T_MIN
+
+LOG2_E = 1.0 / math.log(2.0)
 
 ROW = 1024        # items (Gaussians, splats) per texture row
 LIST_ROW = 4096   # tile-list entries per texture row
@@ -151,13 +155,13 @@ def _raster_rows(rows: int) -> str:
     for r in range(rows):
         body.append(f"""
         dy = float(top + {r}) + 0.5 - mean.y;
-        alpha = min({ALPHA_MAX!r}, opacity * exp(min(qx + dy * (qxy + qyy * dy), 0.0)));
+        alpha = min({ALPHA_MAX!r}, opacity * exp2(min(qx + dy * (qxy + qyy * dy), 0.0)));
         next = t{r} * (1.0 - alpha);
         take = live{r} && alpha >= {ALPHA_MIN!r};
         stop = take && next < {T_MIN!r};   // 3DGS: the pixel is done, this splat not added
         take = take && !stop;
         live{r} = live{r} && !stop;
-        c{r} += take ? rgb * (alpha * t{r}) : vec3(0.0);
+        c{r} += rgb * (take ? alpha * t{r} : 0.0);
         t{r} = take ? next : t{r};""")
     return "".join(body)
 
@@ -201,10 +205,10 @@ void main() {{
         if (abs(dx) > rgb_radius.w) continue;   // this column misses the 1/255 box
         vec3 rgb = rgb_radius.rgb;
         float opacity = conic_opacity.w;
-        // power = -(a dx^2 + 2 b dx dy + c dy^2) / 2 = qx + dy (qxy + qyy dy)
-        float qx = -0.5 * conic_opacity.x * dx * dx;
-        float qxy = -conic_opacity.y * dx;
-        float qyy = -0.5 * conic_opacity.z;{_raster_rows(rows)}
+        // power = -(a dx^2 + 2 b dx dy + c dy^2) / 2; exp(power) = exp2(qx + dy (qxy + qyy dy))
+        float qx = {-0.5 * LOG2_E!r} * conic_opacity.x * dx * dx;
+        float qxy = {-LOG2_E!r} * conic_opacity.y * dx;
+        float qyy = {-0.5 * LOG2_E!r} * conic_opacity.z;{_raster_rows(rows)}
         if (!({any_live})) break;
     }}
     if (column >= image_size.x) return;
