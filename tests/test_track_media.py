@@ -209,3 +209,130 @@ def test_closed_loop_face_blink(photo_tracker):
     assert min(both) > 0.6, both
     assert left[0] > 0.6 and left[1] < 0.3, left
     assert right[1] > 0.6 and right[0] < 0.3, right
+
+
+# -- closed loop, hands: arms out, forearms up, palms to the camera; known finger poses -----
+
+def _palms_forward_body(template) -> np.ndarray:
+    """BODY_BONES local quaternions: upper arms out sideways, forearms up, palms toward +Z
+    (the camera), built from world directions with the rig's conventions."""
+    from app.poses import PALM_NORMAL_L, mirror
+    from tracking.kinematics import align, local_quaternions, unit
+
+    names = template.bone_names
+    parents = {n: (names[p] if p >= 0 else None) for n, p in zip(names, template.bone_parents)}
+    head = {n: template.bone_heads[i].astype(np.float64) for i, n in enumerate(names)}
+    world = {}
+    for s, sign in (("L", 1.0), ("R", -1.0)):
+        rest_upper = head[f"lowerarm01.{s}"] - head[f"upperarm01.{s}"]
+        rest_fore = head[f"wrist.{s}"] - head[f"lowerarm01.{s}"]
+        rest_hand = head[f"finger3-1.{s}"] - head[f"wrist.{s}"]
+        palm = PALM_NORMAL_L if s == "L" else mirror(PALM_NORMAL_L)
+        front = rest_fore - (rest_fore @ unit(rest_upper)) * unit(rest_upper)
+        upper, fore = unit(np.array([sign, -0.25, 0.35])), unit(np.array([-sign * 0.1, 1.0, 0.15]))
+        world[f"upperarm01.{s}"] = align(rest_upper, front, upper, fore - (fore @ upper) * upper)
+        world[f"lowerarm01.{s}"] = align(rest_fore, palm, fore, np.array([0.0, 0.0, 1.0]))
+        world[f"wrist.{s}"] = align(rest_hand, palm, fore, np.array([0.0, 0.0, 1.0]))
+    full = {}
+    for n in names:
+        full[n] = world.get(n, np.eye(3) if parents[n] is None else full[parents[n]])
+    return local_quaternions(BODY_BONES, parents, full)
+
+
+def _finger_pose(kind: str, side: int) -> np.ndarray:
+    """(19, 4) HAND_BONES local quaternions: "rest", "spread", "fist" (app/poses.py's
+    curls) or "point" (a fist with the index straight)."""
+    from app.poses import PALM_NORMAL_L, THUMB_DIRECTION_L, curl_axis, mirror
+    from avatar.codes import HAND_BONES
+    from avatar.rotation import quat_multiply
+
+    q = np.tile([1.0, 0.0, 0.0, 0.0], (19, 1))
+    index = {n[:-2]: i for i, n in enumerate(HAND_BONES[side])}
+    palm = PALM_NORMAL_L if side == 0 else mirror(PALM_NORMAL_L)
+    thumb = THUMB_DIRECTION_L if side == 0 else mirror(THUMB_DIRECTION_L)
+
+    def turn(bone, axis, angle):
+        q[index[bone]] = quat_multiply(quat_from_axis_angle(axis / np.linalg.norm(axis), angle),
+                                       q[index[bone]])
+
+    if kind in ("fist", "point"):
+        for finger in range(3 if kind == "point" else 2, 6):
+            for joint, angle in ((1, 1.45), (2, 1.6), (3, 1.1)):
+                turn(f"finger{finger}-{joint}", curl_axis(side), angle)
+        for joint, angle in ((1, 0.5), (2, 0.6), (3, 0.7)):
+            turn(f"finger1-{joint}", np.cross(thumb, palm), angle)
+    elif kind == "spread":
+        sign = 1.0 if side == 0 else -1.0
+        for finger, angle in ((2, -0.25), (3, -0.05), (4, 0.12), (5, 0.3)):
+            turn(f"finger{finger}-1", palm, sign * angle)
+        turn("finger1-1", palm, -sign * 0.35)
+    return q.astype(np.float32)
+
+
+def _finger_errors_deg(template, truth_hands, solved_hands) -> list[np.ndarray]:
+    """Per hand, the angle between each finger bone's true and solved direction in the
+    wrist's frame (metacarpals excluded: they do not move), 15 bones a hand."""
+    from avatar.codes import HAND_BONES
+
+    rig = Rig(template)
+    names = rig.bone_names
+    out = []
+    directions = []
+    for hands in (truth_hands, solved_hands):
+        skeleton = rig.pose_codes(Codes(hands=hands))  # rest body: world = wrist frame
+        rotations = dict(zip(names, skeleton.rotations))
+        dirs = {}
+        for bone in HAND_BONES[0] + HAND_BONES[1]:
+            if bone.startswith("metacarpal"):
+                continue
+            i = names.index(bone)
+            children = [k for k, p in enumerate(template.bone_parents) if p == i]
+            end = children[0] if children else i
+            start = i if children else template.bone_parents[i]
+            dirs[bone] = rotations[bone] @ (template.bone_heads[end] - template.bone_heads[start])
+        directions.append(dirs)
+    for side in range(2):
+        out.append(np.array([angle_deg(directions[0][b], directions[1][b])
+                             for b in HAND_BONES[side] if b in directions[0]]))
+    return out
+
+
+HANDS_VIEW = ([0.0, 1.65, 1.3], [0.0, 1.65, 0.0], (640, 480), 45.0)
+
+
+def _track_hands(photo_tracker, left: str, right: str):
+    truth = np.stack([_finger_pose(left, 0), _finger_pose(right, 1)])
+    codes = _track(photo_tracker, _render(
+        Codes(body=_palms_forward_body(photo_tracker.template), hands=truth), *HANDS_VIEW))
+    assert codes.is_valid("left_hand") and codes.is_valid("right_hand")
+    return _finger_errors_deg(photo_tracker.template, truth, codes.hands)
+
+
+@pytest.mark.slow
+def test_closed_loop_open_hands(photo_tracker):
+    """Spread fingers on one hand, a flat hand on the other, then the other way round.
+
+    A coarse guard only: both hands found, open hands read as open (a curl misread gives
+    40+ degrees). Spreads themselves are not resolved: the tracked spread hand is no nearer
+    the truth than the rest pose is (14 degrees either way, measured 2026-11-24)."""
+    for left, right in (("spread", "rest"), ("rest", "spread")):
+        errors = _track_hands(photo_tracker, left, right)
+        print(f"finger bones, median error (deg): left {left} {np.median(errors[0]):.1f}, "
+              f"right {right} {np.median(errors[1]):.1f}")
+        # Measured 2026-11-24 (GL render, holistic): medians 14-18 degrees, 90th
+        # percentiles 28-33 (spread and flat hands, both sides).
+        for e in errors:
+            assert np.median(e) < 25.0, e
+            assert np.percentile(e, 90) < 40.0, e
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="curled fingers seen palm-on are misread: mediapipe "
+                   "puts the avatar's curled fingertips above the knuckles and 15 cm toward "
+                   "the camera (truth: below, 2 cm), measured median errors 130-150 degrees "
+                   "for a fist and 37-73 for a pointing hand; reported")
+def test_closed_loop_fist_and_point(photo_tracker):
+    errors = _track_hands(photo_tracker, "fist", "point")
+    print("finger bones, median error (deg): left fist", np.median(errors[0]),
+          "right point", np.median(errors[1]))
+    assert np.median(errors[0]) < 25.0 and np.median(errors[1]) < 25.0
