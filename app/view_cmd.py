@@ -5,7 +5,8 @@ pauses a codes file or an animated pose, Left/Right step a frame while paused, R
 view, S saves a PNG screenshot, Esc or Q quits. An overlay (and the window title) shows the
 frame time and the Gaussian count.
 
-The gl backend draws straight into the window; cuda and reference render an image that is
+The gl backend poses the avatar on the GPU (render.gl_pose) and draws straight into the
+window; cuda and reference pose it in numpy and render an image that is
 shown as a texture. Without a display the command says so and points to ``main.py render``.
 ``--screenshot-after N`` saves a screenshot after N frames and quits (for tests and scripts).
 ``--xr`` hands over to the headset viewer (``app.xr_view``).
@@ -110,38 +111,28 @@ class OrbitCamera:
         self.distance_m = float(np.clip(self.distance_m * 0.9 ** steps, 0.1, 50.0))
 
 
-class Playback:
-    """Codes at a time: a codes file at its own pace (looped) or a pose's animation."""
+def duration_s(playback) -> float:
+    """Seconds before the codes file or the pose's animation loops (0: a still pose)."""
+    if playback.frames is not None:
+        return playback.duration_s
+    return float(playback.pose.duration_s)
 
-    def __init__(self, frames=None, pose=None):
-        self.frames, self.pose = frames, pose
-        if frames is not None:
-            self.times = np.array([f.t - frames[0].t for f in frames])
-            step = float(np.median(np.diff(self.times))) if len(frames) > 1 else 0.0
-            self.duration_s = float(self.times[-1]) + step
-            self.step_s = step or 1 / 30
-        else:
-            self.duration_s = float(pose.duration_s)
-            self.step_s = 1 / 30
 
-        self._key, self._codes = None, None
-
-    def codes_at(self, t: float):
-        """The frame at ``t`` seconds; the same object while the frame has not changed."""
-        t = t % self.duration_s if self.duration_s > 0 else 0.0
-        if self.frames is not None:
-            key = max(0, int(np.searchsorted(self.times, t, side="right")) - 1)
-        else:
-            key = round(t * 60) / 60  # animations sampled at 60 Hz
-        if key != self._key:
-            self._key = key
-            self._codes = self.frames[key] if self.frames is not None else self.pose.codes(key)
-        return self._codes
+def step_s(playback) -> float:
+    """How far Left/Right step while paused: a codes file's median frame interval, else a
+    30 Hz frame."""
+    frames = playback.frames
+    if frames is not None and len(frames) > 1:
+        step = float(np.median(np.diff([f.t for f in frames])))
+        if step > 0:
+            return step
+    return 1 / 30
 
 
 def load_source(args):
-    """(avatar, Playback, description) from --avatar and --codes / --pose."""
+    """(avatar, CodesPlayback, description) from --avatar and --codes / --pose."""
     from app.cli import UserError
+    from app.xr_view import CodesPlayback
     from avatar.avatar import load_avatar
     from avatar.codes import CodesError, read_jsonl
     from avatar.lca import AvatarFileError
@@ -157,13 +148,13 @@ def load_source(args):
             raise UserError(f"cannot read codes from {args.codes}: {exc}") from None
         if not frames:
             raise UserError(f"{args.codes}: no codes frames in the file")
-        return avatar, Playback(frames=frames), f"{len(frames)} frames from {args.codes}"
+        return avatar, CodesPlayback(frames=frames), f"{len(frames)} frames from {args.codes}"
     from app.poses import POSES
 
     name = args.pose or "rest"
     if name not in POSES:
         raise UserError(f"unknown pose {name!r}; choose one of: {', '.join(POSES)}")
-    return avatar, Playback(pose=POSES[name]), f"pose {name!r}"
+    return avatar, CodesPlayback(pose=POSES[name]), f"pose {name!r}"
 
 
 def no_display_reason() -> str | None:
@@ -205,7 +196,7 @@ def run(args) -> int:
 class Viewer:
     """The window, its input and the draw loop."""
 
-    def __init__(self, args, avatar, playback: Playback, width: int, height: int):
+    def __init__(self, args, avatar, playback, width: int, height: int):
         import glfw
         import moderngl
 
@@ -227,7 +218,12 @@ class Viewer:
             if args.backend == "gl":
                 from render.gl import GLSplatRenderer
 
+                from render.gl_pose import AvatarBinding
+
                 self.renderer = GLSplatRenderer(self.ctx)
+                # The avatar stays on the GPU: each new codes frame sends bone transforms and
+                # face weights, and compute shaders pose its Gaussians (render.gl_pose).
+                self.renderer.upload_avatars([AvatarBinding.from_avatar(avatar)])
                 self.backend = None
             else:
                 self.renderer = None
@@ -235,7 +231,7 @@ class Viewer:
         except (BackendUnavailable, RenderError) as exc:
             raise UserError(str(exc)) from None
         self.orbit = OrbitCamera()
-        self.playing = playback.duration_s > 0
+        self.playing = duration_s(playback) > 0
         self.clock_s = 0.0
         self.frames_drawn = 0
         self.frame_ms = 0.0
@@ -259,11 +255,11 @@ class Viewer:
         if key in (glfw.KEY_ESCAPE, glfw.KEY_Q):
             glfw.set_window_should_close(window, True)
         elif key == glfw.KEY_SPACE:
-            self.playing = not self.playing and self.playback.duration_s > 0
+            self.playing = not self.playing and duration_s(self.playback) > 0
         elif key == glfw.KEY_RIGHT and not self.playing:
-            self.clock_s += self.playback.step_s
+            self.clock_s += step_s(self.playback)
         elif key == glfw.KEY_LEFT and not self.playing:
-            self.clock_s = max(0.0, self.clock_s - self.playback.step_s)
+            self.clock_s = max(0.0, self.clock_s - step_s(self.playback))
         elif key == glfw.KEY_R:
             self.orbit.reset()
         elif key == glfw.KEY_S:
@@ -323,10 +319,13 @@ class Viewer:
         width, height = glfw.get_framebuffer_size(self.window)
         codes = self.playback.codes_at(self.clock_s)
         if codes is not self._posed_key:
-            self._gaussians = self.avatar.pose(codes)
             self._posed_key = codes
             if self.renderer is not None:
-                self.renderer.upload(self._gaussians)
+                from render.gl_pose import AvatarPose
+
+                self.renderer.pose_avatars([AvatarPose.from_codes(self.avatar, codes)])
+            else:
+                self._gaussians = self.avatar.pose(codes)
         camera = self.orbit.camera(width, height)
         if width == 0 or height == 0:
             return  # minimised: nothing to draw until it comes back
@@ -340,7 +339,7 @@ class Viewer:
         self.ctx.finish()
         self.frame_ms = 0.8 * self.frame_ms + 0.2 * (time.perf_counter() - start) * 1e3 \
             if self.frames_drawn else (time.perf_counter() - start) * 1e3
-        text = (f"{self.frame_ms:5.1f} ms  {len(self._gaussians):,} Gaussians  "
+        text = (f"{self.frame_ms:5.1f} ms  {len(self.avatar):,} Gaussians  "
                 f"{self.args.backend}  {'playing' if self.playing else 'paused'}")
         self._overlay.draw(screen, text, (width, height))
         if self.frames_drawn % 15 == 0:
