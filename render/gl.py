@@ -1,29 +1,42 @@
 """OpenGL backend (moderngl, OpenGL 4.3): standard 3D Gaussian splatting in shaders.
 
-It matches ``render.reference`` (same culling, EWA projection, 1/255 footprints, SH colours);
-the only intended difference is that blending runs back to front, so it cannot stop a pixel
-early when its transmittance falls below 1e-4 as the reference (and 3DGS) does.
+It matches ``render.reference`` (same culling, EWA projection, 1/255 footprints, SH colours).
+Two pipelines draw the same splats:
+
+- "tiles" (``render.gl_tiles``, the default on a software GL such as Mesa llvmpipe):
+  compute shaders bin the depth-sorted splats into 8 x 8 pixel tiles and composite each tile
+  front to back with the exact 3DGS early stop (no difference from the reference but float32
+  rounding), then blend the image over the target;
+- "raster" (the default on a GPU): one point (or an instanced quad along the ellipse's axes
+  when a footprint exceeds the largest point size) per Gaussian, blended back to front,
+  premultiplied (dst = src + (1 - src_alpha) dst); it cannot stop a pixel early, its one
+  intended difference from the reference.
 
 Per frame:
 
-1. ``upload(gaussians)``: the attributes go to shader storage buffers (Gaussians that are
-   not finite or have non-positive scales are given zero opacity, so they draw nothing).
+1. ``upload(gaussians)``: the attributes go to data textures (Gaussians that are not finite
+   or have non-positive scales are given zero opacity, so they draw nothing); or, for
+   avatars, ``upload_avatars(bindings)`` once and ``pose_avatars(poses)`` per frame pose them
+   on the GPU (``render.gl_pose``).
 2. ``sort_for(position, forward)``: a CPU depth sort along ``forward`` (``render.sort``,
    32-bit radix), skipped when neither the Gaussians nor the view moved more than the
    tolerances. One sort serves both eyes of a stereo pair: sort from the eyes' midpoint.
 3. ``draw(camera, framebuffer)``: a compute pass projects every Gaussian for this camera
    (3D covariance R S S^T R^T, EWA Jacobian with clamped x/z, y/z, + 0.3 px^2 dilation, conic,
-   1/255 box, colour from RGB or SH degree 0..3 toward this camera), then one instanced quad
-   per Gaussian is blended back to front, premultiplied: dst = src + (1 - src_alpha) dst.
+   1/255 box, colour from RGB or SH degree 0..3 toward this camera), then the pipeline
+   splats them.
 
 API for targets (the desktop window, the OpenXR swapchain, offscreen)::
 
     renderer = GLSplatRenderer(ctx)              # ctx: moderngl.Context (None: headless EGL)
     renderer.upload(gaussians)                   # once per pose
+    #   or: renderer.upload_avatars([AvatarBinding.from_avatar(a) for a in avatars]) once,
+    #       renderer.pose_avatars([AvatarPose.from_codes(a, codes, world_from_avatar), ...])
     renderer.sort_for(position, forward)         # world metres, unit view direction
     renderer.draw(camera, framebuffer, background=None)   # per eye / view; clears unless
                                                            # clear=False, viewport = camera size
     image = renderer.render(gaussians, camera)   # all of it into an RGBA32F target, (H, W, 4)
+    image = renderer.render(None, camera)        # what is on the GPU (posed avatars)
     left, right = renderer.render_stereo(gaussians, [left_camera, right_camera])
 
 ``framebuffer`` is any ``moderngl.Framebuffer`` (``ctx.screen`` for a window, one wrapping an
@@ -32,8 +45,10 @@ Colours are display (sRGB-encoded) values blended as they are, like 3DGS: write 
 ordinary RGBA8 target for display (no GL_FRAMEBUFFER_SRGB conversion); RGBA32F for tests.
 
 Bad input: zero Gaussians or a 0x0 camera draw nothing (a background clear at most);
-non-finite Gaussians are dropped; a lost or released context raises ``GLContextLost`` and
-``renderer.rebind(new_ctx)`` rebuilds everything from the last uploaded Gaussians.
+non-finite Gaussians are dropped; a pair list too large for this GL's textures falls back to
+the raster path for that draw; a lost or released context raises ``GLContextLost`` and
+``renderer.rebind(new_ctx)`` rebuilds everything from the last uploaded Gaussians (or the
+avatars and their last poses).
 """
 
 from __future__ import annotations
