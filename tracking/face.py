@@ -39,6 +39,10 @@ from tracking.facemesh import (LEFT_EYE, RIGHT_EYE, STABLE, Correspondence,
 CAMERA_TO_WORLD = np.array([1.0, -1.0, -1.0])
 DEPTH_WEIGHT = 0.35
 MAX_ITERATIONS = 2000
+# Stop when no weight moves by more than this in one step. On jwpIntro.mp4, 1e-4 instead
+# of 1e-5 halves the fit's time (10.3 -> 5.0 ms a frame) and moves weights by at most 0.02
+# (99th percentile 0.005, about the wire's 8-bit step).
+FIT_STEP_TOLERANCE = 1e-4
 DAMPING = 2e-3  # ridge on the weights, relative to the basis' mean energy
 EYEBALL_RADIUS_RATIO = 0.42  # eyeball radius / eye-corner width (12 mm / 28.5 mm)
 # Lid-gap closure (1 - gap / open gap) read as no blink and as a full blink. Face mesh never
@@ -133,11 +137,11 @@ class FaceSolver:
         rhs = self.basis.T @ b
         w = self._warm.copy()
         y, w_prev, momentum = w.copy(), w.copy(), 1.0
-        # Converged to 1e-5 (the damped problem is strictly convex, so the answer does not
-        # depend on the warm start, which only saves iterations on video).
+        # Converged to FIT_STEP_TOLERANCE (the damped problem is strictly convex, so the
+        # answer does not depend on the warm start, which only saves iterations on video).
         for _ in range(MAX_ITERATIONS):
             w = np.clip(y - self.step * (self.normal @ y - rhs), 0.0, 1.0)
-            if np.max(np.abs(w - w_prev)) < 1e-5:
+            if np.max(np.abs(w - w_prev)) < FIT_STEP_TOLERANCE:
                 break
             next_momentum = 0.5 * (1 + np.sqrt(1 + 4 * momentum ** 2))
             y = w + ((momentum - 1) / next_momentum) * (w - w_prev)
