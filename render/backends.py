@@ -10,6 +10,11 @@
 
 A named backend that cannot run here raises ``BackendUnavailable`` saying why and what to
 install. Every backend returns (H, W, 4) float32 premultiplied RGBA, as the reference does.
+
+``backend.render_avatar(avatar, codes, camera, background=None)`` renders an
+``avatar.avatar.Avatar`` posed by a codes frame: the gl backend keeps the avatar on the GPU
+and poses it there (``render.gl_pose``: only bone transforms and face weights cross the bus
+per frame); the others render ``avatar.pose(codes)``. The same pixels either way.
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ class Backend(Protocol):
 
     def render(self, gaussians, camera, background=None) -> np.ndarray: ...
 
+    def render_avatar(self, avatar, codes, camera, background=None) -> np.ndarray: ...
+
     def release(self) -> None: ...
+
+
+def render_posed_on_cpu(backend, avatar, codes, camera, background=None) -> np.ndarray:
+    """``render_avatar`` for backends without GPU posing: numpy ``avatar.pose(codes)``."""
+    return backend.render(avatar.pose(codes), camera, background)
 
 
 class ReferenceBackend:
@@ -44,6 +56,8 @@ class ReferenceBackend:
         from render.reference import render
 
         return render(gaussians, camera, background)
+
+    render_avatar = render_posed_on_cpu
 
     def release(self) -> None:
         pass
@@ -58,9 +72,20 @@ class GLBackend:
         from render.gl import GLSplatRenderer
 
         self.renderer = GLSplatRenderer(ctx)
+        self._avatar = None  # the avatar kept on the GPU by render_avatar
 
     def render(self, gaussians, camera, background=None) -> np.ndarray:
+        self._avatar = None  # plain Gaussians replace it
         return self.renderer.render(gaussians, camera, background)
+
+    def render_avatar(self, avatar, codes, camera, background=None) -> np.ndarray:
+        from render.gl_pose import AvatarBinding, AvatarPose
+
+        if self._avatar is not avatar:
+            self.renderer.upload_avatars([AvatarBinding.from_avatar(avatar)])
+            self._avatar = avatar
+        self.renderer.pose_avatars([AvatarPose.from_codes(avatar, codes)])
+        return self.renderer.render(None, camera, background)
 
     def release(self) -> None:
         self.renderer.release()

@@ -80,5 +80,9 @@ class CudaBackend:
             out = out + (1.0 - out[..., 3:4]) * bg[None, None, :]
         return out.astype(np.float32)
 
+    def render_avatar(self, avatar, codes, camera, background=None) -> np.ndarray:
+        """The avatar posed in numpy (GPU posing is the gl backend's), then rendered."""
+        return self.render(avatar.pose(codes), camera, background)
+
     def release(self) -> None:
         self._torch.cuda.empty_cache()
