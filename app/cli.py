@@ -28,6 +28,17 @@ class UserError(Exception):
     """A problem the user can fix (bad file, missing device, bad option): printed as one line."""
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """A --size option, WIDTHxHEIGHT in pixels (16..8192 each), or UserError."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size must look like 640x480, got {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise UserError(f"--size {w}x{h} is outside 16..8192 pixels")
+    return w, h
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",

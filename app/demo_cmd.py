@@ -18,7 +18,6 @@ renders still crossed the WebRTC connection.
 from __future__ import annotations
 
 import asyncio
-import math
 import sys
 import tempfile
 import time
@@ -219,7 +218,7 @@ def export(recording: dict, clip: Path, out: Path, height: int, fps: float, back
             for index, (t, codes) in enumerate(poses):
                 clip_index = int(np.searchsorted(clip_times, t, side="right")) - 1
                 clip_image = clip_images[min(max(clip_index, 0), len(clip_images) - 1)]
-                rgba = backend.render(avatar.pose(codes), camera, None)
+                rgba = backend.render_avatar(avatar, codes, camera, None)
                 writer.write(np.concatenate([clip_image, to_uint8(rgba)], axis=1))
                 if index % 30 == 29 or index == len(poses) - 1:
                     say(f"  rendered {index + 1}/{len(poses)} frames ({time.monotonic() - started:.0f} s)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cli import UserError
+from app.cli import UserError, parse_size
 
 CAMERAS = ("front", "side", "orbit")
 FPS = 30.0
@@ -44,14 +43,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size must look like 640x480, got {text!r}") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise UserError(f"--size {w}x{h} is outside 16..8192 pixels")
-    return w, h
 
 
 def parse_colour(text: str) -> tuple[float, float, float]:
@@ -148,7 +139,7 @@ def run(args) -> int:
             if args.camera == "orbit" and len(frames) == 1:
                 angle = math.radians(30)
             camera = preset_camera(args.camera, width, height, angle)
-            image = to_uint8(backend.render(avatar.pose(codes), camera, None), background)
+            image = to_uint8(backend.render_avatar(avatar, codes, camera, None), background)
             if writer is None:
                 write_png(args.out, image)
             else:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cli import UserError
+from app.cli import UserError, parse_size
 
 PREVIEW_HEIGHT = 480
 
@@ -44,14 +44,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size must look like 640x480, got {text!r}") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise UserError(f"--size {w}x{h} is outside 16..8192 pixels")
-    return w, h
 
 
 class _CodesFile:
@@ -148,7 +140,7 @@ def run(args) -> int:
     from tracking.sources import SourceError, open_source
     from tracking.tracker import Tracker, track
 
-    size = _size(args.size)
+    size = parse_size(args.size)
     try:
         source = open_source(args.input, size=size, fps=args.fps)
     except SourceError as exc:

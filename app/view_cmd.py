@@ -58,16 +58,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    from app.cli import UserError
-
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size must look like 960x720, not {text!r}") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise UserError(f"--size {w}x{h} is out of range (16..8192 per side)")
-    return w, h
 
 
 class OrbitCamera:
@@ -165,7 +155,7 @@ def no_display_reason() -> str | None:
 
 
 def run(args) -> int:
-    from app.cli import UserError
+    from app.cli import UserError, parse_size
 
     if getattr(args, "xr", False):
         from app.xr_view import run_xr_view

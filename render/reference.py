@@ -38,7 +38,6 @@ Per-pixel T and a ``done`` flag carry from chunk to chunk, so memory stays bound
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

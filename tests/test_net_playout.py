@@ -7,7 +7,7 @@ import numpy as np
 
 from avatar.codes import PART_INDEX, Codes
 from avatar.rotation import quat_from_axis_angle
-from net.playout import PlayoutBuffer, PlayoutConfig, blend
+from net.playout import PlayoutBuffer, blend
 
 RATE_HZ = 60.0
 SPIN_RAD_S = 1.0  # the head turns about +Y at 1 rad/s

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avatar.codes import BODY_BONES, PARTS, Codes, read_jsonl
+from avatar.codes import BODY_BONES, Codes, read_jsonl
 from avatar.rig import Rig
 from avatar.rotation import quat_from_axis_angle
 from tests.media import media_path
@@ -140,7 +140,7 @@ def _render(codes: Codes, eye, target, size, fov):
 def _body_pose() -> Codes:
     body = Codes().body.copy()
     index = {n: i for i, n in enumerate(BODY_BONES)}
-    x, z = np.eye(3)[0], np.eye(3)[2]
+    z = np.eye(3)[2]
     body[index["upperarm01.L"]] = quat_from_axis_angle(z, 0.9)    # left arm up sideways
     body[index["upperarm01.R"]] = quat_from_axis_angle(-z, 0.5)
     body[index["lowerarm01.R"]] = quat_from_axis_angle(-z, 1.0)   # right elbow bent, in view

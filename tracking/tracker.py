@@ -18,7 +18,6 @@ from typing import Callable, Iterator
 import numpy as np
 
 from avatar.codes import PART_INDEX, PARTS, Codes
-from avatar.rotation import matrix_to_quat
 from avatar.template import Template, load_template
 from tracking.body import BodySolver
 from tracking.face import FaceSolver
