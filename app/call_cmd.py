@@ -70,6 +70,10 @@ def add_parser(subparsers) -> None:
                         help="offer exactly this local address to ICE (repeatable)")
     parser.add_argument("--stun", action="append", default=[],
                         help="STUN/TURN server URL, e.g. stun:stun.example.org:3478 (repeatable)")
+    parser.add_argument("--janus", metavar="URL",
+                        help="meet through a Janus SFU (its HTTP API, e.g. http://host:8088/janus) "
+                             "instead of a full mesh: for rooms of more than 6; --room must then be "
+                             "a number, and avatars are not exchanged (the default stands in)")
     parser.add_argument("--xr", action="store_true",
                         help="show the other participants life-size in a VR headset (OpenXR: "
                              "SteamVR, Monado or Meta's Quest Link)")
@@ -298,7 +302,12 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     except ValueError as exc:
         raise UserError(str(exc)) from None
     video_track = _open_video(args.video) if args.video else None
-    token = _token(args)
+    if args.janus:
+        if not args.room.isdigit():
+            raise UserError("with --janus, --room must be a number (a VideoRoom id)")
+        token = ""
+    else:
+        token = _token(args)
     addresses = ["127.0.0.1"] if args.loopback else (args.ice_address or None)
     config = CallConfig(url=args.server, room=args.room, token=token, name=args.name,
                         ice_servers=args.stun, host_addresses=addresses,
@@ -328,13 +337,20 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             recorder.audio(remote_id, names.get(remote_id, ""), frame)
 
     async def main() -> None:
-        call = Call(config, audio_track=audio_track, video_track=video_track,
-                    on_event=on_event, on_audio=on_audio,
-                    on_avatar=headset.avatar_arrived if headset is not None else None)
-        say(f"joining room {args.room!r} at {args.server} as {args.name!r}; voice: {audio_note}")
+        if args.janus:
+            from net.janus import JanusCall
+
+            call = JanusCall(args.janus, int(args.room), name=args.name, audio_track=audio_track,
+                             host_addresses=addresses, on_audio=on_audio, on_event=on_event)
+        else:
+            call = Call(config, audio_track=audio_track, video_track=video_track,
+                        on_event=on_event, on_audio=on_audio,
+                        on_avatar=headset.avatar_arrived if headset is not None else None)
+        say(f"joining room {args.room!r} at {args.janus or args.server} as {args.name!r}; "
+            f"voice: {audio_note}")
         try:
             await call.join()
-        except SignallingError as exc:
+        except (SignallingError, ConnectionError) as exc:  # JanusError is a ConnectionError
             raise UserError(f"could not join: {exc}") from None
         say(f"joined as {call.id} with {len(call.remotes)} other participant(s)")
         if live is not None:
@@ -351,7 +367,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
 
         def snapshot() -> dict:
             data = call.stats()
-            data.update({"joined_s": call.joined_at - started if call.joined_at else None,
+            joined_at = getattr(call, "joined_at", None)
+            data.update({"joined_s": joined_at - started if joined_at else None,
                          "events": events, "uptime_s": time.monotonic() - started,
                          "fps": args.fps})
             return data

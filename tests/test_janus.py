@@ -83,3 +83,32 @@ def test_four_participants_through_janus(janus):
     assert len(result["tones"]) == PARTICIPANTS * (PARTICIPANTS - 1)
     for (listener, speaker), frequency in result["tones"].items():
         assert abs(frequency - result["expected_tones"][speaker]) < 5, (listener, speaker)
+
+
+def test_call_command_through_janus(janus, tmp_path):
+    """`main.py call --janus`: two processes meet through the SFU; each records the other's
+    codes and voice."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from avatar.codes import read_jsonl, write_jsonl
+
+    codes = tmp_path / "codes.jsonl"
+    write_jsonl(codes, [Codes(seq=i, face=np.full(52, (i % 30) / 30, np.float32)) for i in range(60)])
+    root = Path(__file__).resolve().parents[1]
+    common = ["main.py", "call", "--janus", janus.url, "--room", "5151", "--ice-address",
+              janus.client_address, "--codes", str(codes), "--duration", "8", "--fps", "30"]
+    procs = [subprocess.Popen([sys.executable, *common, "--name", name, "--audio", f"tone:{tone}",
+                               "--record", str(tmp_path / name)], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, tone in (("ann", 400), ("ben", 700))]
+    outputs = [p.communicate(timeout=90)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    for name in ("ann", "ben"):
+        recorded = list((tmp_path / name).glob("*.codes.jsonl"))
+        assert recorded, outputs
+        frames = read_jsonl(recorded[0])
+        assert len(frames) > 60, (name, len(frames))
+        assert len({round(c.blendshape("jawOpen"), 2) for c in frames}) > 5  # the codes vary
+        assert list((tmp_path / name).glob("*.wav"))
