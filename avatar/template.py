@@ -7,7 +7,6 @@ metres), the body faces +Z, the feet stand on y = 0 and the root bone is above t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,21 +55,10 @@ class Template:
 
 
 def load_template(path: str | Path = TEMPLATE_PATH) -> Template:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-    from safetensors import safe_open
+    from avatar.assetfile import load_asset
 
-    path = Path(path)
-    if not path.is_file():
-        raise TemplateError(f"template asset {path} is missing (run scripts/build_template.py)")
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = json.loads(handle.metadata()["template"])
-    except (SafetensorError, KeyError, ValueError, OSError) as exc:
-        raise TemplateError(f"template asset {path} is unreadable: {exc}") from None
-    if metadata.get("format") != TEMPLATE_FORMAT:
-        raise TemplateError(f"template format {metadata.get('format')!r}, expected {TEMPLATE_FORMAT}")
+    tensors, metadata = load_asset(path, "template", TEMPLATE_FORMAT, TemplateError,
+                                   "run scripts/build_template.py")
     template = Template(
         vertices=tensors["vertices"],
         faces=tensors["faces"],

