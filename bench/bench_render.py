@@ -123,17 +123,24 @@ def timed(fn):
     return result, (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
 
 
+def display_targets(ctx, cams):
+    """An RGBA8 framebuffer per camera (as a display would have), and the one sort position
+    and direction for all of them (the eyes' midpoint for stereo)."""
+    from render.gl import camera_forward
+
+    targets = [ctx.framebuffer(color_attachments=[ctx.texture((c.width, c.height), 4)])
+               for c in cams]
+    position = np.mean([c.position for c in cams], axis=0)
+    forward = np.mean([camera_forward(c) for c in cams], axis=0)
+    return targets, position, forward
+
+
 def bench_gl(pose, cams, repeats: int, pipeline: str = "auto") -> dict:
-    from render.gl import GLSplatRenderer, camera_forward
+    from render.gl import GLSplatRenderer
 
     renderer = GLSplatRenderer(pipeline=pipeline)
     ctx = renderer.ctx
-    targets = []
-    for cam in cams:
-        texture = ctx.texture((cam.width, cam.height), 4)  # RGBA8, as a display would be
-        targets.append(ctx.framebuffer(color_attachments=[texture]))
-    position = np.mean([c.position for c in cams], axis=0)
-    forward = np.mean([camera_forward(c) for c in cams], axis=0)
+    targets, position, forward = display_targets(ctx, cams)
     rows = []
     for i in range(repeats + 1):  # the first frame compiles shaders: not counted
         g, pose_ms, pose_cpu = timed(pose)
@@ -156,17 +163,12 @@ def bench_gl(pose, cams, repeats: int, pipeline: str = "auto") -> dict:
 
 
 def bench_gl_gpupose(bindings, poses, cams, repeats: int) -> dict:
-    from render.gl import GLSplatRenderer, camera_forward
+    from render.gl import GLSplatRenderer
 
     renderer = GLSplatRenderer()
     ctx = renderer.ctx
     renderer.upload_avatars(bindings)  # once: static arrays
-    targets = []
-    for cam in cams:
-        texture = ctx.texture((cam.width, cam.height), 4)  # RGBA8, as a display would be
-        targets.append(ctx.framebuffer(color_attachments=[texture]))
-    position = np.mean([c.position for c in cams], axis=0)
-    forward = np.mean([camera_forward(c) for c in cams], axis=0)
+    targets, position, forward = display_targets(ctx, cams)
     rows = []
     for i in range(repeats + 1):  # the first frame compiles shaders: not counted
 
