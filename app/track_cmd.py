@@ -32,8 +32,10 @@ def add_parser(sub) -> None:
     p.add_argument("--mirror", action="store_true",
                    help="selfie mirroring: the avatar moves like your mirror image")
     p.add_argument("--no-smoothing", action="store_true", help="turn the One Euro filters off")
-    p.add_argument("--landmarks", choices=("holistic", "threads"), default="holistic",
-                   help="mediapipe graphs: one holistic graph, or face/pose/hands in threads")
+    p.add_argument("--landmarks", choices=("auto", "split", "holistic"), default="auto",
+                   help="mediapipe graphs: split (pose, with face and hands cropped from it in "
+                   "a second thread; video only) or one holistic graph; auto: split for video "
+                   "and cameras, holistic for images")
     p.add_argument("--size", default="640x480", help="camera resolution WIDTHxHEIGHT")
     p.add_argument("--fps", type=float, default=30.0, help="camera frame rate")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
@@ -146,6 +148,10 @@ def run(args) -> int:
     except SourceError as exc:
         raise UserError(str(exc)) from None
     static = not source.live and source.__class__.__name__ == "ImageSource"
+    if static and args.landmarks == "split":
+        source.close()
+        raise UserError("--landmarks split tracks between video frames: use holistic (or "
+                        "auto) for images")
     print(f"tracking {source.description} -> {args.out}", file=sys.stderr)
     out = _CodesFile(args.out)
     preview = None
@@ -157,7 +163,7 @@ def run(args) -> int:
         if args.preview:
             preview = _Preview(args.preview, args.backend, source.nominal_fps or args.fps)
         with Tracker(mirror=args.mirror, smoothing=not args.no_smoothing, static=static,
-                     backend=args.landmarks) as tracker:
+                     backend=None if args.landmarks == "auto" else args.landmarks) as tracker:
             def should_stop():
                 return bool(args.duration) and time.monotonic() - start > args.duration
 

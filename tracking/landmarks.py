@@ -1,20 +1,31 @@
 """Landmarks: mediapipe 0.10.21's face mesh (478 with iris), pose (33, with world
-landmarks) and hands (21 each, with handedness) on one RGB frame.
+landmarks) and hands (21 each) on one RGB frame.
 
-``LandmarkDetector(backend="threads")`` runs the three legacy ``solutions`` graphs side by
-side in three threads (mediapipe releases the GIL while its graphs run), which on this
-machine is faster than ``backend="holistic"`` (one graph, parts in sequence; its hands come
-from pose-guided crops, better when hands are small in the frame). See docs/tracking.md and
-bench/bench_track.py for the measurement behind the default.
+Two backends, both built from mediapipe's holistic pipeline (face and hands are cropped
+from the pose, so they are found at full-body framing and hands are named by the body's
+sides):
+
+- ``"split"`` (video): the holistic graph taken apart into its pose graph and its
+  face-from-pose and hands-from-pose subgraphs. The face and hand crops of frame n come
+  from the pose of frame n-1 and run in a second thread while the pose graph runs on
+  frame n (mediapipe releases the GIL), so a frame costs about max(pose, face + hands)
+  instead of their sum; the hands subgraph is not run at all while the pose sees no hand
+  in the frame. Video only: the crops track from frame to frame.
+- ``"holistic"`` (photographs, and the reference): mediapipe's one holistic graph, the
+  parts in sequence.
+
+See docs/tracking.md and bench/bench_track.py for the measurements behind this.
 
 Coordinates: image landmarks are in pixels, (x right, y down, z toward the scene, z in the
 same pixel scale as x as mediapipe defines it). World landmarks are mediapipe's metric
-coordinates (x right, y down, z away from the camera) about the hips (pose) or the hand's
-centre (hands). Hands are stored by the person's own side: index 0 is the left hand.
+coordinates (x right, y down, z away from the camera) about the hips (pose); hand "world"
+points are a metric-free stand-in from the image points (the holistic pipeline has none).
+Hands are stored by the person's own side: index 0 is the left hand.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -66,58 +77,109 @@ def _world(landmark_list) -> np.ndarray:
     return np.array([(p.x, p.y, p.z) for p in landmark_list.landmark], dtype=np.float32)
 
 
+# The holistic pipeline's own face and hand stages, fed with the pose graph's landmarks.
+# FaceLandmarksFromPoseCpu takes pose points 0-10 (the face); HandLandmarksLeftAndRightCpu
+# the whole pose and crops each hand from its wrist, index and pinky points.
+_FACE_FROM_POSE = """
+input_stream: "IMAGE:image"
+input_stream: "FACE_LANDMARKS_FROM_POSE:face_from_pose"
+input_side_packet: "REFINE_LANDMARKS:refine"
+output_stream: "FACE_LANDMARKS:face_landmarks"
+node {
+  calculator: "FaceLandmarksFromPoseCpu"
+  input_stream: "IMAGE:image"
+  input_stream: "FACE_LANDMARKS_FROM_POSE:face_from_pose"
+  input_side_packet: "REFINE_LANDMARKS:refine"
+  output_stream: "FACE_LANDMARKS:face_landmarks"
+}
+"""
+_HANDS_FROM_POSE = """
+input_stream: "IMAGE:image"
+input_stream: "POSE_LANDMARKS:pose_landmarks"
+output_stream: "LEFT_HAND_LANDMARKS:left_hand_landmarks"
+output_stream: "RIGHT_HAND_LANDMARKS:right_hand_landmarks"
+node {
+  calculator: "HandLandmarksLeftAndRightCpu"
+  input_stream: "IMAGE:image"
+  input_stream: "POSE_LANDMARKS:pose_landmarks"
+  output_stream: "LEFT_HAND_LANDMARKS:left_hand_landmarks"
+  output_stream: "RIGHT_HAND_LANDMARKS:right_hand_landmarks"
+}
+"""
+FACE_POSE_POINTS = 11  # pose landmarks 0-10: nose, eyes, ears, mouth
+# A hand is worth cropping when the pose sees its wrist (visibility) with the hand's centre
+# (wrist, index and pinky points) inside the frame or within this fraction of it.
+HAND_VISIBILITY = 0.5
+HAND_MARGIN = 0.05
+
+
+def _graph(config_text: str, side_inputs: dict | None = None):
+    from google.protobuf import text_format
+    from mediapipe.framework import calculator_pb2
+    from mediapipe.python.solution_base import SolutionBase
+
+    config = text_format.Parse(config_text, calculator_pb2.CalculatorGraphConfig())
+    return SolutionBase(graph_config=config, side_inputs=side_inputs)
+
+
 class LandmarkDetector:
     """Face, pose and hands on RGB frames: ``detect(image) -> Landmarks``.
 
-    ``parts``: any of "face", "pose", "hands". ``static_image_mode`` runs every detector
-    on every frame (photos; slower); video mode tracks between frames. ``hand_model``:
-    0 (lite) or 1 (full). Not thread-safe: one detector per stream.
+    ``parts``: any of "face", "pose", "hands" (the pose always runs: the others are cropped
+    from it). ``backend``: "split" or "holistic" (module docstring); None picks "split" for
+    video and "holistic" for photographs. ``static_image_mode``: every frame is an unrelated
+    photograph (holistic only). ``crop_from_previous_pose`` (split): crop face and hands
+    from the previous frame's pose, in parallel with this frame's pose (the default), or
+    from this frame's pose after it (about 10 ms more per frame, for comparison).
+    ``timings_ms`` holds the last frame's time in each graph that ran (split: "pose",
+    "face", "hands"). Not thread-safe: one detector per stream.
     """
 
-    def __init__(self, parts=("face", "pose", "hands"), backend: str = "threads",
-                 static_image_mode: bool = False, hand_model: int = 1,
-                 min_confidence: float = 0.5):
+    def __init__(self, parts=("face", "pose", "hands"), backend: str | None = None,
+                 static_image_mode: bool = False, min_confidence: float = 0.5,
+                 crop_from_previous_pose: bool = True):
         import mediapipe as mp
 
-        if backend not in ("threads", "holistic"):
-            raise ValueError(f"unknown landmark backend {backend!r} (threads or holistic)")
+        backend = backend or ("holistic" if static_image_mode else "split")
+        if backend not in ("split", "holistic"):
+            raise ValueError(f"unknown landmark backend {backend!r} (split or holistic)")
+        if backend == "split" and static_image_mode:
+            raise ValueError("the split landmark backend tracks between frames: use holistic "
+                             "for photographs")
         self.parts = tuple(parts)
         unknown = set(self.parts) - {"face", "pose", "hands"}
         if unknown:
             raise ValueError(f"unknown landmark part(s): {', '.join(sorted(unknown))}")
         self.backend = backend
         self.static_image_mode = static_image_mode
-        solutions = mp.solutions
+        self.crop_from_previous_pose = crop_from_previous_pose
+        self.timings_ms: dict[str, float] = {}
         self._graphs: dict = {}
         self._pool = None
         self._blank: np.ndarray | None = None
+        self._previous_pose = None  # the last frame's pose landmarks (split), a proto
         if backend == "holistic":
-            self._graphs["holistic"] = solutions.holistic.Holistic(
+            self._graphs["holistic"] = mp.solutions.holistic.Holistic(
                 static_image_mode=static_image_mode, model_complexity=1,
                 refine_face_landmarks=True, min_detection_confidence=min_confidence,
                 min_tracking_confidence=min_confidence)
             return
+        self._graphs["pose"] = mp.solutions.pose.Pose(
+            static_image_mode=False, model_complexity=1, min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence)
         if "face" in self.parts:
-            self._graphs["face"] = solutions.face_mesh.FaceMesh(
-                static_image_mode=static_image_mode, max_num_faces=1, refine_landmarks=True,
-                min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
-        if "pose" in self.parts:
-            self._graphs["pose"] = solutions.pose.Pose(
-                static_image_mode=static_image_mode, model_complexity=1,
-                min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+            self._graphs["face"] = _graph(_FACE_FROM_POSE, {"refine": True})
         if "hands" in self.parts:
-            self._graphs["hands"] = solutions.hands.Hands(
-                static_image_mode=static_image_mode, max_num_hands=2, model_complexity=hand_model,
-                min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
-        if len(self._graphs) > 1:
-            self._pool = ThreadPoolExecutor(max_workers=len(self._graphs),
-                                            thread_name_prefix="landmarks")
+            self._graphs["hands"] = _graph(_HANDS_FROM_POSE)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmark-crops")
 
     def detect(self, image: np.ndarray) -> Landmarks:
         """Landmarks of one (H, W, 3) uint8 RGB image."""
         image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+        if not self._graphs:
+            raise ValueError("the landmark detector is closed")
         height, width = image.shape[:2]
         out = Landmarks(width, height)
         if self.backend == "holistic":
@@ -126,19 +188,54 @@ class LandmarkDetector:
                 self._forget(graph, image.shape)
             self._holistic(graph.process(image), out)
             return out
-        if self._pool is None:
-            results = {name: graph.process(image) for name, graph in self._graphs.items()}
-        else:
-            futures = {name: self._pool.submit(graph.process, image)
-                       for name, graph in self._graphs.items()}
-            results = {name: f.result() for name, f in futures.items()}
-        if "face" in results and results["face"].multi_face_landmarks:
-            out.face = _points(results["face"].multi_face_landmarks[0], width, height)
-        if "pose" in results:
-            self._pose(results["pose"], out)
-        if "hands" in results:
-            self._hands(results["hands"], out)
+        self._split(image, out)
         return out
+
+    def _split(self, image: np.ndarray, out: Landmarks) -> None:
+        previous = self._previous_pose if self.crop_from_previous_pose else None
+        crops = None if previous is None else self._pool.submit(self._crops, image, previous)
+        t0 = time.perf_counter()
+        pose = self._graphs["pose"].process(image)
+        pose_ms = (time.perf_counter() - t0) * 1000
+        if crops is not None:
+            face, hands, timings_ms = crops.result()
+        elif pose.pose_landmarks is not None:
+            face, hands, timings_ms = self._crops(image, pose.pose_landmarks)
+        else:
+            face, hands, timings_ms = None, None, {}
+        if pose.pose_landmarks is None:
+            face = hands = None  # as holistic: no face or hands without the person's pose
+        self.timings_ms = {"pose": pose_ms, **timings_ms}
+        # Crops start from this pose next frame; none when it was lost (then the next frame
+        # runs its pose first and crops from it).
+        self._previous_pose = pose.pose_landmarks
+        if "pose" in self.parts:
+            self._pose(pose, out)
+        if "face" in self.parts and face is not None and face.face_landmarks is not None:
+            out.face = _points(face.face_landmarks, out.width, out.height)
+        if "hands" in self.parts and hands is not None:
+            self._hands_from_pose(hands, out)
+
+    def _crops(self, image: np.ndarray, pose_landmarks):
+        """Face and hands cropped where ``pose_landmarks`` (a normalized landmark list) puts
+        them; the hands subgraph runs only when the pose sees a hand in the frame. Returns
+        the two graphs' results (None when not run) and their times in ms."""
+        from mediapipe.framework.formats import landmark_pb2
+
+        face = hands = None
+        timings_ms = {}
+        if "face" in self._graphs:
+            t0 = time.perf_counter()
+            face_points = landmark_pb2.NormalizedLandmarkList(
+                landmark=pose_landmarks.landmark[:FACE_POSE_POINTS])
+            face = self._graphs["face"].process({"image": image, "face_from_pose": face_points})
+            timings_ms["face"] = (time.perf_counter() - t0) * 1000
+        if "hands" in self._graphs and any(_hand_in_view(pose_landmarks, side) for side in (0, 1)):
+            t0 = time.perf_counter()
+            hands = self._graphs["hands"].process({"image": image,
+                                                   "pose_landmarks": pose_landmarks})
+            timings_ms["hands"] = (time.perf_counter() - t0) * 1000
+        return face, hands, timings_ms
 
     def _forget(self, graph, shape) -> None:
         """Clear what the holistic graph remembers of the previous image.
@@ -162,23 +259,15 @@ class LandmarkDetector:
         if result.pose_world_landmarks is not None:
             out.pose_world = _world(result.pose_world_landmarks)
 
-    def _hands(self, result, out: Landmarks) -> None:
-        if not result.multi_hand_landmarks:
-            return
-        for image_points, world_points, handedness in zip(
-                result.multi_hand_landmarks, result.multi_hand_world_landmarks,
-                result.multi_handedness):
-            label = handedness.classification[0]
-            # mediapipe labels hands as if the image were mirrored (a selfie): in a camera's
-            # own view its "Left" is the person's right hand.
-            side = 1 if label.label == "Left" else 0
-            points = _points(image_points, out.width, out.height)
-            side = _side_from_pose(points, out, side)
-            if out.hands[side] is not None and out.hand_scores[side] >= label.score:
-                continue
-            out.hands[side] = points
-            out.hands_world[side] = _world(world_points)
-            out.hand_scores[side] = float(label.score)
+    @staticmethod
+    def _hands_from_pose(result, out: Landmarks) -> None:
+        # Each hand is cropped from its own side's wrist: named by the person's anatomy.
+        for side, name in ((0, "left_hand_landmarks"), (1, "right_hand_landmarks")):
+            points = getattr(result, name)
+            if points is not None:
+                out.hands[side] = _points(points, out.width, out.height)
+                out.hands_world[side] = _hand_world_from_image(out.hands[side])
+                out.hand_scores[side] = 1.0
 
     def _holistic(self, result, out: Landmarks) -> None:
         if "face" in self.parts and result.face_landmarks is not None:
@@ -186,21 +275,15 @@ class LandmarkDetector:
         if "pose" in self.parts:
             self._pose(result, out)
         if "hands" in self.parts:
-            # Holistic names hands by the person's anatomy (it crops them from the pose).
-            for side, name in ((0, "left_hand_landmarks"), (1, "right_hand_landmarks")):
-                points = getattr(result, name)
-                if points is not None:
-                    out.hands[side] = _points(points, out.width, out.height)
-                    out.hands_world[side] = _hand_world_from_image(out.hands[side])
-                    out.hand_scores[side] = 1.0
+            self._hands_from_pose(result, out)
 
     def close(self) -> None:
-        for graph in self._graphs.values():
-            graph.close()
-        self._graphs = {}
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        for graph in self._graphs.values():
+            graph.close()
+        self._graphs = {}
 
     def __enter__(self):
         return self
@@ -209,21 +292,17 @@ class LandmarkDetector:
         self.close()
 
 
-def _side_from_pose(points: np.ndarray, out: Landmarks, side: int) -> int:
-    """Trust the pose's wrists over the handedness label when the pose saw both wrists well
-    (the label flips on a hand seen edge-on; the pose's sides come from the whole body)."""
-    if out.pose is None or out.pose_visibility is None:
-        return side
-    if min(out.pose_visibility[LEFT_WRIST], out.pose_visibility[RIGHT_WRIST]) < 0.5:
-        return side
-    wrist = points[0, :2]
-    d_left = np.linalg.norm(out.pose[LEFT_WRIST, :2] - wrist)
-    d_right = np.linalg.norm(out.pose[RIGHT_WRIST, :2] - wrist)
-    hand_size = np.linalg.norm(points[9, :2] - points[0, :2]) + 1e-6
-    # Only overrule the label when one wrist is clearly the nearer one.
-    if abs(d_left - d_right) > hand_size:
-        return 0 if d_left < d_right else 1
-    return side
+def _hand_in_view(pose_landmarks, side: int) -> bool:
+    """Whether the pose (normalized landmark list) sees hand ``side`` (0 = the person's
+    left) in the frame: its wrist visible, the mean of wrist, index and pinky inside."""
+    points = pose_landmarks.landmark
+    wrist, index, pinky = ((LEFT_WRIST, LEFT_INDEX, LEFT_PINKY) if side == 0
+                           else (RIGHT_WRIST, RIGHT_INDEX, RIGHT_PINKY))
+    if points[wrist].visibility < HAND_VISIBILITY:
+        return False
+    x = (points[wrist].x + points[index].x + points[pinky].x) / 3.0
+    y = (points[wrist].y + points[index].y + points[pinky].y) / 3.0
+    return -HAND_MARGIN <= x <= 1.0 + HAND_MARGIN and -HAND_MARGIN <= y <= 1.0 + HAND_MARGIN
 
 
 def _hand_world_from_image(points: np.ndarray) -> np.ndarray:

@@ -57,10 +57,12 @@ class Tracker:
     (raise your right hand, the avatar raises its left); off by default, the avatar keeps
     your own handedness. ``smoothing``: One Euro filtering per part. ``static``: every
     frame is an unrelated photograph (no tracking between frames, no calibration).
+    ``backend``: the landmark backend (``LandmarkDetector``); None picks "split" for video
+    and "holistic" for photographs.
     """
 
     def __init__(self, template: Template | None = None, mirror: bool = False,
-                 smoothing: bool = True, static: bool = False, backend: str = "holistic",
+                 smoothing: bool = True, static: bool = False, backend: str | None = None,
                  detector: LandmarkDetector | None = None, calibration_s: float = 2.0):
         self.template = template or load_template()
         self.mirror = mirror

@@ -1,0 +1,163 @@
+"""The split landmark backend (mediapipe's pose graph, with holistic's own face and hand
+crops taken from the previous frame's pose in a second thread) on real media: hands found
+when in view and named by the body's sides, the hand graph skipped when the pose sees no
+hand, landmarks as holistic gives them. Speed itself is measured in bench/bench_track.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media import media_path
+from tracking.landmarks import LEFT_WRIST, RIGHT_WRIST, LandmarkDetector
+from tracking.sources import VideoSource, load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def messi():
+    return load_image(media_path("messi5.jpg"))
+
+
+def _as_video(detector, image, frames=3):
+    """The same picture as a few video frames: the crops of the last come from the pose
+    of the one before."""
+    for _ in range(frames):
+        landmarks = detector.detect(image)
+    return landmarks
+
+
+def _hand_size(points):
+    return float(np.linalg.norm(points[9, :2] - points[0, :2]))
+
+
+def _median_px(a, b):
+    return float(np.median(np.linalg.norm(a[:, :2] - b[:, :2], axis=1)))
+
+
+def test_split_finds_both_hands_by_the_bodys_sides(messi):
+    """messi5.jpg at full-body framing (where the separate face mesh and palm detector find
+    nothing): face, pose and both hands, each hand at its own side's wrist."""
+    with LandmarkDetector(backend="split") as detector:
+        landmarks = _as_video(detector, messi)
+        assert {"pose", "face", "hands"} <= set(detector.timings_ms)
+        mirrored = _as_video(detector, messi[:, ::-1].copy())
+    for lm in (landmarks, mirrored):
+        assert lm.face is not None and lm.pose is not None
+        assert lm.hands[0] is not None and lm.hands[1] is not None
+        for side, wrist in ((0, LEFT_WRIST), (1, RIGHT_WRIST)):
+            gap = np.linalg.norm(lm.hands[side][0, :2] - lm.pose[wrist, :2])
+            assert gap < _hand_size(lm.hands[side]), (side, gap)
+    # He faces the camera: his left hand is on the image's right. Mirrored, the picture
+    # shows someone whose left hand is the one that was his right: still on the right.
+    assert landmarks.hands[0][0, 0] > landmarks.hands[1][0, 0]
+    assert mirrored.hands[0][0, 0] > mirrored.hands[1][0, 0]
+    width = messi.shape[1]
+    for side in range(2):
+        moved = abs((width - mirrored.hands[1 - side][0, 0]) - landmarks.hands[side][0, 0])
+        assert moved < _hand_size(landmarks.hands[side])
+
+
+def test_split_gives_holistics_landmarks(messi):
+    """The split graphs are holistic's own stages: on the same picture the face and hands
+    agree with the holistic graph's to within a few pixels (measured 2026-11-24: under
+    1.3 px)."""
+    with LandmarkDetector(backend="split") as detector:
+        split = _as_video(detector, messi)
+    with LandmarkDetector(backend="holistic") as detector:
+        holistic = _as_video(detector, messi)
+    assert _median_px(split.face, holistic.face) < 2.0
+    for side in range(2):
+        assert _median_px(split.hands[side], holistic.hands[side]) < 3.0, side
+    assert _median_px(split.pose, holistic.pose) < 3.0
+
+
+def test_split_skips_the_hand_graph_without_hands_in_view():
+    """jwpIntro.mp4: head and shoulders, hands below the frame. The hand graph never runs,
+    the face is found on every frame."""
+    source = VideoSource(media_path("jwpIntro.mp4"))
+    ran, faces, hands = [], 0, 0
+    with LandmarkDetector() as detector:
+        assert detector.backend == "split"
+        for frame, _ in zip(source, range(30)):
+            lm = detector.detect(frame.image)
+            ran.append("hands" in detector.timings_ms)
+            faces += lm.face is not None
+            hands += (lm.hands[0] is not None) + (lm.hands[1] is not None)
+    assert faces == 30 and hands == 0 and not any(ran)
+
+
+def test_no_person_after_a_person_gives_nothing(messi):
+    """The crops of a frame come from the previous frame's pose: when the person is gone,
+    what those crops found is dropped with the lost pose (as holistic gives nothing)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    coffee = skimage_data.coffee()
+    with LandmarkDetector(backend="split") as detector:
+        _as_video(detector, messi)
+        gone = detector.detect(coffee)
+        after = detector.detect(coffee)
+    for lm in (gone, after):
+        assert lm.pose is None and lm.face is None and lm.hands == [None, None]
+
+
+@pytest.mark.slow
+def test_split_tracks_moving_hands_on_rendered_video():
+    """The benchmark's clip (the default avatar waving both arms, fingers curling), 15
+    frames at 30 fps rendered on the GL backend: both hands on every frame, by side, and
+    cropping from the previous frame's pose lands on the same points as cropping after
+    this frame's pose."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from avatar.avatar import load_avatar
+    from bench_track import hands_codes
+    from render.backends import get_backend
+    from render.camera import Camera
+    from render.video import to_uint8
+
+    avatar = load_avatar("default")
+    camera = Camera.look_at([0.0, 1.55, 1.6], [0.0, 1.5, 0.0], 640, 480, vertical_fov_deg=45.0)
+    backend = get_backend("auto")
+    try:
+        frames = [to_uint8(backend.render_avatar(avatar, hands_codes(i / 30.0), camera),
+                           (0.45, 0.45, 0.45)) for i in range(15)]
+    finally:
+        backend.release()
+    with LandmarkDetector(backend="split") as ahead, \
+            LandmarkDetector(backend="split", crop_from_previous_pose=False) as after:
+        pairs = [(ahead.detect(f), after.detect(f)) for f in frames]
+    gaps = []
+    for lm, reference in pairs:
+        assert lm.hands[0] is not None and lm.hands[1] is not None
+        # The avatar faces the camera: its left hand is on the image's right.
+        assert lm.hands[0][0, 0] > lm.hands[1][0, 0]
+        gaps += [_median_px(lm.hands[s], reference.hands[s]) for s in range(2)
+                 if reference.hands[s] is not None]
+    print("previous-pose crops vs this pose's crops, hand points (px): median",
+          np.median(gaps), "max", np.max(gaps))
+    assert np.median(gaps) < 3.0 and np.max(gaps) < 10.0
+
+
+def test_bad_backend_choices_are_refused():
+    with pytest.raises(ValueError, match="unknown landmark backend"):
+        LandmarkDetector(backend="threads")
+    with pytest.raises(ValueError, match="use holistic for photographs"):
+        LandmarkDetector(backend="split", static_image_mode=True)
+    detector = LandmarkDetector(parts=("pose",))
+    detector.close()
+    with pytest.raises(ValueError, match="closed"):
+        detector.detect(np.zeros((48, 64, 3), np.uint8))
+    with LandmarkDetector(static_image_mode=True) as photos:
+        assert photos.backend == "holistic"
+
+
+def test_track_command_refuses_split_for_an_image(tmp_path):
+    run = subprocess.run([sys.executable, "main.py", "track", str(media_path("messi5.jpg")),
+                          "--out", str(tmp_path / "c.jsonl"), "--landmarks", "split"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert "error: --landmarks split tracks between video frames" in run.stderr
+    assert "Traceback" not in run.stderr
