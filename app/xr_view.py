@@ -3,11 +3,15 @@
 ``XrStage`` is the room: remote participants (an ``Avatar`` each, and the latest ``Codes``
 that arrived for it) standing life-size on the floor, side by side, at a comfortable
 distance in front of the user, each turned toward them. It is the scene of a
-``render.xr.XrTarget``: every frame the target calls it once; participants whose codes
-changed are posed again (one pose per participant per frame at most), moved to their place
-and concatenated; when nothing changed the same ``Gaussians`` object comes back, so the
-target neither uploads nor re-sorts for an unmoved head. ``set_codes`` may be called from
-another thread (the network's) while the XR loop runs.
+``render.xr.XrTarget``: every frame the target calls it once, and participants whose codes
+changed are posed again (one pose per participant per frame at most). With the GL renderer
+(``frame.gpu_posing``) the stage hands over ``PosedAvatars``: each avatar's arrays once, and
+per changed participant only its bone transforms, face weights and place in the room, posed
+on the GPU (render.gl_pose). Otherwise (the cuda backend, ``--xr-posing cpu``, or avatars the
+GPU poser refuses) it poses in numpy, moves each avatar to its place and concatenates. When
+nothing changed the same object comes back, so the target neither uploads, poses nor
+re-sorts for an unmoved head. ``set_codes`` may be called from another thread (the
+network's) while the XR loop runs.
 
 Placement happens at the first tracked frame and again on "recentre" (the controller's menu
 or select button, the runtime's own recentre, or ``XrStage.recentre()``): from the head's
@@ -54,9 +58,11 @@ def place_gaussians(gaussians: Gaussians, world_from_avatar: np.ndarray) -> Gaus
 class _Participant:
     avatar: object                      # avatar.avatar.Avatar (anything with pose(codes))
     codes: Codes
-    posed: Gaussians | None = None      # placed in the room, for `posed_codes`
+    posed: object = None                # Gaussians placed in the room, or an AvatarPose
     posed_codes: Codes | None = None
     posed_place: int = -1
+    posed_on_gpu: bool = False
+    binding: object = None              # render.gl_pose.AvatarBinding, made once
 
 
 class XrStage:
@@ -70,8 +76,9 @@ class XrStage:
         self._places: list[np.ndarray] = []
         self._place_version = 0
         self._recentre = True
-        self._combined: Gaussians | None = None
+        self._combined = None
         self._combined_key = None
+        self._empty = Gaussians.empty()
         self.pose_count = 0   # avatar poses run (for tests and benchmarks)
 
     # -- what the call app feeds in -------------------------------------------------------
@@ -103,7 +110,10 @@ class XrStage:
             return list(self._participants)
 
     # -- what the XR target calls ---------------------------------------------------------
-    def __call__(self, frame: XrFrame) -> Gaussians:
+    def __call__(self, frame: XrFrame):
+        """The room for this frame: ``PosedAvatars`` when the renderer poses on the GPU
+        (``frame.gpu_posing``: only bone transforms, face weights and placements go to it),
+        else posed and placed ``Gaussians``. The same object while nothing changed."""
         with self._lock:
             if frame.recentre or self._recentre or len(self._places) != len(self._participants):
                 self._places = placements_in_front(
@@ -111,21 +121,50 @@ class XrStage:
                     self.spacing_m, floor_y=frame.floor_y)
                 self._place_version += 1
                 self._recentre = False
-            work = [(key, p, p.codes) for key, p in self._participants.items()]
+            work = [(p, p.codes) for p in self._participants.values()]
             places, version = list(self._places), self._place_version
+        if not work:
+            return self._empty
+        gpu = bool(frame.gpu_posing)
         parts = []
-        for (key, participant, codes), place in zip(work, places):
+        for (participant, codes), place in zip(work, places):
             if (participant.posed is None or participant.posed_codes is not codes
-                    or participant.posed_place != version):
-                participant.posed = place_gaussians(participant.avatar.pose(codes), place)
+                    or participant.posed_place != version or participant.posed_on_gpu != gpu):
+                participant.posed = (self._gpu_pose(participant, codes, place) if gpu
+                                     else place_gaussians(participant.avatar.pose(codes), place))
                 participant.posed_codes, participant.posed_place = codes, version
+                participant.posed_on_gpu = gpu
                 self.pose_count += 1
-            parts.append(participant.posed)
-        key = tuple(id(p) for p in parts)
-        if key != self._combined_key:
-            self._combined = parts[0] if len(parts) == 1 else Gaussians.concatenate(parts)
-            self._combined_key = key
+            parts.append(participant)
+        # Kept objects, compared by identity (ids of freed objects could come back).
+        key = (gpu, *(p.posed for p in parts))
+        last_key = self._combined_key
+        if last_key is not None and len(last_key) == len(key) and all(
+                a is b for a, b in zip(key, last_key)):
+            return self._combined
+        if gpu:
+            from render.xr import PosedAvatars
+
+            bindings = tuple(p.binding for p in parts)
+            last = self._combined if isinstance(self._combined, PosedAvatars) else None
+            if last is not None and last.bindings == bindings:
+                bindings = last.bindings  # the same avatars: no re-upload
+            self._combined = PosedAvatars(bindings, tuple(p.posed for p in parts))
+        else:
+            posed = [p.posed for p in parts]
+            self._combined = posed[0] if len(posed) == 1 else Gaussians.concatenate(posed)
+        self._combined_key = key
         return self._combined
+
+    @staticmethod
+    def _gpu_pose(participant: _Participant, codes: Codes, place: np.ndarray):
+        """What the GPU needs to pose one participant: forward kinematics on the CPU (about
+        a millisecond), the face weights and the placement; the avatar's arrays once."""
+        from render.gl_pose import AvatarBinding, AvatarPose
+
+        if participant.binding is None:
+            participant.binding = AvatarBinding.from_avatar(participant.avatar)
+        return AvatarPose.from_codes(participant.avatar, codes, place)
 
 
 class XrRunner:
@@ -230,6 +269,12 @@ def add_xr_arguments(parser: argparse.ArgumentParser) -> None:
                        help="save the last frame's eye images (swapchain contents, .npy) to DIR")
     group.add_argument("--xr-stats", type=Path, default=None, metavar="FILE",
                        help="write frame timings and validation messages to FILE (JSON)")
+    group.add_argument("--xr-posing", choices=("auto", "cpu"), default="auto",
+                       help="where avatars are posed: auto (on the GPU when the renderer can: "
+                            "gl) or cpu (numpy every frame, for comparisons)")
+    group.add_argument("--xr-participants", type=int, default=1, metavar="N",
+                       help="show N copies of the avatar side by side, as a call with N remote "
+                            "participants would (for benchmarks; default 1)")
 
 
 def _load_source(args) -> tuple[object, CodesPlayback, str]:
@@ -266,8 +311,13 @@ def run_xr_view(args) -> int:
     from render.xr import XrTarget, XrUnavailableError
 
     avatar, playback, what = _load_source(args)
+    participants = getattr(args, "xr_participants", 1)
+    if participants < 1:
+        raise UserError("--xr-participants must be at least 1")
     stage = XrStage(distance_m=args.xr_distance)
-    stage.add("avatar", avatar, playback.codes_at(0.0))
+    keys = ["avatar"] + [f"avatar-{i}" for i in range(2, participants + 1)]
+    for key in keys:
+        stage.add(key, avatar, playback.codes_at(0.0))
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -275,16 +325,19 @@ def run_xr_view(args) -> int:
     start = time.monotonic()
     progress = {"last": start}
 
-    def scene(frame: XrFrame) -> Gaussians:
+    def scene(frame: XrFrame):
         now = time.monotonic()
-        stage.set_codes("avatar", playback.codes_at(now - start))
+        codes = playback.codes_at(now - start)
+        for key in keys:
+            stage.set_codes(key, codes)
         if now - progress["last"] >= 3.0:
             progress["last"] = now
             say(_progress_line(target))
         return stage(frame)
 
     target = XrTarget(args.xr_graphics, validation=args.xr_validation,
-                      log=say if args.xr_validation else None)
+                      posing=getattr(args, "xr_posing", "auto"),
+                      log=say if args.xr_validation else None, warn=say)
     target.capture = args.xr_capture is not None  # a 2-eye readback per frame: cheap
     reason = "not started"
     try:
@@ -295,7 +348,8 @@ def run_xr_view(args) -> int:
         say(f"OpenXR: {target.runtime_name} / {target.system_name}, {len(target._eyes)} eyes of "
             f"{target.eye_size[0]}x{target.eye_size[1]} "
             f"{'sRGB' if target.color_is_srgb else 'linear'}, space {target.space_name}; "
-            f"{avatar.name} ({len(avatar)} Gaussians), {what}. Ctrl+C leaves.")
+            f"{len(keys)} x {avatar.name} ({len(avatar)} Gaussians), {what}, posed "
+            f"{'on the GPU' if target.gpu_posing else 'in numpy'}. Ctrl+C leaves.")
         reason = target.run(scene, max_frames=args.xr_frames)
         say(f"{_progress_line(target)}; session ended: {reason}")
         if target.lifecycle.lost:
@@ -330,6 +384,7 @@ def _write_stats(path: Path, target, stage: XrStage, reason: str) -> None:
         "color_format": target.color_format, "color_is_srgb": target.color_is_srgb,
         "space": getattr(target, "space_name", None),
         "exit_reason": reason, "poses": stage.pose_count,
+        "participants": len(stage.keys), "gpu_posing": target.gpu_posing,
         "messages": [list(m) for m in target.messages],
         "frames": [vars(t) for t in target.timings],
     }

@@ -10,9 +10,14 @@ swapchain per eye, a reference space, one "recentre" action and the frame loop::
 
 Each frame (only while the session runs): ``xrWaitFrame``, ``xrBeginFrame``; when the runtime
 says ``should_render`` and the views' poses are valid: locate the two views, call the scene
-ONCE for the frame's Gaussians, upload them when they changed, sort them ONCE from the eyes'
-midpoint, then per eye acquire / wait / draw / release its swapchain image; ``xrEndFrame``
-with one projection layer (no layer when nothing was drawn).
+ONCE for the frame's content, hand it to the renderer, sort ONCE from the eyes' midpoint, then
+per eye acquire / wait / draw / release its swapchain image; ``xrEndFrame`` with one
+projection layer (no layer when nothing was drawn).
+
+The content is either ``Gaussians`` (uploaded when the object changed) or, when the renderer
+poses avatars itself (render.gl's ``pose_avatars``; ``XrFrame.gpu_posing`` tells the scene),
+``PosedAvatars``: the avatars' static arrays, uploaded once, and per frame their poses (bone
+transforms, face weights, placement in the room), posed on the GPU only when they changed.
 
 The session state machine (``Lifecycle``, free of runtime calls so it is tested alone):
 READY -> ``xrBeginSession``; STOPPING -> ``xrEndSession``; EXITING or LOSS_PENDING (or an
@@ -47,6 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from render.backends import RenderError
 from render.camera import Camera
 from render.gaussians import Gaussians
 
@@ -246,13 +252,27 @@ class XrFrame:
     world_from_head: np.ndarray           # (4, 4)
     floor_y: float | None                 # floor height when the space knows it
     recentre: bool = False                # the user pressed recentre or the runtime moved the space
+    gpu_posing: bool = False              # the renderer takes PosedAvatars (poses on the GPU)
+
+
+@dataclass(eq=False)
+class PosedAvatars:
+    """Avatars a renderer poses itself (render.gl_pose), the scene's answer when
+    ``XrFrame.gpu_posing``: ``bindings`` (an ``AvatarBinding`` each) and ``poses`` (an
+    ``AvatarPose`` each, same order, with its ``world_from_avatar`` placement). The target
+    uploads ``bindings`` when that tuple is a new object (someone joined or left) and poses
+    when ``poses`` is a new object (codes or placement changed): keep the same objects while
+    nothing changed."""
+    bindings: tuple
+    poses: tuple
 
 
 @dataclass
 class FrameTiming:
     """Milliseconds spent per frame, for benchmarks (``XrTarget.timings``)."""
     wait_ms: float       # blocked in xrWaitFrame (the runtime pacing us)
-    scene_ms: float      # the scene callback (posing avatars)
+    scene_ms: float      # the scene callback (numpy posing, or forward kinematics for the GPU)
+    pose_ms: float       # GPU posing (pose_avatars, GL finished), when poses changed
     sort_ms: float       # upload (when the Gaussians changed) + depth sort (when needed)
     draw_ms: float       # both eyes' draws, GL finished
     frame_ms: float      # xrWaitFrame return to xrWaitFrame return: the achieved frame time
@@ -464,13 +484,21 @@ class XrTarget:
                  renderer_factory: Callable | None = None, near: float = 0.05,
                  far: float = 100.0, background=DEFAULT_BACKGROUND,
                  application_name: str = "splatcall", mirror_window: bool = False,
-                 prefer_srgb: bool = True, log: Callable[[str], None] | None = None) -> None:
+                 prefer_srgb: bool = True, posing: str = "auto",
+                 log: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         """``graphics``: "egl" (headless, XR_MNDX_egl_enable), "glx" (an X display) or "auto"
         (GLX when DISPLAY is set, else EGL). ``validation`` enables the Khronos core
         validation layer (shipped with pyopenxr); every message at warning or above lands in
         ``messages``. ``renderer_factory(ctx)`` makes the splatter (default: render.gl's
         GLSplatRenderer). ``prefer_srgb=False`` picks a linear swapchain format when the
-        runtime offers one (to exercise the linearising path)."""
+        runtime offers one (to exercise the linearising path). ``posing``: "auto" poses avatars
+        on the GPU when the renderer can (``pose_avatars``), "cpu" always in numpy (the
+        scene then hands over posed Gaussians: for comparisons and benchmarks). ``log`` gets
+        the session's progress (chatty), ``warn`` (default: ``log``) a line whenever the
+        viewer falls back to a slower path."""
+        if posing not in ("auto", "cpu"):
+            raise ValueError(f"posing must be 'auto' or 'cpu', not {posing!r}")
         if graphics == "auto":
             graphics = "glx" if os.environ.get("DISPLAY") else "egl"
         if graphics not in ("egl", "glx"):
@@ -483,13 +511,17 @@ class XrTarget:
         self.application_name = application_name
         self.mirror_window = mirror_window
         self.prefer_srgb = prefer_srgb
+        self.posing = posing
+        self.gpu_posing = False                     # set once the renderer exists
         self.log = log or (lambda message: None)
+        self.warn = warn or self.log
         self.messages: list[tuple[str, str]] = []   # (severity, text) at warning or above
         self.timings: deque[FrameTiming] = deque(maxlen=100_000)  # the latest frames
         self.frames_shown = 0
         self.lifecycle = Lifecycle()
         self.capture = False                        # keep the last drawn eye images
         self.captured: list[np.ndarray] = []        # (H, W, 4) uint8 per eye, top row first
+        self.captured_cameras: list[Camera] = []    # the eyes' cameras of those images
         self.runtime_name = ""
         self.system_name = ""
         self.color_format = 0
@@ -509,7 +541,8 @@ class XrTarget:
         self._action_set = None
         self._recentre_action = None
         self._recentre_pending = True   # place the avatars at the first tracked frame
-        self._uploaded = None
+        self._uploaded = None             # the Gaussians or avatar bindings on the GPU
+        self._posed = None                # the poses last posed on the GPU
         self._staging = None
         self._linearise = None
         self._last_wait_end = None
@@ -639,6 +672,7 @@ class XrTarget:
                                        angle_tolerance_rad=SORT_ANGLE_TOLERANCE_RAD)
             self.renderer_factory = default_renderer
         self.renderer = self.renderer_factory(self.ctx)
+        self.gpu_posing = self.posing == "auto" and hasattr(self.renderer, "pose_avatars")
         modes = xr.enumerate_environment_blend_modes(
             self._instance, self._system, xr.ViewConfigurationType.PRIMARY_STEREO)
         self._blend_mode = (xr.EnvironmentBlendMode.OPAQUE
@@ -845,12 +879,12 @@ class XrTarget:
         state = xr.wait_frame(self._session, xr.FrameWaitInfo())
         t1 = time.perf_counter()
         xr.begin_frame(self._session, xr.FrameBeginInfo())
-        layers, scene_ms, sort_ms, draw_ms = [], 0.0, 0.0, 0.0
+        layers, scene_ms, pose_ms, sort_ms, draw_ms = [], 0.0, 0.0, 0.0, 0.0
         if state.should_render:
             self._sync_actions()
             drawn = self._render_views(state, scene)
             if drawn is not None:
-                layer, scene_ms, sort_ms, draw_ms = drawn
+                layer, scene_ms, pose_ms, sort_ms, draw_ms = drawn
                 layers = [ctypes.byref(layer)]
         xr.end_frame(self._session, xr.FrameEndInfo(
             display_time=state.predicted_display_time, environment_blend_mode=self._blend_mode,
@@ -858,7 +892,8 @@ class XrTarget:
         last = self._last_wait_end
         frame_ms = (t1 - last) * 1e3 if last is not None else float("nan")
         self._last_wait_end = t1
-        self.timings.append(FrameTiming((t1 - t0) * 1e3, scene_ms, sort_ms, draw_ms, frame_ms,
+        self.timings.append(FrameTiming((t1 - t0) * 1e3, scene_ms, pose_ms, sort_ms, draw_ms,
+                                        frame_ms,
                                         state.predicted_display_period / 1e6, bool(layers)))
         self.frame_index += 1
         self.frames_shown += bool(layers)
@@ -896,23 +931,26 @@ class XrTarget:
         world_from_head = world_from_pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
         frame = XrFrame(self.frame_index, state.predicted_display_time,
                         state.predicted_display_period, cameras, world_from_head, self._floor_y,
-                        recentre=self._recentre_pending)
+                        recentre=self._recentre_pending, gpu_posing=self.gpu_posing)
         self._recentre_pending = False
 
         t0 = time.perf_counter()
-        gaussians = scene(frame) if scene is not None else None
+        content = scene(frame) if scene is not None else None
         t1 = time.perf_counter()
-        if gaussians is None:
-            gaussians = Gaussians.empty()
-        if gaussians is not self._uploaded:
-            self.renderer.upload(gaussians)
-            self._uploaded = gaussians
-        # One sort for both eyes, from between them along their mean gaze.
-        from render.gl import camera_forward
-        middle = np.mean([c.position for c in cameras], axis=0)
-        forward = np.mean([camera_forward(c) for c in cameras], axis=0)
-        self.renderer.sort_for(middle, forward)
-        self.ctx.finish()
+        try:
+            pose_ms, sort_ms = self._prepare(content, cameras)
+        except RenderError as exc:
+            from render.gl import GLContextLost
+
+            if not isinstance(content, PosedAvatars) or isinstance(exc, GLContextLost):
+                raise
+            # Avatars the GPU poser refuses (e.g. mixed colour forms): numpy from now on.
+            self.warn(f"GPU posing unavailable ({exc}); posing avatars in numpy")
+            self.gpu_posing = frame.gpu_posing = False
+            t0 = time.perf_counter()
+            content = scene(frame)
+            t1 = time.perf_counter()
+            pose_ms, sort_ms = self._prepare(content, cameras)
         t2 = time.perf_counter()
 
         layer_views = []
@@ -934,10 +972,60 @@ class XrTarget:
         self.ctx.finish()  # the draw time below is the GL work, not just its submission
         t3 = time.perf_counter()
         if captured:
-            self.captured = captured
+            self.captured, self.captured_cameras = captured, cameras
         layer = xr.CompositionLayerProjection(space=self._space, views=layer_views)
         self._layer_views = layer_views  # the layer points into them until xrEndFrame
-        return layer, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+        return layer, (t1 - t0) * 1e3, pose_ms, sort_ms, (t3 - t2) * 1e3
+
+    def _prepare(self, content, cameras: list[Camera]) -> tuple[float, float]:
+        """Hand the frame's content to the renderer (upload what changed, pose on the GPU
+        when the poses changed) and sort once for both eyes, from between them along their
+        mean gaze. Returns (pose_ms, sort_ms), GL work finished."""
+        t0 = time.perf_counter()
+        pose_ms = 0.0
+        if isinstance(content, PosedAvatars):
+            if content.bindings is not self._uploaded:
+                self.renderer.upload_avatars(list(content.bindings))
+                self._uploaded, self._posed = content.bindings, None
+            if content.poses is not self._posed:
+                self.renderer.pose_avatars(list(content.poses))
+                self._posed = content.poses
+                self.ctx.finish()
+                pose_ms = (time.perf_counter() - t0) * 1e3
+        else:
+            gaussians = content if content is not None else Gaussians.empty()
+            if gaussians is not self._uploaded:
+                self.renderer.upload(gaussians)
+                self._uploaded, self._posed = gaussians, None
+        t1 = time.perf_counter()
+        from render.gl import camera_forward
+        middle = np.mean([c.position for c in cameras], axis=0)
+        forward = np.mean([camera_forward(c) for c in cameras], axis=0)
+        self.renderer.sort_for(middle, forward)
+        self.ctx.finish()
+        return pose_ms, (time.perf_counter() - t1) * 1e3
+
+    def draw_offscreen(self, content, cameras: list[Camera]) -> list[np.ndarray]:
+        """Draw a frame's content (what a scene returns) for ``cameras`` as the frame loop
+        does (same upload, posing, sort and per-eye draw) into plain RGBA8 images instead of
+        the swapchain: (H, W, 4) uint8 per camera, top row first, the bytes an sRGB
+        swapchain would hold. For mirrors and for checking the headset path."""
+        self._gl.make_current()
+        self._prepare(content, cameras)
+        images = []
+        for camera in cameras:
+            texture = self.ctx.texture((camera.width, camera.height), 4, dtype="f1")
+            fbo = self.ctx.framebuffer(color_attachments=[texture])
+            try:
+                self.ctx.disable_direct(GL_FRAMEBUFFER_SRGB)
+                self.renderer.draw(camera, fbo, background=self.background)
+                raw = texture.read()
+            finally:
+                fbo.release()
+                texture.release()
+            images.append(np.frombuffer(raw, np.uint8).reshape(camera.height, camera.width,
+                                                               4)[::-1].copy())
+        return images
 
     def _framebuffer(self, eye: _EyeSwapchain, index: int):
         fbo = eye.framebuffers.get(index)

@@ -251,6 +251,53 @@ def test_runner_thread_takes_codes_from_another_thread(monado):
     assert "messages 0" in result.stdout
 
 
+def test_gpu_posed_headset_image_matches_the_numpy_posed_one(monado):
+    """Two participants (their own codes, their own places in the room) posed on the GPU in
+    a real session, validation layer on. The swapchain images as stored are then compared
+    with the same frame drawn offscreen by the same target: GPU-posed again (the offscreen
+    path is the swapchain path: the same bytes) and numpy-posed (the same room)."""
+    script = (
+        "import numpy as np\n"
+        "from app.poses import POSES\n"
+        "from app.xr_view import XrStage\n"
+        "from avatar.avatar import load_avatar\n"
+        "from render.xr import PosedAvatars, XrFrame, XrTarget\n"
+        "avatar = load_avatar('default')\n"
+        "stage = XrStage(distance_m=2.2)\n"
+        "stage.add('alice', avatar, POSES['wave'].codes(0.4))\n"
+        "stage.add('bob', avatar, POSES['smile'].codes(0.0))\n"
+        "with XrTarget('egl', validation=True) as target:\n"
+        "    target.capture = True\n"
+        "    target.run(stage, max_frames=4)\n"
+        "    cameras = target.captured_cameras\n"
+        "    frame = XrFrame(0, 0, 0, cameras, np.eye(4), 0.0, gpu_posing=True)\n"
+        "    room = stage(frame)\n"
+        "    print('content', type(room).__name__, 'poses', stage.pose_count)\n"
+        "    again = target.draw_offscreen(room, cameras)\n"
+        "    frame.gpu_posing = False\n"
+        "    cpu = target.draw_offscreen(stage(frame), cameras)\n"
+        "    print('gpu', target.gpu_posing, 'messages', len(target.messages))\n"
+        "    np.save('/tmp/xr-posing.npy', np.stack([np.stack(target.captured),\n"
+        "                                          np.stack(again), np.stack(cpu)]))\n"
+    )
+    result = monado.client("-c", _shell_quote(script), timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "content PosedAvatars poses 2" in result.stdout   # posed once each, on the GPU
+    assert "gpu True messages 0" in result.stdout and _validation_complaints(output) == []
+    swapchain, again, cpu = np.load(ROOT / "tmp" / "xr-posing.npy").astype(int)
+    np.testing.assert_array_equal(again, swapchain)
+    for eye in range(2):
+        figure = np.abs(cpu[eye, ..., :3] - BACKGROUND).sum(axis=-1) > 12
+        assert figure.mean() > 0.05                          # both participants in view
+        occupied = figure.any(axis=0).astype(int)           # two people: two runs of columns
+        assert np.count_nonzero(np.diff(occupied) == 1) + occupied[0] == 2
+        diff = np.abs(swapchain[eye] - cpu[eye]).max(axis=-1)
+        print(f"eye {eye}: mean |diff| {diff.mean():.4f} levels, "
+              f"{(diff > 2).mean():.3%} of pixels over 2 levels, max {diff.max()}")
+        assert diff.mean() < 0.1 and (diff > 2).mean() < 0.002
+
+
 def test_validation_messages_do_reach_the_viewer(monado):
     """The control for the test above: a deliberate misuse is reported, so an empty list
     there means the layer had nothing to say, not that its messages were lost."""
