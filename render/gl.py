@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 
 import numpy as np
 
@@ -64,7 +65,8 @@ from render.gaussians import Gaussians
 from render.reference import (ALPHA_MAX, ALPHA_MIN, DILATION_PX2, FRUSTUM_MARGIN, SH_C0, SH_C1,
                               SH_C2, SH_C3)
 from render.gl_tiles import (BASES_SHADER, COMPOSITE_FRAGMENT_SHADER, COMPOSITE_VERTEX_SHADER,
-                             EMIT_GROUP, EMIT_SHADER, EMPTY_RECT, GROUP, LIST_ROW, RASTER_SHADER,
+                             EMIT_GROUP, EMIT_SHADER, EMPTY_RECT, GROUP, LIST_ROW, LOG2_E,
+                             RASTER_SHADER,
                              ROW, SCAN_SHADER, TEXEL_GLSL, TILE_H, TILE_W, TOTALS_SHADER,
                              chunking, rows_for, tile_grid)
 from render.sort import front_to_back, view_depths
@@ -161,9 +163,12 @@ void main() {{
     vec3 mean = mean_opacity.xyz;
     float opacity = min(mean_opacity.w, 1.0);
 #if TILES
-    // Splats are stored by depth rank, so the tile passes read them in depth order; a culled
-    // one keeps an empty tile rectangle (it is in no tile's list).
-    uint slot = texelFetch(rank, texel(i, 1, 0), 0).x;
+    // Splats are stored by Gaussian index (an avatar's neighbouring Gaussians are near in
+    // memory, so a tile's splats share cache lines: stored by depth rank the rasteriser took
+    // twice as long on llvmpipe); the binning walks them by depth rank. A culled splat keeps
+    // an empty tile rectangle (it is in no tile's list).
+    uint slot = i;
+    uint depth_rank = texelFetch(rank, texel(i, 1, 0), 0).x;
     imageStore(splat_image, texel(slot, 3, 0), uvec4(0u, 0u, {EMPTY_RECT[0]}u, {EMPTY_RECT[1]}u));
 #else
     uint slot = i;
@@ -212,10 +217,14 @@ void main() {{
     uvec2 last = uvec2(hi) / uvec2(tile_size);
     uvec2 rect = uvec2(first.x | (last.x << 16), first.y | (last.y << 16));
     imageStore(splat_image, texel(slot, 3, 0), uvec4(floatBitsToUint(mean2d), rect));
-    imageStore(splat_image, texel(slot, 3, 1), floatBitsToUint(vec4(c / det, -b / det, a / det, opacity)));
-    // (the half-width: the rasteriser's test whether a pixel column meets the 1/255 box)
-    imageStore(splat_image, texel(slot, 3, 2), floatBitsToUint(vec4(view_color(i, mean), radius.x + 0.01)));
-    uint chunk = slot / uint(chunk_size) * uint(tiles.x * tiles.y);
+    // The rasteriser's log2 weight coefficients (see render.gl_tiles): opacity *
+    // exp(-(A dx^2 + 2 B dx dy + C dy^2) / 2) = exp2(qa dx^2 + qb dx dy + qc dy^2 + log2 o),
+    // and exp2(2 qc), the step of its row-to-row ratio.
+    vec4 q_coeffs = vec4({-0.5 * LOG2_E!r} * c / det, {LOG2_E!r} * b / det,
+                         {-0.5 * LOG2_E!r} * a / det, opacity);
+    imageStore(splat_image, texel(slot, 3, 1), floatBitsToUint(q_coeffs));
+    imageStore(splat_image, texel(slot, 3, 2), floatBitsToUint(vec4(view_color(i, mean), exp2(2.0 * q_coeffs.z))));
+    uint chunk = depth_rank / uint(chunk_size) * uint(tiles.x * tiles.y);
     for (uint ty = first.y; ty <= last.y; ++ty) {{
         for (uint tx = first.x; tx <= last.x; ++tx) {{
             atomicAdd(chunk_counts[chunk + ty * uint(tiles.x) + tx], 1u);
@@ -419,6 +428,10 @@ class GLSplatRenderer:
         self.prefer_points = prefer_points
         self.last_primitive = None  # "tiles", "points" or "quads": what the last draw used
         self.last_pair_count = 0  # tile path: (tile, splat) pairs of the last draw
+        # Benchmarks: when a dict, the tile path finishes GL after each stage and adds its
+        # wall and process CPU milliseconds there ("raster", "raster_cpu", ...); None: no
+        # stalls.
+        self.stage_ms: dict | None = None
         self.owns_context = ctx is None
         self._gaussians: Gaussians | None = None
         self._avatars = None  # render.gl_pose.GLAvatarPoser while avatars are posed here
@@ -646,10 +659,13 @@ class GLSplatRenderer:
         rows = rows_for(len(order))
         rank = np.zeros(rows * ROW, dtype=np.uint32)
         rank[order] = np.arange(len(order), dtype=np.uint32)
+        padded_order = np.zeros(rows * ROW, dtype=np.uint32)
+        padded_order[:len(order)] = order
         try:
             self._buffer("order", order.tobytes())
-            self.data_texture("rank", ROW, rows, 1, "u4").write(
-                rank.tobytes(), viewport=(0, 0, ROW, rows))
+            for name, values in (("order", padded_order), ("rank", rank)):
+                self.data_texture(name, ROW, rows, 1, "u4").write(
+                    values.tobytes(), viewport=(0, 0, ROW, rows))
         except RenderError:
             raise
         except Exception as exc:
@@ -782,6 +798,9 @@ class GLSplatRenderer:
         if tiles_x > 0xFFFF or tiles_y > 0xFFFF:
             return False
         # 1. projection, by depth rank, counting each chunk's splats per tile
+        if self.stage_ms is not None:
+            ctx.finish()
+            self.stage_ms["_mark"] = (time.perf_counter(), time.process_time())
         cs = self.projection(tiles=True, sh_count=self._sh_count)
         self._projection_uniforms(cs, camera)
         self._textures["rank"].use(6)
@@ -792,6 +811,7 @@ class GLSplatRenderer:
         counts.bind_to_storage_buffer(6)
         cs.run(group_x=(self._count + WORKGROUP - 1) // WORKGROUP)
         ctx.memory_barrier()
+        self._stage("projection")
         # 2. binning: tile totals, starts, per-chunk slots, then the depth-ordered lists
         groups = (tile_count + GROUP - 1) // GROUP
         self._reserve("tile_starts", tile_count * 4).bind_to_storage_buffer(7)
@@ -813,11 +833,13 @@ class GLSplatRenderer:
         tile_list = self.data_texture("tile_list", LIST_ROW, list_rows, 1, "u4")
         tile_list.bind_to_image(1, read=False, write=True)
         splats.use(2)
+        self._textures["order"].use(4)
         _set_uniforms(self._emit, count=self._count, tiles_x=tiles_x, tile_count=tile_count,
                       chunks=chunks, chunk_size=chunk_size,
                       capacity=tile_list.height * LIST_ROW)
         self._emit.run(group_x=(chunks + EMIT_GROUP - 1) // EMIT_GROUP)
         ctx.memory_barrier()
+        self._stage("binning")
         # 3. each tile front to back into an RGBA32F image
         splatted = self._textures.get("splatted")
         if splatted is None or splatted.size != (width, height):
@@ -831,6 +853,7 @@ class GLSplatRenderer:
         _set_uniforms(self._raster, image_size=(width, height), tiles=(tiles_x, tiles_y))
         self._raster.run(group_x=tiles_x, group_y=tiles_y)
         ctx.memory_barrier()
+        self._stage("raster")
         # 4. blended over the framebuffer (already cleared to the background)
         x, y, _, _ = viewport
         ctx.viewport = viewport
@@ -841,8 +864,20 @@ class GLSplatRenderer:
         splatted.use(0)
         _set_uniforms(self._composite, origin=(int(x), int(y)))
         self._composite_vao.render(moderngl.TRIANGLES, vertices=3)
+        self._stage("composite")
         self.last_primitive = "tiles"
         return True
+
+    def _stage(self, name: str) -> None:
+        """Benchmarks (``stage_ms`` set): finish GL and add the time since the last mark."""
+        if self.stage_ms is None:
+            return
+        self.ctx.finish()
+        now = (time.perf_counter(), time.process_time())
+        start = self.stage_ms.pop("_mark", now)
+        for key, a, b in ((name, start[0], now[0]), (name + "_cpu", start[1], now[1])):
+            self.stage_ms[key] = self.stage_ms.get(key, 0.0) + (b - a) * 1e3
+        self.stage_ms["_mark"] = now
 
     # -- offscreen ------------------------------------------------------------------------
     def _float_target(self, width: int, height: int):
