@@ -15,11 +15,13 @@ Medians of wall-clock and process CPU time (CPU time counts llvmpipe's worker th
 so it says how much work a frame is even when other jobs share the CPU), and the load
 average around each case.
 
-    python bench/bench_render.py [--repeats 5] [--backends ...] [--out bench/results/render-<host>.json]
+    python bench/bench_render.py [--repeats 5] [--backends ...] [--sort cpu|gpu] [--stages]
+                                 [--out bench/results/render-<host>.json]
 
 - pose: numpy ``Avatar.pose(codes)`` for every avatar, or FK + the GPU posing passes,
-- sort: ``GLSplatRenderer.sort_for`` (32-bit radix on the CPU, one per frame for both eyes;
-  with GPU posing it first reads the posed means back),
+- sort: ``GLSplatRenderer.sort_for`` (one per frame for both eyes): ``--sort cpu`` (default)
+  32-bit radix in numpy, with GPU posing on means read back first; ``--sort gpu`` the radix
+  sort in compute shaders (``render.sort.GLDepthSort``), nothing read back,
 - draw: (upload +) projection + splatting (+ glFinish), all eyes.
 """
 
@@ -135,10 +137,10 @@ def display_targets(ctx, cams):
     return targets, position, forward
 
 
-def bench_gl(pose, cams, repeats: int, pipeline: str = "auto") -> dict:
+def bench_gl(pose, cams, repeats: int, pipeline: str = "auto", sort: str = "cpu") -> dict:
     from render.gl import GLSplatRenderer
 
-    renderer = GLSplatRenderer(pipeline=pipeline)
+    renderer = GLSplatRenderer(pipeline=pipeline, sort=sort)
     ctx = renderer.ctx
     targets, position, forward = display_targets(ctx, cams)
     rows = []
@@ -162,10 +164,11 @@ def bench_gl(pose, cams, repeats: int, pipeline: str = "auto") -> dict:
     return summarise(rows, gaussians=len(g))
 
 
-def bench_gl_gpupose(bindings, poses, cams, repeats: int) -> dict:
+def bench_gl_gpupose(bindings, poses, cams, repeats: int, sort: str = "cpu",
+                     stages: bool = False) -> dict:
     from render.gl import GLSplatRenderer
 
-    renderer = GLSplatRenderer()
+    renderer = GLSplatRenderer(sort=sort)
     ctx = renderer.ctx
     renderer.upload_avatars(bindings)  # once: static arrays
     targets, position, forward = display_targets(ctx, cams)
@@ -181,13 +184,21 @@ def bench_gl_gpupose(bindings, poses, cams, repeats: int) -> dict:
                 renderer.draw(cam, fbo, background=(0, 0, 0))
             ctx.finish()
 
+        def sort():
+            renderer.sort_for(position, forward)
+            ctx.finish()  # a GPU sort runs asynchronously
+
         _, pose_ms, pose_cpu = timed(pose)
-        _, sort_ms, sort_cpu = timed(lambda: renderer.sort_for(position, forward))
+        _, sort_ms, sort_cpu = timed(sort)
+        renderer.stage_ms = {} if stages else None
         _, draw_ms, draw_cpu = timed(draw)
         if i:
             rows.append(dict(pose_ms=pose_ms, sort_ms=sort_ms, draw_ms=draw_ms,
                              pose_cpu_ms=pose_cpu, sort_cpu_ms=sort_cpu, draw_cpu_ms=draw_cpu,
                              primitive=renderer.last_primitive))
+            if stages:  # the tile path's stages, each finished before the next starts
+                rows[-1].update({f"{name}_ms": ms for name, ms in renderer.stage_ms.items()
+                                 if not name.startswith("_")})
     count = renderer._count
     renderer.release()
     return summarise(rows, gaussians=count)
@@ -209,8 +220,9 @@ def bench_backend(name: str, pose, cams, repeats: int) -> dict:
 
 def summarise(rows, gaussians: int) -> dict:
     out = {"gaussians": gaussians, "repeats": len(rows)}
-    for key in ("pose_ms", "sort_ms", "draw_ms", "pose_cpu_ms", "sort_cpu_ms", "draw_cpu_ms"):
-        out[f"median_{key}"] = round(statistics.median(r[key] for r in rows), 2)
+    for key in rows[0] if rows else ():
+        if key.endswith("_ms"):
+            out[f"median_{key}"] = round(statistics.median(r[key] for r in rows), 2)
     out["median_frame_ms"] = round(statistics.median(
         r["pose_ms"] + r["sort_ms"] + r["draw_ms"] for r in rows), 2)
     out["median_render_ms"] = round(statistics.median(r["sort_ms"] + r["draw_ms"]
@@ -228,6 +240,10 @@ def main(argv=None) -> int:
     parser.add_argument("--backends", nargs="+", default=["gl-gpupose", "gl", "gl-raster"],
                         choices=["gl-gpupose", "gl", "gl-raster"],
                         help="GL variants to run (cuda runs too where available)")
+    parser.add_argument("--sort", choices=["cpu", "gpu"], default="cpu",
+                        help="GL depth sort: numpy radix on read-back means, or compute shaders")
+    parser.add_argument("--stages", action="store_true", help="gl-gpupose: also time the tile "
+                        "path's stages (GL finished after each: adds stalls)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference baseline")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: "
                         "bench/results/render-<host>-<date>.json)")
@@ -258,19 +274,26 @@ def main(argv=None) -> int:
                 print(f"{backend} {count_name} {size_name} ...", file=sys.stderr, flush=True)
                 load_before = os.getloadavg()[0]
                 if backend == "gl-gpupose":
-                    r = bench_gl_gpupose(bindings, poses, cams, args.repeats)
+                    r = bench_gl_gpupose(bindings, poses, cams, args.repeats, args.sort,
+                                         args.stages)
                 elif backend == "gl":
-                    r = bench_gl(pose, cams, args.repeats)
+                    r = bench_gl(pose, cams, args.repeats, sort=args.sort)
                 elif backend == "gl-raster":
-                    r = bench_gl(pose, cams, args.repeats, pipeline="raster")
+                    r = bench_gl(pose, cams, args.repeats, pipeline="raster", sort=args.sort)
                 else:
                     r = bench_backend(backend, pose, cams, args.repeats)
                 r.update(backend=backend, count=count_name, size=size_name,
+                         sort=args.sort if backend.startswith("gl") else None,
                          load_average=[round(load_before, 2), round(os.getloadavg()[0], 2)])
                 results.append(r)
                 print(f"  frame {r['median_frame_ms']} ms (pose {r['median_pose_ms']}, sort "
                       f"{r['median_sort_ms']}, draw {r['median_draw_ms']}; draw CPU "
                       f"{r['median_draw_cpu_ms']} ms)", file=sys.stderr, flush=True)
+                if args.stages and backend == "gl-gpupose":
+                    print("  stages ms (CPU): " + ", ".join(
+                        f"{name} {r[f'median_{name}_ms']} ({r[f'median_{name}_cpu_ms']})"
+                        for name in ("projection", "binning", "raster", "composite")
+                        if f"median_{name}_ms" in r), file=sys.stderr, flush=True)
     if "100k" in args.counts and "512x512" in args.sizes and not args.no_reference:
         pose, n_avatars = scene(avatar, COUNTS["100k"])
         print("reference 100k 512x512 ...", file=sys.stderr, flush=True)

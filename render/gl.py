@@ -69,12 +69,13 @@ from render.gl_tiles import (BASES_SHADER, COMPOSITE_FRAGMENT_SHADER, COMPOSITE_
                              RASTER_SHADER,
                              ROW, SCAN_SHADER, TEXEL_GLSL, TILE_H, TILE_W, TOTALS_SHADER,
                              chunking, rows_for, tile_grid)
-from render.sort import front_to_back, view_depths
+from render.sort import GLDepthSort, front_to_back, view_depths
 
 GL_VERSION = 430
 WORKGROUP = 128
 PARAMS_PER_GAUSSIAN = 12  # 3 vec4: mean xyz + opacity, quat wxyz, scale xyz + unused
 PIPELINES = ("auto", "tiles", "raster")
+SORTS = ("cpu", "gpu")
 
 
 class GLContextLost(RenderError):
@@ -408,7 +409,7 @@ class GLSplatRenderer:
 
     def __init__(self, ctx=None, *, position_tolerance_m: float = 0.0,
                  angle_tolerance_rad: float = 0.0, key_bits: int = 32,
-                 prefer_points: bool = True, pipeline: str = "auto"):
+                 prefer_points: bool = True, pipeline: str = "auto", sort: str = "cpu"):
         """``ctx``: a moderngl context (OpenGL >= 4.3), or None for a headless EGL one.
 
         The tolerances say how far the view may move before ``sort_for`` sorts again
@@ -417,10 +418,16 @@ class GLSplatRenderer:
         early stop), "raster" (GL primitives blended back to front) or "auto" (tiles on a
         software renderer such as llvmpipe, raster on a GPU); ``prefer_points`` (raster
         path): one point per Gaussian when every footprint fits the largest point size (the
-        same pixels and maths, cheaper on llvmpipe), else instanced quads.
+        same pixels and maths, cheaper on llvmpipe), else instanced quads; ``sort``: "cpu"
+        (the posed means are read back and sorted by ``render.sort.front_to_back``) or "gpu"
+        (``render.sort.GLDepthSort``: a radix sort in compute shaders on the float32 depths,
+        nothing read back; slower than the CPU on llvmpipe, see docs/rendering.md).
         """
         if pipeline not in PIPELINES:
             raise ValueError(f"pipeline must be one of {PIPELINES}, not {pipeline!r}")
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {SORTS}, not {sort!r}")
+        self.sort = sort
         self.requested_pipeline = pipeline
         self.position_tolerance_m = position_tolerance_m
         self.angle_tolerance_rad = angle_tolerance_rad
@@ -478,6 +485,7 @@ class GLSplatRenderer:
                                           fragment_shader=COMPOSITE_FRAGMENT_SHADER)
             self._composite_vao = ctx.vertex_array(self._composite, [])
             self._total = ctx.buffer(reserve=4)
+            self._gpu_sort = GLDepthSort(ctx) if self.sort == "gpu" else None
         except Exception as exc:  # moderngl raises its own Error, or others on a dead context
             raise GLContextLost(f"cannot build the splatting shaders: {exc}") from exc
         self._count = 0
@@ -522,7 +530,8 @@ class GLSplatRenderer:
                     self._corners, self._program, self._point_vao, self._point_program,
                     self._stats, *self._projections.values(), self._totals,
                     self._scan, self._bases, self._emit, self._raster, self._composite_vao,
-                    self._composite, self._total, *(self._target or ())]:
+                    self._composite, self._total, *(self._target or ()),
+                    *([self._gpu_sort] if self._gpu_sort is not None else [])]:
             try:
                 obj.release()
             except Exception:
@@ -654,6 +663,33 @@ class GLSplatRenderer:
             turned = math.acos(float(np.clip(np.dot(forward, last_forward), -1.0, 1.0)))
             if moved <= self.position_tolerance_m and turned <= self.angle_tolerance_rad:
                 return False
+        if self.sort == "gpu":
+            self._sort_on_gpu(position, forward)
+        else:
+            self._sort_on_cpu(position, forward)
+        self._sort_key = (position, forward)
+        self._order_valid = True
+        self.sort_count += 1
+        return True
+
+    def _sort_on_gpu(self, position, forward) -> None:
+        rows = rows_for(self._count)
+        if self._count == 0:
+            return
+        try:
+            self._gpu_sort.sort(self._textures["params"], self._count, ROW, position, forward)
+            self._gpu_sort.write_textures(self._count, ROW,
+                                          self.data_texture("order", ROW, rows, 1, "u4"),
+                                          self.data_texture("rank", ROW, rows, 1, "u4"))
+            order = self._reserve("order", 4 * self._count)
+            if self._count:
+                self.ctx.copy_buffer(order, self._gpu_sort.order_buffer, size=4 * self._count)
+        except RenderError:
+            raise
+        except Exception as exc:
+            raise GLContextLost(f"cannot sort on the GPU: {exc}") from exc
+
+    def _sort_on_cpu(self, position, forward) -> None:
         depths = view_depths(self.means(), position, forward)
         order = front_to_back(depths, self.key_bits)
         rows = rows_for(len(order))
@@ -670,10 +706,6 @@ class GLSplatRenderer:
             raise
         except Exception as exc:
             raise GLContextLost(f"cannot upload the draw order: {exc}") from exc
-        self._sort_key = (position, forward)
-        self._order_valid = True
-        self.sort_count += 1
-        return True
 
     # -- avatars posed on the GPU ---------------------------------------------------------
     def upload_avatars(self, bindings) -> None:
