@@ -161,3 +161,19 @@ def test_track_command_refuses_split_for_an_image(tmp_path):
     assert run.returncode == 1
     assert "error: --landmarks split tracks between video frames" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_hands_solved_beside_the_pose_give_the_same_codes(messi):
+    """Tracker.process solves the hands in the detector's crop thread while the pose graph
+    runs; the codes are those of solving the same landmarks afterwards."""
+    from tracking.sources import Frame
+    from tracking.tracker import Tracker
+
+    with Tracker(smoothing=False) as tracker:
+        for i in range(3):
+            result = tracker.process(Frame(messi, i / 30.0, i))
+        assert set(tracker.timings_ms) == {"landmarks", "solvers"}
+        again = tracker.solve(result.landmarks, result.codes.t)
+    assert result.codes.is_valid("left_hand") and result.codes.is_valid("right_hand")
+    np.testing.assert_array_equal(result.codes.hands, again.hands)
+    np.testing.assert_array_equal(result.codes.body, again.body)

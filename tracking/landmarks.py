@@ -26,6 +26,7 @@ Hands are stored by the person's own side: index 0 is the left hand.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -173,8 +174,15 @@ class LandmarkDetector:
             self._graphs["hands"] = _graph(_HANDS_FROM_POSE)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmark-crops")
 
-    def detect(self, image: np.ndarray) -> Landmarks:
-        """Landmarks of one (H, W, 3) uint8 RGB image."""
+    def detect(self, image: np.ndarray,
+               on_crops: Callable[[Landmarks], None] | None = None) -> Landmarks:
+        """Landmarks of one (H, W, 3) uint8 RGB image.
+
+        ``on_crops(landmarks)``, if given, is called once the face and hands are in
+        ``landmarks`` and before the pose may be: with the split backend in the crop thread,
+        while the pose graph still runs, so work on the face and hands overlaps it (it must
+        not touch the pose fields). A face or hands found there are dropped afterwards if
+        the pose lost the person."""
         image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
@@ -187,42 +195,43 @@ class LandmarkDetector:
             if self.static_image_mode:
                 self._forget(graph, image.shape)
             self._holistic(graph.process(image), out)
+            if on_crops is not None:
+                on_crops(out)
             return out
-        self._split(image, out)
+        self._split(image, out, on_crops)
         return out
 
-    def _split(self, image: np.ndarray, out: Landmarks) -> None:
+    def _split(self, image: np.ndarray, out: Landmarks, on_crops) -> None:
         previous = self._previous_pose if self.crop_from_previous_pose else None
-        crops = None if previous is None else self._pool.submit(self._crops, image, previous)
+        crops = None
+        if previous is not None:
+            crops = self._pool.submit(self._crops, image, previous, out, on_crops)
         t0 = time.perf_counter()
         pose = self._graphs["pose"].process(image)
         pose_ms = (time.perf_counter() - t0) * 1000
         if crops is not None:
-            face, hands, timings_ms = crops.result()
+            timings_ms = crops.result()
         elif pose.pose_landmarks is not None:
-            face, hands, timings_ms = self._crops(image, pose.pose_landmarks)
+            timings_ms = self._crops(image, pose.pose_landmarks, out, on_crops)
         else:
-            face, hands, timings_ms = None, None, {}
-        if pose.pose_landmarks is None:
-            face = hands = None  # as holistic: no face or hands without the person's pose
+            timings_ms = {}
         self.timings_ms = {"pose": pose_ms, **timings_ms}
         # Crops start from this pose next frame; none when it was lost (then the next frame
         # runs its pose first and crops from it).
         self._previous_pose = pose.pose_landmarks
-        if "pose" in self.parts:
+        if pose.pose_landmarks is None:
+            # As holistic: no face or hands without the person's pose.
+            out.face, out.hands, out.hands_world = None, [None, None], [None, None]
+            out.hand_scores = [0.0, 0.0]
+        elif "pose" in self.parts:
             self._pose(pose, out)
-        if "face" in self.parts and face is not None and face.face_landmarks is not None:
-            out.face = _points(face.face_landmarks, out.width, out.height)
-        if "hands" in self.parts and hands is not None:
-            self._hands_from_pose(hands, out)
 
-    def _crops(self, image: np.ndarray, pose_landmarks):
-        """Face and hands cropped where ``pose_landmarks`` (a normalized landmark list) puts
-        them; the hands subgraph runs only when the pose sees a hand in the frame. Returns
-        the two graphs' results (None when not run) and their times in ms."""
+    def _crops(self, image: np.ndarray, pose_landmarks, out: Landmarks, on_crops) -> dict:
+        """Face and hands into ``out``, cropped where ``pose_landmarks`` (a normalized
+        landmark list) puts them; the hands subgraph runs only when the pose sees a hand in
+        the frame. Then ``on_crops(out)``. Returns each graph's time (ms) if it ran."""
         from mediapipe.framework.formats import landmark_pb2
 
-        face = hands = None
         timings_ms = {}
         if "face" in self._graphs:
             t0 = time.perf_counter()
@@ -230,12 +239,17 @@ class LandmarkDetector:
                 landmark=pose_landmarks.landmark[:FACE_POSE_POINTS])
             face = self._graphs["face"].process({"image": image, "face_from_pose": face_points})
             timings_ms["face"] = (time.perf_counter() - t0) * 1000
+            if face.face_landmarks is not None:
+                out.face = _points(face.face_landmarks, out.width, out.height)
         if "hands" in self._graphs and any(_hand_in_view(pose_landmarks, side) for side in (0, 1)):
             t0 = time.perf_counter()
             hands = self._graphs["hands"].process({"image": image,
                                                    "pose_landmarks": pose_landmarks})
             timings_ms["hands"] = (time.perf_counter() - t0) * 1000
-        return face, hands, timings_ms
+            self._hands_from_pose(hands, out)
+        if on_crops is not None:
+            on_crops(out)
+        return timings_ms
 
     def _forget(self, graph, shape) -> None:
         """Clear what the holistic graph remembers of the previous image.

@@ -78,6 +78,7 @@ class Tracker:
             *FILTER_SETTINGS[name]) for name in FILTER_SETTINGS if name != "hands"}
         self.hand_filters = [QuaternionOneEuro(*FILTER_SETTINGS["hands"]) for _ in range(2)]
         self.seq = 0
+        self.timings_ms: dict[str, float] = {}
         self._was_valid = np.zeros(len(PARTS), dtype=bool)
 
     def recalibrate(self) -> None:
@@ -85,28 +86,47 @@ class Tracker:
         self.face.recalibrate(start=True)
 
     def process(self, frame: Frame) -> TrackResult:
+        """Landmarks and codes of one frame. The hands are solved as soon as the detector
+        has them (with the split backend, in its crop thread while the pose graph runs);
+        ``timings_ms`` then holds "landmarks" (the detector, hands solve included) and
+        "solvers" (what follows it)."""
         image = frame.image[:, ::-1] if self.mirror else frame.image
-        landmarks = self.detector.detect(image)
-        codes = self.solve(landmarks, frame.t)
+        solved = {}
+        t0 = time.perf_counter()
+        landmarks = self.detector.detect(
+            image, on_crops=lambda lm: solved.update(hands=self.solve_hands(lm)))
+        t1 = time.perf_counter()
+        codes = self.solve(landmarks, frame.t, hands=solved.get("hands"))
+        self.timings_ms = {"landmarks": (t1 - t0) * 1000,
+                           "solvers": (time.perf_counter() - t1) * 1000}
         return TrackResult(codes, landmarks, frame)
 
-    def solve(self, lm: Landmarks, t: float) -> Codes:
-        """Codes from one frame's landmarks (filtered unless smoothing is off)."""
-        values = Codes().__dict__.copy()
-        valid = np.zeros(len(PARTS), dtype=bool)
-
-        hand_world = [None, None]
-        palms = {}
+    def solve_hands(self, lm: Landmarks) -> list:
+        """Per side (0 = left), None or (finger-bone rotations (19, 4), palm directions) from
+        the hand landmarks alone: no filtering, no state, safe beside the pose's work."""
+        out = [None, None]
         for side in range(2):
             points = lm.hands_world[side]
             if points is None:
                 continue
             world = to_world(points)
-            if not hand_scale_ok(world):
+            if hand_scale_ok(world):
+                out[side] = (self.hands.solve(world, side), palm_directions(world))
+        return out
+
+    def solve(self, lm: Landmarks, t: float, hands: list | None = None) -> Codes:
+        """Codes from one frame's landmarks (filtered unless smoothing is off). ``hands``:
+        ``solve_hands(lm)`` if already done."""
+        values = Codes().__dict__.copy()
+        valid = np.zeros(len(PARTS), dtype=bool)
+
+        if hands is None:
+            hands = self.solve_hands(lm)
+        palms = {}
+        for side, solved in enumerate(hands):
+            if solved is None or lm.hands_world[side] is None:  # dropped with a lost pose
                 continue
-            hand_world[side] = world
-            palms[(".L", ".R")[side]] = palm_directions(world)
-            values["hands"][side] = self.hands.solve(world, side)
+            values["hands"][side], palms[(".L", ".R")[side]] = solved
             valid[PART_INDEX[("left_hand", "right_hand")[side]]] = True
 
         body = self.body.solve(lm, palms)
