@@ -62,37 +62,12 @@ import numpy as np
 from render.backends import RenderError
 from render.camera import Camera
 from render.gaussians import Gaussians
-from render.gl_tiles import (
-    BASES_SHADER,
-    COMPOSITE_FRAGMENT_SHADER,
-    COMPOSITE_VERTEX_SHADER,
-    EMIT_GROUP,
-    EMIT_SHADER,
-    EMPTY_RECT,
-    GROUP,
-    LIST_ROW,
-    LOG2_E,
-    RASTER_SHADER,
-    ROW,
-    SCAN_SHADER,
-    TEXEL_GLSL,
-    TILE_H,
-    TILE_W,
-    TOTALS_SHADER,
-    chunking,
-    rows_for,
-    tile_grid,
-)
-from render.reference import (
-    ALPHA_MAX,
-    ALPHA_MIN,
-    DILATION_PX2,
-    FRUSTUM_MARGIN,
-    SH_C0,
-    SH_C1,
-    SH_C2,
-    SH_C3,
-)
+from render.gl_tiles import (BASES_SHADER, COMPOSITE_FRAGMENT_SHADER, COMPOSITE_VERTEX_SHADER,
+                             EMIT_GROUP, EMIT_SHADER, EMPTY_RECT, GROUP, LIST_ROW, LOG2_E,
+                             RASTER_SHADER, ROW, SCAN_SHADER, TEXEL_GLSL, TILE_H, TILE_W,
+                             TOTALS_SHADER, chunking, rows_for, tile_grid)
+from render.reference import (ALPHA_MAX, ALPHA_MIN, DILATION_PX2, FRUSTUM_MARGIN, SH_C0, SH_C1,
+                              SH_C2, SH_C3)
 from render.sort import GLDepthSort, front_to_back, view_depths
 
 GL_VERSION = 430
