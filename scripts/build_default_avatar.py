@@ -8,7 +8,9 @@ No photograph goes in: the look is made from the template's own structure.
   meshes that the eye bones turn (so the irises follow the gaze); lash lines where the lids
   meet the eyeballs, so that a tracker sees open and closed eyes.
 - A volume of hair: layers of elongated Gaussians above the scalp.
-- Fingers: a denser sampling of the hands.
+- Hands: a denser sampling; palms paler than the backs, darker finger sides, creases at the
+  finger joints, knuckle lines and nails, so that a hand tracker sees which way a finger
+  curls (one plain skin colour read a fist seen palm-on as a claw).
 Deterministic (fixed seed): the same template gives the same file.
 """
 
@@ -59,6 +61,22 @@ LOWER_LASH_DARKNESS = 0.4
 LID_GAUSSIANS = 7000  # per eye: fine enough that the lash lines stay sharp
 EYEBALL_SINK_M = 0.0015
 BLINK = {"L": "eyeBlinkLeft", "R": "eyeBlinkRight"}
+# Hands: palms and finger pads lighter and pinker than the backs, nails, creases at the
+# joints and darker finger sides, so that a hand tracker tells the back of a curled finger
+# from its tip (with one plain skin colour mediapipe read a fist seen palm-on as a claw).
+PALM = (0.93, 0.70, 0.62)
+BACK = SKIN
+PALM_FADE_M = 0.02
+NAIL = (0.93, 0.75, 0.74)
+NAIL_EDGE = (0.97, 0.93, 0.88)
+NAIL_FOLD_DARKNESS = 0.35
+NAIL_START = 0.3          # of the distal segment's length, from the last joint
+NAIL_FREE_EDGE = 0.9
+NAIL_HALF_ANGLE_DEG = 60  # around the finger from the nail's centre line
+CREASE_DARKNESS = 0.45
+CREASE_HALF_WIDTH_M = 0.0008
+KNUCKLE_DARKNESS = 0.2
+SIDE_DARKNESS = 0.3
 
 SHIRT_BONES = ("spine", "clavicle", "shoulder01", "upperarm01")
 TROUSER_BONES = ("root", "pelvis", "upperleg", "lowerleg")
@@ -160,6 +178,108 @@ def lid_colour(points: np.ndarray, lids: EyeLids) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class HandAxes:
+    """One hand's finger bones at rest (metres): per finger bone (15, thumb first, proximal
+    to distal) its head, unit direction, length, and the unit direction its back (nail side)
+    faces; the normal out of the palm; the wrist joint and the unit direction from it to the middle finger."""
+
+    heads: np.ndarray
+    directions: np.ndarray
+    lengths: np.ndarray
+    backs: np.ndarray
+    palm_normal: np.ndarray
+    wrist: np.ndarray
+    along: np.ndarray
+
+
+def hand_axes(t: Template, bone_of_face: np.ndarray, side: str) -> HandAxes:
+    def head(name):
+        return t.bone_heads[t.bone_index(f"{name}.{side}")].astype(np.float64)
+
+    along, across = head("finger3-1") - head("wrist"), head("finger2-1") - head("finger5-1")
+    normal = np.cross(along, across)
+    # The template's palms face its thighs: the normal points toward the middle (x = 0).
+    normal *= -np.sign(normal[0] * head("wrist")[0]) / np.linalg.norm(normal)
+    heads, directions, lengths, backs = [], [], [], []
+    for finger in range(1, 6):
+        for joint in range(1, 4):
+            start = head(f"finger{finger}-{joint}")
+            if joint < 3:
+                end = head(f"finger{finger}-{joint + 1}")
+                direction = (end - start) / np.linalg.norm(end - start)
+                length = np.linalg.norm(end - start)
+            else:  # the fingertip: on the line of the middle segment, as far as its skin goes
+                direction = directions[-1]
+                bone = t.bone_index(f"finger{finger}-{joint}.{side}")
+                skin = t.vertices[np.unique(t.faces[bone_of_face == bone])].astype(np.float64)
+                length = float(((skin - start) @ direction).max())
+            back = -normal - (-normal @ direction) * direction
+            heads.append(start)
+            directions.append(direction)
+            lengths.append(length)
+            backs.append(back / np.linalg.norm(back))
+    return HandAxes(np.array(heads), np.array(directions), np.array(lengths), np.array(backs),
+                    normal, head("wrist"), along / np.linalg.norm(along))
+
+
+def hand_features(points: np.ndarray, hand: HandAxes):
+    """Where each point (M, 3) lies on the hand: the nearest finger bone (M,) (-1 on the
+    palm and the back of the hand), the fraction along it (M,), how far the surface faces
+    the bone's back (cos from the bone's axis, M,) and how far it faces a neighbouring
+    finger (|cos|, M,)."""
+    rel = points[:, None] - hand.heads[None]                     # (M, 15, 3)
+    along = np.einsum("mbk,bk->mb", rel, hand.directions)
+    radial = rel - along[..., None] * hand.directions[None]
+    nearest = np.clip(along, 0, hand.lengths)[..., None] * hand.directions[None]
+    distance = np.linalg.norm(rel - nearest, axis=2)
+    bone = distance.argmin(1)
+    rows = np.arange(len(points))
+    fraction = along[rows, bone] / hand.lengths[bone]
+    out = radial[rows, bone]
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+    back = np.einsum("mk,mk->m", out, hand.backs[bone])
+    lateral = np.abs(np.einsum("mk,mk->m", out, np.cross(hand.directions[bone], hand.backs[bone])))
+    # Points behind a proximal segment's start are on the palm or the back of the hand.
+    bone = np.where((bone % 3 == 0) & (fraction < 0), -1, bone)
+    return bone, fraction, back, lateral
+
+
+def hand_colour(points: np.ndarray, normals: np.ndarray, hand: HandAxes) -> np.ndarray:
+    """Skin with lighter palms and finger pads, darker finger sides, flexion creases at the
+    joints, knuckle lines on the backs and nails (rest positions and surface normals
+    (M, 3) -> colours (M, 3))."""
+    bone, fraction, back, lateral = hand_features(points, hand)
+    finger = bone >= 0
+    joint = bone % 3
+    length = hand.lengths[np.maximum(bone, 0)]
+    palmar = np.where(finger, back < -0.2, normals @ hand.palm_normal > 0)
+    # The palm's and back's colours fade in over PALM_FADE_M from the wrist joint (the
+    # forearm's skin meets the hand's mesh there).
+    into_hand = (points - hand.wrist) @ hand.along / PALM_FADE_M
+    weight = np.clip(into_hand, 0.0, 1.0)[:, None]
+    out = np.asarray(SKIN) * (1 - weight) + np.where(palmar[:, None], PALM, BACK) * weight
+    shade = np.ones(len(points))
+    shade[finger] -= SIDE_DARKNESS * lateral[finger] ** 4
+    # Flexion creases across the palm side at the middle and last joints and at the web
+    # (a third along the first segment); fainter knuckle lines across the backs.
+    to_joint = np.minimum(np.where(finger & (joint > 0), np.abs(fraction) * length, np.inf),
+                          np.where(finger & (joint < 2), np.abs(1 - fraction) * length, np.inf))
+    web = np.where(finger & (joint == 0), np.abs(fraction - 0.3) * length, np.inf)
+    shade[palmar & (np.minimum(to_joint, web) < CREASE_HALF_WIDTH_M)] -= CREASE_DARKNESS
+    shade[~palmar & (back > 0.3) & (to_joint < 2.5 * CREASE_HALF_WIDTH_M)] -= KNUCKLE_DARKNESS
+    out *= shade[:, None]
+    # Nails on the back of the last segment, with a darker fold around them.
+    nail_cos = np.cos(np.radians(NAIL_HALF_ANGLE_DEG))
+    last = finger & (joint == 2)
+    nail = last & (fraction > NAIL_START) & (back > nail_cos)
+    fold = last & (fraction > NAIL_START - 0.08) & (back > nail_cos - 0.15) & ~nail
+    out[nail] = NAIL
+    out[nail & (fraction > NAIL_FREE_EDGE)] = NAIL_EDGE
+    out[fold] *= 1 - NAIL_FOLD_DARKNESS
+    return out
+
+
 class Builder:
     def __init__(self, t: Template, seed: int = SEED):
         self.t = t
@@ -170,7 +290,8 @@ class Builder:
     def add(self, faces, count, colors, thickness=0.25, size=1.0, offset=(0.0, 0.0), opacity=0.95,
             elongation=1.0, jitter=0.03):
         """Disc-like Gaussians on the surface. ``colors``: a colour or a function of the
-        sample's rest positions (M, 3) -> (M, 3). Size is relative to the mean spacing."""
+        sample's rest positions and its triangle's rest normal (M, 3), (M, 3) -> (M, 3). Size
+        is relative to the mean spacing."""
         if len(faces) == 0 or count <= 0:
             return
         face_ids, bary = sample_surface(self.rng, self.t, np.asarray(faces), count)
@@ -178,7 +299,8 @@ class Builder:
         spacing = np.sqrt(area / count)
         sigma = 0.9 * spacing * size
         positions = np.einsum("nk,nkj->nj", bary, self.t.vertices[self.t.faces[face_ids]])
-        base = colors(positions) if callable(colors) else np.tile(colors, (count, 1))
+        normals = self.frames[face_ids][:, :, 2]
+        base = colors(positions, normals) if callable(colors) else np.tile(colors, (count, 1))
         base = base * (1 + self.rng.normal(0, jitter, (count, 1)))  # subtle texture
         angle = self.rng.uniform(0, np.pi, count)
         local_quats = quat_from_axis_angle(np.tile([0.0, 0.0, 1.0], (count, 1)), angle)
@@ -258,14 +380,19 @@ def build(t: Template) -> AvatarData:
     ids = np.flatnonzero
     # Counts follow the detail each part needs; fingers and face get denser sampling.
     b.add(ids(skin & head), 24000, SKIN)
-    b.add(ids(hands), 24000, SKIN, size=0.95)
+    axes = {side: hand_axes(t, bone_of_face, side) for side in "LR"}
+
+    def hands_colour(p, n):  # the left hand is at +X
+        return np.where(p[:, :1] > 0, hand_colour(p, n, axes["L"]), hand_colour(p, n, axes["R"]))
+
+    b.add(ids(hands), 24000, hands_colour, size=0.95)
     b.add(ids(skin & body), 22000, SKIN)
     b.add(ids(lips), 2500, LIPS)
     for side in "LR":
         band = lids & np.isin(region, ["head", f"eye_cavity.{side}"]) & (
             np.sign(centroid[:, 0]) == (1 if side == "L" else -1))
         # Lifted a little off the skin so the thin closed lid hides the eyeball behind it.
-        b.add(ids(band), LID_GAUSSIANS, lambda p, e=eyes[side]: lid_colour(p, e), size=1.3,
+        b.add(ids(band), LID_GAUSSIANS, lambda p, _, e=eyes[side]: lid_colour(p, e), size=1.3,
               offset=(0.0002, 0.0005))
     b.add(ids(brows), 2500, BROW, offset=(0.0005, 0.0015), size=0.8, elongation=2.0, thickness=0.4)
     b.add(ids(shirt & ~shoes), 36000, SHIRT, size=1.05, offset=(0.0, 0.002))
@@ -282,7 +409,7 @@ def build(t: Template) -> AvatarData:
 
     # Eyes: colour by the angle from each eye's forward (+Z) axis.
     for side, centre in (("L", eye_l), ("R", eye_r)):
-        def eye_colour(p, centre=centre):
+        def eye_colour(p, _, centre=centre):
             d = p - centre
             cos = d[:, 2] / np.linalg.norm(d, axis=1)
             out = np.tile(SCLERA, (len(p), 1))
