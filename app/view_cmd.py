@@ -6,8 +6,10 @@ view, S saves a PNG screenshot, Esc or Q quits. An overlay (and the window title
 frame time and the Gaussian count.
 
 The gl backend poses the avatar on the GPU (render.gl_pose) and draws straight into the
-window; cuda and reference pose it in numpy and render an image that is
-shown as a texture. Without a display the command says so and points to ``main.py render``.
+window; cuda and reference pose it in numpy and render an image that is shown as a texture
+(render.cuda_interop: the cuda image is copied into it device to device by CUDA-GL interop,
+through host memory where that cannot run). Without a display the command says so and
+points to ``main.py render``.
 ``--screenshot-after N`` saves a screenshot after N frames and quits (for tests and scripts).
 ``--xr`` hands over to the headset viewer (``app.xr_view``).
 """
@@ -214,10 +216,19 @@ class Viewer:
                 # The avatar stays on the GPU: each new codes frame sends bone transforms and
                 # face weights, and compute shaders pose its Gaussians (render.gl_pose).
                 self.renderer.upload_avatars([AvatarBinding.from_avatar(avatar)])
-                self.backend = None
+                self.image_renderer = None
             else:
+                from render.cuda_interop import BackendGLRenderer
+
+                # The backend's image goes into a texture drawn over the window: for cuda
+                # device to device (CUDA-GL interop), through host memory where that cannot
+                # run (one line says why) and for the reference renderer.
+                def say(line: str) -> None:
+                    print(f"view: {line}", file=sys.stderr, flush=True)
+
                 self.renderer = None
-                self.backend = get_backend(args.backend)
+                self.image_renderer = BackendGLRenderer(self.ctx, get_backend(args.backend),
+                                                        log=say)
         except (BackendUnavailable, RenderError) as exc:
             raise UserError(str(exc)) from None
         self.orbit = OrbitCamera()
@@ -226,11 +237,9 @@ class Viewer:
         self.frames_drawn = 0
         self.frame_ms = 0.0
         self._posed_key = None
-        self._gaussians = None
         self._drag = None
         self._last_overlay = None
         self._overlay = Overlay(self.ctx)
-        self._blit = Blit(self.ctx)
         glfw.set_key_callback(self.window, self._on_key)
         glfw.set_mouse_button_callback(self.window, self._on_button)
         glfw.set_cursor_pos_callback(self.window, self._on_cursor)
@@ -315,7 +324,7 @@ class Viewer:
 
                 self.renderer.pose_avatars([AvatarPose.from_codes(self.avatar, codes)])
             else:
-                self._gaussians = self.avatar.pose(codes)
+                self.image_renderer.upload(self.avatar.pose(codes))
         camera = self.orbit.camera(width, height)
         if width == 0 or height == 0:
             return  # minimised: nothing to draw until it comes back
@@ -324,8 +333,7 @@ class Viewer:
             self.renderer.sort_for(camera.position, camera.cv_from_world[2, :3])
             self.renderer.draw(camera, screen, background=BACKGROUND)
         else:
-            image = self.backend.render(self._gaussians, camera, BACKGROUND)
-            self._blit.draw(screen, image, (width, height))
+            self.image_renderer.draw(camera, screen, background=BACKGROUND)
         self.ctx.finish()
         self.frame_ms = 0.8 * self.frame_ms + 0.2 * (time.perf_counter() - start) * 1e3 \
             if self.frames_drawn else (time.perf_counter() - start) * 1e3
@@ -350,41 +358,6 @@ class Viewer:
         Image.fromarray(image).save(partial, format="PNG")
         os.replace(partial, path)
         return path
-
-
-class Blit:
-    """Draws an (H, W, 4) premultiplied float image over the whole window."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-        self.program = ctx.program(
-            vertex_shader="""#version 330
-                out vec2 uv;
-                void main() {
-                    vec2 p = vec2((gl_VertexID & 1) * 2.0 - 1.0, (gl_VertexID >> 1) * 2.0 - 1.0);
-                    uv = vec2(p.x * 0.5 + 0.5, 0.5 - p.y * 0.5);
-                    gl_Position = vec4(p, 0.0, 1.0);
-                }""",
-            fragment_shader="""#version 330
-                uniform sampler2D image;
-                in vec2 uv;
-                out vec4 color;
-                void main() { color = texture(image, uv); }""")
-        self.vao = ctx.vertex_array(self.program, [])
-        self.texture = None
-
-    def draw(self, fbo, image: np.ndarray, size) -> None:
-        import moderngl
-
-        h, w = image.shape[:2]
-        if self.texture is None or self.texture.size != (w, h):
-            self.texture = self.ctx.texture((w, h), 4, dtype="f4")
-        self.texture.write(np.ascontiguousarray(image, dtype=np.float32).tobytes())
-        fbo.use()
-        self.ctx.viewport = (0, 0, *size)
-        self.ctx.disable(moderngl.BLEND)
-        self.texture.use(0)
-        self.vao.render(moderngl.TRIANGLE_STRIP, vertices=4)
 
 
 class Overlay:

@@ -310,7 +310,11 @@ def run_xr_view(args) -> int:
     from app.cli import UserError
     from render.xr import XrTarget, XrUnavailableError
 
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     avatar, playback, what = _load_source(args)
+    renderer_factory = _renderer_factory(getattr(args, "backend", "gl") or "gl", say)
     participants = getattr(args, "xr_participants", 1)
     if participants < 1:
         raise UserError("--xr-participants must be at least 1")
@@ -318,9 +322,6 @@ def run_xr_view(args) -> int:
     keys = ["avatar"] + [f"avatar-{i}" for i in range(2, participants + 1)]
     for key in keys:
         stage.add(key, avatar, playback.codes_at(0.0))
-
-    def say(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
     start = time.monotonic()
     progress = {"last": start}
@@ -336,6 +337,7 @@ def run_xr_view(args) -> int:
         return stage(frame)
 
     target = XrTarget(args.xr_graphics, validation=args.xr_validation,
+                      renderer_factory=renderer_factory,
                       posing=getattr(args, "xr_posing", "auto"),
                       log=say if args.xr_validation else None, warn=say)
     target.capture = args.xr_capture is not None  # a 2-eye readback per frame: cheap
@@ -364,6 +366,28 @@ def run_xr_view(args) -> int:
         target.close()
     errors = [m for m in target.messages if m[0] == "error"]
     return 1 if errors else 0
+
+
+def _renderer_factory(backend: str, say):
+    """None for the GL splatter (the target's default: poses on the GPU), else a factory
+    drawing the named backend's images into the swapchains (``BackendGLRenderer``: the cuda
+    backend's through CUDA-GL interop, host memory when that cannot run). The backend is made
+    here, before any OpenXR session, so a missing GPU is a one-line error."""
+    if backend == "gl":
+        return None
+    from app.cli import UserError
+    from render.backends import BackendUnavailable, get_backend
+
+    try:
+        image_backend = get_backend(backend)
+    except BackendUnavailable as exc:
+        raise UserError(str(exc)) from None
+
+    def factory(ctx):
+        from render.cuda_interop import BackendGLRenderer
+
+        return BackendGLRenderer(ctx, image_backend, log=say)
+    return factory
 
 
 def _progress_line(target) -> str:
@@ -405,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--codes", type=Path, help="codes JSONL to play (looped)")
     source.add_argument("--pose", help="built-in pose name (app.poses)")
+    parser.add_argument("--backend", choices=("gl", "cuda", "reference"), default="gl",
+                        help="renderer: gl (poses on the GPU), cuda (gsplat, shown through "
+                             "CUDA-GL interop) or reference (numpy, slow)")
     add_xr_arguments(parser)
     args = parser.parse_args(argv)
     try:
