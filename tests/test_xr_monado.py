@@ -298,6 +298,44 @@ def test_gpu_posed_headset_image_matches_the_numpy_posed_one(monado):
         assert diff.mean() < 0.1 and (diff > 2).mean() < 0.002
 
 
+def test_image_backend_reaches_the_swapchain(monado):
+    """The path of the cuda backend in the headset (BackendGLRenderer: the backend's image
+    into a texture, one pass into the swapchain image), driven here by the reference renderer
+    through host memory, which is also cuda's fallback when CUDA-GL interop cannot run: the
+    stored bytes are the backend's image of that frame, upright, in both eyes."""
+    script = (
+        "import numpy as np\n"
+        "from app.xr_view import XrStage\n"
+        "from avatar.avatar import load_avatar\n"
+        "from render.backends import ReferenceBackend\n"
+        "from render.cuda_interop import BackendGLRenderer\n"
+        "from render.reference import render\n"
+        "from render.xr import XrFrame, XrTarget\n"
+        "stage = XrStage()\n"
+        "stage.add('a', load_avatar('default'))\n"
+        "factory = lambda ctx: BackendGLRenderer(ctx, ReferenceBackend())\n"
+        "with XrTarget('egl', validation=True, renderer_factory=factory) as target:\n"
+        "    target.capture = True\n"
+        "    target.run(stage, max_frames=2)\n"
+        "    print('gpu', target.gpu_posing, 'messages', len(target.messages))\n"
+        "    cameras = target.captured_cameras\n"
+        "    room = stage(XrFrame(0, 0, 0, cameras, np.eye(4), 0.0))\n"
+        "    expected = [np.round(np.clip(render(room, c, target.background), 0, 1) * 255)\n"
+        "                for c in cameras]\n"
+        "    np.save('/tmp/xr-backend.npy', np.stack([np.stack(target.captured),\n"
+        "                                           np.stack(expected)]))\n"
+    )
+    result = monado.client("-c", _shell_quote(script), timeout=400)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "gpu False messages 0" in result.stdout and _validation_complaints(output) == []
+    swapchain, expected = np.load(ROOT / "tmp" / "xr-backend.npy").astype(int)
+    for eye in range(2):
+        np.testing.assert_array_equal(swapchain[eye][0, 0, :3], BACKGROUND)
+        assert (np.abs(expected[eye][..., :3] - BACKGROUND).sum(axis=-1) > 12).mean() > 0.02
+        assert np.abs(swapchain[eye] - expected[eye]).max() <= 1
+
+
 def test_validation_messages_do_reach_the_viewer(monado):
     """The control for the test above: a deliberate misuse is reported, so an empty list
     there means the layer had nothing to say, not that its messages were lost."""
