@@ -298,6 +298,42 @@ def test_gpu_posed_headset_image_matches_the_numpy_posed_one(monado):
         assert diff.mean() < 0.1 and (diff > 2).mean() < 0.002
 
 
+def test_avatar_the_gpu_poser_refuses_is_posed_in_numpy(monado):
+    """An avatar beyond the GPU poser's limits (its template has 13 skin influences a vertex;
+    the shader takes 12): one line says so, the session goes on posing in numpy, validation
+    stays silent, and the figure is there."""
+    script = (
+        "import dataclasses, numpy as np\n"
+        "from app.xr_view import XrStage\n"
+        "from avatar.avatar import Avatar, load_avatar\n"
+        "from render.xr import XrTarget\n"
+        "a = load_avatar('default')\n"
+        "t = a.template\n"
+        "pad = np.zeros((len(t.vertices), 13 - t.skin_indices.shape[1]))\n"
+        "wide = dataclasses.replace(t, skin_indices=np.hstack([t.skin_indices, pad.astype(\n"
+        "    t.skin_indices.dtype)]), skin_weights=np.hstack([t.skin_weights, pad.astype(\n"
+        "    t.skin_weights.dtype)]))\n"
+        "stage = XrStage()\n"
+        "stage.add('wide', Avatar(a.data, wide))\n"
+        "warnings = []\n"
+        "with XrTarget('egl', validation=True, warn=warnings.append) as target:\n"
+        "    target.capture = True\n"
+        "    target.run(stage, max_frames=3)\n"
+        "    print('gpu', target.gpu_posing, 'messages', len(target.messages),\n"
+        "          'shown', target.frames_shown)\n"
+        "    np.save('/tmp/xr-refused.npy', target.captured[0])\n"
+        "print('warnings', warnings)\n"
+    )
+    result = monado.client("-c", _shell_quote(script), timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "gpu False messages 0 shown 3" in result.stdout and _validation_complaints(output) == []
+    warnings = result.stdout.split("warnings ")[1]
+    assert warnings.count("GPU posing unavailable") == 1 and "13 skin influences" in warnings
+    image = np.load(ROOT / "tmp" / "xr-refused.npy")
+    assert (np.abs(image[..., :3].astype(int) - BACKGROUND).sum(axis=-1) > 12).mean() > 0.02
+
+
 def test_image_backend_reaches_the_swapchain(monado):
     """The path of the cuda backend in the headset (BackendGLRenderer: the backend's image
     into a texture, one pass into the swapchain image), driven here by the reference renderer
