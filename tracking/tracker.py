@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from avatar.codes import PART_INDEX, PARTS, Codes
 from avatar.template import Template, load_template
@@ -80,6 +81,7 @@ class Tracker:
         self.seq = 0
         self.timings_ms: dict[str, float] = {}
         self._was_valid = np.zeros(len(PARTS), dtype=bool)
+        self._blas = ThreadpoolController()
 
     def recalibrate(self) -> None:
         """Take the person's neutral face again from the next seconds of frames."""
@@ -92,11 +94,16 @@ class Tracker:
         "solvers" (what follows it)."""
         image = frame.image[:, ::-1] if self.mirror else frame.image
         solved = {}
-        t0 = time.perf_counter()
-        landmarks = self.detector.detect(
-            image, on_crops=lambda lm: solved.update(hands=self.solve_hands(lm)))
-        t1 = time.perf_counter()
-        codes = self.solve(landmarks, frame.t, hands=solved.get("hands"))
+        # numpy's OpenBLAS at one thread while the solvers run: its worker threads spin
+        # after each of the face fit's matrix products, which doubled the solvers' CPU time
+        # (19 -> 37-49 ms a frame with both hands, measured 2026-11-24) and took the core
+        # the pose graph needs.
+        with self._blas.limit(limits=1, user_api="blas"):
+            t0 = time.perf_counter()
+            landmarks = self.detector.detect(
+                image, on_crops=lambda lm: solved.update(hands=self.solve_hands(lm)))
+            t1 = time.perf_counter()
+            codes = self.solve(landmarks, frame.t, hands=solved.get("hands"))
         self.timings_ms = {"landmarks": (t1 - t0) * 1000,
                            "solvers": (time.perf_counter() - t1) * 1000}
         return TrackResult(codes, landmarks, frame)
