@@ -239,17 +239,59 @@ def _palms_forward_body(template) -> np.ndarray:
     return local_quaternions(BODY_BONES, parents, full)
 
 
-def _finger_pose(kind: str, side: int) -> np.ndarray:
-    """(19, 4) HAND_BONES local quaternions: "rest", "spread", "fist" (app/poses.py's
-    curls) or "point" (a fist with the index straight)."""
-    from app.poses import PALM_NORMAL_L, THUMB_DIRECTION_L, curl_axis, mirror
+# A fist's thumb lies across the middle bones of the index and middle fingers: its three
+# bones' directions in the resting hand's frame (toward the middle knuckle, across toward
+# the index, out of the palm).
+THUMB_ACROSS = ((0.5, 0.4, 0.7), (0.7, -0.3, 0.6), (0.3, -1.0, 0.2))
+
+
+def _thumb_across(template, q: np.ndarray, side: int) -> np.ndarray:
+    """``q`` (19, 4) with the thumb's local rotations turned to THUMB_ACROSS."""
+    from avatar.codes import HAND_BONES
+    from tracking.kinematics import local_quaternions, swing, unit
+
+    s = "LR"[side]
+    rig = Rig(template)
+    hands = Codes().hands.copy()
+    hands[side] = q
+    rotations = rig.pose_codes(Codes(hands=hands)).rotations.astype(np.float64)
+    world = dict(zip(rig.bone_names, rotations))
+    names = template.bone_names
+    parents = {n: (names[p] if p >= 0 else None) for n, p in zip(names, template.bone_parents)}
+    head = {n: template.bone_heads[i].astype(np.float64) for i, n in enumerate(names)}
+    along = unit(head[f"finger3-1.{s}"] - head[f"wrist.{s}"])
+    palm = unit(np.cross(along, head[f"finger2-1.{s}"] - head[f"finger5-1.{s}"]))
+    palm = palm if side == 0 else -palm  # out of the palm on either hand
+    across = np.cross(palm, along) * (1.0 if side == 0 else -1.0)  # toward the index
+    for j, (a, c, n) in zip((1, 2, 3), THUMB_ACROSS):
+        name = f"finger1-{j}.{s}"
+        tail = head[f"finger1-{j + 1}.{s}"] if j < 3 else 2 * head[name] - head[f"finger1-2.{s}"]
+        rest = tail - head[name]
+        parent = world[parents[name]]
+        world[name] = swing(parent @ unit(rest), unit(a * along + c * across + n * palm)) @ parent
+    out = q.copy()
+    thumb = [i for i, n in enumerate(HAND_BONES[side]) if n.startswith("finger1-")]
+    out[thumb] = local_quaternions(HAND_BONES[side], parents, world)[thumb]
+    return out
+
+
+def _finger_pose(kind: str, side: int, template) -> np.ndarray:
+    """(19, 4) HAND_BONES local quaternions: "rest", "spread", "fist" or "point" (a fist
+    with the index straight).
+
+    The fist curls the knuckles 86 degrees, the middle joints 57 and the last 46 (about
+    app/poses.py's curl axis), so the fingertips come to rest on the palm, and lays the
+    thumb across the fingers. app/poses.py's fist (curls 1.45, 1.6, 1.1 rad, the thumb bent
+    toward the palm) puts this template's fingertip centres 1.4-4.5 cm behind its palm's
+    surface (the palm stands about 2 cm in front of the knuckles) and its thumb down over
+    the wrist: the fingers vanish into the palm and the render shows a claw."""
+    from app.poses import PALM_NORMAL_L, curl_axis, mirror
     from avatar.codes import HAND_BONES
     from avatar.rotation import quat_multiply
 
     q = np.tile([1.0, 0.0, 0.0, 0.0], (19, 1))
     index = {n[:-2]: i for i, n in enumerate(HAND_BONES[side])}
     palm = PALM_NORMAL_L if side == 0 else mirror(PALM_NORMAL_L)
-    thumb = THUMB_DIRECTION_L if side == 0 else mirror(THUMB_DIRECTION_L)
 
     def turn(bone, axis, angle):
         q[index[bone]] = quat_multiply(quat_from_axis_angle(axis / np.linalg.norm(axis), angle),
@@ -257,11 +299,10 @@ def _finger_pose(kind: str, side: int) -> np.ndarray:
 
     if kind in ("fist", "point"):
         for finger in range(3 if kind == "point" else 2, 6):
-            for joint, angle in ((1, 1.45), (2, 1.6), (3, 1.1)):
+            for joint, angle in ((1, 1.5), (2, 1.0), (3, 0.8)):
                 turn(f"finger{finger}-{joint}", curl_axis(side), angle)
-        for joint, angle in ((1, 0.5), (2, 0.6), (3, 0.7)):
-            turn(f"finger1-{joint}", np.cross(thumb, palm), angle)
-    elif kind == "spread":
+        return _thumb_across(template, q, side).astype(np.float32)
+    if kind == "spread":
         sign = 1.0 if side == 0 else -1.0
         for finger, angle in ((2, -0.25), (3, -0.05), (4, 0.12), (5, 0.3)):
             turn(f"finger{finger}-1", palm, sign * angle)
@@ -301,7 +342,8 @@ HANDS_VIEW = ([0.0, 1.65, 1.3], [0.0, 1.65, 0.0], (640, 480), 45.0)
 
 
 def _track_hands(photo_tracker, left: str, right: str):
-    truth = np.stack([_finger_pose(left, 0), _finger_pose(right, 1)])
+    template = photo_tracker.template
+    truth = np.stack([_finger_pose(left, 0, template), _finger_pose(right, 1, template)])
     codes = _track(photo_tracker, _render(
         Codes(body=_palms_forward_body(photo_tracker.template), hands=truth), *HANDS_VIEW))
     assert codes.is_valid("left_hand") and codes.is_valid("right_hand")
@@ -312,27 +354,30 @@ def _track_hands(photo_tracker, left: str, right: str):
 def test_closed_loop_open_hands(photo_tracker):
     """Spread fingers on one hand, a flat hand on the other, then the other way round.
 
-    A coarse guard only: both hands found, open hands read as open (a curl misread gives
-    40+ degrees). Spreads themselves are not resolved: the tracked spread hand is no nearer
-    the truth than the rest pose is (14 degrees either way, measured 2026-11-24)."""
+    Both hands found, open hands read as open (a curl misread gives 40+ degrees). Spreads
+    are only partly resolved: the spread hand reads 11-13 degrees off, the rest pose is 14
+    from it."""
     for left, right in (("spread", "rest"), ("rest", "spread")):
         errors = _track_hands(photo_tracker, left, right)
         print(f"finger bones, median error (deg): left {left} {np.median(errors[0]):.1f}, "
               f"right {right} {np.median(errors[1]):.1f}")
-        # Measured 2026-11-24 (GL render, holistic): medians 14-18 degrees, 90th
-        # percentiles 28-33 (spread and flat hands, both sides).
+        # Measured 2026-11-24 (GL render, holistic): medians 10-13 degrees (14-18 before the
+        # solver's joint limits and rest bend), 90th percentiles 23-37.
         for e in errors:
-            assert np.median(e) < 25.0, e
+            assert np.median(e) < 18.0, e
             assert np.percentile(e, 90) < 40.0, e
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="curled fingers seen palm-on are misread: mediapipe "
-                   "puts the avatar's curled fingertips above the knuckles and 15 cm toward "
-                   "the camera (truth: below, 2 cm), measured median errors 130-150 degrees "
-                   "for a fist and 37-73 for a pointing hand; reported")
 def test_closed_loop_fist_and_point(photo_tracker):
-    errors = _track_hands(photo_tracker, "fist", "point")
-    print("finger bones, median error (deg): left fist", np.median(errors[0]),
-          "right point", np.median(errors[1]))
-    assert np.median(errors[0]) < 25.0 and np.median(errors[1]) < 25.0
+    """A fist on one hand and a pointing hand on the other, then the other way round."""
+    for left, right in (("fist", "point"), ("point", "fist")):
+        errors = _track_hands(photo_tracker, left, right)
+        print(f"finger bones, median (90th percentile) error (deg): left {left} "
+              f"{np.median(errors[0]):.1f} ({np.percentile(errors[0], 90):.1f}), right {right} "
+              f"{np.median(errors[1]):.1f} ({np.percentile(errors[1], 90):.1f})")
+        # Measured 2026-11-24 (GL render, holistic): medians 17-28 (fists 21 and 28, points
+        # 17 and 21), 90th percentiles 26-39.
+        for e in errors:
+            assert np.median(e) < 35.0, e
+            assert np.percentile(e, 90) < 50.0, e
