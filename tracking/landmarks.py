@@ -6,11 +6,12 @@ from the pose, so they are found at full-body framing and hands are named by the
 sides):
 
 - ``"split"`` (video): the holistic graph taken apart into its pose graph and its
-  face-from-pose and hands-from-pose subgraphs. The face and hand crops of frame n come
-  from the pose of frame n-1 and run in a second thread while the pose graph runs on
-  frame n (mediapipe releases the GIL), so a frame costs about max(pose, face + hands)
-  instead of their sum; the hands subgraph is not run at all while the pose sees no hand
-  in the frame. Video only: the crops track from frame to frame.
+  face-from-pose and hands-from-pose subgraphs. The crops of frame n come from the pose
+  of frame n-1 and run in a second thread while the pose graph runs on frame n (mediapipe
+  releases the GIL), so a frame costs about max(pose, crops) instead of their sum. The
+  hands subgraph runs only while the pose sees a hand in the frame; then the face crop
+  moves behind the pose and the second thread also solves the hands (``on_hands``).
+  Video only: the crops track from frame to frame.
 - ``"holistic"`` (photographs, and the reference): mediapipe's one holistic graph, the
   parts in sequence.
 
@@ -175,14 +176,13 @@ class LandmarkDetector:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmark-crops")
 
     def detect(self, image: np.ndarray,
-               on_crops: Callable[[Landmarks], None] | None = None) -> Landmarks:
+               on_hands: Callable[[Landmarks], None] | None = None) -> Landmarks:
         """Landmarks of one (H, W, 3) uint8 RGB image.
 
-        ``on_crops(landmarks)``, if given, is called once the face and hands are in
-        ``landmarks`` and before the pose may be: with the split backend in the crop thread,
-        while the pose graph still runs, so work on the face and hands overlaps it (it must
-        not touch the pose fields). A face or hands found there are dropped afterwards if
-        the pose lost the person."""
+        ``on_hands(landmarks)``, if given, is called once the hands are in ``landmarks``
+        (None where not found): with the split backend in the crop thread while the pose
+        graph still runs, so work on the hands overlaps it; it must read only the hand
+        fields. Hands found there are dropped afterwards if the pose lost the person."""
         image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
@@ -195,27 +195,36 @@ class LandmarkDetector:
             if self.static_image_mode:
                 self._forget(graph, image.shape)
             self._holistic(graph.process(image), out)
-            if on_crops is not None:
-                on_crops(out)
+            if on_hands is not None:
+                on_hands(out)
             return out
-        self._split(image, out, on_crops)
+        self._split(image, out, on_hands)
         return out
 
-    def _split(self, image: np.ndarray, out: Landmarks, on_crops) -> None:
+    def _split(self, image: np.ndarray, out: Landmarks, on_hands) -> None:
+        """Pose on this thread; face and hands crops from the previous frame's pose on the
+        crop thread meanwhile. When the hands graph is due, the face crop moves to this
+        thread after the pose (from this frame's pose): the crop thread then has the hands
+        graph and the caller's hand solving, about as long as pose + face."""
         previous = self._previous_pose if self.crop_from_previous_pose else None
+        timings_ms: dict[str, float] = {}
         crops = None
+        face_here = previous is None
         if previous is not None:
-            crops = self._pool.submit(self._crops, image, previous, out, on_crops)
+            face_here = _hands_due(previous, self._graphs)
+            crops = self._pool.submit(self._crops, image, previous, out, on_hands,
+                                      not face_here, timings_ms)
         t0 = time.perf_counter()
         pose = self._graphs["pose"].process(image)
-        pose_ms = (time.perf_counter() - t0) * 1000
+        timings_ms["pose"] = (time.perf_counter() - t0) * 1000
+        if pose.pose_landmarks is not None:
+            if crops is None:
+                self._crops(image, pose.pose_landmarks, out, on_hands, True, timings_ms)
+            elif face_here:
+                self._face(image, pose.pose_landmarks, out, timings_ms)
         if crops is not None:
-            timings_ms = crops.result()
-        elif pose.pose_landmarks is not None:
-            timings_ms = self._crops(image, pose.pose_landmarks, out, on_crops)
-        else:
-            timings_ms = {}
-        self.timings_ms = {"pose": pose_ms, **timings_ms}
+            crops.result()
+        self.timings_ms = timings_ms
         # Crops start from this pose next frame; none when it was lost (then the next frame
         # runs its pose first and crops from it).
         self._previous_pose = pose.pose_landmarks
@@ -226,30 +235,34 @@ class LandmarkDetector:
         elif "pose" in self.parts:
             self._pose(pose, out)
 
-    def _crops(self, image: np.ndarray, pose_landmarks, out: Landmarks, on_crops) -> dict:
-        """Face and hands into ``out``, cropped where ``pose_landmarks`` (a normalized
-        landmark list) puts them; the hands subgraph runs only when the pose sees a hand in
-        the frame. Then ``on_crops(out)``. Returns each graph's time (ms) if it ran."""
-        from mediapipe.framework.formats import landmark_pb2
-
-        timings_ms = {}
-        if "face" in self._graphs:
-            t0 = time.perf_counter()
-            face_points = landmark_pb2.NormalizedLandmarkList(
-                landmark=pose_landmarks.landmark[:FACE_POSE_POINTS])
-            face = self._graphs["face"].process({"image": image, "face_from_pose": face_points})
-            timings_ms["face"] = (time.perf_counter() - t0) * 1000
-            if face.face_landmarks is not None:
-                out.face = _points(face.face_landmarks, out.width, out.height)
-        if "hands" in self._graphs and any(_hand_in_view(pose_landmarks, side) for side in (0, 1)):
+    def _crops(self, image, pose_landmarks, out: Landmarks, on_hands, face: bool,
+               timings_ms: dict) -> None:
+        """Hands (then ``on_hands(out)``) and, if ``face``, the face into ``out``, cropped
+        where ``pose_landmarks`` (a normalized landmark list) puts them; each graph's time
+        (ms) into ``timings_ms`` if it ran."""
+        if _hands_due(pose_landmarks, self._graphs):
             t0 = time.perf_counter()
             hands = self._graphs["hands"].process({"image": image,
                                                    "pose_landmarks": pose_landmarks})
             timings_ms["hands"] = (time.perf_counter() - t0) * 1000
             self._hands_from_pose(hands, out)
-        if on_crops is not None:
-            on_crops(out)
-        return timings_ms
+        if on_hands is not None:
+            on_hands(out)
+        if face:
+            self._face(image, pose_landmarks, out, timings_ms)
+
+    def _face(self, image, pose_landmarks, out: Landmarks, timings_ms: dict) -> None:
+        from mediapipe.framework.formats import landmark_pb2
+
+        if "face" not in self._graphs:
+            return
+        t0 = time.perf_counter()
+        face_points = landmark_pb2.NormalizedLandmarkList(
+            landmark=pose_landmarks.landmark[:FACE_POSE_POINTS])
+        face = self._graphs["face"].process({"image": image, "face_from_pose": face_points})
+        timings_ms["face"] = (time.perf_counter() - t0) * 1000
+        if face.face_landmarks is not None:
+            out.face = _points(face.face_landmarks, out.width, out.height)
 
     def _forget(self, graph, shape) -> None:
         """Clear what the holistic graph remembers of the previous image.
@@ -304,6 +317,11 @@ class LandmarkDetector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _hands_due(pose_landmarks, graphs: dict) -> bool:
+    """Whether the hands graph runs for this pose: it exists and the pose sees a hand."""
+    return "hands" in graphs and any(_hand_in_view(pose_landmarks, side) for side in (0, 1))
 
 
 def _hand_in_view(pose_landmarks, side: int) -> bool:

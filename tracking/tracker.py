@@ -101,7 +101,7 @@ class Tracker:
         with self._blas.limit(limits=1, user_api="blas"):
             t0 = time.perf_counter()
             landmarks = self.detector.detect(
-                image, on_crops=lambda lm: solved.update(hands=self.solve_hands(lm)))
+                image, on_hands=lambda lm: solved.update(hands=self.solve_hands(lm)))
             t1 = time.perf_counter()
             codes = self.solve(landmarks, frame.t, hands=solved.get("hands"))
         self.timings_ms = {"landmarks": (t1 - t0) * 1000,
