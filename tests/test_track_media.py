@@ -376,8 +376,8 @@ def test_closed_loop_fist_and_point(photo_tracker):
         print(f"finger bones, median (90th percentile) error (deg): left {left} "
               f"{np.median(errors[0]):.1f} ({np.percentile(errors[0], 90):.1f}), right {right} "
               f"{np.median(errors[1]):.1f} ({np.percentile(errors[1], 90):.1f})")
-        # Measured 2026-11-24 (GL render, holistic): medians 17-28 (fists 21 and 28, points
-        # 17 and 21), 90th percentiles 26-39.
+        # Measured 2026-11-24 (GL render, holistic): medians fists 22.4 and 22.7, points 18.0
+        # and 18.1 degrees; 90th percentiles 25-38 (the thumbs and the fists' knuckles).
         for e in errors:
-            assert np.median(e) < 35.0, e
-            assert np.percentile(e, 90) < 50.0, e
+            assert np.median(e) < 28.0, e
+            assert np.percentile(e, 90) < 45.0, e

@@ -70,6 +70,7 @@ class HandSolver:
                 children.setdefault(parent, []).append(name)
         self.rest_dirs = {}
         self.rest_bend = {}
+        self.flexion_axes = {}  # per finger bone: _flexion_frame at rest
         for side in "LR":
             for bone, _, _ in _SEGMENTS:
                 name = f"{bone}.{side}"
@@ -91,6 +92,11 @@ class HandSolver:
             self.rest_dirs["palm." + side] = unit(np.cross(self.rest_dirs["hand." + side],
                                                           self.rest_dirs["across." + side])) * (
                 1.0 if side == "L" else -1.0)
+            for k in range(2, 6):
+                for j in (1, 2, 3):
+                    name = f"finger{k}-{j}.{side}"
+                    self.flexion_axes[name] = _flexion_frame(self.rest_dirs[name],
+                                                             self.rest_dirs["palm." + side])
         # What mediapipe misses: it reads the template's relaxed rest hand (knuckles bent 13-18
         # degrees) as straight. The difference between the angles observed on the template's
         # rest landmarks and on the same hand straightened is added to every reading.
@@ -128,15 +134,15 @@ class HandSolver:
             world[metacarpal] = self._bone(world, metacarpal, points_world[(5, 9, 13, 17)[k - 2]]
                                            - points_world[0], across)
         base = (5, 9, 13, 17)[k - 2]
-        palm = self.rest_dirs["palm." + s]
         observed, trial = [], dict(world)
         for j in (1, 2, 3):
             name = f"finger{k}-{j}.{s}"
             segment = points_world[base + j] - points_world[base + j - 1]
-            axes = _flexion_frame(self.rest_dirs[name], palm)
-            a, b, c = axes.T @ (trial[self.parents[name]].T @ unit(segment))
+            a, b, c = self.flexion_axes[name].T @ (trial[self.parents[name]].T @ unit(segment))
             observed.append((np.arctan2(b, a), np.arcsin(np.clip(c, -1.0, 1.0))))
-            trial[name] = self._bone(trial, name, segment, across)
+            # The next joint is read in this bone's frame; a plain swing is close enough to the
+            # twisted one the pose gets and half the cost.
+            trial[name] = bone_rotation(trial[self.parents[name]], self.rest_dirs[name], segment)
         return np.array(observed), across
 
     def _finger(self, world: dict, points_world: np.ndarray, side: int, k: int) -> None:
@@ -146,8 +152,7 @@ class HandSolver:
         angles = finger_angles(observed, self.rest_bend[(s, k)])
         for j, (flexion, spread) in zip((1, 2, 3), angles):
             name = f"finger{k}-{j}.{s}"
-            axes = _flexion_frame(self.rest_dirs[name], self.rest_dirs["palm." + s])
-            local = axes @ np.array([np.cos(spread) * np.cos(flexion),
+            local = self.flexion_axes[name] @ np.array([np.cos(spread) * np.cos(flexion),
                                      np.cos(spread) * np.sin(flexion), np.sin(spread)])
             world[name] = self._bone(world, name, world[self.parents[name]] @ local, across)
 
