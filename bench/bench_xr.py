@@ -6,15 +6,20 @@ compositor, and reads the viewer's per-frame timings (--xr-stats):
 
 - still: the default avatar in one pose: after the first frame nothing is posed, uploaded or
   sorted again (unless the head moves), so a frame is the two eyes' draws;
-- animated: the ``wave`` animation: every frame poses the avatar (numpy), places it in the
-  room, uploads and sorts it once, then draws both eyes.
+- wave-gpu-N: the ``wave`` animation on N participants side by side (the avatar counts of
+  the rendering benchmark: 1 x 203k, 2 x = 407k, 5 x = 1.02M Gaussians), posed on the GPU:
+  per frame forward kinematics on the CPU, the GL compute shaders pose, one sort, two draws;
+- wave-cpu-N: the same posed in numpy (``--xr-posing cpu``): pose, place, concatenate,
+  upload, sort, draw: the path before GPU posing, and the cuda backend's.
 
-Per frame: ``wait`` (blocked in xrWaitFrame), ``scene`` (pose + placement), ``sort`` (upload
-when the Gaussians changed + depth sort when the head moved enough), ``draw`` (both eyes'
-draws, GL finished) and ``frame`` (xrWaitFrame to xrWaitFrame: what the user gets).
-Medians and 90th percentiles after 3 warm-up frames.
+Per frame: ``wait`` (blocked in xrWaitFrame), ``scene`` (numpy pose + placement, or forward
+kinematics for the GPU), ``pose`` (GPU posing, GL finished), ``sort`` (upload when the
+Gaussians changed + depth sort when the head moved enough), ``draw`` (both eyes' draws, GL
+finished) and ``frame`` (xrWaitFrame to xrWaitFrame: what the user gets). Medians and 90th
+percentiles after 3 warm-up frames.
 
-    sudo .venv/bin/python bench/bench_xr.py [--frames 60] [--out bench/results/xr.json]
+    sudo .venv/bin/python bench/bench_xr.py [--frames 60] [--participants 1 2 5]
+        [--frames-many 20] [--out bench/results/xr.json]
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / ".cache" / "xr-root"
 RUNTIME_DIR = "/tmp/splatcall-xr-bench"
-SCENARIOS = {"still": ["--pose", "rest"], "animated": ["--pose", "wave"]}
 WARMUP = 3
 
 
@@ -59,6 +63,9 @@ def summary(values) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--participants", type=int, nargs="+", default=[1, 2, 5])
+    parser.add_argument("--frames-many", type=int, default=20,
+                        help="frames for more than one participant (each frame takes longer)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "xr.json")
     args = parser.parse_args()
     if os.geteuid() != 0 or not (ROOT / ".splatcall-xr").exists():
@@ -90,24 +97,34 @@ def main() -> int:
             if monado.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("monado-service did not start")
             time.sleep(0.1)
-        for name, options in SCENARIOS.items():
-            print(f"[bench_xr] {name}: {args.frames} frames", file=sys.stderr, flush=True)
+        scenarios = {"still": (["--pose", "rest"], args.frames)}
+        for n in args.participants:
+            for posing in ("auto", "cpu"):
+                scenarios[f"wave-{'gpu' if posing == 'auto' else 'cpu'}-{n}"] = (
+                    ["--pose", "wave", "--xr-posing", posing, "--xr-participants", str(n)],
+                    args.frames if n == 1 else args.frames_many)
+        for name, (options, frames) in scenarios.items():
+            print(f"[bench_xr] {name}: {frames} frames", file=sys.stderr, flush=True)
+            load_before = os.getloadavg()[0]
             stats_file = f"/tmp/xr-bench-{name}.json"
             run = subprocess.run(chroot("/bin/sh", "-c", "cd /opt/splatcall && exec /opt/venv/"
                                         "bin/python -m app.xr_view --xr-graphics egl "
-                                        f"--xr-frames {args.frames} --xr-stats {stats_file} "
+                                        f"--xr-frames {frames} --xr-stats {stats_file} "
                                         + " ".join(options)),
                                  capture_output=True, text=True, timeout=1800)
             if run.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{run.stderr[-2000:]}")
             stats = json.loads((ROOT / stats_file.lstrip("/")).read_text())
-            frames = [f for f in stats["frames"] if f["rendered"]][WARMUP:]
             results["eye_size"] = stats["eye_size"]
             results["runtime"] = stats["runtime"]
+            shown = [f for f in stats["frames"] if f["rendered"]][WARMUP:]
             results["scenarios"][name] = {
-                "poses": stats["poses"],
-                **{f"{key}_ms": summary(f[f"{key}_ms"] for f in frames)
-                   for key in ("wait", "scene", "sort", "draw", "frame", "display_period")},
+                "poses": stats["poses"], "participants": stats["participants"],
+                "gpu_posing": stats["gpu_posing"], "frames": len(shown),
+                "load_average_before": round(load_before, 2),
+                **{f"{key}_ms": summary(f[f"{key}_ms"] for f in shown)
+                   for key in ("wait", "scene", "pose", "sort", "draw", "frame",
+                               "display_period")},
             }
             print(f"[bench_xr] {name}: {results['scenarios'][name]}", file=sys.stderr)
     finally:
