@@ -125,7 +125,7 @@ class XrStage:
             places, version = list(self._places), self._place_version
         if not work:
             return self._empty
-        gpu = bool(frame.gpu_posing)
+        gpu = bool(getattr(frame, "gpu_posing", False))  # frames made elsewhere: numpy
         parts = []
         for (participant, codes), place in zip(work, places):
             if (participant.posed is None or participant.posed_codes is not codes
