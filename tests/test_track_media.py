@@ -341,11 +341,11 @@ def _finger_errors_deg(template, truth_hands, solved_hands) -> list[np.ndarray]:
 HANDS_VIEW = ([0.0, 1.65, 1.3], [0.0, 1.65, 0.0], (640, 480), 45.0)
 
 
-def _track_hands(photo_tracker, left: str, right: str):
+def _track_hands(photo_tracker, left: str, right: str, view=HANDS_VIEW):
     template = photo_tracker.template
     truth = np.stack([_finger_pose(left, 0, template), _finger_pose(right, 1, template)])
     codes = _track(photo_tracker, _render(
-        Codes(body=_palms_forward_body(photo_tracker.template), hands=truth), *HANDS_VIEW))
+        Codes(body=_palms_forward_body(photo_tracker.template), hands=truth), *view))
     assert codes.is_valid("left_hand") and codes.is_valid("right_hand")
     return _finger_errors_deg(photo_tracker.template, truth, codes.hands)
 
@@ -381,3 +381,22 @@ def test_closed_loop_fist_and_point(photo_tracker):
         for e in errors:
             assert np.median(e) < 28.0, e
             assert np.percentile(e, 90) < 45.0, e
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("eye", [[0.35, 1.85, 1.2], [-0.35, 1.85, 1.2], [0.0, 1.4, 1.2]],
+                         ids=["above-right", "above-left", "below"])
+def test_closed_loop_fist_and_point_other_views(photo_tracker, eye):
+    """The same hands seen from above on either side and from below (the look and the
+    solver were tuned on the front view only)."""
+    view = (eye, [0.0, 1.6, 0.0], (640, 480), 45.0)
+    for left, right in (("fist", "point"), ("point", "fist")):
+        errors = _track_hands(photo_tracker, left, right, view)
+        print(f"{eye}: left {left} {np.median(errors[0]):.1f} "
+              f"({np.percentile(errors[0], 90):.1f}), right {right} "
+              f"{np.median(errors[1]):.1f} ({np.percentile(errors[1], 90):.1f})")
+        # Measured 2026-11-24 (GL render, holistic): medians 16-33 degrees (fists 18-33,
+        # points 16-29), 90th percentiles 30-45.
+        for e in errors:
+            assert np.median(e) < 40.0, e
+            assert np.percentile(e, 90) < 55.0, e
