@@ -77,6 +77,7 @@ CREASE_DARKNESS = 0.45
 CREASE_HALF_WIDTH_M = 0.0008
 KNUCKLE_DARKNESS = 0.2
 SIDE_DARKNESS = 0.3
+FINGER_RADIUS_M = 0.012
 
 SHIRT_BONES = ("spine", "clavicle", "shoulder01", "upperarm01")
 TROUSER_BONES = ("root", "pelvis", "upperleg", "lowerleg")
@@ -182,7 +183,8 @@ def lid_colour(points: np.ndarray, lids: EyeLids) -> np.ndarray:
 class HandAxes:
     """One hand's finger bones at rest (metres): per finger bone (15, thumb first, proximal
     to distal) its head, unit direction, length, and the unit direction its back (nail side)
-    faces; the normal out of the palm; the wrist joint and the unit direction from it to the middle finger."""
+    faces; the normal out of the palm; the wrist joint and the unit direction from it to the
+    middle finger's knuckle."""
 
     heads: np.ndarray
     directions: np.ndarray
@@ -240,8 +242,11 @@ def hand_features(points: np.ndarray, hand: HandAxes):
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
     back = np.einsum("mk,mk->m", out, hand.backs[bone])
     lateral = np.abs(np.einsum("mk,mk->m", out, np.cross(hand.directions[bone], hand.backs[bone])))
-    # Points behind a proximal segment's start are on the palm or the back of the hand.
-    bone = np.where((bone % 3 == 0) & (fraction < 0), -1, bone)
+    # On the palm or the back of the hand: behind a proximal segment's start, further from
+    # every finger bone than a finger is thick, or on the thumb's first bone (the ball of
+    # the thumb, inside the palm).
+    on_palm = ((bone % 3 == 0) & (fraction < 0)) | (distance[rows, bone] > FINGER_RADIUS_M)
+    bone = np.where(on_palm | (bone == 0), -1, bone)
     return bone, fraction, back, lateral
 
 
