@@ -21,7 +21,8 @@ fetched by the set-up). Per clip and landmark backend:
 Also the One Euro filter's lag on a fast ramp and its jitter reduction on a still signal.
 Writes JSON (default bench/results/track.json).
 
-Usage: python bench/bench_track.py [--frames 150] [--rounds 3] [--out PATH]
+Usage: python bench/bench_track.py [--frames 150] [--rounds 3] [--clips both|talking|hands]
+       [--out PATH]
 """
 
 from __future__ import annotations
@@ -257,6 +258,8 @@ def bench_clip(images, rounds: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--clips", choices=("both", "talking", "hands"), default="both",
+                        help="which clips to run")
     parser.add_argument("--rounds", type=int, default=3,
                         help="times each configuration runs over each clip (interleaved)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "track.json"))
@@ -265,7 +268,7 @@ def main() -> int:
     if not talking.is_file():
         raise SystemExit(f"{talking} is missing: run bash scripts/setup.d/30-media.sh")
     hands_clip = CLIP_DIR / f"hands-{args.frames}.mp4"
-    if not hands_clip.is_file():
+    if args.clips != "talking" and not hands_clip.is_file():
         print(f"rendering {hands_clip}", file=sys.stderr)
         make_hands_clip(hands_clip, args.frames)
     result = {
@@ -276,8 +279,9 @@ def main() -> int:
         "rounds": args.rounds,
         "clips": {},
     }
-    for name, path in (("jwpIntro.mp4 640x480 (no hands)", talking),
-                       ("avatar hands clip 640x480 (both hands moving)", hands_clip)):
+    clips = {"talking": ("jwpIntro.mp4 640x480 (no hands)", talking),
+             "hands": ("avatar hands clip 640x480 (both hands moving)", hands_clip)}
+    for name, path in (clips.values() if args.clips == "both" else [clips[args.clips]]):
         result["clips"][name] = bench_clip(read_clip(path, args.frames), args.rounds)
         result["clips"][name]["load_average_after"] = os.getloadavg()
     result["filters"] = filter_figures()
