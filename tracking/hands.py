@@ -152,8 +152,8 @@ class HandSolver:
         angles = finger_angles(observed, self.rest_bend[(s, k)])
         for j, (flexion, spread) in zip((1, 2, 3), angles):
             name = f"finger{k}-{j}.{s}"
-            local = self.flexion_axes[name] @ np.array(
-                [np.cos(spread) * np.cos(flexion), np.cos(spread) * np.sin(flexion), np.sin(spread)])
+            along, toward_palm = np.cos(spread) * np.cos(flexion), np.cos(spread) * np.sin(flexion)
+            local = self.flexion_axes[name] @ np.array([along, toward_palm, np.sin(spread)])
             world[name] = self._bone(world, name, world[self.parents[name]] @ local, across)
 
     def solve(self, points_world: np.ndarray, side: int) -> np.ndarray:
