@@ -159,7 +159,8 @@ void main() {{
 
 GAUSSIAN_SHADER = f"""
 #version 430
-// LAMBERT and WRITE_COLORS are defined by the compiling code.
+// WRITE_COLORS is defined by the compiling code. The shading is a per-avatar uniform (one
+// room may mix Lambert-lit and baked avatars); its select costs a few flops per Gaussian.
 layout(local_size_x = 128) in;
 layout(binding = 0) uniform sampler2D posed;
 layout(binding = 1) uniform usampler2D corners;      // the triangle's vertex indices
@@ -173,6 +174,7 @@ uniform int count;
 uniform int gaussian_base;   // first Gaussian of this avatar (static data and outputs)
 uniform int posed_base;
 uniform int param_rows;
+uniform bool lambert;        // this avatar's shading: Lambert-lit albedo, else baked colours
 uniform vec3 light;
 uniform float ambient;
 uniform float diffuse;
@@ -235,12 +237,9 @@ void main() {{
     imageStore(params, at + ivec2(0, param_rows), quat);
     imageStore(params, at + ivec2(0, 2 * param_rows), vec4(scale, 0.0));
 #if WRITE_COLORS
-#if LAMBERT
     float lit = ambient + diffuse * clamp(dot(z, light), 0.0, 1.0);
-    imageStore(colors, texel(g, 1, 0), vec4(clamp(albedo_rest.rgb * lit, 0.0, 1.0), 0.0));
-#else
-    imageStore(colors, texel(g, 1, 0), vec4(albedo_rest.rgb, 0.0));
-#endif
+    vec3 shaded = clamp(albedo_rest.rgb * lit, 0.0, 1.0);
+    imageStore(colors, texel(g, 1, 0), vec4(lambert ? shaded : albedo_rest.rgb, 0.0));
 #endif
 }}
 """
@@ -313,8 +312,7 @@ class GLAvatarPoser:
         try:
             self._vertex_program = ctx.compute_shader(VERTEX_SHADER)
             self._gaussian_program = ctx.compute_shader(
-                f"#version 430\n#define LAMBERT {int(self.bindings[0].lambert)}\n"
-                f"#define WRITE_COLORS {int(self.sh_count == 0)}\n"
+                f"#version 430\n#define WRITE_COLORS {int(self.sh_count == 0)}\n"
                 + GAUSSIAN_SHADER.replace("#version 430\n", "", 1))
         except Exception as exc:
             raise RenderError(f"cannot build the GPU posing shaders: {exc}") from exc
@@ -468,6 +466,7 @@ class GLAvatarPoser:
                          else np.asarray(pose.world_from_avatar, dtype=np.float64))
                 _set_uniforms(gp, count=layout["count"], gaussian_base=layout["gaussian_base"],
                               posed_base=layout["posed_base"], param_rows=param_rows,
+                              lambert=bool(binding.lambert),
                               light=tuple(map(float, binding.light_direction)),
                               ambient=float(binding.ambient), diffuse=float(binding.diffuse),
                               place_translation=tuple(map(float, place[:3, 3])),

@@ -162,3 +162,32 @@ def test_lost_context_rebuilds_the_posed_avatars(avatar):
     r.rebind()  # a fresh context: static arrays uploaded and the last pose applied again
     np.testing.assert_allclose(r.render(None, cam), before, atol=1e-6)
     r.release()
+
+
+def test_a_room_mixing_baked_and_lambert_avatars_shades_each_its_own_way(renderer, avatar):
+    """Shading is per avatar: a baked avatar posed first must not leave a Lambert one unlit
+    (nor light the baked one)."""
+    import dataclasses
+
+    from avatar.avatar import Avatar
+
+    assert avatar.data.shading == "lambert"
+    baked = Avatar(dataclasses.replace(avatar.data, shading="baked"), avatar.template)
+    codes = poses()["waving, face, turned root"]
+    place = np.eye(4)
+    place[0, 3] = 1.0
+    for first, second in ((baked, avatar), (avatar, baked)):
+        renderer.upload_avatars([AvatarBinding.from_avatar(first),
+                                 AvatarBinding.from_avatar(second)])
+        renderer.pose_avatars([AvatarPose.from_codes(first, codes),
+                               AvatarPose.from_codes(second, codes, world_from_avatar=place)])
+        n = len(avatar)
+        colors = gpu_gaussians(renderer, 2 * n)[4]
+        for got, who in ((colors[:n], first), (colors[n:], second)):
+            expected = who.pose(codes).colors
+            error = np.abs(got - expected).max()
+            print(f"{first.data.shading} then {second.data.shading}: {who.data.shading} colours "
+                  f"max |diff| {error:.1e}")
+            assert error < 1e-4
+    # The two shadings differ on this avatar, so the check above can tell them apart.
+    assert np.abs(baked.pose(codes).colors - avatar.pose(codes).colors).max() > 0.1
