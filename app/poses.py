@@ -88,7 +88,7 @@ class _Builder:
         s = "LR"[side]
         axis = curl_axis(side)
         for finger in range(2, 6):
-            for joint, angle in ((1, 1.45), (2, 1.6), (3, 1.1)):
+            for joint, angle in ((1, 1.5), (2, 1.0), (3, 0.8)):
                 self.rotate(f"finger{finger}-{joint}.{s}", axis, amount * angle)
         thumb = THUMB_DIRECTION_L if side == 0 else mirror(THUMB_DIRECTION_L)
         palm = PALM_NORMAL_L if side == 0 else mirror(PALM_NORMAL_L)
