@@ -12,31 +12,41 @@ own blendshape basis. Per frame:
    points (``facemesh.Correspondence``). Weights solve a bounded, lightly damped least
    squares (0 <= w <= 1) by accelerated projected gradient over the 52x52 normal matrix.
    Depth rows count less (mediapipe's z is its weakest axis); eye-look shapes stay 0 (the
-   eyes turn through ``gaze``), tongueOut too (never visible to face mesh).
-3. Blinks: each eye's lid gap over its width, against the calibrated open gap, sets
-   eyeBlink (replacing the fit's value); squints keep the fit's value.
+   eyes turn through ``gaze``), tongueOut too (never visible to face mesh). The small
+   shapes of the upper face (brows, eye wide/squint, nose sneer, cheeks: 3.5-7 mm at full
+   weight) and jawForward carry a sparsity penalty: each must explain ``SPARSITY_M`` of the
+   displacement along its own pattern before it moves, as face mesh's landmarks shift by
+   1-2 mm with head pose alone.
+3. Blinks: each eye's lid gap over its width, against the open gap (on video the median of
+   the last seconds), sets eyeBlink (replacing the fit's value); squints keep the fit's.
 4. Gaze: the iris centre's offset from the eye-corner midpoint, over the eye's width,
    converted to an angle on a 12 mm eyeball, relative to the calibrated straight look.
 
-Neutral calibration: until calibrated, the person's neutral is the template's (mediapipe's
-landmarks on the template's neutral head), which is what a single photograph gets. A video
-calibrates itself over its first ``calibration_s`` seconds: the person's neutral becomes
-the mean aligned face of the calmest half of those frames (lowest fitted expression), and
-eye openness and straight gaze likewise; ``recalibrate()`` starts it again on demand.
+Neutral calibration: a single photograph is solved against the template's neutral
+(mediapipe's landmarks on the template's neutral head). A video calibrates itself over its
+first ``calibration_s`` seconds: from the first frame on, the person's neutral is the
+per-point median of the aligned faces seen so far (so the first seconds are solved against
+the person, not the template, whose different proportions read as full-weight brow, eye and
+nose shapes), except around the mouth, where it is the median of the frames with the lips
+at most as far apart as their median (a talker's median mouth is half open, and a closed
+mouth then reads as lips rolled in); straight gaze likewise. At the end of the window it
+is kept. ``recalibrate()`` starts it again on demand.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from avatar.codes import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, GAZE_LIMIT_RAD
 from avatar.template import Template
-from tracking.facemesh import (LEFT_EYE, RIGHT_EYE, STABLE, Correspondence,
+from tracking.facemesh import (LEFT_EYE, LIPS, RIGHT_EYE, STABLE, Correspondence,
                                load_correspondence, similarity)
 
 CAMERA_TO_WORLD = np.array([1.0, -1.0, -1.0])
+FACE_POINTS = 478  # mediapipe's face mesh with the iris refinement
 DEPTH_WEIGHT = 0.35
 MAX_ITERATIONS = 2000
 # Stop when no weight moves by more than this in one step. On jwpIntro.mp4, 1e-4 instead
@@ -44,11 +54,23 @@ MAX_ITERATIONS = 2000
 # (99th percentile 0.005, about the wire's 8-bit step).
 FIT_STEP_TOLERANCE = 1e-4
 DAMPING = 2e-3  # ridge on the weights, relative to the basis' mean energy
+# Sparsity (an L1 penalty, scaled by each shape's own column norm) on the upper face's
+# small shapes and jawForward. On jwpIntro.mp4 (a calm talker) it halves their p90 (0.12 ->
+# 0.06 mean over the calm shapes) and keeps jawOpen and the astronaut's smile; the cost is
+# sensitivity: the avatar's own renders read brows raised at 1.0 as 0.25 (0.45 without) and
+# eyeWide 1.0 as 0.12 (0.37), see docs/tracking.md.
+SPARSITY_M = 0.002
+SPARSE_SHAPES = ("brow", "eyeWide", "eyeSquint", "noseSneer", "cheek", "jawForward")
+# Landmarks that jawOpen moves by more than this belong to the mouth for calibration.
+MOUTH_MOVE_M = 0.002
 EYEBALL_RADIUS_RATIO = 0.42  # eyeball radius / eye-corner width (12 mm / 28.5 mm)
 # Lid-gap closure (1 - gap / open gap) read as no blink and as a full blink. Face mesh never
-# quite brings the lids together: on jwpIntro.mp4 the talker's full blinks close the gap by
-# 0.69-0.83 (its open eyes wander by under 0.15); the default avatar's by 0.62-0.78.
-BLINK_CLOSURE = (0.15, 0.70)
+# quite brings the lids together: on jwpIntro.mp4 (640x480) the talker's full blinks close
+# his right eye's gap by 0.66-0.78 but his left eye's by only 0.40-0.57 (both eyes shut in
+# the frames); his open eyes stay under 0.16 (99th percentile). The default avatar's blinks
+# close it by 0.62-0.78.
+BLINK_CLOSURE = (0.15, 0.55)
+OPEN_GAP_WINDOW_S = 3.0
 NOT_FITTED = tuple(n for n in BLENDSHAPE_NAMES if n.startswith("eyeLook")) + ("tongueOut",)
 
 
@@ -83,6 +105,10 @@ class FaceSolver:
         normal += DAMPING * np.trace(normal) / len(normal) * np.eye(len(normal))
         self.normal = normal
         self.step = 1.0 / float(np.linalg.eigvalsh(normal)[-1])
+        fitted_names = [n for n in BLENDSHAPE_NAMES if n not in NOT_FITTED]
+        sparse = np.array([n.startswith(SPARSE_SHAPES) for n in fitted_names])
+        self.sparsity = np.where(sparse, SPARSITY_M * np.linalg.norm(self.basis, axis=0), 0.0)
+        self.mouth_points = np.linalg.norm(basis[BLENDSHAPE_INDEX["jawOpen"]], axis=1) > MOUTH_MOVE_M
         self.calibration_s = calibration_s
         eye_width = np.linalg.norm(self.neutral_reference[LEFT_EYE["outer"]]
                                    - self.neutral_reference[LEFT_EYE["inner"]])
@@ -100,41 +126,67 @@ class FaceSolver:
         self._calibrating = start
         self._calibration_start: float | None = None
         self._samples: list = []
+        self._video = start
+        self._recent_gaps: deque = deque()
 
     @property
     def calibrated(self) -> bool:
         return not self._calibrating and self._calibration_start is not None
 
-    def _collect(self, t: float, aligned: np.ndarray, energy: float, gaps, gaze_raw) -> None:
+    def _collect(self, t: float, aligned: np.ndarray, gaps, gaze_raw) -> None:
+        """One more calibration frame: the neutral so far is the median of the frames so far.
+
+        The median rather than the calmest frames: a person talks, blinks and nods through
+        the window, each now and then. The mouth's neutral comes from the frames with the
+        lips at most as far apart as their median: on jwpIntro.mp4 jawOpen then follows the lip gap
+        (correlation 0.87, against 0.78 for the plain median and 0.66-0.74 for the earlier
+        calmest half), and closed lips no longer read as mouthRollLower up to 1.0."""
         if self._calibration_start is None:
             self._calibration_start = t
-        self._samples.append((energy, aligned, gaps, gaze_raw))
-        if t - self._calibration_start < self.calibration_s or len(self._samples) < 5:
-            return
-        self._samples.sort(key=lambda s: s[0])
-        calm = self._samples[: max(3, len(self._samples) // 2)]
-        self.neutral = np.mean([s[1] for s in calm], axis=0)
-        self.open_gap = list(np.mean([s[2] for s in calm], axis=0))
-        self.gaze_zero = np.mean([s[3] for s in calm], axis=0)
-        self._calibrating = False
-        self._samples = []
+        self._samples.append((aligned, gaps, gaze_raw))
+        faces = np.array([s[0] for s in self._samples])
+        lip_gap = np.linalg.norm(faces[:, LIPS["upper"]] - faces[:, LIPS["lower"]], axis=1)
+        closed = faces[lip_gap <= np.median(lip_gap)]
+        self.neutral = np.median(faces, axis=0)
+        self.neutral[self.mouth_points] = np.median(closed[:, self.mouth_points], axis=0)
+        self.gaze_zero = np.median([s[2] for s in self._samples], axis=0)
+        if t - self._calibration_start >= self.calibration_s and len(self._samples) >= 5:
+            self._calibrating = False
+            self._samples = []
+
+    def _follow_open_gap(self, t: float, gaps) -> None:
+        """On video the open lid gap is the median of the last ``OPEN_GAP_WINDOW_S``: blinks
+        are brief, and how wide a person holds their eyes drifts (jwpIntro.mp4's talker opens
+        them up to 25 % wider in his first frames than later, which a gap fixed at the
+        start read as 0.1-0.4 blinks on open eyes, depending on where the window ended)."""
+        recent = self._recent_gaps
+        if recent and t < recent[-1][0]:
+            recent.clear()  # time went back: another stream
+        recent.append((t, gaps))
+        while t - recent[0][0] > OPEN_GAP_WINDOW_S:
+            recent.popleft()
+        self.open_gap = list(np.median([g for _, g in recent], axis=0))
 
     # -- solving ---------------------------------------------------------------------------
     def align(self, points_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks in the neutral reference's frame (metres) and the head rotation (3, 3)."""
+        """Landmarks in the neutral reference's frame (metres) and the head rotation (3, 3).
+
+        Always onto the template's reference (not the person's neutral), so that the frames
+        a calibration collects and the frames solved after it share one frame."""
+        reference = self.neutral_reference[STABLE]
         observed = np.asarray(points_px, dtype=np.float64) * CAMERA_TO_WORLD
-        s, r, t = similarity(observed[STABLE], self.neutral[STABLE])
+        s, r, t = similarity(observed[STABLE], reference)
         rigid = s * observed @ r.T + t
         # A further affine fit on the stable points absorbs the face's proportions (width,
         # height, depth), which differ from person to person and are not expression.
         stable = np.c_[rigid[STABLE], np.ones(len(STABLE))]
-        affine, *_ = np.linalg.lstsq(stable, self.neutral[STABLE], rcond=None)
+        affine, *_ = np.linalg.lstsq(stable, reference, rcond=None)
         return np.c_[rigid, np.ones(len(rigid))] @ affine, r.T
 
     def fit(self, displacement: np.ndarray) -> np.ndarray:
         """Bounded least-squares weights (52,) for (478, 3) displacements (metres)."""
         b = displacement[self.expression_points].reshape(-1) * self.row_weights
-        rhs = self.basis.T @ b
+        rhs = self.basis.T @ b - self.sparsity  # w >= 0, so the L1 penalty is linear
         w = self._warm.copy()
         y, w_prev, momentum = w.copy(), w.copy(), 1.0
         # Converged to FIT_STEP_TOLERANCE (the damped problem is strictly convex, so the
@@ -170,13 +222,21 @@ class FaceSolver:
         return np.array([offset @ x_axis / width, offset @ up / width])
 
     def solve(self, points_px: np.ndarray, t: float = 0.0) -> FaceResult:
+        """Weights, gaze and head rotation from (478, 3) face-mesh landmarks in pixels at
+        time ``t`` (seconds; only the calibration window uses it)."""
+        points_px = np.asarray(points_px, dtype=np.float64)
+        if points_px.shape != (FACE_POINTS, 3) or not np.all(np.isfinite(points_px)):
+            raise ValueError(f"face landmarks must be {FACE_POINTS} finite (x, y, z) points "
+                             f"(mediapipe's refined face mesh), got shape {points_px.shape}")
         aligned, head_rotation = self.align(points_px)
-        displacement = aligned - self.neutral
-        weights = self.fit(displacement)
         gaps = [self._eye_opening(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)]
         gaze_raw = np.stack([self._gaze_raw(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)])
         if self._calibrating:
-            self._collect(t, aligned, float(np.sum(weights)), gaps, gaze_raw)
+            self._collect(t, aligned, gaps, gaze_raw)
+        if self._video:
+            self._follow_open_gap(t, gaps)
+        displacement = aligned - self.neutral
+        weights = self.fit(displacement)
 
         for i, name in enumerate(("eyeBlinkLeft", "eyeBlinkRight")):
             closed = 1.0 - gaps[i] / max(self.open_gap[i], 1e-6)

@@ -30,6 +30,8 @@ STABLE = np.array([10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 127, 356, 234, 454,
 # Eyes, in the person's own sides (the person's right eye appears on the image's left).
 RIGHT_EYE = {"outer": 33, "inner": 133, "upper": 159, "lower": 145, "iris": 468}
 LEFT_EYE = {"outer": 263, "inner": 362, "upper": 386, "lower": 374, "iris": 473}
+# Inner lip contour, middle of the upper and of the lower lip.
+LIPS = {"upper": 13, "lower": 14}
 IRIS_RIGHT = np.arange(468, 473)
 IRIS_LEFT = np.arange(473, 478)
 
