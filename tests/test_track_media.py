@@ -182,7 +182,7 @@ def test_closed_loop_face_jaw(photo_tracker):
           expressive.blendshape("jawOpen"))
     # The neutral reference was taken on a reference-renderer image before the lash lines;
     # this render may come from the GL backend: measured largest spurious weight 0.31
-    # (2026-11-24), 0.39 since the upper face's sparsity (2026-11-26: the same mismatch,
+    # (2026-11-24), 0.39 since the upper face's sparsity (2026-11-24: the same mismatch,
     # now on mouthLowerDownRight instead of spread over brow and eye shapes). A reference
     # rebuilt on today's GL render reads 0.16 here but costs the astronaut's smile
     # (0.39 / 0.33) and this jaw (0.46), see docs/tracking.md.
