@@ -12,11 +12,11 @@ own blendshape basis. Per frame:
    points (``facemesh.Correspondence``). Weights solve a bounded, lightly damped least
    squares (0 <= w <= 1) by accelerated projected gradient over the 52x52 normal matrix.
    Depth rows count less (mediapipe's z is its weakest axis); eye-look shapes stay 0 (the
-   eyes turn through ``gaze``), tongueOut too (never visible to face mesh). The small
-   shapes of the upper face (brows, eye wide/squint, nose sneer, cheeks: 3.5-7 mm at full
-   weight) and jawForward carry a sparsity penalty: each must explain ``SPARSITY_M`` of the
-   displacement along its own pattern before it moves, as face mesh's landmarks shift by
-   1-2 mm with head pose alone.
+   eyes turn through ``gaze``), tongueOut too (never visible to face mesh). Every shape but
+   jawOpen, the smiles and the blinks carries a sparsity penalty: it must explain
+   ``SPARSITY_M`` (the upper face's small shapes and jawForward) or ``MOUTH_SPARSITY_M``
+   (the rest) of the displacement along its own pattern before it moves, as face mesh's
+   landmarks shift by 1-2 mm with head pose alone.
 3. Blinks: each eye's lid gap over its width, against the open gap (on video the median of
    the last seconds), sets eyeBlink (replacing the fit's value); squints keep the fit's.
 4. Gaze: the iris centre's offset from the eye-corner midpoint, over the eye's width,
@@ -54,13 +54,21 @@ MAX_ITERATIONS = 2000
 # (99th percentile 0.005, about the wire's 8-bit step).
 FIT_STEP_TOLERANCE = 1e-4
 DAMPING = 2e-3  # ridge on the weights, relative to the basis' mean energy
-# Sparsity (an L1 penalty, scaled by each shape's own column norm) on the upper face's
-# small shapes and jawForward. On jwpIntro.mp4 (a calm talker) it halves their p90 (0.12 ->
-# 0.06 mean over the calm shapes) and keeps jawOpen and the astronaut's smile; the cost is
-# sensitivity: the avatar's own renders read brows raised at 1.0 as 0.25 (0.45 without) and
-# eyeWide 1.0 as 0.12 (0.37), see docs/tracking.md.
+# Sparsity (an L1 penalty, scaled by each shape's own column norm). On the upper face's
+# small shapes and jawForward (2 mm) it halves their p90 over jwpIntro.mp4 (a calm talker;
+# 0.12 -> 0.06 mean); the cost is sensitivity: the avatar's own renders read brows raised at
+# 1.0 as 0.25 (0.45 without) and eyeWide 1.0 as 0.12 (0.37). On the other mouth and jaw
+# shapes (1 mm) it takes mouthPucker's median over the clip from 0.24 to 0.15 and
+# mouthFrownLeft's from 0.20 to 0.11, and jawOpen and the smiles, left free, explain more
+# (the astronaut's smile 0.43 / 0.41 -> 0.50 / 0.49); renders of a pucker 0.8 read 0.19
+# (0.24 without), a frown 1.0 0.25 (0.40). See docs/tracking.md.
 SPARSITY_M = 0.002
-SPARSE_SHAPES = ("brow", "eyeWide", "eyeSquint", "noseSneer", "cheek", "jawForward")
+SPARSE_SHAPES = ("brow", "eyeWide", "eyeSquint", "noseSneer", "cheek")
+# jawForward moves the chin in depth, face mesh's weakest axis, and with the mouth shapes
+# penalised it took up what talking does to the chin (median 0.17 over the clip at 2 mm).
+JAW_FORWARD_SPARSITY_M = 0.004
+MOUTH_SPARSITY_M = 0.001
+FREE_SHAPES = ("jawOpen", "mouthSmile", "eyeBlink")
 # Landmarks that jawOpen moves by more than this belong to the mouth for calibration.
 MOUTH_MOVE_M = 0.002
 EYEBALL_RADIUS_RATIO = 0.42  # eyeball radius / eye-corner width (12 mm / 28.5 mm)
@@ -106,8 +114,10 @@ class FaceSolver:
         self.normal = normal
         self.step = 1.0 / float(np.linalg.eigvalsh(normal)[-1])
         fitted_names = [n for n in BLENDSHAPE_NAMES if n not in NOT_FITTED]
-        sparse = np.array([n.startswith(SPARSE_SHAPES) for n in fitted_names])
-        self.sparsity = np.where(sparse, SPARSITY_M * np.linalg.norm(self.basis, axis=0), 0.0)
+        penalty_m = [SPARSITY_M if n.startswith(SPARSE_SHAPES) else
+                     JAW_FORWARD_SPARSITY_M if n == "jawForward" else
+                     0.0 if n.startswith(FREE_SHAPES) else MOUTH_SPARSITY_M for n in fitted_names]
+        self.sparsity = np.array(penalty_m) * np.linalg.norm(self.basis, axis=0)
         self.mouth_points = np.linalg.norm(basis[BLENDSHAPE_INDEX["jawOpen"]], axis=1) > MOUTH_MOVE_M
         self.calibration_s = calibration_s
         eye_width = np.linalg.norm(self.neutral_reference[LEFT_EYE["outer"]]
