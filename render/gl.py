@@ -64,8 +64,9 @@ from render.camera import Camera
 from render.gaussians import Gaussians
 from render.gl_tiles import (BASES_SHADER, COMPOSITE_FRAGMENT_SHADER, COMPOSITE_VERTEX_SHADER,
                              EMIT_GROUP, EMIT_SHADER, EMPTY_RECT, GROUP, LIST_ROW, LOG2_E,
-                             RASTER_SHADER, ROW, SCAN_SHADER, TEXEL_GLSL, TILE_H, TILE_W,
-                             TOTALS_SHADER, chunking, rows_for, tile_grid)
+                             LOOP_BUDGET, RASTER_RESUME_SHADER, RASTER_SHADER, ROW, SCAN_SHADER,
+                             TEXEL_GLSL, TILE_H, TILE_W, TOTALS_SHADER, chunking, rows_for,
+                             tile_grid)
 from render.reference import (ALPHA_MAX, ALPHA_MIN, DILATION_PX2, FRUSTUM_MARGIN, SH_C0, SH_C1,
                               SH_C2, SH_C3)
 from render.sort import GLDepthSort, front_to_back, view_depths
@@ -434,6 +435,7 @@ class GLSplatRenderer:
         self.prefer_points = prefer_points
         self.last_primitive = None  # "tiles", "points" or "quads": what the last draw used
         self.last_pair_count = 0  # tile path: (tile, splat) pairs of the last draw
+        self.last_raster_passes = 0  # tile path: rasteriser passes (1 unless a list is long)
         # Benchmarks: when a dict, the tile path finishes GL after each stage and adds its
         # wall and process CPU milliseconds there ("raster", "raster_cpu", ...); None: no
         # stalls.
@@ -480,10 +482,11 @@ class GLSplatRenderer:
             self._bases = ctx.compute_shader(BASES_SHADER)
             self._emit = ctx.compute_shader(EMIT_SHADER)
             self._raster = ctx.compute_shader(RASTER_SHADER)
+            self._raster_resume = None  # for tile lists over LOOP_BUDGET: made when needed
             self._composite = ctx.program(vertex_shader=COMPOSITE_VERTEX_SHADER,
                                           fragment_shader=COMPOSITE_FRAGMENT_SHADER)
             self._composite_vao = ctx.vertex_array(self._composite, [])
-            self._total = ctx.buffer(reserve=4)
+            self._total = ctx.buffer(reserve=8)  # (tile, splat) pairs, the longest tile list
             self._gpu_sort = GLDepthSort(ctx) if self.sort == "gpu" else None
         except Exception as exc:  # moderngl raises its own Error, or others on a dead context
             raise GLContextLost(f"cannot build the splatting shaders: {exc}") from exc
@@ -528,7 +531,9 @@ class GLSplatRenderer:
         for obj in [*self._buffers.values(), *self._textures.values(), self._vao,
                     self._corners, self._program, self._point_vao, self._point_program,
                     self._stats, *self._projections.values(), self._totals,
-                    self._scan, self._bases, self._emit, self._raster, self._composite_vao,
+                    self._scan, self._bases, self._emit, self._raster,
+                    *([self._raster_resume] if self._raster_resume is not None else []),
+                    self._composite_vao,
                     self._composite, self._total, *(self._target or ()),
                     *([self._gpu_sort] if self._gpu_sort is not None else [])]:
             try:
@@ -856,7 +861,7 @@ class GLSplatRenderer:
         ctx.memory_barrier()
         self._bases.run(group_x=groups)
         ctx.memory_barrier()
-        total = int(np.frombuffer(self._total.read(), dtype=np.uint32)[0])
+        total, longest = map(int, np.frombuffer(self._total.read(), dtype=np.uint32)[:2])
         self.last_pair_count = total
         list_rows = rows_for(total, LIST_ROW)
         if list_rows > self.max_texture_size:
@@ -865,25 +870,44 @@ class GLSplatRenderer:
         tile_list.bind_to_image(1, read=False, write=True)
         splats.use(2)
         self._textures["order"].use(4)
+        state = self._reserve("emit_state", 8 + 8 * chunks)
+        state.bind_to_storage_buffer(10)
         _set_uniforms(self._emit, count=self._count, tiles_x=tiles_x, tile_count=tile_count,
                       chunks=chunks, chunk_size=chunk_size,
                       capacity=tile_list.height * LIST_ROW)
-        self._emit.run(group_x=(chunks + EMIT_GROUP - 1) // EMIT_GROUP)
-        ctx.memory_barrier()
+        # Rounds of at most LOOP_BUDGET steps per chunk (llvmpipe's loop limit, see
+        # render.gl_tiles) until no chunk has work left; a chunk's work is at most its splats
+        # plus all the pairs, so more rounds than that mean a broken GL: no tiles drawn.
+        for round_ in range(-(-(total + chunk_size) // LOOP_BUDGET) + 1):
+            state.write(b"\0\0\0\0")
+            _set_uniforms(self._emit, first_round=round_ == 0)
+            self._emit.run(group_x=(chunks + EMIT_GROUP - 1) // EMIT_GROUP)
+            ctx.memory_barrier()
+            if not int(np.frombuffer(state.read(size=4), dtype=np.uint32)[0]):
+                break
+        else:
+            return False
         self._stage("binning")
-        # 3. each tile front to back into an RGBA32F image
+        # 3. each tile front to back into an RGBA32F image (tile lists longer than
+        # LOOP_BUDGET in passes of LOOP_BUDGET entries, each resuming the last one's pixels)
         splatted = self._textures.get("splatted")
         if splatted is None or splatted.size != (width, height):
             if splatted is not None:
                 splatted.release()
             splatted = ctx.texture((width, height), 4, dtype="f4")
             self._textures["splatted"] = splatted
-        splatted.bind_to_image(0, read=False, write=True)
+        passes = max(1, -(-longest // LOOP_BUDGET))
+        raster = self._raster if passes == 1 else self._resume_shader()
+        splatted.bind_to_image(0, read=passes > 1, write=True)
         splats.use(2)
         tile_list.use(3)
-        _set_uniforms(self._raster, image_size=(width, height), tiles=(tiles_x, tiles_y))
-        self._raster.run(group_x=tiles_x, group_y=tiles_y)
-        ctx.memory_barrier()
+        _set_uniforms(raster, image_size=(width, height), tiles=(tiles_x, tiles_y))
+        for index in range(passes):
+            _set_uniforms(raster, first_entry=index * LOOP_BUDGET,
+                          final_pass=index == passes - 1)
+            raster.run(group_x=tiles_x, group_y=tiles_y)
+            ctx.memory_barrier()
+        self.last_raster_passes = passes
         self._stage("raster")
         # 4. blended over the framebuffer (already cleared to the background)
         x, y, _, _ = viewport
@@ -898,6 +922,14 @@ class GLSplatRenderer:
         self._stage("composite")
         self.last_primitive = "tiles"
         return True
+
+    def _resume_shader(self):
+        if self._raster_resume is None:
+            try:
+                self._raster_resume = self.ctx.compute_shader(RASTER_RESUME_SHADER)
+            except Exception as exc:
+                raise GLContextLost(f"cannot build the rasteriser: {exc}") from exc
+        return self._raster_resume
 
     def _stage(self, name: str) -> None:
         """Benchmarks (``stage_ms`` set): finish GL and add the time since the last mark."""

@@ -53,9 +53,16 @@ TILE_W = 8        # tile columns: one SIMD lane each (llvmpipe: 8 x 32 bits)
 TILE_H = 8        # rows each lane walks (measured: 8 beats 4 and 16, docs/rendering.md)
 GROUP = 64        # invocations per workgroup of the per-tile passes
 EMIT_GROUP = 8
+SCAN_GROUP = 256  # invocations of the tile scan
 MAX_CHUNKS = 64   # the depth-ordered splats are binned in at most this many chunks
 MIN_CHUNK = 1024
 EMPTY_RECT = (1, 1)  # x0 = 1 > x1 = 0 and y0 = 1 > y1 = 0: no tiles
+# Mesa llvmpipe (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS) silently ends every loop of a shader
+# run once 65535 loop iterations have run in it, all loops and nesting levels counted
+# together (for a SIMD group: the union of its lanes'). So no loop here may run longer: the
+# scan splits the tiles between invocations, and the binning and the rasteriser work in
+# rounds of at most LOOP_BUDGET iterations that resume where the last one stopped.
+LOOP_BUDGET = 65000
 
 # GLSL: the texel of item i's k-th part in a texture of ROW items (x parts each) per row.
 TEXEL_GLSL = f"""
@@ -80,21 +87,52 @@ void main() {{
 }}
 """
 
-SCAN_SHADER = """
+SCAN_SHADER = f"""
 #version 430
-layout(local_size_x = 1) in;
-layout(std430, binding = 7) writeonly buffer TileStarts { uint tile_starts[]; };
-layout(std430, binding = 8) readonly buffer TileCounts { uint tile_counts[]; };
-layout(std430, binding = 9) writeonly buffer Total { uint total_pairs; };
+// One workgroup: each invocation scans a contiguous block of tiles (its loops stay far below
+// llvmpipe's loop limit, see LOOP_BUDGET, for any image a texture can hold), then invocation 0
+// scans the block sums. Also the largest tile list, so the rasteriser knows its passes.
+layout(local_size_x = {SCAN_GROUP}) in;
+layout(std430, binding = 7) writeonly buffer TileStarts {{ uint tile_starts[]; }};
+layout(std430, binding = 8) readonly buffer TileCounts {{ uint tile_counts[]; }};
+layout(std430, binding = 9) writeonly buffer Total {{ uint total_pairs; uint max_tile_pairs; }};
 uniform int tile_count;
-void main() {
-    uint sum = 0u;
-    for (int t = 0; t < tile_count; ++t) {
-        tile_starts[t] = sum;
-        sum += tile_counts[t];
-    }
-    total_pairs = sum;
-}
+shared uint block_start[{SCAN_GROUP}];
+shared uint block_max[{SCAN_GROUP}];
+void main() {{
+    int lane = int(gl_LocalInvocationID.x);
+    int per = (tile_count + {SCAN_GROUP - 1}) / {SCAN_GROUP};
+    int begin = min(tile_count, lane * per);
+    int end = min(tile_count, begin + per);
+    uint sum = 0u, most = 0u;
+    for (int t = begin; t < end; ++t) {{
+        uint n = tile_counts[t];
+        sum += n;
+        most = max(most, n);
+    }}
+    block_start[lane] = sum;
+    block_max[lane] = most;
+    memoryBarrierShared();
+    barrier();
+    if (lane == 0) {{
+        uint run = 0u;
+        for (int b = 0; b < {SCAN_GROUP}; ++b) {{
+            uint n = block_start[b];
+            block_start[b] = run;
+            run += n;
+            most = max(most, block_max[b]);
+        }}
+        total_pairs = run;
+        max_tile_pairs = most;
+    }}
+    memoryBarrierShared();
+    barrier();
+    uint cursor = block_start[lane];
+    for (int t = begin; t < end; ++t) {{
+        tile_starts[t] = cursor;
+        cursor += tile_counts[t];
+    }}
+}}
 """
 
 BASES_SHADER = f"""
@@ -122,6 +160,9 @@ layout(local_size_x = {EMIT_GROUP}) in;
 layout(binding = 2) uniform usampler2D splats;                 // by Gaussian index
 layout(binding = 4) uniform usampler2D order;                  // depth rank -> Gaussian
 layout(std430, binding = 6) buffer ChunkCounts {{ uint cursors[]; }};
+// Where each chunk stopped (next depth rank, next tile of that splat's rectangle) and how
+// many chunks have work left: a round does at most LOOP_BUDGET (tile, splat) steps per chunk.
+layout(std430, binding = 10) buffer EmitState {{ uint unfinished; uint unused; uvec2 progress[]; }};
 layout(r32ui, binding = 1) writeonly uniform uimage2D tile_list;
 uniform int count;
 uniform int tiles_x;
@@ -129,26 +170,40 @@ uniform int tile_count;
 uniform int chunks;
 uniform int chunk_size;
 uniform uint capacity;    // entries tile_list can hold
+uniform bool first_round;
 {TEXEL_GLSL}
 void main() {{
     int c = int(gl_GlobalInvocationID.x);
     if (c >= chunks) return;
-    int end = min(count, (c + 1) * chunk_size);
-    for (int k = c * chunk_size; k < end; ++k) {{   // front to back within the chunk
-        uint i = texelFetch(order, texel(uint(k), 1, 0), 0).x;
+    uint end = uint(min(count, (c + 1) * chunk_size));
+    uvec2 at = first_round ? uvec2(uint(c * chunk_size), 0u) : progress[c];
+    uint k = at.x, p = at.y;
+    // One flat loop over the chunk's (tile, splat) pairs, front to back, at most LOOP_BUDGET
+    // steps a round (llvmpipe's loop limit counts nested loops together: see LOOP_BUDGET).
+    for (int n = 0; n < {LOOP_BUDGET}; ++n) {{
+        if (k >= end) break;
+        uint i = texelFetch(order, texel(k, 1, 0), 0).x;
         uvec2 r = texelFetch(splats, texel(i, 3, 0), 0).zw;
-        for (uint ty = r.y & 0xFFFFu; ty <= (r.y >> 16); ++ty) {{
-            for (uint tx = r.x & 0xFFFFu; tx <= (r.x >> 16); ++tx) {{
-                uint cell = uint(c * tile_count) + ty * uint(tiles_x) + tx;
-                uint slot = cursors[cell];
-                cursors[cell] = slot + 1u;
-                if (slot < capacity) {{
-                    imageStore(tile_list, ivec2(slot % {LIST_ROW}u, slot / {LIST_ROW}u),
-                               uvec4(i));
-                }}
+        uint x0 = r.x & 0xFFFFu, y0 = r.y & 0xFFFFu;
+        uint w = (r.x >> 16) + 1u - x0;      // 0 for a culled splat's empty rectangle
+        uint pairs = w * ((r.y >> 16) + 1u - y0);
+        if (p < pairs) {{
+            uint wide = max(w, 1u);   // no division by 0 on the masked-off side
+            uint cell = uint(c * tile_count) + (y0 + p / wide) * uint(tiles_x) + x0 + p % wide;
+            uint slot = cursors[cell];
+            cursors[cell] = slot + 1u;
+            if (slot < capacity) {{
+                imageStore(tile_list, ivec2(slot % {LIST_ROW}u, slot / {LIST_ROW}u), uvec4(i));
             }}
+            ++p;
+        }}
+        if (p >= pairs) {{
+            ++k;
+            p = 0u;
         }}
     }}
+    progress[c] = uvec2(k, p);
+    if (k < end) atomicAdd(unfinished, 1u);
 }}
 """
 
@@ -200,15 +255,42 @@ def _raster_rows(rows: int) -> str:
     return "".join(body)
 
 
-def raster_shader(columns: int = TILE_W, rows: int = TILE_H) -> str:
+def raster_shader(columns: int = TILE_W, rows: int = TILE_H, resume: bool = False) -> str:
+    """The tile rasteriser. ``resume``: the variant for tile lists longer than LOOP_BUDGET,
+    run once per LOOP_BUDGET entries (``first_entry``): it loads each pixel's (C, signed T)
+    from the image the last pass left and stores it again, (C, 1 - T) after the last pass.
+    (The one-pass variant reads nothing back: on llvmpipe even a branch not taken costs.)"""
     declare = "".join(f"""
     float t{r} = 1.0;
     vec3 c{r} = vec3(0.0);""" for r in range(rows))
+    if resume:
+        declare += "".join(f"""
+    if (first_entry > 0u && top + {r} < image_size.y) {{
+        vec4 state = imageLoad(splatted, ivec2(column, image_size.y - 1 - top - {r}));
+        c{r} = state.rgb;
+        t{r} = state.a;
+    }}""" for r in range(rows))
+    alpha = "final_pass ? 1.0 - abs(t{r}) : t{r}" if resume else "1.0 - abs(t{r})"
     remaining = "max(" * (rows - 1) + "t0" + "".join(f", t{r})" for r in range(1, rows))
     store = "".join(f"""
     if (top + {r} < image_size.y) {{
-        imageStore(splatted, ivec2(column, image_size.y - 1 - top - {r}), vec4(c{r}, 1.0 - abs(t{r})));
+        imageStore(splatted, ivec2(column, image_size.y - 1 - top - {r}), vec4(c{r}, {alpha.format(r=r)}));
     }}""" for r in range(rows))
+    if resume:
+        image = "layout(rgba32f, binding = 0) uniform image2D splatted;   // read and written"
+        extent = f"""
+uniform uint first_entry;   // this pass: the tile lists' entries first_entry ... + {LOOP_BUDGET}
+uniform bool final_pass;"""
+        span = f"""
+    uint listed = tile_counts[tile];
+    uint start = tile_starts[tile] + min(first_entry, listed);
+    uint end = tile_starts[tile] + min(first_entry + {LOOP_BUDGET}u, listed);"""
+    else:
+        image = "layout(rgba32f, binding = 0) writeonly uniform image2D splatted;"
+        extent = ""
+        span = """
+    uint start = tile_starts[tile];
+    uint end = start + tile_counts[tile];"""
     return f"""
 #version 430
 layout(local_size_x = {columns}) in;
@@ -216,16 +298,14 @@ layout(binding = 2) uniform usampler2D splats;        // by Gaussian index, 3 te
 layout(binding = 3) uniform usampler2D tile_list;
 layout(std430, binding = 7) readonly buffer TileStarts {{ uint tile_starts[]; }};
 layout(std430, binding = 8) readonly buffer TileCounts {{ uint tile_counts[]; }};
-layout(rgba32f, binding = 0) writeonly uniform image2D splatted;
+{image}
 uniform ivec2 image_size;
-uniform ivec2 tiles;
+uniform ivec2 tiles;{extent}
 {TEXEL_GLSL}
 void main() {{
     int column = int(gl_GlobalInvocationID.x);
     int top = int(gl_WorkGroupID.y) * {rows};
-    uint tile = gl_WorkGroupID.y * uint(tiles.x) + gl_WorkGroupID.x;
-    uint start = tile_starts[tile];
-    uint end = start + tile_counts[tile];
+    uint tile = gl_WorkGroupID.y * uint(tiles.x) + gl_WorkGroupID.x;{span}
     float cx = float(column) + 0.5;{declare}
     float e, alpha, w, next;
     bool keep;
@@ -246,6 +326,7 @@ void main() {{
 
 
 RASTER_SHADER = raster_shader()
+RASTER_RESUME_SHADER = raster_shader(resume=True)
 
 COMPOSITE_VERTEX_SHADER = """
 #version 430
