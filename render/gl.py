@@ -98,7 +98,8 @@ layout(binding = 4) uniform sampler2D params;
 layout(binding = 5) uniform sampler2D colors;
 #if TILES
 layout(binding = 6) uniform usampler2D rank;                  // depth rank of each Gaussian
-layout(rgba32ui, binding = 2) writeonly uniform uimage2D splat_image;
+layout(rgba32ui, binding = 2) writeonly uniform uimage2D splat_image;   // 2 texels a splat
+layout(rg32ui, binding = 3) writeonly uniform uimage2D rect_image;      // its tile rectangle
 layout(std430, binding = 6) buffer ChunkCounts {{ uint chunk_counts[]; }};
 uniform ivec2 tile_size;
 uniform ivec2 tiles;           // tiles across, down
@@ -157,9 +158,12 @@ vec3 view_color(uint i, vec3 mean) {{
 #endif
 }}
 
-void main() {{
-    uint i = gl_GlobalInvocationID.x;
-    if (i >= uint(count)) return;
+#if TILES
+// The tile rectangle project() leaves for main() to store, once: empty unless it is drawn.
+uvec2 rect_out = uvec2({EMPTY_RECT[0]}u, {EMPTY_RECT[1]}u);
+#endif
+
+void project(uint i) {{
     vec4 mean_opacity = param(i, 0);
     vec3 mean = mean_opacity.xyz;
     float opacity = min(mean_opacity.w, 1.0);
@@ -167,10 +171,9 @@ void main() {{
     // Splats are stored by Gaussian index (an avatar's neighbouring Gaussians are near in
     // memory, so a tile's splats share cache lines: stored by depth rank the rasteriser took
     // twice as long on llvmpipe); the binning walks them by depth rank. A culled splat keeps
-    // an empty tile rectangle (it is in no tile's list).
+    // the empty tile rectangle (it is in no tile's list).
     uint slot = i;
     uint depth_rank = texelFetch(rank, texel(i, 1, 0), 0).x;
-    imageStore(splat_image, texel(slot, 3, 0), uvec4(0u, 0u, {EMPTY_RECT[0]}u, {EMPTY_RECT[1]}u));
 #else
     uint slot = i;
     splats[3u * slot + 2u] = vec4(0.0);  // invalid until proven drawable
@@ -216,15 +219,18 @@ void main() {{
     if (any(greaterThan(lo, hi))) return;
     uvec2 first = uvec2(lo) / uvec2(tile_size);
     uvec2 last = uvec2(hi) / uvec2(tile_size);
-    uvec2 rect = uvec2(first.x | (last.x << 16), first.y | (last.y << 16));
-    imageStore(splat_image, texel(slot, 3, 0), uvec4(floatBitsToUint(mean2d), rect));
+    rect_out = uvec2(first.x | (last.x << 16), first.y | (last.y << 16));
     // The rasteriser's log2 weight coefficients (see render.gl_tiles): opacity *
-    // exp(-(A dx^2 + 2 B dx dy + C dy^2) / 2) = exp2(qa dx^2 + qb dx dy + qc dy^2 + log2 o),
-    // and exp2(2 qc), the step of its row-to-row ratio.
-    vec4 q_coeffs = vec4({-0.5 * LOG2_E!r} * c / det, {LOG2_E!r} * b / det,
-                         {-0.5 * LOG2_E!r} * a / det, opacity);
-    imageStore(splat_image, texel(slot, 3, 1), floatBitsToUint(q_coeffs));
-    imageStore(splat_image, texel(slot, 3, 2), floatBitsToUint(vec4(view_color(i, mean), exp2(2.0 * q_coeffs.z))));
+    // exp(-(A dx^2 + 2 B dx dy + C dy^2) / 2) = exp2(qa dx^2 + qb dx dy + qc dy^2) * o,
+    // exp2(2 qc), the step of its row-to-row ratio, the colour as half floats and the
+    // opacity as a 16-bit fraction: 2 texels, 32 bytes (half a cache line, not 1.5).
+    float qa = {-0.5 * LOG2_E!r} * c / det, qb = {LOG2_E!r} * b / det;
+    float qc = {-0.5 * LOG2_E!r} * a / det;
+    vec3 rgb = view_color(i, mean);
+    imageStore(splat_image, texel(slot, 2, 0), floatBitsToUint(vec4(mean2d, qa, qb)));
+    imageStore(splat_image, texel(slot, 2, 1), uvec4(floatBitsToUint(qc), floatBitsToUint(exp2(2.0 * qc)),
+               packHalf2x16(rgb.rg), (packHalf2x16(vec2(rgb.b, 0.0)) & 0xFFFFu)
+                                     | (packUnorm2x16(vec2(0.0, opacity)) & 0xFFFF0000u)));
     uint chunk = depth_rank / uint(chunk_size) * uint(tiles.x * tiles.y);
     for (uint ty = first.y; ty <= last.y; ++ty) {{
         for (uint tx = first.x; tx <= last.x; ++tx) {{
@@ -245,6 +251,15 @@ void main() {{
     splats[3u * slot + 2u] = vec4(view_color(i, mean), sqrt(level * minor) + 0.05);
     // Positive floats order like their bit patterns.
     atomicMax(max_diameter_bits, floatBitsToUint(2.0 * sqrt(level * major) + 1.2));
+#endif
+}}
+
+void main() {{
+    uint i = gl_GlobalInvocationID.x;
+    if (i >= uint(count)) return;
+    project(i);
+#if TILES
+    imageStore(rect_image, texel(i, 1, 0), uvec4(rect_out, 0u, 0u));
 #endif
 }}
 """
@@ -840,8 +855,10 @@ class GLSplatRenderer:
         cs = self.projection(tiles=True, sh_count=self._sh_count)
         self._projection_uniforms(cs, camera)
         self._textures["rank"].use(6)
-        splats = self.data_texture("splats", 3 * ROW, rows_for(self._count), 4, "u4")
+        splats = self.data_texture("splats", 2 * ROW, rows_for(self._count), 4, "u4")
         splats.bind_to_image(2, read=False, write=True)
+        rects = self.data_texture("rects", ROW, rows_for(self._count), 2, "u4")
+        rects.bind_to_image(3, read=False, write=True)
         counts = self._reserve("chunk_counts", chunks * tile_count * 4)
         counts.clear(size=chunks * tile_count * 4)
         counts.bind_to_storage_buffer(6)
@@ -868,7 +885,7 @@ class GLSplatRenderer:
             return False
         tile_list = self.data_texture("tile_list", LIST_ROW, list_rows, 1, "u4")
         tile_list.bind_to_image(1, read=False, write=True)
-        splats.use(2)
+        rects.use(2)
         self._textures["order"].use(4)
         state = self._reserve("emit_state", 8 + 8 * chunks)
         state.bind_to_storage_buffer(10)

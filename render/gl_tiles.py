@@ -157,7 +157,7 @@ void main() {{
 EMIT_SHADER = f"""
 #version 430
 layout(local_size_x = {EMIT_GROUP}) in;
-layout(binding = 2) uniform usampler2D splats;                 // by Gaussian index
+layout(binding = 2) uniform usampler2D rects;                  // by Gaussian index
 layout(binding = 4) uniform usampler2D order;                  // depth rank -> Gaussian
 layout(std430, binding = 6) buffer ChunkCounts {{ uint cursors[]; }};
 // Where each chunk stopped (next depth rank, next tile of that splat's rectangle) and how
@@ -183,7 +183,7 @@ void main() {{
     for (int n = 0; n < {LOOP_BUDGET}; ++n) {{
         if (k >= end) break;
         uint i = texelFetch(order, texel(k, 1, 0), 0).x;
-        uvec2 r = texelFetch(splats, texel(i, 3, 0), 0).zw;
+        uvec2 r = texelFetch(rects, texel(i, 1, 0), 0).xy;
         uint x0 = r.x & 0xFFFFu, y0 = r.y & 0xFFFFu;
         uint w = (r.x >> 16) + 1u - x0;      // 0 for a culled splat's empty rectangle
         uint pairs = w * ((r.y >> 16) + 1u - y0);
@@ -294,7 +294,7 @@ uniform bool final_pass;"""
     return f"""
 #version 430
 layout(local_size_x = {columns}) in;
-layout(binding = 2) uniform usampler2D splats;        // by Gaussian index, 3 texels each
+layout(binding = 2) uniform usampler2D splats;        // by Gaussian index, 2 texels each
 layout(binding = 3) uniform usampler2D tile_list;
 layout(std430, binding = 7) readonly buffer TileStarts {{ uint tile_starts[]; }};
 layout(std430, binding = 8) readonly buffer TileCounts {{ uint tile_counts[]; }};
@@ -311,11 +311,14 @@ void main() {{
     bool keep;
     for (uint k = start; k < end; ++k) {{
         uint i = texelFetch(tile_list, ivec2(k % {LIST_ROW}u, k / {LIST_ROW}u), 0).x;
-        vec2 mean = uintBitsToFloat(texelFetch(splats, texel(i, 3, 0), 0).xy);
-        // log2 weight q = x dx^2 + y dx dy + z dy^2 + w (the conic times -log2(e) / 2, and
-        // log2 of the opacity): opacity * exp(-d^T conic d / 2) = exp2(q)
-        vec4 q_coeffs = uintBitsToFloat(texelFetch(splats, texel(i, 3, 1), 0));
-        vec4 rgb_step = uintBitsToFloat(texelFetch(splats, texel(i, 3, 2), 0));
+        vec4 mean_q = uintBitsToFloat(texelFetch(splats, texel(i, 2, 0), 0));
+        uvec4 rest = texelFetch(splats, texel(i, 2, 1), 0);
+        vec2 mean = mean_q.xy;
+        // log2 weight q = x dx^2 + y dx dy + z dy^2 (the conic times -log2(e) / 2) and the
+        // opacity w: opacity * exp(-d^T conic d / 2) = w exp2(q)
+        vec4 q_coeffs = vec4(mean_q.zw, uintBitsToFloat(rest.x), unpackUnorm2x16(rest.w).y);
+        vec4 rgb_step = vec4(unpackHalf2x16(rest.z), unpackHalf2x16(rest.w).x,
+                             uintBitsToFloat(rest.y));
         float dx = cx - mean.x;{_raster_rows(rows)}
         if ({remaining} < 0.0) break;   // every pixel of the column is done
     }}

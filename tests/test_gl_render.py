@@ -278,7 +278,7 @@ def test_tile_rasteriser_stops_early_like_the_reference():
     print(f"opaque stack, max |diff| to the reference: tiles {diffs['tiles']:.2e}, "
           f"raster {diffs['raster']:.2e}")
     assert diffs["raster"] > 1e-3, "the stack should show the back-to-front difference"
-    assert diffs["tiles"] < 1e-5
+    assert diffs["tiles"] < 3e-4   # float32 maths, colours as half floats: no other difference
 
 
 def test_tile_path_falls_back_when_the_pair_list_would_not_fit():
