@@ -14,10 +14,11 @@ in textures (read with ``texelFetch``) and is written once with ``imageStore``; 
 atomic counters and small per-tile arrays are buffers.
 
 Data (``ROW`` items per texture row; see ``texel``): the projection pass of ``render.gl``
-writes each splat by its Gaussian index into an RGBA32UI texture, 3 texels per splat:
-(mean x, mean y, tile rectangle x0|x1<<16, y0|y1<<16), (the log2 weight's coefficients: the
-conic times -log2(e) / 2, opacity), (r, g, b, the row-to-row step exp2(2 qyy)); floats as
-their bits. It also counts, with atomics, how many splats of each chunk of depth ranks
+writes each splat by its Gaussian index into an RGBA32UI texture, 2 texels (32 bytes) per
+splat: (mean x, mean y, qxx, qxy), (qyy, the row-to-row step exp2(2 qyy), r|g as half floats,
+b as a half float | opacity as a 16-bit fraction), where q are the log2 weight's coefficients
+(the conic times -log2(e) / 2) and floats are stored as their bits; and its tile rectangle
+(x0|x1<<16, y0|y1<<16, empty when culled) into an RG32UI texture. It also counts, with atomics, how many splats of each chunk of depth ranks
 (``chunking``, ranks from the CPU's sort) touch each TILE_W x TILE_H tile. Then:
 
 1. Binning without a sort: ``TOTALS_SHADER`` sums each tile's counts over the chunks,
