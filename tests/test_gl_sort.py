@@ -51,7 +51,7 @@ def gl_context():
     ctx.release()
 
 
-@pytest.mark.parametrize("n", [1, 2, 255, 257, 70_001])
+@pytest.mark.parametrize("n", [1, 2, 255, 257, 70_001, 1_100_000])  # 1.1M: 5 avatars
 def test_gpu_radix_sort_equals_numpy_stable_argsort(gl_context, n):
     from render.sort import GLDepthSort
 
