@@ -190,3 +190,92 @@ def test_hand_bones_cover_every_finger_bone():
     for side, s in enumerate("LR"):
         names = HAND_BONES[side]
         assert len(names) == 19 and all(n.endswith("." + s) for n in names)
+
+
+def _same_rotations(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest quaternion difference, q and -q being the same rotation."""
+    return float(np.max(np.minimum(np.abs(a - b).max(-1), np.abs(a + b).max(-1))))
+
+
+def _test_hands(template) -> tuple[np.ndarray, np.ndarray]:
+    """Hands for the fast-against-reference checks: the template's rest and straightened
+    hands (segments exactly along their rest directions: the swings' parallel case), a
+    curl, a finger bent backward, a finger folded straight back (antiparallel), each side,
+    and 40 noisy copies (2 cm of noise: joint limits clip, thumbs blend)."""
+    rest = _heads(template)
+    hands, sides = [], []
+    for side, s in enumerate("LR"):
+        points = _points(rest, s)
+        straight = _straight(points, side)
+        folded = straight.copy()
+        folded[7] = 2 * folded[6] - folded[5]  # index middle segment reversed: a half turn
+        folded[8] = 2 * folded[7] - folded[6]
+        hands += [points, straight, _bend_index(straight, 1, np.radians(70), side),
+                  _bend_index(straight, 2, np.radians(-60), side), folded]
+        sides += [side] * 5
+    rng = np.random.default_rng(4)
+    for i in range(40):
+        hands.append(hands[i % 10] + rng.normal(0.0, 0.02, (21, 3)))
+        sides.append(sides[i % 10])
+    return np.array(hands), np.array(sides)
+
+
+@pytest.mark.parametrize("anatomy", [True, False])
+def test_the_batched_solver_matches_the_bone_by_bone_one(template, anatomy):
+    solver = HandSolver(template, anatomy=anatomy)
+    hands, sides = _test_hands(template)
+    reference = np.array([solver.solve_reference(p, s) for p, s in zip(hands, sides)])
+    assert _same_rotations(solver.solve_many(hands, sides), reference) < 1e-6
+    one_by_one = np.array([solver.solve(p, s) for p, s in zip(hands, sides)])
+    assert _same_rotations(one_by_one, reference) < 1e-6
+
+
+def test_the_batched_solver_matches_on_mediapipe_hands(template, solver):
+    """Real landmarks: messi5.jpg's two hands through holistic (a photograph)."""
+    from skimage.io import imread
+
+    from tests.media import media_path
+    from tracking.hands import to_world
+    from tracking.landmarks import LandmarkDetector
+
+    with LandmarkDetector(static_image_mode=True) as detector:
+        found = detector.detect(np.ascontiguousarray(imread(media_path("messi5.jpg"))[..., :3]))
+    sides = [side for side in (0, 1) if found.hands_world[side] is not None]
+    assert sides == [0, 1]
+    hands = np.array([to_world(found.hands_world[side]) for side in sides])
+    reference = np.array([solver.solve_reference(p, s) for p, s in zip(hands, sides)])
+    assert _same_rotations(solver.solve_many(hands, sides), reference) < 1e-6
+
+
+def test_solve_many_bad_input(template, solver):
+    points = _points(_heads(template), "L")
+    with pytest.raises(ValueError, match="2 hands but 1 sides"):
+        solver.solve_many(np.stack([points, points]), [0])
+    assert solver.solve_many(np.zeros((0, 21, 3)), []).shape == (0, 19, 4)
+
+
+def test_batched_rotation_helpers_match_kinematics():
+    """The batched swing and blend against tracking/kinematics.py's, including the cases
+    they hand to the scalar code: parallel, opposite, and rotations a half turn apart."""
+    from avatar.rotation import quat_from_axis_angle, quat_to_matrix
+    from tracking import kinematics
+    from tracking.hands import _blends, _swings
+
+    rng = np.random.default_rng(7)
+    a = unit(rng.normal(size=(20, 3)))
+    b = unit(rng.normal(size=(20, 3)))
+    b[0], b[1] = a[0], -a[1]  # parallel, opposite
+    b[2] = -a[2] + 1e-10  # all but opposite
+    fast = _swings(a, b)
+    assert all(np.allclose(fast[i], kinematics.swing(a[i], b[i]), atol=1e-9) for i in range(20))
+    assert np.allclose(fast[1] @ a[1], b[1], atol=1e-9)
+
+    axes = rng.normal(size=(6, 3))
+    start = quat_to_matrix(quat_from_axis_angle(rng.normal(size=(6, 3)), rng.uniform(0, 3, 6)))
+    turns = np.array([0.0, 1e-13, 0.4, 2.0, np.pi - 1e-3, np.pi])
+    end = start @ quat_to_matrix(quat_from_axis_angle(axes, turns))
+    weights = np.array([0.3, 0.5, 0.3, 0.7, 0.3, 0.5])
+    fast = _blends(start, end, weights)
+    for i in range(6):
+        slow = kinematics.blend(start[i], end[i], weights[i])
+        assert np.allclose(fast[i], slow, atol=1e-9), (turns[i], fast[i], slow)

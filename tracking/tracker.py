@@ -12,8 +12,8 @@ Codes carry the frame's capture time ``t`` (monotonic seconds) and a running ``s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -112,13 +112,13 @@ class Tracker:
         """Per side (0 = left), None or (finger-bone rotations (19, 4), palm directions) from
         the hand landmarks alone: no filtering, no state, safe beside the pose's work."""
         out = [None, None]
-        for side in range(2):
-            points = lm.hands_world[side]
-            if points is None:
-                continue
-            world = to_world(points)
-            if hand_scale_ok(world):
-                out[side] = (self.hands.solve(world, side), palm_directions(world))
+        worlds = {side: to_world(lm.hands_world[side]) for side in range(2)
+                  if lm.hands_world[side] is not None}
+        sides = [side for side, world in worlds.items() if hand_scale_ok(world)]
+        if sides:  # both hands in one call: the solver's cost is per call, not per hand
+            rotations = self.hands.solve_many(np.stack([worlds[s] for s in sides]), sides)
+            for side, solved in zip(sides, rotations):
+                out[side] = (solved, palm_directions(worlds[side]))
         return out
 
     def solve(self, lm: Landmarks, t: float, hands: list | None = None) -> Codes:
