@@ -209,6 +209,34 @@ def live_figures(rounds: list[dict]) -> dict:
     return out
 
 
+def solver_figures(landmarks, repeats: int = 3) -> dict:
+    """The hand solver alone on the frames' hands (both hands in one ``solve_many`` call, as
+    the tracker does) against the bone-by-bone ``solve_reference``, ms per frame."""
+    from avatar.template import load_template
+    from tracking.hands import HandSolver, hand_scale_ok, to_world
+
+    solver = HandSolver(load_template())
+    frames = []
+    for lm in landmarks:
+        worlds = [(to_world(lm.hands_world[s]), s) for s in (0, 1) if lm.hands_world[s] is not None]
+        worlds = [(w, s) for w, s in worlds if hand_scale_ok(w)]
+        if worlds:
+            frames.append((np.stack([w for w, _ in worlds]), [s for _, s in worlds]))
+    batched, reference = [], []
+    for _ in range(repeats):
+        for points, sides in frames:
+            t0 = time.perf_counter()
+            solver.solve_many(points, sides)
+            t1 = time.perf_counter()
+            for p, s in zip(points, sides):
+                solver.solve_reference(p, s)
+            batched.append((t1 - t0) * 1000)
+            reference.append((time.perf_counter() - t1) * 1000)
+    return {"frames": len(frames), "hands_per_frame": round(float(np.mean(
+        [len(s) for _, s in frames])), 2) if frames else 0, "solve_many": stats(batched),
+        "bone_by_bone": stats(reference)}
+
+
 def filter_figures() -> dict:
     out = {}
     t = np.arange(600) / 30.0
@@ -233,6 +261,9 @@ DETECTORS = {
     "split": {"backend": "split"},
     "split_crops_after_pose": {"backend": "split", "crop_from_previous_pose": False},
     "holistic": {"backend": "holistic"},
+    # The wheel's lite hand landmark model in the hands crop (not the default: closed-loop
+    # finger errors, docs/tracking.md).
+    "split_lite_hands": {"backend": "split", "hand_model": "lite"},
 }
 
 
@@ -251,6 +282,8 @@ def bench_clip(images, rounds: int) -> dict:
     out = {f"landmarks_{name}": detector_figures(runs, found[name])
            for name, runs in detector_runs.items()}
     out["hands_split_vs_holistic"] = hands_agreement(found["split"], found["holistic"])
+    out["hands_lite_vs_full_model"] = hands_agreement(found["split_lite_hands"], found["split"])
+    out["hand_solver"] = solver_figures(found["split"])
     out.update({f"live_{name}": live_figures(runs) for name, runs in live_runs.items()})
     return out
 

@@ -95,19 +95,80 @@ node {
   output_stream: "FACE_LANDMARKS:face_landmarks"
 }
 """
+def _hand_from_pose(side: str, wrist: int) -> str:
+    """Holistic's HandLandmarksFromPoseCpu for one side (mediapipe 0.10.21), node for node,
+    with the hand landmark model's complexity as a side packet (the subgraph has none and
+    always runs the full model): the wrist, pinky and index pose points gate the crop on
+    the wrist's visibility and place the re-crop model's search; the crop follows the hand's
+    own previous landmarks while they stay in it (HandTracking)."""
+    name = f"{side}_hand"
+    return f"""
+node {{
+  calculator: "SplitNormalizedLandmarkListCalculator"
+  input_stream: "pose_landmarks"
+  output_stream: "{name}_from_pose"
+  options {{ [mediapipe.SplitVectorCalculatorOptions.ext] {{
+    ranges {{ begin: {wrist} end: {wrist + 1} }}
+    ranges {{ begin: {wrist + 2} end: {wrist + 3} }}
+    ranges {{ begin: {wrist + 4} end: {wrist + 5} }}
+    combine_outputs: true }} }}
+}}
+node {{
+  calculator: "HandVisibilityFromHandLandmarksFromPose"
+  input_stream: "HAND_LANDMARKS_FROM_POSE:{name}_from_pose"
+  output_stream: "VISIBILITY:{name}_visible"
+}}
+node {{
+  calculator: "GateCalculator"
+  input_stream: "{name}_from_pose"
+  input_stream: "ALLOW:{name}_visible"
+  output_stream: "{name}_visible_from_pose"
+}}
+node {{
+  calculator: "HandLandmarksFromPoseToRecropRoi"
+  input_stream: "HAND_LANDMARKS_FROM_POSE:{name}_visible_from_pose"
+  input_stream: "IMAGE_SIZE:image_size"
+  output_stream: "ROI:{name}_roi_from_pose"
+}}
+node {{
+  calculator: "HandRecropByRoiCpu"
+  input_stream: "IMAGE:image"
+  input_stream: "ROI:{name}_roi_from_pose"
+  output_stream: "HAND_ROI_FROM_RECROP:{name}_roi_from_recrop"
+}}
+node {{
+  calculator: "HandTracking"
+  input_stream: "LANDMARKS:{name}_landmarks"
+  input_stream: "HAND_ROI_FROM_RECROP:{name}_roi_from_recrop"
+  input_stream: "IMAGE_SIZE:image_size"
+  output_stream: "HAND_TRACKING_ROI:{name}_tracking_roi"
+}}
+node {{
+  calculator: "HandLandmarkCpu"
+  input_stream: "IMAGE:image"
+  input_stream: "ROI:{name}_tracking_roi"
+  input_side_packet: "MODEL_COMPLEXITY:model_complexity"
+  output_stream: "LANDMARKS:{name}_landmarks"
+}}
+"""
+
+
+# HandLandmarksLeftAndRightCpu, rebuilt from its parts so the hand model can be chosen.
 _HANDS_FROM_POSE = """
 input_stream: "IMAGE:image"
 input_stream: "POSE_LANDMARKS:pose_landmarks"
+input_side_packet: "MODEL_COMPLEXITY:model_complexity"
 output_stream: "LEFT_HAND_LANDMARKS:left_hand_landmarks"
 output_stream: "RIGHT_HAND_LANDMARKS:right_hand_landmarks"
 node {
-  calculator: "HandLandmarksLeftAndRightCpu"
+  calculator: "ImagePropertiesCalculator"
   input_stream: "IMAGE:image"
-  input_stream: "POSE_LANDMARKS:pose_landmarks"
-  output_stream: "LEFT_HAND_LANDMARKS:left_hand_landmarks"
-  output_stream: "RIGHT_HAND_LANDMARKS:right_hand_landmarks"
+  output_stream: "SIZE:image_size"
 }
-"""
+""" + _hand_from_pose("left", 15) + _hand_from_pose("right", 16)
+# The hand landmark models in the wheel, by HandLandmarkCpu's MODEL_COMPLEXITY.
+HAND_MODELS = {"lite": 0, "full": 1}
+DEFAULT_HAND_MODEL = "full"  # the split backend's
 FACE_POSE_POINTS = 11  # pose landmarks 0-10: nose, eyes, ears, mouth
 # A hand is worth cropping when the pose sees its wrist (visibility) with the hand's centre
 # (wrist, index and pinky points) inside the frame or within this fraction of it.
@@ -133,13 +194,15 @@ class LandmarkDetector:
     photograph (holistic only). ``crop_from_previous_pose`` (split): crop face and hands
     from the previous frame's pose, in parallel with this frame's pose (the default), or
     from this frame's pose after it (about 10 ms more per frame, for comparison).
+    ``hand_model`` (split): "full" or "lite", the hand landmark model in the hands crop
+    (both ship in the wheel; holistic always runs the full one); None: the backend's own.
     ``timings_ms`` holds the last frame's time in each graph that ran (split: "pose",
     "face", "hands"). Not thread-safe: one detector per stream.
     """
 
     def __init__(self, parts=("face", "pose", "hands"), backend: str | None = None,
                  static_image_mode: bool = False, min_confidence: float = 0.5,
-                 crop_from_previous_pose: bool = True):
+                 crop_from_previous_pose: bool = True, hand_model: str | None = None):
         import mediapipe as mp
 
         backend = backend or ("holistic" if static_image_mode else "split")
@@ -148,6 +211,11 @@ class LandmarkDetector:
         if backend == "split" and static_image_mode:
             raise ValueError("the split landmark backend tracks between frames: use holistic "
                              "for photographs")
+        if hand_model not in (None, *HAND_MODELS):
+            raise ValueError(f"unknown hand model {hand_model!r} (full or lite)")
+        if backend == "holistic" and hand_model not in (None, "full"):
+            raise ValueError("the holistic landmark backend runs the full hand model only")
+        self.hand_model = hand_model or ("full" if backend == "holistic" else DEFAULT_HAND_MODEL)
         self.parts = tuple(parts)
         unknown = set(self.parts) - {"face", "pose", "hands"}
         if unknown:
@@ -172,17 +240,22 @@ class LandmarkDetector:
         if "face" in self.parts:
             self._graphs["face"] = _graph(_FACE_FROM_POSE, {"refine": True})
         if "hands" in self.parts:
-            self._graphs["hands"] = _graph(_HANDS_FROM_POSE)
+            self._graphs["hands"] = _graph(_HANDS_FROM_POSE,
+                                           {"model_complexity": HAND_MODELS[self.hand_model]})
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmark-crops")
 
     def detect(self, image: np.ndarray,
-               on_hands: Callable[[Landmarks], None] | None = None) -> Landmarks:
+               on_hands: Callable[[Landmarks], None] | None = None,
+               on_face: Callable[[Landmarks], None] | None = None) -> Landmarks:
         """Landmarks of one (H, W, 3) uint8 RGB image.
 
         ``on_hands(landmarks)``, if given, is called once the hands are in ``landmarks``
         (None where not found): with the split backend in the crop thread while the pose
         graph still runs, so work on the hands overlaps it; it must read only the hand
-        fields. Hands found there are dropped afterwards if the pose lost the person."""
+        fields. Hands found there are dropped afterwards if the pose lost the person.
+        ``on_face(landmarks)`` likewise once the face is in (whichever thread cropped it:
+        the crop thread on a talking head, beside the pose graph); it must read only the
+        face field; a face dropped with a lost pose has been seen by it."""
         image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
@@ -197,11 +270,13 @@ class LandmarkDetector:
             self._holistic(graph.process(image), out)
             if on_hands is not None:
                 on_hands(out)
+            if on_face is not None:
+                on_face(out)
             return out
-        self._split(image, out, on_hands)
+        self._split(image, out, on_hands, on_face)
         return out
 
-    def _split(self, image: np.ndarray, out: Landmarks, on_hands) -> None:
+    def _split(self, image: np.ndarray, out: Landmarks, on_hands, on_face) -> None:
         """Pose on this thread; face and hands crops from the previous frame's pose on the
         crop thread meanwhile. When the hands graph is due, the face crop moves to this
         thread after the pose (from this frame's pose): the crop thread then has the hands
@@ -213,15 +288,16 @@ class LandmarkDetector:
         if previous is not None:
             face_here = _hands_due(previous, self._graphs)
             crops = self._pool.submit(self._crops, image, previous, out, on_hands,
-                                      not face_here, timings_ms)
+                                      not face_here, on_face, timings_ms)
         t0 = time.perf_counter()
         pose = self._graphs["pose"].process(image)
         timings_ms["pose"] = (time.perf_counter() - t0) * 1000
         if pose.pose_landmarks is not None:
             if crops is None:
-                self._crops(image, pose.pose_landmarks, out, on_hands, True, timings_ms)
+                self._crops(image, pose.pose_landmarks, out, on_hands, True, on_face,
+                            timings_ms)
             elif face_here:
-                self._face(image, pose.pose_landmarks, out, timings_ms)
+                self._face(image, pose.pose_landmarks, out, timings_ms, on_face)
         if crops is not None:
             crops.result()
         self.timings_ms = timings_ms
@@ -235,9 +311,10 @@ class LandmarkDetector:
         elif "pose" in self.parts:
             self._pose(pose, out)
 
-    def _crops(self, image, pose_landmarks, out: Landmarks, on_hands, face: bool,
+    def _crops(self, image, pose_landmarks, out: Landmarks, on_hands, face: bool, on_face,
                timings_ms: dict) -> None:
-        """Hands (then ``on_hands(out)``) and, if ``face``, the face into ``out``, cropped
+        """Hands (then ``on_hands(out)``) and, if ``face``, the face (then ``on_face(out)``)
+        into ``out``, cropped
         where ``pose_landmarks`` (a normalized landmark list) puts them; each graph's time
         (ms) into ``timings_ms`` if it ran."""
         if _hands_due(pose_landmarks, self._graphs):
@@ -249,9 +326,10 @@ class LandmarkDetector:
         if on_hands is not None:
             on_hands(out)
         if face:
-            self._face(image, pose_landmarks, out, timings_ms)
+            self._face(image, pose_landmarks, out, timings_ms, on_face)
 
-    def _face(self, image, pose_landmarks, out: Landmarks, timings_ms: dict) -> None:
+    def _face(self, image, pose_landmarks, out: Landmarks, timings_ms: dict,
+              on_face=None) -> None:
         from mediapipe.framework.formats import landmark_pb2
 
         if "face" not in self._graphs:
@@ -263,6 +341,8 @@ class LandmarkDetector:
         timings_ms["face"] = (time.perf_counter() - t0) * 1000
         if face.face_landmarks is not None:
             out.face = _points(face.face_landmarks, out.width, out.height)
+        if on_face is not None:
+            on_face(out)
 
     def _forget(self, graph, shape) -> None:
         """Clear what the holistic graph remembers of the previous image.

@@ -88,10 +88,10 @@ class Tracker:
         self.face.recalibrate(start=True)
 
     def process(self, frame: Frame) -> TrackResult:
-        """Landmarks and codes of one frame. The hands are solved as soon as the detector
-        has them (with the split backend, in its crop thread while the pose graph runs);
-        ``timings_ms`` then holds "landmarks" (the detector, hands solve included) and
-        "solvers" (what follows it)."""
+        """Landmarks and codes of one frame. The hands and the face are solved as soon as
+        the detector has them (with the split backend the hands in its crop thread while the
+        pose graph runs, the face there too on a talking head); ``timings_ms`` then holds
+        "landmarks" (the detector, these solves included) and "solvers" (what follows it)."""
         image = frame.image[:, ::-1] if self.mirror else frame.image
         solved = {}
         # numpy's OpenBLAS at one thread while the solvers run: its worker threads spin
@@ -101,9 +101,11 @@ class Tracker:
         with self._blas.limit(limits=1, user_api="blas"):
             t0 = time.perf_counter()
             landmarks = self.detector.detect(
-                image, on_hands=lambda lm: solved.update(hands=self.solve_hands(lm)))
+                image, on_hands=lambda lm: solved.update(hands=self.solve_hands(lm)),
+                on_face=lambda lm: solved.update(face=self._solve_face(lm, frame.t)))
             t1 = time.perf_counter()
-            codes = self.solve(landmarks, frame.t, hands=solved.get("hands"))
+            codes = self.solve(landmarks, frame.t, hands=solved.get("hands"),
+                               face=solved.get("face"))
         self.timings_ms = {"landmarks": (t1 - t0) * 1000,
                            "solvers": (time.perf_counter() - t1) * 1000}
         return TrackResult(codes, landmarks, frame)
@@ -121,9 +123,16 @@ class Tracker:
                 out[side] = (solved, palm_directions(worlds[side]))
         return out
 
-    def solve(self, lm: Landmarks, t: float, hands: list | None = None) -> Codes:
+    def _solve_face(self, lm: Landmarks, t: float):
+        """The face solver's result on the frame's face (None without one); called by the
+        detector as soon as it has the face, so the fit runs beside the other graphs."""
+        return None if lm.face is None else self.face.solve(lm.face, t)
+
+    def solve(self, lm: Landmarks, t: float, hands: list | None = None,
+              face=None) -> Codes:
         """Codes from one frame's landmarks (filtered unless smoothing is off). ``hands``:
-        ``solve_hands(lm)`` if already done."""
+        ``solve_hands(lm)``, ``face``: the face solver's result on ``lm.face``, if already
+        done."""
         values = Codes().__dict__.copy()
         valid = np.zeros(len(PARTS), dtype=bool)
 
@@ -149,7 +158,7 @@ class Tracker:
             valid[PART_INDEX["head"]] = head_from_pose
 
         if lm.face is not None:
-            result = self.face.solve(lm.face, t)
+            result = face if face is not None else self.face.solve(lm.face, t)
             values["face"] = result.weights
             values["gaze"] = result.gaze
             values["head"] = self.body.head_locals(world_rotations, result.head_rotation)
