@@ -16,7 +16,10 @@ fetched by the set-up). Per clip and landmark backend:
   pose graph), "solvers" what follows (body, face fit, filters); sustained fps
   is frames processed over the clip's wall time; dropped frames are the ones skipped; CPU
   per frame is the process's CPU time (all threads) over the frames processed;
-- how often hands and face are found, and the split backend's hands against holistic's.
+- how often hands and face are found, and the split backend's hands against holistic's
+  and against the same backend with the lite hand landmark model;
+- the hand solver alone on the clip's hands: both hands in one ``solve_many`` call against
+  the bone-by-bone ``solve_reference``.
 
 Also the One Euro filter's lag on a fast ramp and its jitter reduction on a still signal.
 Writes JSON (default bench/results/track.json).
