@@ -280,9 +280,7 @@ def test_gpu_posed_headset_image_matches_the_numpy_posed_one(monado):
         "    np.save('/tmp/xr-posing.npy', np.stack([np.stack(target.captured),\n"
         "                                          np.stack(again), np.stack(cpu)]))\n"
     )
-    result = monado.client("-c", _shell_quote(script), timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    result, output = _run_script(monado, script, timeout=300)
     assert "content PosedAvatars poses 2" in result.stdout   # posed once each, on the GPU
     assert "gpu True messages 0" in result.stdout and _validation_complaints(output) == []
     swapchain, again, cpu = np.load(ROOT / "tmp" / "xr-posing.npy").astype(int)
@@ -324,9 +322,7 @@ def test_avatar_the_gpu_poser_refuses_is_posed_in_numpy(monado):
         "    np.save('/tmp/xr-refused.npy', target.captured[0])\n"
         "print('warnings', warnings)\n"
     )
-    result = monado.client("-c", _shell_quote(script), timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    result, output = _run_script(monado, script, timeout=300)
     assert "gpu False messages 0 shown 3" in result.stdout and _validation_complaints(output) == []
     warnings = result.stdout.split("warnings ")[1]
     assert warnings.count("GPU posing unavailable") == 1 and "13 skin influences" in warnings
@@ -361,9 +357,7 @@ def test_image_backend_reaches_the_swapchain(monado):
         "    np.save('/tmp/xr-backend.npy', np.stack([np.stack(target.captured),\n"
         "                                           np.stack(expected)]))\n"
     )
-    result = monado.client("-c", _shell_quote(script), timeout=400)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    result, output = _run_script(monado, script, timeout=400)
     assert "gpu False messages 0" in result.stdout and _validation_complaints(output) == []
     swapchain, expected = np.load(ROOT / "tmp" / "xr-backend.npy").astype(int)
     for eye in range(2):
@@ -478,6 +472,15 @@ def test_runtime_gone_ends_the_viewer_cleanly(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "OpenXR" in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def _run_script(monado, script: str, timeout: int):
+    """Run a Python script as a client in the Monado root; it must exit cleanly. Returns the
+    process result and its stdout + stderr."""
+    result = monado.client("-c", _shell_quote(script), timeout=timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    return result, output
 
 
 def _shell_quote(text: str) -> str:
