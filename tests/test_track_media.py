@@ -375,14 +375,9 @@ def test_closed_loop_fist_and_point(photo_tracker):
     """A fist on one hand and a pointing hand on the other, then the other way round."""
     for left, right in (("fist", "point"), ("point", "fist")):
         errors = _track_hands(photo_tracker, left, right)
-        print(f"finger bones, median (90th percentile) error (deg): left {left} "
-              f"{np.median(errors[0]):.1f} ({np.percentile(errors[0], 90):.1f}), right {right} "
-              f"{np.median(errors[1]):.1f} ({np.percentile(errors[1], 90):.1f})")
         # Measured 2026-11-24 (GL render, holistic): medians fists 24.4 and 21.4, points 21.0
         # and 19.0 degrees; 90th percentiles 25-41 (the thumbs and the fists' knuckles).
-        for e in errors:
-            assert np.median(e) < 28.0, e
-            assert np.percentile(e, 90) < 45.0, e
+        _assert_finger_errors("front", (left, right), errors, median_below=28.0, p90_below=45.0)
 
 
 @pytest.mark.slow
@@ -394,11 +389,16 @@ def test_closed_loop_fist_and_point_other_views(photo_tracker, eye):
     view = (eye, [0.0, 1.6, 0.0], (640, 480), 45.0)
     for left, right in (("fist", "point"), ("point", "fist")):
         errors = _track_hands(photo_tracker, left, right, view)
-        print(f"{eye}: left {left} {np.median(errors[0]):.1f} "
-              f"({np.percentile(errors[0], 90):.1f}), right {right} "
-              f"{np.median(errors[1]):.1f} ({np.percentile(errors[1], 90):.1f})")
         # Measured 2026-11-24 (GL render, holistic): medians 14-32 degrees (fists 16-32,
         # points 14-31), 90th percentiles 22-49.
-        for e in errors:
-            assert np.median(e) < 40.0, e
-            assert np.percentile(e, 90) < 55.0, e
+        _assert_finger_errors(str(eye), (left, right), errors, median_below=40.0, p90_below=55.0)
+
+
+def _assert_finger_errors(view: str, kinds, errors, median_below: float, p90_below: float):
+    """Print each hand's median (90th percentile) finger-bone error and hold it to limits."""
+    print(f"{view}: finger bones, median (90th percentile) error (deg): " + ", ".join(
+        f"{side} {kind} {np.median(e):.1f} ({np.percentile(e, 90):.1f})"
+        for side, kind, e in zip(("left", "right"), kinds, errors)))
+    for e in errors:
+        assert np.median(e) < median_below, e
+        assert np.percentile(e, 90) < p90_below, e
