@@ -13,6 +13,12 @@ classic (non-antialiased) mode. gsplat's tile rasteriser sizes footprints by its
 rule (3 sigma, opacity-aware in recent releases) where ours is the 1/255 contour, so very
 faint tails can differ; ``tests/test_cuda_render.py`` measures the agreement on a GPU.
 
+``render_avatar`` / ``pose_avatar`` pose avatars on the device (``render.cuda_pose``: the
+avatar's arrays go up once, then per frame only its bone transforms and face weights), so an
+avatar never passes through numpy; an avatar that poser refuses is posed in numpy and sent up
+(one line says why). ``render`` and ``render_device`` take ``Gaussians`` or the poser's
+``DeviceGaussians``.
+
 ``render_device`` returns the image as a CUDA tensor instead: the desktop viewer and the
 OpenXR target hand it to ``render.cuda_interop`` (CUDA-GL interop), which copies it into a GL
 texture device to device; ``render`` brings it to host memory. The Gaussians of the last call
@@ -20,6 +26,8 @@ stay on the device, so both eyes of a frame (or frames of a still pose) send the
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -31,7 +39,7 @@ from render.gaussians import Gaussians
 class CudaBackend:
     name = "cuda"
 
-    def __init__(self, device: str = "cuda"):
+    def __init__(self, device: str = "cuda", log=None):
         try:
             import torch
         except ImportError as exc:
@@ -50,11 +58,13 @@ class CudaBackend:
         self.device = torch.device(device)
         self._device_key = None      # the Gaussians whose tensors are on the device
         self._device_tensors = None
+        self.log = log or (lambda line: print(f"cuda: {line}", file=sys.stderr, flush=True))
+        self._posing = None          # render.cuda_pose.DevicePosing, made on first use
 
-    def render(self, gaussians: Gaussians, camera: Camera, background=None) -> np.ndarray:
+    def render(self, gaussians, camera: Camera, background=None) -> np.ndarray:
         return self.render_device(gaussians, camera, background).cpu().numpy()
 
-    def render_device(self, gaussians: Gaussians, camera: Camera, background=None):
+    def render_device(self, gaussians, camera: Camera, background=None):
         """(H, W, 4) float32 premultiplied RGBA as a contiguous torch tensor on the GPU, top
         row first (``render``'s image before it leaves the device)."""
         torch = self._torch
@@ -86,29 +96,69 @@ class CudaBackend:
                 out = out + (1.0 - out[..., 3:4]) * torch.from_numpy(bg).to(self.device)
         return out.contiguous()
 
-    def _on_device(self, gaussians: Gaussians):
-        """The finite Gaussians as device tensors, kept for the same ``gaussians`` object."""
+    def _on_device(self, gaussians):
+        """The finite Gaussians as device tensors, kept for the same ``gaussians`` object
+        (``Gaussians`` in host memory or ``render.cuda_pose.DeviceGaussians``)."""
         if self._device_key is gaussians:
             return self._device_tensors
-        keep = gaussians.finite_mask()
-        if not keep.any():
-            tensors = None
+        if isinstance(gaussians, Gaussians):
+            keep = gaussians.finite_mask()
+            if not keep.any():
+                tensors = None
+            else:
+                g = gaussians.subset(np.flatnonzero(keep)) if not keep.all() else gaussians
+
+                def t(a):
+                    return self._torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(
+                        self.device)
+
+                tensors = (t(g.means), t(g.quats), t(g.scales), t(np.minimum(g.opacities, 1.0)),
+                           t(g.colors), g.sh_degree)
         else:
-            g = gaussians.subset(np.flatnonzero(keep)) if not keep.all() else gaussians
-
-            def t(a):
-                return self._torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(
-                    self.device)
-
-            tensors = (t(g.means), t(g.quats), t(g.scales), t(np.minimum(g.opacities, 1.0)),
-                       t(g.colors), g.sh_degree)
+            tensors = self._finite_on_device(gaussians)
         self._device_key, self._device_tensors = gaussians, tensors
         return tensors
 
+    def _finite_on_device(self, g):
+        """Device-posed Gaussians, dropping any a degenerate triangle made non-finite (the
+        rule of ``Gaussians.finite_mask``, on the device)."""
+        torch = self._torch
+        with torch.no_grad():
+            means, quats, scales = (x.to(self.device) for x in (g.means, g.quats, g.scales))
+            opacities, colors = g.opacities.to(self.device), g.colors.to(self.device)
+            keep = (torch.isfinite(means).all(1) & torch.isfinite(quats).all(1)
+                    & (torch.linalg.norm(quats, dim=1) > 1e-8) & torch.isfinite(scales).all(1)
+                    & (scales > 0).all(1) & torch.isfinite(opacities) & (opacities > 0)
+                    & torch.isfinite(colors.reshape(len(colors), -1)).all(1))
+            if not bool(keep.any()):
+                return None
+            if not bool(keep.all()):
+                means, quats, scales = means[keep], quats[keep], scales[keep]
+                opacities, colors = opacities[keep], colors[keep]
+            return (means.contiguous(), quats.contiguous(), scales.contiguous(),
+                    opacities.clamp_max(1.0).contiguous(), colors.contiguous(), g.sh_degree)
+
+    @property
+    def posing(self):
+        """``render.cuda_pose.DevicePosing`` on this backend's device (made on first use):
+        ``posing(avatar, codes, world_from_avatar=None) -> DeviceGaussians``."""
+        if self._posing is None:
+            from render.cuda_pose import DevicePosing, TorchAvatarPoser
+
+            self._posing = DevicePosing(TorchAvatarPoser(self.device), self.log)
+        return self._posing
+
+    def pose_avatar(self, avatar, codes, world_from_avatar=None):
+        """The avatar posed on the device (numpy where the device poser refuses it)."""
+        return self.posing(avatar, codes, world_from_avatar)
+
     def render_avatar(self, avatar, codes, camera, background=None) -> np.ndarray:
-        """The avatar posed in numpy (GPU posing is the gl backend's), then rendered."""
-        return self.render(avatar.pose(codes), camera, background)
+        """The avatar posed on the device (``render.cuda_pose``), then rendered."""
+        return self.render(self.pose_avatar(avatar, codes), camera, background)
 
     def release(self) -> None:
         self._device_key = self._device_tensors = None
+        if self._posing is not None:
+            self._posing.poser.release()
+        self._posing = None
         self._torch.cuda.empty_cache()

@@ -1,0 +1,307 @@
+"""Avatars posed with torch on the cuda backend's device: the twin of ``render.gl_pose`` for
+gsplat, so only codes-derived data crosses the bus per frame.
+
+Per avatar, once (``TorchAvatarPoser`` keeps them per avatar object, weakly): the template
+(rest vertices, blendshapes, skin indices and weights, triangles, rest doubled areas) and the
+Gaussians' bindings (triangle, barycentric point, offset along the normal, local rotation and
+scales, opacities, albedo / colours, shading). Avatars on one template share its tensors.
+
+Per frame: the bone transforms from the CPU forward kinematics (``Rig.pose_codes``, about a
+millisecond, J x 12 floats) and the 52 face weights go to the device, which runs the maths of
+``avatar.avatar.Avatar.pose``:
+
+1. rest vertices + active blendshapes (float32), then linear blend skinning (float32);
+2. per-triangle frames (x along the first edge, z along the normal, y = z x x) and doubled
+   areas in float64, as numpy does, so the rotations match it to float32 rounding instead of
+   the 5e-4 a float32 frame gives on millimetre triangles;
+3. means at the barycentric point + offset along the normal, rotation = frame quaternion
+   (Shepperd, w >= 0) * local quaternion, scales grown by sqrt(area ratio), colours baked or
+   Lambert-lit (albedo * (ambient + diffuse max(0, n . light)), clamped) in avatar space;
+4. the avatar's rigid placement ``world_from_avatar`` (means and rotations), as
+   ``app.xr_view.place_gaussians`` does.
+
+The result is ``DeviceGaussians``: the renderer's arrays as tensors on the device, which
+``render.cuda.CudaBackend`` rasterises as they are. ``to_gaussians()`` brings them to host
+memory (tests; the reference renderer). torch is imported when a poser is made.
+
+An avatar the poser cannot take (no template / rig, Lambert shading without the avatar
+module's light, skin indices beyond the bones) raises ``RenderError`` saying why; the cuda
+backend then poses that avatar with numpy and says so once.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from render.backends import RenderError
+from render.gaussians import Gaussians
+
+
+@dataclass(eq=False)
+class DeviceGaussians:
+    """Gaussians as torch tensors on one device (float32): ``means`` (N, 3), ``quats`` (N, 4)
+    wxyz, ``scales`` (N, 3), ``opacities`` (N,), ``colors`` (N, 3) or (N, K, 3) SH."""
+
+    means: object
+    quats: object
+    scales: object
+    opacities: object
+    colors: object
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def sh_degree(self) -> int | None:
+        return None if self.colors.dim() == 2 else round(self.colors.shape[1] ** 0.5) - 1
+
+    def to_gaussians(self) -> Gaussians:
+        """The same Gaussians in host memory."""
+        return Gaussians(*(t.detach().cpu().numpy() for t in
+                           (self.means, self.quats, self.scales, self.opacities, self.colors)))
+
+    @staticmethod
+    def concatenate(parts: list[DeviceGaussians]) -> DeviceGaussians:
+        """One cloud from several (one colour form: RGB or one SH degree)."""
+        import torch
+
+        if len({p.colors.shape[1:] for p in parts}) > 1:
+            raise RenderError("cannot draw avatars of different colour forms together")
+        return DeviceGaussians(*(torch.cat([getattr(p, name) for p in parts]) for name in
+                                 ("means", "quats", "scales", "opacities", "colors")))
+
+
+def place(gaussians: DeviceGaussians, world_from_avatar) -> DeviceGaussians:
+    """The Gaussians moved rigidly by ``world_from_avatar`` (4, 4): means and rotations."""
+    import torch
+
+    from avatar.rotation import matrix_to_quat
+
+    matrix = np.asarray(world_from_avatar, dtype=np.float64)
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+        raise RenderError("world_from_avatar must be a finite 4x4 matrix")
+    dev = gaussians.means.device
+    with torch.no_grad():
+        rotation = torch.from_numpy(matrix[:3, :3].astype(np.float32)).to(dev)
+        offset = torch.from_numpy(matrix[:3, 3].astype(np.float32)).to(dev)
+        turn = torch.from_numpy(matrix_to_quat(matrix[:3, :3])).to(dev)
+        quats = _quat_multiply(turn.expand(len(gaussians), 4), gaussians.quats.double())
+        return DeviceGaussians(gaussians.means @ rotation.T + offset, quats.float(),
+                               gaussians.scales, gaussians.opacities, gaussians.colors)
+
+
+class DevicePosing:
+    """``posing(avatar, codes, world_from_avatar=None) -> DeviceGaussians``: the avatar posed
+    on the device by a ``TorchAvatarPoser``, or, for an avatar it refuses, ``avatar.pose``
+    in numpy sent to the device (``log`` says why, once per avatar). ``refused`` maps
+    avatars to the reason."""
+
+    def __init__(self, poser: TorchAvatarPoser, log=None):
+        self.poser = poser
+        self.log = log or (lambda line: None)
+        self.refused = weakref.WeakKeyDictionary()
+
+    def __call__(self, avatar, codes, world_from_avatar=None) -> DeviceGaussians:
+        if avatar not in self.refused:
+            try:
+                return self.poser.pose(avatar, codes, world_from_avatar)
+            except RenderError as exc:
+                self.refused[avatar] = str(exc)
+                self.log(f"posing {getattr(avatar, 'name', 'an avatar')} in numpy: the device "
+                         f"poser cannot take it ({exc})")
+        torch = self.poser._torch
+        g = avatar.pose(codes)
+        dev = self.poser.device
+        posed = DeviceGaussians(*(torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in
+                                  (g.means, g.quats, g.scales, g.opacities, g.colors)))
+        return posed if world_from_avatar is None else place(posed, world_from_avatar)
+
+
+class TorchAvatarPoser:
+    """``pose(avatar, codes, world_from_avatar=None) -> DeviceGaussians`` on ``device``."""
+
+    def __init__(self, device="cpu"):
+        import torch
+
+        self._torch = torch
+        self.device = torch.device(device)
+        self._avatars = weakref.WeakKeyDictionary()  # avatar -> its static tensors
+        self._templates: dict[int, tuple[object, dict]] = {}  # id(vertices) -> (array, tensors)
+
+    def pose(self, avatar, codes, world_from_avatar=None) -> DeviceGaussians:
+        """The avatar's Gaussians for one ``Codes`` frame, placed by ``world_from_avatar``
+        (4, 4) rigid (None: identity). Raises ``RenderError`` for an avatar it cannot take."""
+        torch = self._torch
+        static = self.upload(avatar)
+        template = static["template"]
+        try:
+            transforms = np.asarray(avatar.rig.pose_codes(codes).transforms, dtype=np.float32)
+        except (AttributeError, TypeError) as exc:
+            raise RenderError(f"the device poser needs an avatar with a rig: {exc}") from exc
+        if transforms.ndim != 3 or transforms.shape[1:] != (3, 4) \
+                or len(transforms) < template["bones"]:
+            raise RenderError(f"bone transforms of shape {transforms.shape}; the template "
+                              f"skins with {template['bones']} bones")
+        if not np.all(np.isfinite(transforms)):
+            raise RenderError("bone transforms must be finite")
+        weights = np.asarray(codes.face, dtype=np.float32).reshape(-1)
+        active = np.flatnonzero(weights)
+        dev = self.device
+        with torch.no_grad():
+            vertices = template["vertices"]
+            if active.size:
+                if active.max() >= len(template["blendshapes"]):
+                    raise RenderError(f"face weight {int(active.max())} has no blendshape "
+                                      f"(the template has {len(template['blendshapes'])})")
+                w = torch.from_numpy(weights[active]).to(dev)
+                vertices = vertices + torch.tensordot(
+                    w, template["blendshapes"][torch.from_numpy(active).to(dev)], dims=1)
+            bones = torch.from_numpy(transforms).to(dev)
+            blended = torch.einsum("vk,vkij->vij", template["skin_weights"],
+                                   bones[template["skin_indices"]])
+            posed = torch.einsum("vij,vj->vi", blended[:, :, :3], vertices) + blended[:, :, 3]
+
+            frames, area2 = _triangle_frames(torch, posed, template["faces"])
+            face = static["binding_face"]
+            stretch = torch.sqrt(area2 / template["rest_area2"].clamp_min(1e-12)).float()
+            face_quats = _matrix_to_quat(torch, frames[face]).float()
+            normals = frames[face][:, :, 2].float()
+            corners = posed[static["binding_corners"]]  # (N, 3, 3)
+            means = torch.einsum("nk,nkj->nj", static["bary"], corners) \
+                + static["offset"][:, None] * normals
+            quats = _quat_multiply(face_quats.double(), static["local_quats"].double()).float()
+            scales = static["local_scales"] * stretch[face][:, None]
+            colors = static["colors"]
+            if static["lambert"] is not None:
+                light, ambient, diffuse = static["lambert"]
+                lit = ambient + diffuse * torch.clamp(normals @ light, 0, 1)
+                colors = torch.clamp(colors * lit[:, None], 0, 1)
+        posed = DeviceGaussians(means, quats, scales, static["opacities"], colors)
+        return posed if world_from_avatar is None else place(posed, world_from_avatar)
+
+    def upload(self, avatar) -> dict:
+        """The avatar's static tensors, made on first use and kept while the avatar lives."""
+        try:
+            return self._avatars[avatar]
+        except (KeyError, TypeError):
+            pass
+        from render.gl_pose import AvatarBinding
+
+        try:
+            binding = AvatarBinding.from_avatar(avatar)
+        except AttributeError as exc:
+            raise RenderError("the device poser needs an avatar.avatar.Avatar (data, template, "
+                              f"rig); got {type(avatar).__name__}: {exc}") from exc
+        if binding.lambert and binding.colors.ndim != 2:
+            raise RenderError("Lambert shading needs albedo colours (N, 3), not spherical "
+                              "harmonics")
+        torch, dev = self._torch, self.device
+
+        def t(a, dtype=torch.float32):
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=dev)
+
+        template = self._template(binding)
+        faces = np.asarray(binding.faces)
+        face = np.asarray(binding.binding_face, dtype=np.int64)
+        if face.size and (face.min() < 0 or face.max() >= len(faces)):
+            raise RenderError("a Gaussian is bound to a triangle the template lacks")
+        static = {
+            "template": template, "binding_face": t(face, torch.long),
+            "binding_corners": t(faces[face], torch.long), "bary": t(binding.binding_bary),
+            "offset": t(binding.binding_offset), "local_quats": t(binding.local_quats),
+            "local_scales": t(binding.local_scales), "opacities": t(binding.opacities),
+            "colors": t(binding.colors),
+            "lambert": (t(np.asarray(binding.light_direction, dtype=np.float32)),
+                     float(binding.ambient), float(binding.diffuse)) if binding.lambert else None}
+        try:
+            self._avatars[avatar] = static
+        except TypeError:  # an avatar that takes no weak reference: not kept
+            pass
+        return static
+
+    def _template(self, binding) -> dict:
+        key = id(binding.vertices)
+        kept = self._templates.get(key)
+        if kept is not None and kept[0] is binding.vertices:
+            return kept[1]
+        torch, dev = self._torch, self.device
+        vertices = np.asarray(binding.vertices, dtype=np.float32)
+        faces = np.asarray(binding.faces, dtype=np.int64)
+        skin_indices = np.asarray(binding.skin_indices, dtype=np.int64)
+        if skin_indices.size and skin_indices.min() < 0:
+            raise RenderError("negative skin index in the template")
+        v0, v1, v2 = (vertices[faces[:, k]].astype(np.float64) for k in range(3))
+        tensors = {
+            "vertices": torch.as_tensor(vertices, device=dev),
+            "blendshapes": torch.as_tensor(np.asarray(binding.blendshapes, np.float32), device=dev),
+            "skin_indices": torch.as_tensor(skin_indices, device=dev),
+            "skin_weights": torch.as_tensor(np.asarray(binding.skin_weights, np.float32),
+                                         device=dev),
+            "faces": torch.as_tensor(faces, device=dev),
+            "rest_area2": torch.as_tensor(np.linalg.norm(np.cross(v1 - v0, v2 - v0), axis=1),
+                                       device=dev),
+            "bones": int(skin_indices.max()) + 1 if skin_indices.size else 0}
+        self._templates[key] = (binding.vertices, tensors)
+        return tensors
+
+    def forget(self, avatar) -> None:
+        """Drop an avatar's tensors now (they also go when the avatar is freed)."""
+        self._avatars.pop(avatar, None)
+
+    def release(self) -> None:
+        self._avatars = weakref.WeakKeyDictionary()
+        self._templates.clear()
+
+
+def _triangle_frames(torch, vertices, faces):
+    """(F, 3, 3) frames (columns x, y, z) and (F,) doubled areas, in float64 (as numpy's
+    ``avatar.avatar.triangle_frames``)."""
+    v = vertices.double()
+    v0, v1, v2 = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+    e1, e2 = v1 - v0, v2 - v0
+    normal = torch.linalg.cross(e1, e2)
+    area2 = torch.linalg.norm(normal, dim=1)
+    z = normal / area2.clamp_min(1e-12)[:, None]
+    x = e1 / torch.linalg.norm(e1, dim=1).clamp_min(1e-12)[:, None]
+    y = torch.linalg.cross(z, x)
+    return torch.stack([x, y, z], dim=2), area2
+
+
+def _matrix_to_quat(torch, m):
+    """wxyz (..., 4), w >= 0, of rotation matrices (M, 3, 3): Shepperd's method with the
+    candidate choice of ``avatar.rotation.matrix_to_quat`` (first largest of trace and the
+    diagonal), so both pick the same formula."""
+    m00, m11, m22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
+    trace = m00 + m11 + m22
+    pick = torch.argmax(torch.stack([trace, m00, m11, m22], dim=1), dim=1)
+    d21, d02, d10 = m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]
+    s01, s02, s12 = m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1]
+    s = torch.stack([1.0 + trace, 1.0 + m00 - m11 - m22, 1.0 + m11 - m00 - m22,
+                     1.0 + m22 - m00 - m11], dim=1).clamp_min(0.0).sqrt() * 2
+    s = s.gather(1, pick[:, None])[:, 0].clamp_min(1e-300)  # the picked one is >= 1
+    quarter = 0.25 * s
+    cases = torch.stack([
+        torch.stack([quarter, d21 / s, d02 / s, d10 / s], 1),
+        torch.stack([d21 / s, quarter, s01 / s, s02 / s], 1),
+        torch.stack([d02 / s, s01 / s, quarter, s12 / s], 1),
+        torch.stack([d10 / s, s02 / s, s12 / s, quarter], 1)], dim=1)
+    q = cases.gather(1, pick[:, None, None].expand(-1, 1, 4))[:, 0]
+    q = torch.where(q[:, :1] < 0, -q, q)
+    norm = torch.linalg.norm(q, dim=1, keepdim=True)
+    identity = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=q.dtype, device=q.device)
+    return torch.where(norm > 1e-12, q / norm.clamp_min(1e-12), identity)
+
+
+def _quat_multiply(a, b):
+    """Hamilton product a * b, wxyz (N, 4) tensors."""
+    import torch
+
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
+                        aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx,
+                        aw * bz + ax * by - ay * bx + az * bw], dim=-1)
