@@ -5,8 +5,10 @@ pauses a codes file or an animated pose, Left/Right step a frame while paused, R
 view, S saves a PNG screenshot, Esc or Q quits. An overlay (and the window title) shows the
 frame time and the Gaussian count.
 
-The gl backend poses the avatar on the GPU (render.gl_pose) and draws straight into the
-window; cuda and reference pose it in numpy and render an image that is shown as a texture
+``--backend auto`` (the default) is cuda when a ``CudaBackend`` can be made here, else gl;
+the start-up line names the choice and why. The gl backend poses the avatar on the GPU
+(render.gl_pose) and draws straight into the window; cuda poses it on its CUDA device
+(render.cuda_pose) and reference in numpy, and their image is shown as a texture
 (render.cuda_interop: the cuda image is copied into it device to device by CUDA-GL interop,
 through host memory where that cannot run). Without a display the command says so and
 points to ``main.py render``.
@@ -16,6 +18,7 @@ points to ``main.py render``.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -42,8 +45,9 @@ def add_parser(subparsers) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--codes", type=Path, metavar="FILE.jsonl", help="codes to play")
     source.add_argument("--pose", metavar="NAME", help="a built-in pose (app/poses.py), e.g. wave")
-    p.add_argument("--backend", choices=("gl", "cuda", "reference"), default="gl",
-                   help="renderer backend (default: %(default)s)")
+    p.add_argument("--backend", choices=("auto", "gl", "cuda", "reference"), default="auto",
+                   help="renderer backend: auto is cuda when available, else gl "
+                        "(default: %(default)s)")
     p.add_argument("--size", default="960x720", metavar="WxH", help="window size in pixels")
     p.add_argument("--screenshot", type=Path, default=None, metavar="FILE.png",
                    help="where the S key (or --screenshot-after) saves (default: "
@@ -172,14 +176,18 @@ def run(args) -> int:
     if reason:
         raise UserError(reason + hint)
     avatar, playback, what = load_source(args)
+    from app.xr_view import pick_backend
+
+    backend_name, image_backend, why = pick_backend(args.backend)
+    args = argparse.Namespace(**{**vars(args), "backend": backend_name})
     import glfw
 
     if not glfw.init():
         raise UserError("cannot open the display" + hint)
     try:
-        viewer = Viewer(args, avatar, playback, width, height)
-        print(f"view: {avatar.name} ({len(avatar)} Gaussians), {what}, backend {args.backend}; "
-              "drag to orbit, S screenshot, Esc quits", file=sys.stderr, flush=True)
+        viewer = Viewer(args, avatar, playback, width, height, image_backend)
+        print(f"view: {avatar.name} ({len(avatar)} Gaussians), {what}, backend {args.backend} "
+              f"({why}); drag to orbit, S screenshot, Esc quits", file=sys.stderr, flush=True)
         return viewer.loop()
     finally:
         glfw.terminate()
@@ -188,7 +196,9 @@ def run(args) -> int:
 class Viewer:
     """The window, its input and the draw loop."""
 
-    def __init__(self, args, avatar, playback, width: int, height: int):
+    def __init__(self, args, avatar, playback, width: int, height: int, image_backend=None):
+        """``image_backend``: the backend for a non-gl ``args.backend`` when already made
+        (``app.xr_view.pick_backend``), else made here."""
         import glfw
         import moderngl
 
@@ -206,6 +216,7 @@ class Viewer:
         glfw.make_context_current(self.window)
         glfw.swap_interval(0)
         self.ctx = moderngl.create_context(require=430)
+        self._pose_on_device = None
         try:
             if args.backend == "gl":
                 from render.gl import GLSplatRenderer
@@ -227,8 +238,10 @@ class Viewer:
                     print(f"view: {line}", file=sys.stderr, flush=True)
 
                 self.renderer = None
-                self.image_renderer = BackendGLRenderer(self.ctx, get_backend(args.backend),
-                                                        log=say)
+                backend = image_backend or get_backend(args.backend)
+                # A backend that poses on its own device (cuda) gets codes, not Gaussians.
+                self._pose_on_device = getattr(backend, "pose_avatar", None)
+                self.image_renderer = BackendGLRenderer(self.ctx, backend, log=say)
         except (BackendUnavailable, RenderError) as exc:
             raise UserError(str(exc)) from None
         self.orbit = OrbitCamera()
@@ -323,6 +336,8 @@ class Viewer:
                 from render.gl_pose import AvatarPose
 
                 self.renderer.pose_avatars([AvatarPose.from_codes(self.avatar, codes)])
+            elif self._pose_on_device is not None:
+                self.image_renderer.upload(self._pose_on_device(self.avatar, codes))
             else:
                 self.image_renderer.upload(self.avatar.pose(codes))
         camera = self.orbit.camera(width, height)

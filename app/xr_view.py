@@ -7,8 +7,10 @@ distance in front of the user, each turned toward them. It is the scene of a
 changed are posed again (one pose per participant per frame at most). With the GL renderer
 (``frame.gpu_posing``) the stage hands over ``PosedAvatars``: each avatar's arrays once, and
 per changed participant only its bone transforms, face weights and place in the room, posed
-on the GPU (render.gl_pose). Otherwise (the cuda backend, ``--xr-posing cpu``, or avatars the
-GPU poser refuses) it poses in numpy, moves each avatar to its place and concatenates. When
+on the GPU (render.gl_pose). With the cuda backend (``device_posing``: its ``pose_avatar``)
+each changed participant is posed and placed on the CUDA device (render.cuda_pose) and the
+room is those device tensors concatenated. Otherwise (``--xr-posing cpu``, or avatars the GPU
+poser refuses) it poses in numpy, moves each avatar to its place and concatenates. When
 nothing changed the same object comes back, so the target neither uploads, poses nor
 re-sorts for an unmoved head. ``set_codes`` may be called from another thread (the
 network's) while the XR loop runs.
@@ -61,16 +63,20 @@ class _Participant:
     posed: object = None                # Gaussians placed in the room, or an AvatarPose
     posed_codes: Codes | None = None
     posed_place: int = -1
-    posed_on_gpu: bool = False
+    posed_by: str = ""                  # "gl", "device" or "numpy": how ``posed`` was made
     binding: object = None              # render.gl_pose.AvatarBinding, made once
 
 
 class XrStage:
     """Remote participants placed in front of the XR user (see the module docstring)."""
 
-    def __init__(self, distance_m: float = COMFORT_DISTANCE_M, spacing_m: float = SIDE_SPACING_M):
+    def __init__(self, distance_m: float = COMFORT_DISTANCE_M, spacing_m: float = SIDE_SPACING_M,
+                 device_posing=None):
         self.distance_m = distance_m
         self.spacing_m = spacing_m
+        # (avatar, codes, world_from_avatar) -> render.cuda_pose.DeviceGaussians, for an image
+        # backend that poses on its own device (the cuda backend's pose_avatar); None: numpy.
+        self.device_posing = device_posing
         self._lock = threading.Lock()
         self._participants: dict[str, _Participant] = {}
         self._places: list[np.ndarray] = []
@@ -126,18 +132,23 @@ class XrStage:
         if not work:
             return self._empty
         gpu = bool(getattr(frame, "gpu_posing", False))  # frames made elsewhere: numpy
+        by = "gl" if gpu else "device" if self.device_posing is not None else "numpy"
         parts = []
         for (participant, codes), place in zip(work, places):
             if (participant.posed is None or participant.posed_codes is not codes
-                    or participant.posed_place != version or participant.posed_on_gpu != gpu):
-                participant.posed = (self._gpu_pose(participant, codes, place) if gpu
-                                     else place_gaussians(participant.avatar.pose(codes), place))
+                    or participant.posed_place != version or participant.posed_by != by):
+                if by == "gl":
+                    participant.posed = self._gpu_pose(participant, codes, place)
+                elif by == "device":
+                    participant.posed = self.device_posing(participant.avatar, codes, place)
+                else:
+                    participant.posed = place_gaussians(participant.avatar.pose(codes), place)
                 participant.posed_codes, participant.posed_place = codes, version
-                participant.posed_on_gpu = gpu
+                participant.posed_by = by
                 self.pose_count += 1
             parts.append(participant)
         # Kept objects, compared by identity (ids of freed objects could come back).
-        key = (gpu, *(p.posed for p in parts))
+        key = (by, *(p.posed for p in parts))
         last_key = self._combined_key
         if last_key is not None and len(last_key) == len(key) and all(
                 a is b for a, b in zip(key, last_key)):
@@ -150,6 +161,11 @@ class XrStage:
             if last is not None and last.bindings == bindings:
                 bindings = last.bindings  # the same avatars: no re-upload
             self._combined = PosedAvatars(bindings, tuple(p.posed for p in parts))
+        elif by == "device":
+            from render.cuda_pose import DeviceGaussians
+
+            posed = [p.posed for p in parts]
+            self._combined = posed[0] if len(posed) == 1 else DeviceGaussians.concatenate(posed)
         else:
             posed = [p.posed for p in parts]
             self._combined = posed[0] if len(posed) == 1 else Gaussians.concatenate(posed)
@@ -271,7 +287,7 @@ def add_xr_arguments(parser: argparse.ArgumentParser) -> None:
                        help="write frame timings and validation messages to FILE (JSON)")
     group.add_argument("--xr-posing", choices=("auto", "cpu"), default="auto",
                        help="where avatars are posed: auto (on the GPU when the renderer can: "
-                            "gl) or cpu (numpy every frame, for comparisons)")
+                            "gl, cuda) or cpu (numpy every frame, for comparisons)")
     group.add_argument("--xr-participants", type=int, default=1, metavar="N",
                        help="show N copies of the avatar side by side, as a call with N remote "
                             "participants would (for benchmarks; default 1)")
@@ -314,11 +330,14 @@ def run_xr_view(args) -> int:
         print(message, file=sys.stderr, flush=True)
 
     avatar, playback, what = _load_source(args)
-    renderer_factory = _renderer_factory(getattr(args, "backend", "gl") or "gl", say)
+    backend_name, image_backend, why = pick_backend(getattr(args, "backend", "auto") or "auto")
+    renderer_factory = _renderer_factory(image_backend, say)
     participants = getattr(args, "xr_participants", 1)
     if participants < 1:
         raise UserError("--xr-participants must be at least 1")
-    stage = XrStage(distance_m=args.xr_distance)
+    device_posing = (getattr(image_backend, "pose_avatar", None)
+                     if getattr(args, "xr_posing", "auto") == "auto" else None)
+    stage = XrStage(distance_m=args.xr_distance, device_posing=device_posing)
     keys = ["avatar"] + [f"avatar-{i}" for i in range(2, participants + 1)]
     for key in keys:
         stage.add(key, avatar, playback.codes_at(0.0))
@@ -350,8 +369,9 @@ def run_xr_view(args) -> int:
         say(f"OpenXR: {target.runtime_name} / {target.system_name}, {len(target._eyes)} eyes of "
             f"{target.eye_size[0]}x{target.eye_size[1]} "
             f"{'sRGB' if target.color_is_srgb else 'linear'}, space {target.space_name}; "
-            f"{len(keys)} x {avatar.name} ({len(avatar)} Gaussians), {what}, posed "
-            f"{'on the GPU' if target.gpu_posing else 'in numpy'}. Ctrl+C leaves.")
+            f"{len(keys)} x {avatar.name} ({len(avatar)} Gaussians), {what}, backend "
+            f"{backend_name} ({why}), posed {_posed_where(target, device_posing)}. "
+            "Ctrl+C leaves.")
         reason = target.run(scene, max_frames=args.xr_frames)
         say(f"{_progress_line(target)}; session ended: {reason}")
         if target.lifecycle.lost:
@@ -368,20 +388,41 @@ def run_xr_view(args) -> int:
     return 1 if errors else 0
 
 
-def _renderer_factory(backend: str, say):
-    """None for the GL splatter (the target's default: poses on the GPU), else a factory
-    drawing the named backend's images into the swapchains (``BackendGLRenderer``: the cuda
-    backend's through CUDA-GL interop, host memory when that cannot run). The backend is made
-    here, before any OpenXR session, so a missing GPU is a one-line error."""
-    if backend == "gl":
-        return None
+def pick_backend(name: str) -> tuple[str, object, str]:
+    """(chosen name, image backend or None for gl, why) for ``--backend``. ``auto``: cuda when
+    a ``CudaBackend`` can be made here (NVIDIA GPU, torch, gsplat), else gl, the reason saying
+    which. A named backend that cannot run is a one-line ``UserError``. The backend is made
+    here, before any window or OpenXR session."""
     from app.cli import UserError
     from render.backends import BackendUnavailable, get_backend
 
+    if name == "gl":
+        return "gl", None, "asked for"
+    if name == "auto":
+        try:
+            from render.cuda import CudaBackend
+
+            return "cuda", CudaBackend(), "auto: CUDA is available"
+        except BackendUnavailable as exc:
+            return "gl", None, f"auto: no cuda backend here: {exc}"
     try:
-        image_backend = get_backend(backend)
+        return name, get_backend(name), "asked for"
     except BackendUnavailable as exc:
         raise UserError(str(exc)) from None
+
+
+def _posed_where(target, device_posing) -> str:
+    if target.gpu_posing:
+        return "on the GPU (GL)"
+    return "on the CUDA device" if device_posing is not None else "in numpy"
+
+
+def _renderer_factory(image_backend, say):
+    """None for the GL splatter (the target's default: poses on the GPU), else a factory
+    drawing the image backend's images into the swapchains (``BackendGLRenderer``: the cuda
+    backend's through CUDA-GL interop, host memory when that cannot run)."""
+    if image_backend is None:
+        return None
 
     def factory(ctx):
         from render.cuda_interop import BackendGLRenderer
@@ -429,9 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--codes", type=Path, help="codes JSONL to play (looped)")
     source.add_argument("--pose", help="built-in pose name (app.poses)")
-    parser.add_argument("--backend", choices=("gl", "cuda", "reference"), default="gl",
-                        help="renderer: gl (poses on the GPU), cuda (gsplat, shown through "
-                             "CUDA-GL interop) or reference (numpy, slow)")
+    parser.add_argument("--backend", choices=("auto", "gl", "cuda", "reference"), default="auto",
+                        help="renderer: gl (poses on the GPU), cuda (gsplat, poses on the CUDA "
+                             "device, shown through CUDA-GL interop), reference (numpy, slow) "
+                             "or auto (cuda when available, else gl; the default)")
     add_xr_arguments(parser)
     args = parser.parse_args(argv)
     try:

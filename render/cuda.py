@@ -53,9 +53,14 @@ class CudaBackend:
         except ImportError as exc:
             raise BackendUnavailable(f"the cuda backend needs gsplat: {exc} "
                                      "(pip install -e '.[cuda]')") from exc
+        self._start(torch, rasterization, torch.device(device), log)
+
+    def _start(self, torch, rasterization, device, log) -> None:
+        """The state of a backend whose torch, rasteriser and device are settled (split from
+        the checks above so tests can hand a CPU device and a stand-in rasteriser)."""
         self._torch = torch
         self._rasterization = rasterization
-        self.device = torch.device(device)
+        self.device = device
         self._device_key = None      # the Gaussians whose tensors are on the device
         self._device_tensors = None
         self.log = log or (lambda line: print(f"cuda: {line}", file=sys.stderr, flush=True))
@@ -161,4 +166,5 @@ class CudaBackend:
         if self._posing is not None:
             self._posing.poser.release()
         self._posing = None
-        self._torch.cuda.empty_cache()
+        if self.device.type == "cuda":
+            self._torch.cuda.empty_cache()

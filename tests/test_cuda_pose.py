@@ -193,6 +193,57 @@ def test_device_gaussians_concatenate_keeps_order(avatar, baked):
     np.testing.assert_array_equal(g.colors[len(avatar):], baked.data.colors)
 
 
+class GsplatStandIn:
+    """A MOCK of gsplat's ``rasterization`` (gsplat needs CUDA, absent here): records what the
+    backend hands it and returns a blank image of the right shape. It checks the backend's
+    wiring (device-posed tensors reach the rasteriser, non-finite ones dropped), not pixels;
+    tests/test_cuda_render.py checks pixels on a GPU."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+                 **options):
+        self.calls.append(dict(means=means, quats=quats, scales=scales, opacities=opacities,
+                               colors=colors, **options))
+        return (torch.zeros((1, height, width, 3)), torch.zeros((1, height, width, 1)), {})
+
+
+def cpu_cuda_backend(lines):
+    from render.cuda import CudaBackend
+
+    backend = CudaBackend.__new__(CudaBackend)  # the constructor insists on CUDA and gsplat
+    backend._start(torch, GsplatStandIn(), torch.device("cpu"), lines.append)
+    return backend
+
+
+def test_cuda_backend_render_avatar_hands_device_posed_gaussians_to_gsplat(avatar):
+    from render.camera import Camera
+
+    lines = []
+    backend = cpu_cuda_backend(lines)
+    camera = Camera.look_at([0, 1.2, 2.5], [0, 1.0, 0], 48, 32)
+    codes = named_codes()["smile"]
+    image = backend.render_avatar(avatar, codes, camera)
+    assert image.shape == (32, 48, 4)
+    (call,) = backend._rasterization.calls
+    expected = avatar.pose(codes)
+    assert np.abs(call["means"].numpy() - expected.means).max() < 1e-5
+    np.testing.assert_allclose(call["colors"].numpy(), expected.colors, atol=1e-4)
+    assert call["sh_degree"] is None and lines == []
+    # A device cloud with a non-finite Gaussian: dropped before gsplat, like host Gaussians.
+    posed = backend.pose_avatar(avatar, codes)
+    posed.means[5] = float("nan")
+    backend.render(posed, camera)
+    assert len(backend._rasterization.calls[-1]["means"]) == len(avatar) - 1
+    # An avatar the device poser refuses: numpy posing, one line saying why.
+    odd = type("PointsOnly", (), {"name": "points", "pose": lambda self, c: avatar.pose(c)})()
+    backend.render_avatar(odd, codes, camera)
+    backend.render_avatar(odd, codes, camera)
+    assert len(lines) == 1 and "posing points in numpy" in lines[0]
+    backend.release()
+
+
 def test_torch_cpu_posing_time_for_the_record(avatar):
     """Not a target (the device poser is for a GPU): prints torch-CPU vs numpy posing time."""
     poser = TorchAvatarPoser()

@@ -120,6 +120,25 @@ def test_bad_pose_and_bad_codes_file_are_clear_errors(display, tmp_path):
     assert result.returncode == 1 and "--size" in result.stderr
 
 
+def test_auto_backend_is_gl_without_cuda_and_says_why(display, tmp_path):
+    """The default (auto) picks cuda only where a CudaBackend can be made; here (no NVIDIA
+    GPU / gsplat) it is gl, and the start-up line says so and why."""
+    shot = tmp_path / "auto.png"
+    result = run_view(["--size", "96x72", "--pose", "rest", "--screenshot-after", "1",
+                       "--screenshot", str(shot)], display)
+    assert result.returncode == 0, result.stderr
+    startup = next(line for line in result.stderr.splitlines() if line.startswith("view: Default"))
+    assert "backend gl (auto: no cuda backend here: the cuda backend needs" in startup, startup
+    assert shot.exists()
+
+
+def test_explicit_cuda_backend_without_cuda_is_one_clear_line(display):
+    result = run_view(["--size", "96x72", "--backend", "cuda"], display, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the cuda backend needs"), result.stderr
+
+
 @pytest.fixture
 def viewer(display, monkeypatch, tmp_path):
     """A viewer in this process, for driving its input handlers."""

@@ -186,6 +186,62 @@ def test_gpu_posed_room_matches_the_numpy_posed_room(avatar):
         assert psnr > 60
 
 
+def test_device_posed_room_matches_the_numpy_posed_room(avatar):
+    """With an image backend that poses on its device (the cuda backend's pose_avatar), the
+    stage poses and places each participant there; torch's CPU device stands in for CUDA
+    here (render.cuda_pose, the same code)."""
+    torch = pytest.importorskip("torch")
+    from app.poses import POSES
+    from render.cuda_pose import DeviceGaussians, DevicePosing, TorchAvatarPoser
+
+    wave = POSES["wave"].codes(0.6)
+    device = XrStage(device_posing=DevicePosing(TorchAvatarPoser("cpu")))
+    numpy_stage = XrStage()
+    for stage in (device, numpy_stage):
+        stage.add("alice", avatar, wave)
+        stage.add("bob", avatar, Codes())
+    room = device(_frame())
+    expected = numpy_stage(_frame())
+    assert isinstance(room, DeviceGaussians) and room.means.device == torch.device("cpu")
+    got = room.to_gaussians()
+    assert len(got) == len(expected) == 2 * len(avatar)
+    assert np.abs(got.means - expected.means).max() < 1e-5
+    assert np.minimum(np.abs(got.quats - expected.quats),
+                      np.abs(got.quats + expected.quats)).max() < 1e-4
+    np.testing.assert_allclose(got.colors, expected.colors, atol=1e-5)
+    # Unchanged codes: the same object, no pose; one participant's new codes: one pose.
+    count = device.pose_count
+    assert device(_frame(1)) is room and device.pose_count == count
+    device.set_codes("bob", wave)
+    assert device(_frame(2)) is not room and device.pose_count == count + 1
+
+
+def test_xr_view_auto_backend_is_gl_here_and_cuda_is_one_clear_line():
+    """pick_backend (view and view --xr): auto is gl without CUDA, with the reason; an
+    explicit cuda is a UserError of one line."""
+    from app.cli import UserError
+    from app.xr_view import pick_backend
+
+    name, backend, why = pick_backend("auto")
+    if name == "cuda":
+        pytest.skip("this machine has a CUDA backend: auto rightly picks it")
+    assert (name, backend) == ("gl", None)
+    assert why.startswith("auto: no cuda backend here: the cuda backend needs"), why
+    with pytest.raises(UserError, match="^the cuda backend needs") as error:
+        pick_backend("cuda")
+    assert "\n" not in str(error.value)
+    assert pick_backend("gl") == ("gl", None, "asked for")
+    assert pick_backend("reference")[1].name == "reference"
+
+
+def test_view_xr_with_cuda_here_fails_before_any_session(tmp_path):
+    result = _run_viewer(["--pose", "rest", "--backend", "cuda", "--xr-frames", "1"], {},
+                         tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the cuda backend needs"), result.stderr
+
+
 def test_codes_arrive_from_another_thread(avatar):
     stage = XrStage()
     stage.add("alice", avatar)
