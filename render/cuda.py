@@ -40,6 +40,12 @@ class CudaBackend:
     name = "cuda"
 
     def __init__(self, device: str = "cuda", log=None):
+        from importlib.util import find_spec
+
+        if find_spec("torch") is not None and find_spec("gsplat") is None:
+            # Said without importing torch (about a second): --backend auto asks this first.
+            raise BackendUnavailable("the cuda backend needs gsplat, which is not installed "
+                                     "(pip install -e '.[cuda]')")
         try:
             import torch
         except ImportError as exc:

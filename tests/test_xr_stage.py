@@ -234,14 +234,6 @@ def test_xr_view_auto_backend_is_gl_here_and_cuda_is_one_clear_line():
     assert pick_backend("reference")[1].name == "reference"
 
 
-def test_view_xr_with_cuda_here_fails_before_any_session(tmp_path):
-    result = _run_viewer(["--pose", "rest", "--backend", "cuda", "--xr-frames", "1"], {},
-                         tmp_path)
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: the cuda backend needs"), result.stderr
-
-
 def test_codes_arrive_from_another_thread(avatar):
     stage = XrStage()
     stage.add("alice", avatar)
