@@ -105,11 +105,18 @@ class DevicePosing:
         self.refused = weakref.WeakKeyDictionary()
 
     def __call__(self, avatar, codes, world_from_avatar=None) -> DeviceGaussians:
-        if avatar not in self.refused:
+        try:
+            known = avatar in self.refused
+        except TypeError:  # takes no weak reference: asked each time, said each time
+            known = False
+        if not known:
             try:
                 return self.poser.pose(avatar, codes, world_from_avatar)
             except RenderError as exc:
-                self.refused[avatar] = str(exc)
+                try:
+                    self.refused[avatar] = str(exc)
+                except TypeError:
+                    pass
                 self.log(f"posing {getattr(avatar, 'name', 'an avatar')} in numpy: the device "
                          f"poser cannot take it ({exc})")
         torch = self.poser._torch
