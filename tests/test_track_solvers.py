@@ -254,3 +254,28 @@ def test_quaternion_one_euro_stays_unit_and_handles_sign_flips():
         out = f.filter(q if i % 2 else -q, i / 30.0)
         assert abs(np.linalg.norm(out) - 1) < 1e-9
         assert np.degrees(quat_angle_rad(out, q)) < 1e-6
+
+
+def test_an_unseen_arm_hangs_relaxed(template, rig):
+    """Arms below a webcam's frame (visibility < 0.5) hang at the sides like app/poses.py's
+    relaxed arms, not in the template's A-pose; a seen arm is still solved."""
+    from app.poses import POSES
+
+    solver = BodySolver(template)
+    truth = POSES["talk"].codes(0.0)             # relaxed arms, at rest otherwise
+    lm = _pose_landmarks(_heads(rig, Codes()))    # the landmarks of the A-pose...
+    for i in (L.LEFT_ELBOW, L.LEFT_WRIST, L.RIGHT_ELBOW, L.RIGHT_WRIST):
+        lm.pose_visibility[i] = 0.1               # ...with neither arm seen
+    pose = solver.solve(lm)
+    p = _heads(rig, Codes(body=pose.body, root_rotation=pose.root_rotation))
+    h = _heads(rig, truth.replace(face=Codes().face))
+    for s in "LR":
+        upper = p[f"lowerarm01.{s}"] - p[f"upperarm01.{s}"]
+        assert angle_deg(upper, h[f"lowerarm01.{s}"] - h[f"upperarm01.{s}"]) < 3.0
+        assert angle_deg(upper, [0.0, -1.0, 0.0]) < 20.0       # down along the body
+    lm.pose_visibility[L.LEFT_ELBOW] = lm.pose_visibility[L.LEFT_WRIST] = 1.0
+    pose = solver.solve(lm)
+    p = _heads(rig, Codes(body=pose.body, root_rotation=pose.root_rotation))
+    rest = _heads(rig, Codes())
+    assert angle_deg(p["lowerarm01.L"] - p["upperarm01.L"],
+                     rest["lowerarm01.L"] - rest["upperarm01.L"]) < 3.0  # seen: the A-pose

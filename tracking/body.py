@@ -15,7 +15,10 @@ Rotations are then fitted bone by bone down the chains (``tracking.kinematics``)
 from the hip line and the torso, the spine spreading the chest's turn over its five bones,
 upper arms twisted by the elbow plane, forearms by half the palm's turn, wrists by the
 palm, thighs and shins twisted by the foot's direction. A limb whose landmarks mediapipe
-cannot see (visibility < 0.5, e.g. legs under a desk) stays at rest.
+cannot see (visibility < 0.5, e.g. legs under a desk) stays at rest, except an arm: the
+template's rest is an A-pose, arms 35 degrees out, so an unseen arm (below the frame of a
+webcam at a desk) hangs relaxed at the side instead (``HANG_RAD``, app/poses.py's relaxed
+arms).
 
 Axes: mediapipe's camera axes (x right, y down, z away) become the avatar's world axes by
 (x, -y, -z): a person facing the camera drives an avatar facing +Z, their left hand at +X.
@@ -40,6 +43,9 @@ VISIBLE = 0.5
 # generous, so that only clearly impossible elbows, e.g. a forearm bent back behind a
 # hanging arm, are flipped), and the bend below which the elbow's plane means nothing.
 ELBOW_TWIST_LIMIT_DEG = 110.0
+# An arm the camera does not see turns this far down from the template's A-pose, about the
+# chest's forward axis, to hang at the side.
+HANG_RAD = 0.55
 ELBOW_MIN_BEND_DEG = 20.0
 
 
@@ -278,6 +284,8 @@ class BodySolver:
         seen = min(vis[sh], vis[el], vis[wr]) >= VISIBLE
         limbs_seen["arm" + side] = seen
         if not seen:
+            down = -HANG_RAD if side == ".L" else HANG_RAD
+            world["upperarm01" + side] = chest @ _about_z(down)
             return
         upper = p[el] - p[sh]
         fore = p[wr] - p[el]
@@ -355,3 +363,8 @@ class BodySolver:
             else:
                 heads[name] = heads[parent] + full[parent] @ (self.rest[name] - self.rest[parent])
         return heads
+
+
+def _about_z(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
