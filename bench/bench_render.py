@@ -305,7 +305,8 @@ def main(argv=None) -> int:
     host = socket.gethostname()
     report = {
         "benchmark": "render",
-        "command": "python " + " ".join(["bench/bench_render.py", *(argv or sys.argv[1:])]),
+        "command": "python " + " ".join(["bench/bench_render.py",
+                                         *map(_repo_relative, argv or sys.argv[1:])]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"host": host, "cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": _cpu_name(), "gl_renderer": _gl_renderer(),
@@ -321,6 +322,15 @@ def main(argv=None) -> int:
     os.replace(partial, out)
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _repo_relative(arg: str) -> str:
+    """A path argument inside the repository as it would be typed from its root (the JSON is
+    committed: no machine's absolute paths in it)."""
+    path = Path(arg)
+    if path.is_absolute() and path.resolve().is_relative_to(ROOT):
+        return str(path.resolve().relative_to(ROOT))
+    return arg
 
 
 def _cpu_name() -> str:
