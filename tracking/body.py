@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatar.codes import BODY_BONES, HEAD_BONES
+from avatar.rotation import quat_from_axis_angle, quat_to_matrix
 from avatar.template import Template
 from tracking import landmarks as L
 from tracking.kinematics import (align, bone_rotation, fraction, local_quaternions,
@@ -285,7 +286,8 @@ class BodySolver:
         limbs_seen["arm" + side] = seen
         if not seen:
             down = -HANG_RAD if side == ".L" else HANG_RAD
-            world["upperarm01" + side] = chest @ _about_z(down)
+            hang = quat_to_matrix(quat_from_axis_angle([0.0, 0.0, 1.0], down))
+            world["upperarm01" + side] = chest @ hang
             return
         upper = p[el] - p[sh]
         fore = p[wr] - p[el]
@@ -363,8 +365,3 @@ class BodySolver:
             else:
                 heads[name] = heads[parent] + full[parent] @ (self.rest[name] - self.rest[parent])
         return heads
-
-
-def _about_z(angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
