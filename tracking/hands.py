@@ -26,9 +26,10 @@ from __future__ import annotations
 import numpy as np
 
 from avatar.codes import HAND_BONES
-from avatar.rotation import matrix_to_quat, quat_slerp, quat_to_matrix
+from avatar.rotation import matrix_to_quat, quat_apply, quat_from_axis_angle
 from avatar.template import Template
-from tracking.kinematics import EPS, align, bone_rotation, frame, local_quaternions, swing, unit
+from tracking.kinematics import (EPS, align, blend, bone_rotation, frame, local_quaternions,
+                                 swing, unit)
 
 CAMERA_TO_WORLD = np.array([1.0, -1.0, -1.0])
 HAND_POINTS = 21
@@ -317,16 +318,10 @@ def straighten(points_world: np.ndarray, palm: np.ndarray) -> np.ndarray:
             knuckle = unit(np.cross(previous, palm))
             toward_palm = np.cross(knuckle, unit(previous))
             flexion = np.arctan2(segment @ toward_palm, segment @ unit(previous))
-            segment = _turn(segment, knuckle, -flexion)
+            segment = quat_apply(quat_from_axis_angle(knuckle, -flexion), segment)
             out[base + j] = out[base + j - 1] + segment
             previous = segment
     return out
-
-
-def _turn(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
-    """``v`` turned by ``angle`` radians about the unit ``axis`` (Rodrigues)."""
-    return (v * np.cos(angle) + np.cross(axis, v) * np.sin(angle)
-            + axis * (axis @ v) * (1 - np.cos(angle)))
 
 
 def finger_angles(observed: np.ndarray, rest_bend: np.ndarray) -> np.ndarray:
@@ -413,8 +408,7 @@ def _blends(a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> np.ndarray:
     kv = _skew(v)
     out = a @ (np.eye(3) + f1[..., None, None] * kv + f2[..., None, None] * (kv @ kv))
     for i in zip(*np.nonzero(cos < -0.999)):  # near a half turn the axis is ill-read
-        out[i] = quat_to_matrix(quat_slerp(matrix_to_quat(a[i]), matrix_to_quat(b[i]),
-                                           weight[i]))
+        out[i] = blend(a[i], b[i], weight[i])
     return out
 
 
