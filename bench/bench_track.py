@@ -157,7 +157,7 @@ def found_fractions(landmarks) -> dict:
 
 def hands_agreement(a, b) -> dict:
     """Median and p90 distance (px) between the same hand's 21 points from two backends, on
-    frames where both found it, and how often they name a hand the same side."""
+    frames where both found it."""
     distances = []
     for la, lb in zip(a, b):
         for side in range(2):
