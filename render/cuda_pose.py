@@ -174,8 +174,9 @@ class TorchAvatarPoser:
             frames, area2 = _triangle_frames(torch, posed, template["faces"])
             face = static["binding_face"]
             stretch = torch.sqrt(area2 / template["rest_area2"].clamp_min(1e-12)).float()
-            face_quats = _matrix_to_quat(torch, frames[face]).float()
-            normals = frames[face][:, :, 2].float()
+            bound = frames[face]  # each Gaussian's triangle frame, gathered once
+            face_quats = _matrix_to_quat(torch, bound).float()
+            normals = bound[:, :, 2].float()
             corners = posed[static["binding_corners"]]  # (N, 3, 3)
             means = torch.einsum("nk,nkj->nj", static["bary"], corners) \
                 + static["offset"][:, None] * normals
