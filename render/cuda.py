@@ -78,7 +78,7 @@ class CudaBackend:
     def render_device(self, gaussians, camera: Camera, background=None):
         """(H, W, 4) float32 premultiplied RGBA as a contiguous torch tensor on the GPU, top
         row first (``render``'s image before it leaves the device)."""
-        torch = self._torch
+        torch, t = self._torch, self._tensor
         h, w = camera.height, camera.width
         bg = None
         if background is not None:
@@ -89,12 +89,8 @@ class CudaBackend:
         tensors = self._on_device(gaussians)
         if tensors is None:  # nothing finite to draw: the background alone
             out = torch.zeros((h, w, 4), dtype=torch.float32, device=self.device)
-            return out + torch.from_numpy(bg).to(self.device) if bg is not None else out
+            return out + t(bg) if bg is not None else out
         means, quats, scales, opacities, colors, sh_degree = tensors
-
-        def t(a):
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
-
         with torch.no_grad():
             rgb, alpha, _ = self._rasterization(
                 means=means, quats=quats, scales=scales, opacities=opacities, colors=colors,
@@ -104,7 +100,7 @@ class CudaBackend:
             )
             out = torch.cat([rgb[0], alpha[0]], dim=-1).float()
             if bg is not None:
-                out = out + (1.0 - out[..., 3:4]) * torch.from_numpy(bg).to(self.device)
+                out = out + (1.0 - out[..., 3:4]) * t(bg)
         return out.contiguous()
 
     def _on_device(self, gaussians):
@@ -118,17 +114,17 @@ class CudaBackend:
                 tensors = None
             else:
                 g = gaussians.subset(np.flatnonzero(keep)) if not keep.all() else gaussians
-
-                def t(a):
-                    return self._torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(
-                        self.device)
-
+                t = self._tensor
                 tensors = (t(g.means), t(g.quats), t(g.scales), t(np.minimum(g.opacities, 1.0)),
                            t(g.colors), g.sh_degree)
         else:
             tensors = self._finite_on_device(gaussians)
         self._device_key, self._device_tensors = gaussians, tensors
         return tensors
+
+    def _tensor(self, a):
+        """A host array as a float32 tensor on the device."""
+        return self._torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
 
     def _finite_on_device(self, g):
         """Device-posed Gaussians, dropping any a degenerate triangle made non-finite (the
