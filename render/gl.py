@@ -692,17 +692,16 @@ class GLSplatRenderer:
         return True
 
     def _sort_on_gpu(self, position, forward) -> None:
-        rows = rows_for(self._count)
         if self._count == 0:
             return
+        rows = rows_for(self._count)
         try:
             self._gpu_sort.sort(self._textures["params"], self._count, ROW, position, forward)
             self._gpu_sort.write_textures(self._count, ROW,
                                           self.data_texture("order", ROW, rows, 1, "u4"),
                                           self.data_texture("rank", ROW, rows, 1, "u4"))
             order = self._reserve("order", 4 * self._count)
-            if self._count:
-                self.ctx.copy_buffer(order, self._gpu_sort.order_buffer, size=4 * self._count)
+            self.ctx.copy_buffer(order, self._gpu_sort.order_buffer, size=4 * self._count)
         except RenderError:
             raise
         except Exception as exc:
