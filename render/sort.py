@@ -155,10 +155,10 @@ void main() {{
     int end = min(count, (b + 1) * {SORT_BLOCK});
     for (int k = b * {SORT_BLOCK}; k < end; ++k) {{
         uint key = keys_in[k];
-        uint cell = ((key >> uint(shift)) & {RADIX - 1}u) * uint(blocks) + uint(b);
+        uint digit = (key >> uint(shift)) & {RADIX - 1}u;
+        uint cell = digit * uint(blocks) + uint(b);
         uint slot = counts[cell];
         counts[cell] = slot + 1u;
-        uint digit = (key >> uint(shift)) & {RADIX - 1}u;
         keys_out[bases[digit] + slot] = key;
         values_out[bases[digit] + slot] = first ? uint(k) : values_in[k];
     }}
@@ -195,18 +195,17 @@ class GLDepthSort:
     def sort(self, params, count: int, row: int, position, forward) -> None:
         """Order the ``count`` Gaussians whose means are plane 0 of the ``params`` texture
         (``row`` per texture row) by depth along ``forward`` from ``position``."""
+        from render.gl import _set_uniforms
+
         forward = np.asarray(forward, dtype=np.float64)
         forward = forward / np.linalg.norm(forward)
         offset = float(np.dot(np.asarray(position, dtype=np.float64), forward))
         keys = self._reserve("keys_a", 4 * count)
         params.use(0)
         keys.bind_to_storage_buffer(0)
-        shader = self._keys
-        for name, value in (("count", count), ("row", row), ("offset", offset),
-                            ("forward", tuple(map(float, forward)))):
-            if name in shader:
-                shader[name].value = value
-        shader.run(group_x=(count + 127) // 128)
+        _set_uniforms(self._keys, count=count, row=row, offset=offset,
+                      forward=tuple(map(float, forward)))
+        self._keys.run(group_x=(count + 127) // 128)
         self.ctx.memory_barrier()
         self._radix(count)
 
@@ -232,6 +231,7 @@ class GLDepthSort:
         return np.frombuffer(raw, dtype=np.uint32).copy()
 
     def _radix(self, count: int) -> None:
+        from render.gl import _set_uniforms
         blocks = max(1, -(-count // SORT_BLOCK))
         buffers = [self._reserve(name, 4 * count) for name in ("keys_a", "values_a", "keys_b",
                                                                 "values_b")]
@@ -247,10 +247,7 @@ class GLDepthSort:
             counts.bind_to_storage_buffer(4)
             self._totals.bind_to_storage_buffer(5)
             for shader in (self._count, self._scan, self._scatter):
-                for name, value in (("count", count), ("blocks", blocks), ("shift", shift),
-                                    ("first", p == 0)):
-                    if name in shader:
-                        shader[name].value = value
+                _set_uniforms(shader, count=count, blocks=blocks, shift=shift, first=p == 0)
             self._count.run(group_x=groups)
             self.ctx.memory_barrier()
             self._scan.run(group_x=RADIX // SORT_GROUP)
