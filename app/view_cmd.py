@@ -64,8 +64,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-
-
 class OrbitCamera:
     """A camera orbiting ``target`` at ``distance_m`` (yaw about +Y, pitch up), metres."""
 
