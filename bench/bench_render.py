@@ -137,6 +137,11 @@ def display_targets(ctx, cams):
     return targets, position, forward
 
 
+def finished_sort(renderer, position, forward) -> None:
+    renderer.sort_for(position, forward)
+    renderer.ctx.finish()  # a GPU sort runs asynchronously: its time is the sort's, not the draw's
+
+
 def bench_gl(pose, cams, repeats: int, pipeline: str = "auto", sort: str = "cpu") -> dict:
     from render.gl import GLSplatRenderer
 
@@ -154,7 +159,7 @@ def bench_gl(pose, cams, repeats: int, pipeline: str = "auto", sort: str = "cpu"
             ctx.finish()
 
         renderer.upload(g)
-        _, sort_ms, sort_cpu = timed(lambda: renderer.sort_for(position, forward))
+        _, sort_ms, sort_cpu = timed(lambda: finished_sort(renderer, position, forward))
         _, draw_ms, draw_cpu = timed(draw)
         if i:
             rows.append(dict(pose_ms=pose_ms, sort_ms=sort_ms, draw_ms=draw_ms,
@@ -184,12 +189,8 @@ def bench_gl_gpupose(bindings, poses, cams, repeats: int, sort: str = "cpu",
                 renderer.draw(cam, fbo, background=(0, 0, 0))
             ctx.finish()
 
-        def sort():
-            renderer.sort_for(position, forward)
-            ctx.finish()  # a GPU sort runs asynchronously
-
         _, pose_ms, pose_cpu = timed(pose)
-        _, sort_ms, sort_cpu = timed(sort)
+        _, sort_ms, sort_cpu = timed(lambda: finished_sort(renderer, position, forward))
         renderer.stage_ms = {} if stages else None
         _, draw_ms, draw_cpu = timed(draw)
         if i:
