@@ -166,6 +166,38 @@ node {
   output_stream: "SIZE:image_size"
 }
 """ + _hand_from_pose("left", 15) + _hand_from_pose("right", 16)
+# Following the face from its own previous landmarks (split, ``follow_landmarks``):
+# holistic's ROI-from-landmarks subgraph fed with the previous frame's points, then the
+# landmark model; holistic's tracking ROI without the face detector it runs on every frame
+# to check it (the pose checks it here, ``_face_follows``).
+_FACE_FOLLOWING = """
+input_stream: "IMAGE:image"
+input_stream: "PREVIOUS:face_previous"
+input_side_packet: "REFINE_LANDMARKS:refine"
+output_stream: "FACE_LANDMARKS:face_landmarks"
+node {
+  calculator: "ImagePropertiesCalculator"
+  input_stream: "IMAGE:image"
+  output_stream: "SIZE:image_size"
+}
+node {
+  calculator: "FaceLandmarksToRoi"
+  input_stream: "LANDMARKS:face_previous"
+  input_stream: "IMAGE_SIZE:image_size"
+  output_stream: "ROI:face_roi"
+}
+node {
+  calculator: "FaceLandmarkCpu"
+  input_stream: "IMAGE:image"
+  input_stream: "ROI:face_roi"
+  input_side_packet: "WITH_ATTENTION:refine"
+  output_stream: "LANDMARKS:face_landmarks"
+}
+"""
+# A followed hand is given up (and re-acquired from the pose) when its previous wrist is
+# further than this many palm lengths (wrist to middle knuckle) from the pose's wrist.
+HAND_FOLLOW_GAP = 1.0
+
 # The hand landmark models in the wheel, by HandLandmarkCpu's MODEL_COMPLEXITY.
 HAND_MODELS = {"lite": 0, "full": 1}
 DEFAULT_HAND_MODEL = "full"  # the split backend's
@@ -194,6 +226,11 @@ class LandmarkDetector:
     photograph (holistic only). ``crop_from_previous_pose`` (split): crop face and hands
     from the previous frame's pose, in parallel with this frame's pose (the default), or
     from this frame's pose after it (about 10 ms more per frame, for comparison).
+    ``follow_landmarks`` (split): follow the pose and each hand from their own previous
+    landmarks with the models run through LiteRT (tracking/direct.py), and the face with
+    mediapipe's face graph, while the pose agrees with them; mediapipe's pose graph and
+    holistic's hand re-crop and face detector run only to (re)acquire a part (the default);
+    off: mediapipe's pose graph and holistic's crops on every frame, for comparison.
     ``hand_model`` (split): "full" or "lite", the hand landmark model in the hands crop
     (both ship in the wheel; holistic always runs the full one); None: the backend's own.
     ``timings_ms`` holds the last frame's time in each graph that ran (split: "pose",
@@ -202,7 +239,8 @@ class LandmarkDetector:
 
     def __init__(self, parts=("face", "pose", "hands"), backend: str | None = None,
                  static_image_mode: bool = False, min_confidence: float = 0.5,
-                 crop_from_previous_pose: bool = True, hand_model: str | None = None):
+                 crop_from_previous_pose: bool = True, hand_model: str | None = None,
+                 follow_landmarks: bool = True):
         import mediapipe as mp
 
         backend = backend or ("holistic" if static_image_mode else "split")
@@ -223,22 +261,35 @@ class LandmarkDetector:
         self.backend = backend
         self.static_image_mode = static_image_mode
         self.crop_from_previous_pose = crop_from_previous_pose
+        self.follow_landmarks = follow_landmarks and backend == "split"
         self.timings_ms: dict[str, float] = {}
         self._graphs: dict = {}
         self._pool = None
         self._blank: np.ndarray | None = None
-        self._previous_pose = None  # the last frame's pose landmarks (split), a proto
+        self._previous_pose: _Pose | None = None  # the last frame's pose (split)
+        # What ``follow_landmarks`` follows into the next frame (split): the pose's crop, the
+        # face (mediapipe's landmark list and its box) and the hands (normalized points).
+        self._shape = None  # the frames' shape (a change starts following afresh)
+        self._pose_roi = None
+        self._followed_face = None
+        self._followed_hands = [None, None]
         if backend == "holistic":
             self._graphs["holistic"] = mp.solutions.holistic.Holistic(
                 static_image_mode=static_image_mode, model_complexity=1,
                 refine_face_landmarks=True, min_detection_confidence=min_confidence,
                 min_tracking_confidence=min_confidence)
             return
-        self._graphs["pose"] = mp.solutions.pose.Pose(
-            static_image_mode=False, model_complexity=1, min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence)
+        self._graphs["pose"] = _pose_graph(min_confidence)
+        if self.follow_landmarks:
+            from tracking.direct import HandModel, PoseModel
+
+            self._pose_model = PoseModel(threshold=min_confidence)
+            if "hands" in self.parts:
+                self._hand_model = HandModel(self.hand_model)
         if "face" in self.parts:
             self._graphs["face"] = _graph(_FACE_FROM_POSE, {"refine": True})
+            if self.follow_landmarks:
+                self._graphs["face_following"] = _graph(_FACE_FOLLOWING, {"refine": True})
         if "hands" in self.parts:
             self._graphs["hands"] = _graph(_HANDS_FROM_POSE,
                                            {"model_complexity": HAND_MODELS[self.hand_model]})
@@ -281,6 +332,10 @@ class LandmarkDetector:
         crop thread meanwhile. When the hands graph is due, the face crop moves to this
         thread after the pose (from this frame's pose): the crop thread then has the hands
         graph and the caller's hand solving, about as long as pose + face."""
+        if image.shape != self._shape:  # a new stream: nothing of the last one to follow
+            self._shape = image.shape
+            self._pose_roi, self._followed_face, self._followed_hands = None, None, [None, None]
+            self._previous_pose = None
         previous = self._previous_pose if self.crop_from_previous_pose else None
         timings_ms: dict[str, float] = {}
         crops = None
@@ -290,57 +345,123 @@ class LandmarkDetector:
             crops = self._pool.submit(self._crops, image, previous, out, on_hands,
                                       not face_here, on_face, timings_ms)
         t0 = time.perf_counter()
-        pose = self._graphs["pose"].process(image)
+        pose = self._run_pose(image)
         timings_ms["pose"] = (time.perf_counter() - t0) * 1000
-        if pose.pose_landmarks is not None:
+        if pose is not None:
             if crops is None:
-                self._crops(image, pose.pose_landmarks, out, on_hands, True, on_face,
-                            timings_ms)
+                self._crops(image, pose, out, on_hands, True, on_face, timings_ms)
             elif face_here:
-                self._face(image, pose.pose_landmarks, out, timings_ms, on_face)
+                self._face(image, pose, out, timings_ms, on_face)
         if crops is not None:
             crops.result()
         self.timings_ms = timings_ms
         # Crops start from this pose next frame; none when it was lost (then the next frame
         # runs its pose first and crops from it).
-        self._previous_pose = pose.pose_landmarks
-        if pose.pose_landmarks is None:
+        self._previous_pose = pose
+        if pose is None:
             # As holistic: no face or hands without the person's pose.
             out.face, out.hands, out.hands_world = None, [None, None], [None, None]
             out.hand_scores = [0.0, 0.0]
+            self._followed_face, self._followed_hands = None, [None, None]
         elif "pose" in self.parts:
-            self._pose(pose, out)
+            out.pose = pose.points * np.array([out.width, out.height, out.width], np.float32)
+            out.pose_visibility = pose.visibility
+            out.pose_world = pose.world
 
-    def _crops(self, image, pose_landmarks, out: Landmarks, on_hands, face: bool, on_face,
+    def _run_pose(self, image: np.ndarray) -> _Pose | None:
+        """This frame's pose (split): followed from the last crop through LiteRT, or found
+        by mediapipe's pose graph (the first frame, and whenever following loses it)."""
+        if self.follow_landmarks and self._pose_roi is not None:
+            result = self._pose_model.run(image, self._pose_roi)
+            if result is not None:
+                self._pose_roi = result.next_roi
+                return _Pose(result.points, result.visibility, result.world)
+        found = self._graphs["pose"].process(image)
+        self._pose_roi = None
+        if found.pose_landmarks is None:
+            return None
+        pose = _Pose(_normalized(found.pose_landmarks),
+                     np.array([p.visibility for p in found.pose_landmarks.landmark], np.float32),
+                     _world(found.pose_world_landmarks))
+        if self.follow_landmarks and found.pose_rect_from_landmarks is not None:
+            from tracking.direct import Roi
+
+            rect = found.pose_rect_from_landmarks
+            self._pose_roi = Roi(rect.x_center, rect.y_center, rect.width, rect.height,
+                                 rect.rotation)
+            height, width = image.shape[:2]
+            self._pose_model.seed(pose.points, pose.visibility, pose.world, self._pose_roi,
+                                  width, height)
+        return pose
+
+    def _crops(self, image, pose: _Pose, out: Landmarks, on_hands, face: bool, on_face,
                timings_ms: dict) -> None:
         """Hands (then ``on_hands(out)``) and, if ``face``, the face (then ``on_face(out)``)
-        into ``out``, cropped
-        where ``pose_landmarks`` (a normalized landmark list) puts them; each graph's time
-        (ms) into ``timings_ms`` if it ran."""
-        if _hands_due(pose_landmarks, self._graphs):
+        into ``out``, cropped where ``pose`` puts them; each graph's time (ms) into
+        ``timings_ms`` if it ran."""
+        if _hands_due(pose, self._graphs):
             t0 = time.perf_counter()
-            hands = self._graphs["hands"].process({"image": image,
-                                                   "pose_landmarks": pose_landmarks})
+            self._hands(image, pose, out)
             timings_ms["hands"] = (time.perf_counter() - t0) * 1000
-            self._hands_from_pose(hands, out)
+        else:
+            self._followed_hands = [None, None]
         if on_hands is not None:
             on_hands(out)
         if face:
-            self._face(image, pose_landmarks, out, timings_ms, on_face)
+            self._face(image, pose, out, timings_ms, on_face)
 
-    def _face(self, image, pose_landmarks, out: Landmarks, timings_ms: dict,
+    def _hands(self, image, pose: _Pose, out: Landmarks) -> None:
+        """Both hands into ``out`` (split): a hand the pose sees is followed from its own
+        previous landmarks when the pose's wrist agrees with them, else (and when following
+        loses it) cropped from the pose by holistic's hand stage."""
+        width, height = out.width, out.height
+        due = [side for side in (0, 1) if _hand_in_view(pose, side)]
+        found = [None, None]
+        for side in due:
+            previous = self._followed_hands[side]
+            if self.follow_landmarks and _hand_follows(previous, pose, side, width, height):
+                from tracking.direct import hand_roi
+
+                found[side] = self._hand_model.run(image, hand_roi(previous, width, height))
+        acquire = [side for side in due if found[side] is None]
+        if acquire:
+            result = self._graphs["hands"].process(
+                {"image": image, "pose_landmarks": _pose_proto(pose, hands=acquire)})
+            for side in acquire:
+                points = getattr(result, f"{_SIDE_NAMES[side]}_hand_landmarks")
+                found[side] = None if points is None else _normalized(points)
+        self._followed_hands = found
+        # Each hand is cropped at its own side's wrist: named by the person's anatomy.
+        scale = np.array([width, height, width], np.float32)
+        for side, points in enumerate(found):
+            if points is not None:
+                out.hands[side] = points * scale
+                out.hands_world[side] = _hand_world_from_image(out.hands[side])
+                out.hand_scores[side] = 1.0
+
+    def _face(self, image, pose: _Pose, out: Landmarks, timings_ms: dict,
               on_face=None) -> None:
-        from mediapipe.framework.formats import landmark_pb2
-
+        """The face into ``out`` (split): followed from its previous landmarks while the
+        pose's nose is among them, else (and when following loses it) cropped from the pose
+        by holistic's face stage."""
         if "face" not in self._graphs:
             return
         t0 = time.perf_counter()
-        face_points = landmark_pb2.NormalizedLandmarkList(
-            landmark=pose_landmarks.landmark[:FACE_POSE_POINTS])
-        face = self._graphs["face"].process({"image": image, "face_from_pose": face_points})
+        face = None
+        if self.follow_landmarks and _face_follows(self._followed_face, pose):
+            face = self._graphs["face_following"].process(
+                {"image": image, "face_previous": self._followed_face[0]}).face_landmarks
+        if face is None:
+            face = self._graphs["face"].process(
+                {"image": image,
+                 "face_from_pose": _pose_proto(pose, count=FACE_POSE_POINTS)}).face_landmarks
+        self._followed_face = None
+        if face is not None:
+            out.face = _points(face, out.width, out.height)
+            low, high = out.face[:, :2].min(axis=0), out.face[:, :2].max(axis=0)
+            size = np.array([out.width, out.height], np.float32)
+            self._followed_face = (face, low / size, high / size)
         timings_ms["face"] = (time.perf_counter() - t0) * 1000
-        if face.face_landmarks is not None:
-            out.face = _points(face.face_landmarks, out.width, out.height)
         if on_face is not None:
             on_face(out)
 
@@ -356,33 +477,22 @@ class LandmarkDetector:
             self._blank = np.zeros(shape, np.uint8)
         graph.process(self._blank)
 
-    @staticmethod
-    def _pose(result, out: Landmarks) -> None:
-        if result.pose_landmarks is None:
-            return
-        out.pose = _points(result.pose_landmarks, out.width, out.height)
-        out.pose_visibility = np.array([p.visibility for p in result.pose_landmarks.landmark],
-                                       dtype=np.float32)
-        if result.pose_world_landmarks is not None:
-            out.pose_world = _world(result.pose_world_landmarks)
-
-    @staticmethod
-    def _hands_from_pose(result, out: Landmarks) -> None:
-        # Each hand is cropped from its own side's wrist: named by the person's anatomy.
-        for side, name in ((0, "left_hand_landmarks"), (1, "right_hand_landmarks")):
-            points = getattr(result, name)
-            if points is not None:
-                out.hands[side] = _points(points, out.width, out.height)
-                out.hands_world[side] = _hand_world_from_image(out.hands[side])
-                out.hand_scores[side] = 1.0
-
     def _holistic(self, result, out: Landmarks) -> None:
         if "face" in self.parts and result.face_landmarks is not None:
             out.face = _points(result.face_landmarks, out.width, out.height)
-        if "pose" in self.parts:
-            self._pose(result, out)
+        if "pose" in self.parts and result.pose_landmarks is not None:
+            out.pose = _points(result.pose_landmarks, out.width, out.height)
+            out.pose_visibility = np.array(
+                [p.visibility for p in result.pose_landmarks.landmark], dtype=np.float32)
+            if result.pose_world_landmarks is not None:
+                out.pose_world = _world(result.pose_world_landmarks)
         if "hands" in self.parts:
-            self._hands_from_pose(result, out)
+            for side, name in enumerate(_SIDE_NAMES):
+                points = getattr(result, f"{name}_hand_landmarks")
+                if points is not None:
+                    out.hands[side] = _points(points, out.width, out.height)
+                    out.hands_world[side] = _hand_world_from_image(out.hands[side])
+                    out.hand_scores[side] = 1.0
 
     def close(self) -> None:
         if self._pool is not None:
@@ -399,22 +509,94 @@ class LandmarkDetector:
         self.close()
 
 
-def _hands_due(pose_landmarks, graphs: dict) -> bool:
+@dataclass(eq=False)
+class _Pose:
+    """One frame's pose inside the split backend: normalized image points (33, 3),
+    visibility (33,), world points (33, 3) m."""
+
+    points: np.ndarray
+    visibility: np.ndarray
+    world: np.ndarray
+
+
+def _pose_graph(min_confidence: float):
+    """mediapipe's pose graph as its Python Pose solution sets it up (model complexity 1,
+    smoothed, tracking between frames), also giving out the crop it would use next."""
+    import mediapipe as mp
+    from mediapipe.python.solution_base import SolutionBase
+
+    return SolutionBase(
+        binary_graph_path=mp.solutions.pose._BINARYPB_FILE_PATH,
+        side_inputs={"model_complexity": 1, "smooth_landmarks": True,
+                     "enable_segmentation": False, "smooth_segmentation": True,
+                     "use_prev_landmarks": True},
+        calculator_params={
+            "posedetectioncpu__TensorsToDetectionsCalculator.min_score_thresh": min_confidence,
+            "poselandmarkbyroicpu__tensorstoposelandmarksandsegmentation__ThresholdingCalculator"
+            ".threshold": min_confidence},
+        outputs=["pose_landmarks", "pose_world_landmarks", "pose_rect_from_landmarks"])
+
+
+def _normalized(landmark_list) -> np.ndarray:
+    return np.array([(p.x, p.y, p.z) for p in landmark_list.landmark], dtype=np.float32)
+
+
+def _pose_proto(pose: _Pose, count: int = POSE_POINTS, hands=(0, 1)):
+    """The first ``count`` pose points as a normalized landmark list for holistic's crop
+    stages; a hand not in ``hands`` gets wrist visibility 0, which closes its side of the
+    hands stage."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    visibility = pose.visibility[:count].astype(np.float64)
+    for side, wrist in ((0, LEFT_WRIST), (1, RIGHT_WRIST)):
+        if side not in hands and wrist < count:
+            visibility[wrist] = 0.0
+    return landmark_pb2.NormalizedLandmarkList(landmark=[
+        landmark_pb2.NormalizedLandmark(x=x, y=y, z=z, visibility=v, presence=1.0)
+        for (x, y, z), v in zip(pose.points[:count].tolist(), visibility.tolist())])
+
+
+def _hands_due(pose: _Pose, graphs: dict) -> bool:
     """Whether the hands graph runs for this pose: it exists and the pose sees a hand."""
-    return "hands" in graphs and any(_hand_in_view(pose_landmarks, side) for side in (0, 1))
+    return "hands" in graphs and any(_hand_in_view(pose, side) for side in (0, 1))
 
 
-def _hand_in_view(pose_landmarks, side: int) -> bool:
-    """Whether the pose (normalized landmark list) sees hand ``side`` (0 = the person's
-    left) in the frame: its wrist visible, the mean of wrist, index and pinky inside."""
-    points = pose_landmarks.landmark
+def _hand_in_view(pose: _Pose, side: int) -> bool:
+    """Whether the pose sees hand ``side`` (0 = the person's left) in the frame: its wrist
+    visible, the mean of wrist, index and pinky inside."""
     wrist, index, pinky = ((LEFT_WRIST, LEFT_INDEX, LEFT_PINKY) if side == 0
                            else (RIGHT_WRIST, RIGHT_INDEX, RIGHT_PINKY))
-    if points[wrist].visibility < HAND_VISIBILITY:
+    if pose.visibility[wrist] < HAND_VISIBILITY:
         return False
-    x = (points[wrist].x + points[index].x + points[pinky].x) / 3.0
-    y = (points[wrist].y + points[index].y + points[pinky].y) / 3.0
-    return -HAND_MARGIN <= x <= 1.0 + HAND_MARGIN and -HAND_MARGIN <= y <= 1.0 + HAND_MARGIN
+    x, y = pose.points[[wrist, index, pinky], :2].mean(axis=0)
+    return bool(-HAND_MARGIN <= x <= 1.0 + HAND_MARGIN and -HAND_MARGIN <= y <= 1.0 + HAND_MARGIN)
+
+
+_SIDE_NAMES = ("left", "right")  # the graphs' stream names, by side (0 = the person's left)
+
+
+def _hand_follows(previous, pose: _Pose, side: int, width: int, height: int) -> bool:
+    """Whether hand ``side``'s previous landmarks (normalized (21, 3), or None) can be
+    followed: the pose's wrist of that side lies within ``HAND_FOLLOW_GAP`` palm lengths
+    of the hand's own wrist (a hand tracker that slid onto the other hand, or a hand that
+    moved away, fails this and is re-acquired from the pose)."""
+    if previous is None:
+        return False
+    scale = np.array([width, height], np.float32)
+    wrist = previous[0, :2] * scale
+    palm = np.linalg.norm(previous[9, :2] * scale - wrist)
+    pose_wrist = pose.points[LEFT_WRIST if side == 0 else RIGHT_WRIST, :2] * scale
+    return bool(np.linalg.norm(pose_wrist - wrist) <= HAND_FOLLOW_GAP * palm)
+
+
+def _face_follows(previous, pose: _Pose) -> bool:
+    """Whether the previous face (landmark list, box low and high corners normalized, or
+    None) can be followed: the pose's nose lies within the face's box."""
+    if previous is None:
+        return False
+    _, low, high = previous
+    nose = pose.points[NOSE, :2]
+    return bool(np.all(low <= nose) and np.all(nose <= high))
 
 
 def _hand_world_from_image(points: np.ndarray) -> np.ndarray:
