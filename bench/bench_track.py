@@ -6,7 +6,9 @@ default avatar waving both arms and opening and closing both hands (made once wi
 backend into .cache/bench-track/hands-N.mp4; no real footage with both hands moving is
 fetched by the set-up). Per clip and landmark backend:
 
-- each mediapipe graph's own time (split backend: pose, face crop, hands crop);
+- each stage's own time (split backend: pose, face crop, hands crop), for the split
+  backend as it runs (pose and hands followed through LiteRT, tracking/direct.py) and on
+  mediapipe's pose graph with holistic's crops on every frame ("split_graphs");
 - landmarks per frame, the whole detector;
 - the tracker played live: frames arrive at 30 fps (camera-like: stamped with their arrival
   time), the tracker always takes the newest frame that has arrived and skips older ones.
@@ -155,6 +157,20 @@ def found_fractions(landmarks) -> dict:
             "right_hand": round(sum(lm.hands[1] is not None for lm in landmarks) / n, 3)}
 
 
+def pose_agreement(a, b) -> dict:
+    """Median and p90 over frames of the median distance (px) between two backends' pose
+    points, and of the median world-point distance (mm)."""
+    image, world = [], []
+    for la, lb in zip(a, b):
+        if la.pose is not None and lb.pose is not None:
+            image.append(float(np.median(np.linalg.norm(la.pose[:, :2] - lb.pose[:, :2], axis=1))))
+            world.append(1000 * float(np.median(np.linalg.norm(la.pose_world - lb.pose_world,
+                                                               axis=1))))
+    return {"frames_compared": len(image),
+            **{k.replace("_ms", "_px"): v for k, v in stats(image).items()},
+            **{k.replace("_ms", "_world_mm"): v for k, v in stats(world).items()}}
+
+
 def hands_agreement(a, b) -> dict:
     """Median and p90 distance (px) between the same hand's 21 points from two backends, on
     frames where both found it."""
@@ -168,13 +184,13 @@ def hands_agreement(a, b) -> dict:
         k.replace("_ms", "_px"): v for k, v in stats(distances).items()}}
 
 
-def time_live(images, backend: str | None) -> dict:
-    """The tracker fed as a live 30 fps camera (see the module docstring): per processed
-    frame, capture -> codes, landmarks and solvers (ms); and the frames processed, dropped
-    and the wall time."""
+def time_live(images, options: dict) -> dict:
+    """The tracker fed as a live 30 fps camera (see the module docstring), its detector made
+    with ``options``: per processed frame, capture -> codes, landmarks and solvers (ms); and
+    the frames processed, dropped and the wall time."""
     latencies, landmark_ms, solve_ms = [], [], []
     processed = 0
-    with Tracker(backend=backend) as tracker:
+    with Tracker(detector=LandmarkDetector(**options)) as tracker:
         tracker.detector.detect(images[0])  # graph start-up is not part of a live call
         start, cpu_start = time.monotonic(), time.process_time()
         while True:
@@ -261,7 +277,11 @@ def filter_figures() -> dict:
 
 # name -> LandmarkDetector options, timed frame after frame.
 DETECTORS = {
+    # The default: pose and hands followed through LiteRT, the face by its own graph.
     "split": {"backend": "split"},
+    # mediapipe's pose graph and holistic's crops on every frame (the default before
+    # 2026-11-24 15:40: tracking/direct.py).
+    "split_graphs": {"backend": "split", "follow_landmarks": False},
     "split_crops_after_pose": {"backend": "split", "crop_from_previous_pose": False},
     "holistic": {"backend": "holistic"},
     # The wheel's lite hand landmark model in the hands crop (not the default: closed-loop
@@ -270,21 +290,27 @@ DETECTORS = {
 }
 
 
+# name -> LandmarkDetector options, played live.
+LIVE = {name: DETECTORS[name] for name in ("split", "split_graphs", "holistic")}
+
+
 def bench_clip(images, rounds: int) -> dict:
     """Each configuration over the whole clip in turn, ``rounds`` times (interleaved, so
     that other work on the machine falls on all of them alike)."""
     detector_runs = {name: [] for name in DETECTORS}
-    live_runs = {"split": [], "holistic": []}
+    live_runs = {name: [] for name in LIVE}
     found = {}
     for _ in range(rounds):
         for name, options in DETECTORS.items():
             times, found[name] = time_detector(images, **options)
             detector_runs[name].append(times)
         for name, runs in live_runs.items():
-            runs.append(time_live(images, name))
+            runs.append(time_live(images, LIVE[name]))
     out = {f"landmarks_{name}": detector_figures(runs, found[name])
            for name, runs in detector_runs.items()}
     out["hands_split_vs_holistic"] = hands_agreement(found["split"], found["holistic"])
+    out["hands_split_vs_split_graphs"] = hands_agreement(found["split"], found["split_graphs"])
+    out["pose_split_vs_split_graphs"] = pose_agreement(found["split"], found["split_graphs"])
     out["hands_lite_vs_full_model"] = hands_agreement(found["split_lite_hands"], found["split"])
     out["hand_solver"] = solver_figures(found["split"])
     out.update({f"live_{name}": live_figures(runs) for name, runs in live_runs.items()})
