@@ -11,6 +11,10 @@ sides):
   releases the GIL), so a frame costs about max(pose, crops) instead of their sum. The
   hands subgraph runs only while the pose sees a hand in the frame; then the face crop
   moves behind the pose and the second thread also solves the hands (``on_hands``).
+  While the person stays in view, the pose and each hand are followed from their own
+  previous landmarks by the same models run through LiteRT (tracking/direct.py) and the
+  face by its landmark graph alone; the pose graph and holistic's hand and face stages
+  then run only to find a part anew (``follow_landmarks``).
   Video only: the crops track from frame to frame.
 - ``"holistic"`` (photographs, and the reference): mediapipe's one holistic graph, the
   parts in sequence.
