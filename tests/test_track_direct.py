@@ -169,3 +169,36 @@ def test_missing_litert_and_models_give_clear_errors(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(FileNotFoundError, match="reinstall mediapipe"):
         direct.Model("pose_landmark/pose_landmark_huge.tflite")
+
+
+def _refine_one_by_one(points, heatmap, kernel=7, min_confidence=0.5):
+    """RefineLandmarksFromHeatmapCalculator written point by point, as its loop reads."""
+    rows, cols, _ = heatmap.shape
+    out = points.copy()
+    half = (kernel - 1) // 2
+    for i in range(points.shape[0]):
+        col, row = int(points[i, 0] * cols), int(points[i, 1] * rows)
+        if not (0 <= col < cols and 0 <= row < rows):
+            continue
+        total = weighted_col = weighted_row = best = 0.0
+        for r in range(max(0, row - half), min(rows, row + half + 1)):
+            for c in range(max(0, col - half), min(cols, col + half + 1)):
+                confidence = 1.0 / (1.0 + np.exp(-float(heatmap[r, c, i])))
+                total += confidence
+                best = max(best, confidence)
+                weighted_col += c * confidence
+                weighted_row += r * confidence
+        if best >= min_confidence and total > 0:
+            out[i, 0], out[i, 1] = weighted_col / cols / total, weighted_row / rows / total
+    return out
+
+
+def test_heatmap_refinement_matches_the_calculators_loop():
+    """The vectorised refinement against the calculator's loop, with points near and past
+    the heatmap's edges (kernels cut there) and channels too weak to refine."""
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        heatmap = rng.normal(0.0, 3.0, (64, 64, 39)).astype(np.float32)
+        points = rng.uniform(-0.2, 1.2, (39, 3))
+        assert np.allclose(direct.refine_from_heatmap(points, heatmap),
+                           _refine_one_by_one(points, heatmap), atol=1e-12)

@@ -171,22 +171,29 @@ def project(points: np.ndarray, roi: Roi) -> np.ndarray:
 def refine_from_heatmap(points: np.ndarray, heatmap: np.ndarray, kernel: int = 7,
                         min_confidence: float = 0.5) -> np.ndarray:
     """RefineLandmarksFromHeatmapCalculator: each point (crop [0, 1] coordinates) moved to
-    the sigmoid-weighted centre of its heatmap channel in the kernel around it, where that
-    channel is confident."""
-    rows, cols, _ = heatmap.shape
+    the sigmoid-weighted centre of its heatmap channel in the kernel around it (the kernel
+    cut at the heatmap's edges), where that channel is confident; all points at once."""
+    rows, cols, channels = heatmap.shape
     out = points.copy()
-    half = (kernel - 1) // 2
-    for i in range(points.shape[0]):
-        col, row = int(points[i, 0] * cols), int(points[i, 1] * rows)  # C++ truncation
-        if not (0 <= col < cols and 0 <= row < rows):
-            continue
-        r0, r1 = max(0, row - half), min(rows, row + half + 1)
-        c0, c1 = max(0, col - half), min(cols, col + half + 1)
-        confidence = 1.0 / (1.0 + np.exp(-heatmap[r0:r1, c0:c1, i].astype(np.float64)))
-        total = confidence.sum()
-        if confidence.max() >= min_confidence and total > 0:
-            out[i, 0] = (confidence.sum(axis=0) @ np.arange(c0, c1)) / cols / total
-            out[i, 1] = (confidence.sum(axis=1) @ np.arange(r0, r1)) / rows / total
+    col = np.trunc(points[:, 0] * cols).astype(np.int64)  # C++ truncation toward zero
+    row = np.trunc(points[:, 1] * rows).astype(np.int64)
+    inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+    offsets = np.arange(kernel) - (kernel - 1) // 2
+    window_cols = col[:, None] + offsets  # (n, k)
+    window_rows = row[:, None] + offsets
+    valid = ((window_rows >= 0) & (window_rows < rows))[:, :, None] & (
+        (window_cols >= 0) & (window_cols < cols))[:, None, :]  # (n, k, k)
+    channel = np.arange(points.shape[0])[:, None, None]
+    values = heatmap[np.clip(window_rows, 0, rows - 1)[:, :, None],
+                     np.clip(window_cols, 0, cols - 1)[:, None, :], channel]
+    confidence = np.where(valid, 1.0 / (1.0 + np.exp(-values.astype(np.float64))), 0.0)
+    total = confidence.sum(axis=(1, 2))
+    refine = inside & (confidence.max(axis=(1, 2)) >= min_confidence) & (total > 0)
+    safe = np.where(total > 0, total, 1.0)
+    out_x = (confidence.sum(axis=1) * window_cols).sum(axis=1) / cols / safe
+    out_y = (confidence.sum(axis=2) * window_rows).sum(axis=1) / rows / safe
+    out[refine, 0] = out_x[refine]
+    out[refine, 1] = out_y[refine]
     return out
 
 
