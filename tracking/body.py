@@ -34,7 +34,7 @@ from avatar.codes import BODY_BONES, HEAD_BONES
 from avatar.rotation import quat_from_axis_angle, quat_to_matrix
 from avatar.template import Template
 from tracking import landmarks as L
-from tracking.kinematics import (align, bone_rotation, fraction, local_quaternions,
+from tracking.kinematics import (align, bone_rotation, cross, fraction, local_quaternions,
                                  smoothstep, swing, unit)
 
 CAMERA_TO_WORLD = np.array([1.0, -1.0, -1.0])
@@ -154,10 +154,10 @@ class BodySolver:
         thigh = points[knee] - points[hip]
         shin = points[ankle] - points[knee]
         bend = np.degrees(np.arccos(np.clip(np.dot(unit(thigh), unit(shin)), -1, 1)))
-        if bend < 15.0 or np.dot(np.cross(thigh, shin), pelvis_x) >= 0:
+        if bend < 15.0 or np.dot(cross(thigh, shin), pelvis_x) >= 0:
             return
         flipped = shin * np.array([1.0, 1.0, -1.0])
-        if np.dot(np.cross(thigh, flipped), pelvis_x) > 0:
+        if np.dot(cross(thigh, flipped), pelvis_x) > 0:
             delta = flipped - shin
             points[ankle] += delta
             points[foot] += delta
@@ -171,7 +171,7 @@ class BodySolver:
         front = swing(rest_upper, upper) @ (chest @ self.rest_elbow_front[side])
         axis = unit(upper)
         bend = unit(fore - np.dot(fore, axis) * axis)
-        return float(np.degrees(np.arctan2(np.dot(axis, np.cross(front, bend)), np.dot(front, bend))))
+        return float(np.degrees(np.arctan2(np.dot(axis, cross(front, bend)), np.dot(front, bend))))
 
     def _fix_elbow(self, points: np.ndarray, chest: np.ndarray, side: str, shoulder: int,
                    elbow: int, hand: tuple) -> None:
@@ -255,7 +255,7 @@ class BodySolver:
             ears = p[L.LEFT_EAR] - p[L.RIGHT_EAR]
             mid_ear = 0.5 * (p[L.LEFT_EAR] + p[L.RIGHT_EAR])
             forward = p[L.NOSE] - mid_ear
-            up = np.cross(forward, ears)
+            up = cross(forward, ears)
             # At rest the nose sits about 20 degrees below the ear line: tilt that back out.
             head_world = align(np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.94, 0.34]), ears, up)
         head = self.head_locals(world, head_world)
@@ -296,8 +296,8 @@ class BodySolver:
         rest_upper, rest_fore = r["upperarm" + side], r["forearm" + side]
         # The elbow plane sets the upper arm's twist once the elbow is clearly bent.
         plane_weight = smoothstep(10.0, 30.0, bend)
-        upper_g = bone_rotation(chest, rest_upper, upper, np.cross(rest_upper, rest_fore),
-                                np.cross(upper, fore), plane_weight)
+        upper_g = bone_rotation(chest, rest_upper, upper, cross(rest_upper, rest_fore),
+                                cross(upper, fore), plane_weight)
         world["upperarm01" + side] = upper_g
         palm = None
         if palms and side in palms:
