@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tracking.direct import HandModel, PoseModel, Roi, hand_roi
+
 FACE_POINTS = 478
 POSE_POINTS = 33
 HAND_POINTS = 21
@@ -285,8 +287,6 @@ class LandmarkDetector:
             return
         self._graphs["pose"] = _pose_graph(min_confidence)
         if self.follow_landmarks:
-            from tracking.direct import HandModel, PoseModel
-
             self._pose_model = PoseModel(threshold=min_confidence)
             if "hands" in self.parts:
                 self._hand_model = HandModel(self.hand_model)
@@ -388,8 +388,6 @@ class LandmarkDetector:
                      np.array([p.visibility for p in found.pose_landmarks.landmark], np.float32),
                      _world(found.pose_world_landmarks))
         if self.follow_landmarks and found.pose_rect_from_landmarks is not None:
-            from tracking.direct import Roi
-
             rect = found.pose_rect_from_landmarks
             self._pose_roi = Roi(rect.x_center, rect.y_center, rect.width, rect.height,
                                  rect.rotation)
@@ -424,8 +422,6 @@ class LandmarkDetector:
         for side in due:
             previous = self._followed_hands[side]
             if self.follow_landmarks and _hand_follows(previous, pose, side, width, height):
-                from tracking.direct import hand_roi
-
                 found[side] = self._hand_model.run(image, hand_roi(previous, width, height))
         acquire = [side for side in due if found[side] is None]
         if acquire:
