@@ -12,7 +12,7 @@ import pytest
 
 from tests.media import media_path
 from tracking import direct
-from tracking.landmarks import LandmarkDetector, _graph, _hand_follows, _normalized, _Pose, _world
+from tracking.landmarks import LandmarkDetector, _graph, _hand_follows, _Pose, _xyz
 from tracking.sources import VideoSource, load_image
 
 # mediapipe's own hand crop from previous landmarks and the hand model on it (holistic's
@@ -74,7 +74,7 @@ def test_hand_crop_and_points_are_mediapipes():
                                atol=1e-5), (side, got, want)
             ours = model.run(image, ours_roi)
             assert ours is not None
-            gap = _px(ours, _normalized(theirs.hand_landmarks), width, height)
+            gap = _px(ours, _xyz(theirs.hand_landmarks), width, height)
             assert gap.max() < 0.05, (side, gap.max())
     finally:
         reference.close()
@@ -95,16 +95,16 @@ def test_pose_points_and_smoothing_are_the_pose_graphs(clip):
         for image in clip:
             theirs = graph.process(image)
             assert theirs.pose_landmarks is not None
-            points = _normalized(theirs.pose_landmarks)
+            points = _xyz(theirs.pose_landmarks)
             if roi is None:  # the first frame: the graph's detector finds him
                 visibility = np.array([p.visibility for p in theirs.pose_landmarks.landmark])
-                model.seed(points, visibility, _world(theirs.pose_world_landmarks),
+                model.seed(points, visibility, _xyz(theirs.pose_world_landmarks),
                            _roi(theirs.pose_rect_from_landmarks), width, height)
             else:
                 ours = model.run(image, roi)
                 assert ours is not None
                 assert np.median(_px(ours.points, points, width, height)) < 0.1
-                world_gap = np.linalg.norm(ours.world - _world(theirs.pose_world_landmarks), axis=1)
+                world_gap = np.linalg.norm(ours.world - _xyz(theirs.pose_world_landmarks), axis=1)
                 assert world_gap.max() < 1e-3
                 want = _roi(theirs.pose_rect_from_landmarks)
                 assert abs(ours.next_roi.x - want.x) < 2e-3 and abs(ours.next_roi.y - want.y) < 2e-3

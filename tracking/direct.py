@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 POSE_MODEL = "pose_landmark/pose_landmark_full.tflite"
-HAND_MODELS = {"full": "hand_landmark/hand_landmark_full.tflite",
+HAND_MODEL_FILES = {"full": "hand_landmark/hand_landmark_full.tflite",
                "lite": "hand_landmark/hand_landmark_lite.tflite"}
 PRESENCE_THRESHOLD = 0.5  # pose and hand flags, as the landmark graphs threshold them
 POSE_POINTS, POSE_MODEL_POINTS = 33, 39  # the model's 34th and 35th are the crop's anchors
@@ -76,17 +76,18 @@ def _normalize_radians(angle: float) -> float:
     return angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
 
 
+def _upright(start: np.ndarray, end: np.ndarray) -> float:
+    """The rotation (radians, mediapipe's sense) that turns start -> end (pixels) to point
+    up: the calculators' target angle of 90 degrees."""
+    return _normalize_radians(math.pi / 2 - math.atan2(-(end[1] - start[1]), end[0] - start[0]))
+
+
 def transform_roi(roi: Roi, width: int, height: int, scale: float,
                   shift_y: float = 0.0) -> Roi:
     """RectTransformationCalculator with square_long: shift along the rectangle's own
     rotated y axis, square on the long side in pixels, then scale."""
-    x, y = roi.x, roi.y
-    if shift_y:
-        if roi.rotation == 0.0:
-            y += roi.height * shift_y
-        else:
-            x += -height * roi.height * shift_y * math.sin(roi.rotation) / width
-            y += height * roi.height * shift_y * math.cos(roi.rotation) / height
+    x = roi.x - height * roi.height * shift_y * math.sin(roi.rotation) / width
+    y = roi.y + roi.height * shift_y * math.cos(roi.rotation)
     side = max(roi.width * width, roi.height * height)
     return Roi(x, y, side / width * scale, side / height * scale, roi.rotation)
 
@@ -107,8 +108,7 @@ def hand_roi(points: np.ndarray, width: int, height: int) -> Roi:
     size = np.array([width, height], np.float64)
     pixels = palm * size
     target = ((pixels[4] + pixels[8]) / 2 + pixels[6]) / 2
-    rotation = _normalize_radians(math.pi / 2 - math.atan2(-(target[1] - pixels[0, 1]),
-                                                           target[0] - pixels[0, 0]))
+    rotation = _upright(pixels[0], target)
     centre = (palm.max(axis=0) + palm.min(axis=0)) / 2
     offset = (palm - centre) * size
     c, s = math.cos(-rotation), math.sin(-rotation)
@@ -130,7 +130,7 @@ def _alignment_rect(centre: np.ndarray, scale_point: np.ndarray, width: int,
     c = centre[:2].astype(np.float64) * (width, height)
     p = scale_point[:2].astype(np.float64) * (width, height)
     box = 2.0 * float(np.hypot(*(p - c)))
-    rotation = _normalize_radians(math.pi / 2 - math.atan2(-(p[1] - c[1]), p[0] - c[0]))
+    rotation = _upright(c, p)
     return Roi(c[0] / width, c[1] / height, box / width, box / height, rotation)
 
 
@@ -206,7 +206,7 @@ class HandModel:
     normalized image points (21, 3), or None where the model sees no hand."""
 
     def __init__(self, complexity: str = "full"):
-        self.model = Model(HAND_MODELS[complexity])
+        self.model = Model(HAND_MODEL_FILES[complexity])
 
     def run(self, image: np.ndarray, roi: Roi) -> np.ndarray | None:
         size = self.model.size
@@ -232,7 +232,9 @@ class PoseResult:
 class _OneEuro:
     """mediapipe's OneEuroFilter over an array of values at a fixed frame rate (its Python
     solutions feed graphs 33.333 ms timestamps, so their filters run at 30 Hz whatever the
-    camera does), with mediapipe's optional value scale on the derivative."""
+    camera does), with mediapipe's optional value scale on the derivative. Not
+    tracking.filters.OneEuro: mediapipe differentiates the raw values, not the smoothed
+    ones, and scales the derivative by the body's size; the pose must smooth as its graph."""
 
     def __init__(self, min_cutoff: float, beta: float, derivative_cutoff: float = 1.0,
                  frequency: float = 30.0):

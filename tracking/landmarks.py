@@ -73,16 +73,14 @@ class Landmarks:
     hand_scores: list = field(default_factory=lambda: [0.0, 0.0])
 
 
-def _points(landmark_list, width: int, height: int) -> np.ndarray:
-    arr = np.array([(p.x, p.y, p.z) for p in landmark_list.landmark], dtype=np.float32)
-    arr[:, 0] *= width
-    arr[:, 1] *= height
-    arr[:, 2] *= width
-    return arr
-
-
-def _world(landmark_list) -> np.ndarray:
+def _xyz(landmark_list) -> np.ndarray:
+    """A landmark list's (x, y, z) as they are (normalized image or world coordinates)."""
     return np.array([(p.x, p.y, p.z) for p in landmark_list.landmark], dtype=np.float32)
+
+
+def _points(landmark_list, width: int, height: int) -> np.ndarray:
+    """A normalized landmark list in pixels (z in the scale of x)."""
+    return _xyz(landmark_list) * np.array([width, height, width], np.float32)
 
 
 # The holistic pipeline's own face and hand stages, fed with the pose graph's landmarks.
@@ -384,9 +382,9 @@ class LandmarkDetector:
         self._pose_roi = None
         if found.pose_landmarks is None:
             return None
-        pose = _Pose(_normalized(found.pose_landmarks),
+        pose = _Pose(_xyz(found.pose_landmarks),
                      np.array([p.visibility for p in found.pose_landmarks.landmark], np.float32),
-                     _world(found.pose_world_landmarks))
+                     _xyz(found.pose_world_landmarks))
         if self.follow_landmarks and found.pose_rect_from_landmarks is not None:
             rect = found.pose_rect_from_landmarks
             self._pose_roi = Roi(rect.x_center, rect.y_center, rect.width, rect.height,
@@ -429,7 +427,7 @@ class LandmarkDetector:
                 {"image": image, "pose_landmarks": _pose_proto(pose, hands=acquire)})
             for side in acquire:
                 points = getattr(result, f"{_SIDE_NAMES[side]}_hand_landmarks")
-                found[side] = None if points is None else _normalized(points)
+                found[side] = None if points is None else _xyz(points)
         self._followed_hands = found
         # Each hand is cropped at its own side's wrist: named by the person's anatomy.
         scale = np.array([width, height, width], np.float32)
@@ -485,7 +483,7 @@ class LandmarkDetector:
             out.pose_visibility = np.array(
                 [p.visibility for p in result.pose_landmarks.landmark], dtype=np.float32)
             if result.pose_world_landmarks is not None:
-                out.pose_world = _world(result.pose_world_landmarks)
+                out.pose_world = _xyz(result.pose_world_landmarks)
         if "hands" in self.parts:
             for side, name in enumerate(_SIDE_NAMES):
                 points = getattr(result, f"{name}_hand_landmarks")
@@ -535,10 +533,6 @@ def _pose_graph(min_confidence: float):
             "poselandmarkbyroicpu__tensorstoposelandmarksandsegmentation__ThresholdingCalculator"
             ".threshold": min_confidence},
         outputs=["pose_landmarks", "pose_world_landmarks", "pose_rect_from_landmarks"])
-
-
-def _normalized(landmark_list) -> np.ndarray:
-    return np.array([(p.x, p.y, p.z) for p in landmark_list.landmark], dtype=np.float32)
 
 
 def _pose_proto(pose: _Pose, count: int = POSE_POINTS, hands=(0, 1)):
