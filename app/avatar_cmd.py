@@ -23,7 +23,9 @@ def describe(path: Path) -> str:
     from avatar.template import load_template
 
     data = load_avatar_file(path, load_template())
-    colours = "RGB" if data.colors.ndim == 2 else f"SH degree {int(data.colors.shape[1] ** 0.5) - 1}"
+    from render.gaussians import SH_COUNTS
+
+    colours = "RGB" if data.colors.ndim == 2 else f"SH degree {SH_COUNTS[data.colors.shape[1]]}"
     lines = [
         f"file:        {path}",
         f"name:        {data.name}",

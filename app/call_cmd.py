@@ -171,11 +171,13 @@ class _Headset:
         from app.xr_view import XrRunner, XrStage
         from avatar.avatar import load_avatar
         from avatar.template import load_template
-        from render.xr import XrUnavailableError
+        from render.backends import poser_for
+        from render.errors import XrUnavailableError
 
         self.template = load_template()
         self.default_avatar = load_avatar("default", self.template)
-        self.stage = XrStage()
+        # The headset draws with the GL renderer, which poses the avatars in compute shaders.
+        self.stage = XrStage(poser=poser_for("gl"))
         self.runner = XrRunner(self.stage, graphics=graphics).start()
         self.runner.ready.wait(60)
         if self.runner.error is not None:
@@ -275,9 +277,9 @@ def _open_video(device: str):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    tmp.replace(path)
+    from common.files import write_text
+
+    write_text(path, json.dumps(data, indent=1, default=float))
 
 
 def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None) -> int:

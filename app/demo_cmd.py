@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from app.cli import UserError
+from render.backends import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CLIP = ROOT / ".cache" / "media" / "jwpIntro.mp4"
@@ -44,7 +45,7 @@ def add_parser(sub) -> None:
                    help="output video (default: out/demo.mp4)")
     p.add_argument("--height", type=int, default=360, help="output height in pixels (default: 360)")
     p.add_argument("--fps", type=float, default=30.0, help="render frame rate (default: 30)")
-    p.add_argument("--backend", default="auto", choices=("auto", "gl", "cuda", "reference"),
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="renderer backend (default: the fastest available)")
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="use only the first seconds of the clip (default: all of it)")
@@ -194,7 +195,8 @@ def read_clip_frames(clip: Path, height: int) -> tuple[list[np.ndarray], list[fl
 
 def export(recording: dict, clip: Path, out: Path, height: int, fps: float, backend_name: str,
            avatar) -> None:
-    from render.backends import BackendUnavailable, get_backend
+    from render.backends import get_backend
+    from render.errors import BackendUnavailable
     from render.camera import Camera
     from render.video import VideoError, VideoWriter, to_uint8
 
@@ -218,7 +220,7 @@ def export(recording: dict, clip: Path, out: Path, height: int, fps: float, back
             for index, (t, codes) in enumerate(poses):
                 clip_index = int(np.searchsorted(clip_times, t, side="right")) - 1
                 clip_image = clip_images[min(max(clip_index, 0), len(clip_images) - 1)]
-                rgba = backend.render_avatar(avatar, codes, camera, None)
+                rgba = backend.render_skinned(avatar.skinned, avatar.skin_pose(codes), camera)
                 writer.write(np.concatenate([clip_image, to_uint8(rgba)], axis=1))
                 if index % 30 == 29 or index == len(poses) - 1:
                     say(f"  rendered {index + 1}/{len(poses)} frames ({time.monotonic() - started:.0f} s)")

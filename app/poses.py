@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from avatar.codes import BLENDSHAPE_INDEX, BODY_BONES, HAND_BONES, HEAD_BONES, Codes
-from avatar.rotation import quat_from_axis_angle, quat_multiply
+from common.rotation import quat_from_axis_angle, quat_multiply
 
 # Hand geometry of the template at rest (left hand; the right mirrors it), measured by
 # tests/test_poses.py against the template: the middle finger's direction and the palm's

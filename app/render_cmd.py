@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from app.cli import UserError, parse_size
+from render.backends import BACKENDS
 
 CAMERAS = ("front", "side", "orbit")
 FPS = 30.0
@@ -34,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--size", default="512x512", help="WIDTHxHEIGHT in pixels (default: 512x512)")
     p.add_argument("--camera", choices=CAMERAS, default="front",
                    help="front, side (from the avatar's left) or orbit around it (default: front)")
-    p.add_argument("--backend", default="auto", choices=("auto", "gl", "cuda", "reference"),
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="renderer backend (default: the fastest available)")
     p.add_argument("--fps", type=float, default=FPS, help=f"video frame rate (default: {FPS:g})")
     p.add_argument("--background", default="1,1,1", help="background colour r,g,b in [0,1] (default: white)")
@@ -85,7 +86,8 @@ def load_frames(args) -> list:
 
 
 def open_backend(name: str):
-    from render.backends import BackendUnavailable, get_backend
+    from render.backends import get_backend
+    from render.errors import BackendUnavailable
 
     try:
         return get_backend(name)
@@ -139,7 +141,8 @@ def run(args) -> int:
             if args.camera == "orbit" and len(frames) == 1:
                 angle = math.radians(30)
             camera = preset_camera(args.camera, width, height, angle)
-            image = to_uint8(backend.render_avatar(avatar, codes, camera, None), background)
+            rgba = backend.render_skinned(avatar.skinned, avatar.skin_pose(codes), camera)
+            image = to_uint8(rgba, background)
             if writer is None:
                 write_png(args.out, image)
             else:

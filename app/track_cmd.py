@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import part_path
 from app.cli import UserError, parse_size
+from render.backends import BACKENDS
 
 PREVIEW_HEIGHT = 480
 
@@ -41,7 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
     p.add_argument("--duration", type=float, default=0.0,
                    help="stop a camera after this many seconds (0: until Ctrl-C)")
-    p.add_argument("--backend", default="auto", choices=("auto", "gl", "cuda", "reference"),
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="renderer for the preview's avatar")
     p.set_defaults(func=run)
 
@@ -54,7 +56,7 @@ class _CodesFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_name(path.name + ".part")
+        self.tmp = part_path(path)
         try:
             self.handle = self.tmp.open("w", encoding="utf-8")
         except OSError as exc:
@@ -189,7 +191,7 @@ def run(args) -> int:
         if preview is not None:
             preview.close(ok)
     skipped = getattr(source, "skipped", [])
-    for path, reason in skipped:
+    for _path, reason in skipped:
         print(f"skipped {reason}", file=sys.stderr)
     summary = ", ".join(f"{p} {n}" for p, n in zip(PARTS, seen))
     print(f"wrote {out.count} frames to {args.out} (frames with each part: {summary})",

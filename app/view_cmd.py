@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from render.backends import BACKENDS
+
 BACKGROUND = (0.12, 0.12, 0.14)  # display colour behind the avatar
 DEFAULT_TARGET = (0.0, 0.9, 0.0)  # orbit centre: the middle of a standing avatar, metres
 DEFAULT_DISTANCE_M = 3.0
@@ -45,7 +47,7 @@ def add_parser(subparsers) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--codes", type=Path, metavar="FILE.jsonl", help="codes to play")
     source.add_argument("--pose", metavar="NAME", help="a built-in pose (app/poses.py), e.g. wave")
-    p.add_argument("--backend", choices=("auto", "gl", "cuda", "reference"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="renderer backend: auto is cuda when available, else gl "
                         "(default: %(default)s)")
     p.add_argument("--size", default="960x720", metavar="WxH", help="window size in pixels")
@@ -201,7 +203,8 @@ class Viewer:
         import moderngl
 
         from app.cli import UserError
-        from render.backends import BackendUnavailable, RenderError, get_backend
+        from render.backends import get_backend, poser_for
+        from render.errors import BackendUnavailable, RenderError
 
         self.args, self.avatar, self.playback = args, avatar, playback
         glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 4)
@@ -214,18 +217,14 @@ class Viewer:
         glfw.make_context_current(self.window)
         glfw.swap_interval(0)
         self.ctx = moderngl.create_context(require=430)
-        self._pose_on_device = None
         try:
             if args.backend == "gl":
                 from render.gl import GLSplatRenderer
 
-                from render.gl_pose import AvatarBinding
-
-                self.renderer = GLSplatRenderer(self.ctx)
                 # The avatar stays on the GPU: each new codes frame sends bone transforms and
                 # face weights, and compute shaders pose its Gaussians (render.gl_pose).
-                self.renderer.upload_avatars([AvatarBinding.from_avatar(avatar)])
-                self.image_renderer = None
+                self.renderer = GLSplatRenderer(self.ctx)
+                self.poser = poser_for("gl")
             else:
                 from render.cuda_interop import BackendGLRenderer
 
@@ -235,11 +234,9 @@ class Viewer:
                 def say(line: str) -> None:
                     print(f"view: {line}", file=sys.stderr, flush=True)
 
-                self.renderer = None
                 backend = image_backend or get_backend(args.backend)
-                # A backend that poses on its own device (cuda) gets codes, not Gaussians.
-                self._pose_on_device = getattr(backend, "pose_avatar", None)
-                self.image_renderer = BackendGLRenderer(self.ctx, backend, log=say)
+                self.poser = poser_for(args.backend, backend)  # cuda: on its device
+                self.renderer = BackendGLRenderer(self.ctx, backend, log=say)
         except (BackendUnavailable, RenderError) as exc:
             raise UserError(str(exc)) from None
         self.orbit = OrbitCamera()
@@ -248,6 +245,7 @@ class Viewer:
         self.frames_drawn = 0
         self.frame_ms = 0.0
         self._posed_key = None
+        self._skinned = (avatar.skinned,)  # one tuple, so the GL renderer uploads it once
         self._drag = None
         self._last_overlay = None
         self._overlay = Overlay(self.ctx)
@@ -330,23 +328,15 @@ class Viewer:
         codes = self.playback.codes_at(self.clock_s)
         if codes is not self._posed_key:
             self._posed_key = codes
-            if self.renderer is not None:
-                from render.gl_pose import AvatarPose
-
-                self.renderer.pose_avatars([AvatarPose.from_codes(self.avatar, codes)])
-            elif self._pose_on_device is not None:
-                self.image_renderer.upload(self._pose_on_device(self.avatar, codes))
-            else:
-                self.image_renderer.upload(self.avatar.pose(codes))
+            skinned = self.avatar.skinned
+            posed = self.poser.pose(skinned, self.avatar.skin_pose(codes))
+            self.renderer.show(self.poser.combine(self._skinned, [posed]))
         camera = self.orbit.camera(width, height)
         if width == 0 or height == 0:
             return  # minimised: nothing to draw until it comes back
         screen = self.ctx.screen
-        if self.renderer is not None:
-            self.renderer.sort_for(camera.position, camera.cv_from_world[2, :3])
-            self.renderer.draw(camera, screen, background=BACKGROUND)
-        else:
-            self.image_renderer.draw(camera, screen, background=BACKGROUND)
+        self.renderer.sort_for(camera.position, camera.forward)
+        self.renderer.draw(camera, screen, background=BACKGROUND)
         self.ctx.finish()
         self.frame_ms = 0.8 * self.frame_ms + 0.2 * (time.perf_counter() - start) * 1e3 \
             if self.frames_drawn else (time.perf_counter() - start) * 1e3
@@ -367,9 +357,10 @@ class Viewer:
         image = np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)[::-1]
         path = self.args.screenshot or Path(f"screenshot-{time.strftime('%Y%m%d-%H%M%S')}.png")
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        Image.fromarray(image).save(partial, format="PNG")
-        os.replace(partial, path)
+        from common.files import replacing
+
+        with replacing(path) as tmp:
+            Image.fromarray(image).save(tmp, format="PNG")
         return path
 
 

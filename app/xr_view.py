@@ -4,14 +4,14 @@
 that arrived for it) standing life-size on the floor, side by side, at a comfortable
 distance in front of the user, each turned toward them. It is the scene of a
 ``render.xr.XrTarget``: every frame the target calls it once, and participants whose codes
-changed are posed again (one pose per participant per frame at most). With the GL renderer
-(``frame.gpu_posing``) the stage hands over ``PosedAvatars``: each avatar's arrays once, and
-per changed participant only its bone transforms, face weights and place in the room, posed
-on the GPU (render.gl_pose). With the cuda backend (``device_posing``: its ``pose_avatar``)
-each changed participant is posed and placed on the CUDA device (render.cuda_pose) and the
-room is those device tensors concatenated. Otherwise (``--xr-posing cpu``, or avatars the GPU
-poser refuses) it poses in numpy, moves each avatar to its place and concatenates. When
-nothing changed the same object comes back, so the target neither uploads, poses nor
+changed are posed again (one pose per participant per frame at most) by the stage's poser,
+the backend's (``render.backends.poser_for``, asked once by the app): with the GL renderer
+the stage hands over ``PosedAvatars``: each avatar's arrays once, and per changed participant
+only its bone transforms, face weights and place in the room, posed on the GPU
+(render.gl_pose). With the cuda backend each changed participant is posed and placed on the
+CUDA device (render.cuda_pose) and the room is those device tensors concatenated. With the
+reference (or ``--xr-posing cpu``, or avatars the GPU poser refuses) it poses in numpy, moves
+each avatar to its place and concatenates. When nothing changed the same object comes back, so the target neither uploads, poses nor
 re-sorts for an unmoved head. ``set_codes`` may be called from another thread (the
 network's) while the XR loop runs.
 
@@ -38,45 +38,39 @@ from pathlib import Path
 import numpy as np
 
 from avatar.codes import Codes
-from avatar.rotation import matrix_to_quat, quat_multiply
+from common.files import write_text
+from render.backends import BACKENDS
+from render.errors import RenderError
 from render.gaussians import Gaussians
+from render.skinned import NumpyPoser, Poser
 from render.xr import XrFrame, placements_in_front
 
 COMFORT_DISTANCE_M = 1.5
+POSING_NAMES = {"gl": "GPU posing", "device": "device posing"}
 SIDE_SPACING_M = 0.9
-
-
-def place_gaussians(gaussians: Gaussians, world_from_avatar: np.ndarray) -> Gaussians:
-    """The Gaussians moved rigidly by ``world_from_avatar`` (4, 4)."""
-    rotation = world_from_avatar[:3, :3]
-    offset = world_from_avatar[:3, 3].astype(np.float32)
-    means = gaussians.means @ rotation.T.astype(np.float32) + offset
-    turn = matrix_to_quat(rotation).astype(np.float32)
-    quats = quat_multiply(np.broadcast_to(turn, gaussians.quats.shape), gaussians.quats)
-    return Gaussians(means, quats, gaussians.scales, gaussians.opacities, gaussians.colors)
 
 
 @dataclass
 class _Participant:
-    avatar: object                      # avatar.avatar.Avatar (anything with pose(codes))
+    avatar: object                      # avatar.avatar.Avatar (skinned, skin_pose)
     codes: Codes
-    posed: object = None                # Gaussians placed in the room, or an AvatarPose
+    posed: object = None                # the poser's part: placed Gaussians or a SkinPose
     posed_codes: Codes | None = None
     posed_place: int = -1
-    posed_by: str = ""                  # "gl", "device" or "numpy": how ``posed`` was made
-    binding: object = None              # render.gl_pose.AvatarBinding, made once
+    posed_by: str = ""                  # the poser's ``where`` when ``posed`` was made
 
 
 class XrStage:
     """Remote participants placed in front of the XR user (see the module docstring)."""
 
     def __init__(self, distance_m: float = COMFORT_DISTANCE_M, spacing_m: float = SIDE_SPACING_M,
-                 device_posing=None):
+                 poser: Poser | None = None, warn=None):
+        """``poser``: where the participants are posed (``render.backends.poser_for``;
+        default numpy); ``warn`` gets a line when the stage falls back to numpy."""
         self.distance_m = distance_m
         self.spacing_m = spacing_m
-        # (avatar, codes, world_from_avatar) -> render.cuda_pose.DeviceGaussians, for an image
-        # backend that poses on its own device (the cuda backend's pose_avatar); None: numpy.
-        self.device_posing = device_posing
+        self.poser = poser or NumpyPoser()
+        self.warn = warn or (lambda line: None)
         self._lock = threading.Lock()
         self._participants: dict[str, _Participant] = {}
         self._places: list[np.ndarray] = []
@@ -84,6 +78,7 @@ class XrStage:
         self._recentre = True
         self._combined = None
         self._combined_key = None
+        self._skinned: tuple = ()  # the avatars of the last room, kept as one tuple
         self._empty = Gaussians.empty()
         self.pose_count = 0   # avatar poses run (for tests and benchmarks)
 
@@ -117,9 +112,10 @@ class XrStage:
 
     # -- what the XR target calls ---------------------------------------------------------
     def __call__(self, frame: XrFrame):
-        """The room for this frame: ``PosedAvatars`` when the renderer poses on the GPU
-        (``frame.gpu_posing``: only bone transforms, face weights and placements go to it),
-        else posed and placed ``Gaussians``. The same object while nothing changed."""
+        """The room for this frame, as the poser combines it: ``PosedAvatars`` for the GL
+        renderer (only bone transforms, face weights and placements go to it), device
+        Gaussians for cuda, else posed and placed ``Gaussians``. The same object while nothing
+        changed."""
         with self._lock:
             if frame.recentre or self._recentre or len(self._places) != len(self._participants):
                 self._places = placements_in_front(
@@ -131,18 +127,14 @@ class XrStage:
             places, version = list(self._places), self._place_version
         if not work:
             return self._empty
-        gpu = bool(getattr(frame, "gpu_posing", False))  # frames made elsewhere: numpy
-        by = "gl" if gpu else "device" if self.device_posing is not None else "numpy"
+        poser = self.poser
+        by = poser.where
         parts = []
         for (participant, codes), place in zip(work, places):
             if (participant.posed is None or participant.posed_codes is not codes
                     or participant.posed_place != version or participant.posed_by != by):
-                if by == "gl":
-                    participant.posed = self._gpu_pose(participant, codes, place)
-                elif by == "device":
-                    participant.posed = self.device_posing(participant.avatar, codes, place)
-                else:
-                    participant.posed = place_gaussians(participant.avatar.pose(codes), place)
+                avatar = participant.avatar
+                participant.posed = poser.pose(avatar.skinned, avatar.skin_pose(codes, place))
                 participant.posed_codes, participant.posed_place = codes, version
                 participant.posed_by = by
                 self.pose_count += 1
@@ -153,34 +145,20 @@ class XrStage:
         if last_key is not None and len(last_key) == len(key) and all(
                 a is b for a, b in zip(key, last_key)):
             return self._combined
-        if gpu:
-            from render.xr import PosedAvatars
-
-            bindings = tuple(p.binding for p in parts)
-            last = self._combined if isinstance(self._combined, PosedAvatars) else None
-            if last is not None and last.bindings == bindings:
-                bindings = last.bindings  # the same avatars: no re-upload
-            self._combined = PosedAvatars(bindings, tuple(p.posed for p in parts))
-        elif by == "device":
-            from render.cuda_pose import DeviceGaussians
-
-            posed = [p.posed for p in parts]
-            self._combined = posed[0] if len(posed) == 1 else DeviceGaussians.concatenate(posed)
-        else:
-            posed = [p.posed for p in parts]
-            self._combined = posed[0] if len(posed) == 1 else Gaussians.concatenate(posed)
+        skinned = tuple(p.avatar.skinned for p in parts)
+        if skinned != self._skinned:  # someone joined or left: a new tuple (re-upload)
+            self._skinned = skinned
+        try:
+            self._combined = poser.combine(self._skinned, [p.posed for p in parts])
+        except RenderError as exc:
+            if poser.where == "numpy":
+                raise
+            # Avatars the GPU poser refuses (e.g. mixed colour forms): numpy from now on.
+            self.warn(f"{POSING_NAMES[poser.where]} unavailable ({exc}); posing avatars in numpy")
+            self.poser = NumpyPoser()
+            return self(frame)
         self._combined_key = key
         return self._combined
-
-    @staticmethod
-    def _gpu_pose(participant: _Participant, codes: Codes, place: np.ndarray):
-        """What the GPU needs to pose one participant: forward kinematics on the CPU (about
-        a millisecond), the face weights and the placement; the avatar's arrays once."""
-        from render.gl_pose import AvatarBinding, AvatarPose
-
-        if participant.binding is None:
-            participant.binding = AvatarBinding.from_avatar(participant.avatar)
-        return AvatarPose.from_codes(participant.avatar, codes, place)
 
 
 class XrRunner:
@@ -324,7 +302,9 @@ def run_xr_view(args) -> int:
     """``view --xr``: the avatar in the headset until Ctrl+C, the runtime ends the session or
     ``--xr-frames`` frames. Prints one line per few seconds of progress."""
     from app.cli import UserError
-    from render.xr import XrTarget, XrUnavailableError
+    from render.backends import poser_for
+    from render.errors import XrUnavailableError
+    from render.xr import XrTarget
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -335,9 +315,9 @@ def run_xr_view(args) -> int:
     participants = getattr(args, "xr_participants", 1)
     if participants < 1:
         raise UserError("--xr-participants must be at least 1")
-    device_posing = (getattr(image_backend, "pose_avatar", None)
-                     if getattr(args, "xr_posing", "auto") == "auto" else None)
-    stage = XrStage(distance_m=args.xr_distance, device_posing=device_posing)
+    poser = (poser_for(backend_name, image_backend)
+             if getattr(args, "xr_posing", "auto") == "auto" else NumpyPoser())
+    stage = XrStage(distance_m=args.xr_distance, poser=poser, warn=say)
     keys = ["avatar"] + [f"avatar-{i}" for i in range(2, participants + 1)]
     for key in keys:
         stage.add(key, avatar, playback.codes_at(0.0))
@@ -357,7 +337,6 @@ def run_xr_view(args) -> int:
 
     target = XrTarget(args.xr_graphics, validation=args.xr_validation,
                       renderer_factory=renderer_factory,
-                      posing=getattr(args, "xr_posing", "auto"),
                       log=say if args.xr_validation else None, warn=say)
     target.capture = args.xr_capture is not None  # a 2-eye readback per frame: cheap
     reason = "not started"
@@ -370,7 +349,7 @@ def run_xr_view(args) -> int:
             f"{target.eye_size[0]}x{target.eye_size[1]} "
             f"{'sRGB' if target.color_is_srgb else 'linear'}, space {target.space_name}; "
             f"{len(keys)} x {avatar.name} ({len(avatar)} Gaussians), {what}, backend "
-            f"{backend_name} ({why}), posed {_posed_where(target, device_posing)}. "
+            f"{backend_name} ({why}), posed {POSED_WHERE[stage.poser.where]}. "
             "Ctrl+C leaves.")
         reason = target.run(scene, max_frames=args.xr_frames)
         say(f"{_progress_line(target)}; session ended: {reason}")
@@ -394,7 +373,8 @@ def pick_backend(name: str) -> tuple[str, object, str]:
     which. A named backend that cannot run is a one-line ``UserError``. The backend is made
     here, before any window or OpenXR session."""
     from app.cli import UserError
-    from render.backends import BackendUnavailable, get_backend
+    from render.backends import get_backend
+    from render.errors import BackendUnavailable
 
     if name == "gl":
         return "gl", None, "asked for"
@@ -411,10 +391,7 @@ def pick_backend(name: str) -> tuple[str, object, str]:
         raise UserError(str(exc)) from None
 
 
-def _posed_where(target, device_posing) -> str:
-    if target.gpu_posing:
-        return "on the GPU (GL)"
-    return "on the CUDA device" if device_posing is not None else "in numpy"
+POSED_WHERE = {"gl": "on the GPU (GL)", "device": "on the CUDA device", "numpy": "in numpy"}
 
 
 def _renderer_factory(image_backend, say):
@@ -449,14 +426,12 @@ def _write_stats(path: Path, target, stage: XrStage, reason: str) -> None:
         "color_format": target.color_format, "color_is_srgb": target.color_is_srgb,
         "space": getattr(target, "space_name", None),
         "exit_reason": reason, "poses": stage.pose_count,
-        "participants": len(stage.keys), "gpu_posing": target.gpu_posing,
+        "participants": len(stage.keys), "posed_by": stage.poser.where,
         "messages": [list(m) for m in target.messages],
         "frames": [vars(t) for t in target.timings],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(stats, indent=1, default=float))
-    tmp.replace(path)
+    write_text(path, json.dumps(stats, indent=1, default=float))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -470,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--codes", type=Path, help="codes JSONL to play (looped)")
     source.add_argument("--pose", help="built-in pose name (app.poses)")
-    parser.add_argument("--backend", choices=("auto", "gl", "cuda", "reference"), default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="renderer: gl (poses on the GPU), cuda (gsplat, poses on the CUDA "
                              "device, shown through CUDA-GL interop), reference (numpy, slow) "
                              "or auto (cuda when available, else gl; the default)")

@@ -17,10 +17,10 @@ def save_asset(path: str | Path, tensors: dict[str, np.ndarray], key: str, metad
     """Write tensors and ``metadata`` (under ``key``) atomically: a temporary file, then rename."""
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    save_file(tensors, str(tmp), metadata={key: json.dumps(metadata, sort_keys=True)})
-    tmp.replace(path)
+    from common.files import replacing
+
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={key: json.dumps(metadata, sort_keys=True)})
 
 
 def load_asset(path: str | Path, key: str, expected_format: str, error: type[Exception],

@@ -2,11 +2,9 @@
 
 Each Gaussian rides on one template triangle (barycentric position, offset along the normal,
 rotation and scales in the triangle's local frame), so it follows skinning and blendshapes,
-the eyes' Gaussians follow the gaze through the eye bones. ``Avatar.pose(codes)`` returns
-world-space ``Gaussians`` for the renderer.
-
-A triangle's local frame: x along its first edge (v1 - v0), z along its normal, y = z x x.
-When a triangle stretches, its Gaussians grow by the square root of its area ratio.
+the eyes' Gaussians follow the gaze through the eye bones. The avatar turns codes into the
+posing contract of ``render.skinned`` (the skinned Gaussians once, a ``SkinPose`` per frame);
+``Avatar.pose(codes)`` is the reference poser's ``Gaussians`` for one frame.
 """
 
 from __future__ import annotations
@@ -18,9 +16,9 @@ import numpy as np
 from avatar.codes import Codes
 from avatar.lca import AvatarData, AvatarFileError, load_avatar_file
 from avatar.rig import Rig
-from avatar.rotation import matrix_to_quat, quat_multiply
 from avatar.template import Template, load_template
 from render.gaussians import Gaussians
+from render.skinned import SkinnedGaussians, SkinPose, pose_gaussians
 
 DEFAULT_AVATAR_PATH = Path(__file__).resolve().parents[1] / "assets" / "avatars" / "default.lca"
 
@@ -31,29 +29,27 @@ AMBIENT = 0.5
 DIFFUSE = 0.6
 
 
-def triangle_frames(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-triangle local frames (F, 3, 3) (columns x, y, z) and doubled areas (F,)."""
-    v0, v1, v2 = (vertices[faces[:, k]].astype(np.float64) for k in range(3))
-    e1, e2 = v1 - v0, v2 - v0
-    normal = np.cross(e1, e2)
-    area2 = np.linalg.norm(normal, axis=1)
-    z = normal / np.maximum(area2, 1e-12)[:, None]
-    x = e1 / np.maximum(np.linalg.norm(e1, axis=1), 1e-12)[:, None]
-    y = np.cross(z, x)
-    return np.stack([x, y, z], axis=2), area2
-
-
 class Avatar:
-    """A posable avatar: an .lca file's Gaussians on a template."""
+    """A posable avatar: an .lca file's Gaussians on a template.
+
+    ``skinned`` is what render/ needs once (``render.skinned.SkinnedGaussians``: the template
+    and every Gaussian's binding, with this avatar's shading); ``skin_pose(codes)`` what it
+    needs per frame (forward kinematics on the CPU, about a millisecond)."""
 
     def __init__(self, data: AvatarData, template: Template):
         self.data = data
         self.template = template
         self.rig = Rig(template)
-        faces = template.faces
-        self._faces = faces
-        self._binding_faces = faces[data.binding_face]  # (N, 3) vertex indices
-        _, self._rest_area2 = triangle_frames(template.vertices, faces)
+        lambert = data.shading == "lambert"
+        self.skinned = SkinnedGaussians(
+            vertices=template.vertices, faces=template.faces, blendshapes=template.blendshapes,
+            skin_indices=template.skin_indices, skin_weights=template.skin_weights,
+            binding_face=data.binding_face, binding_bary=data.binding_bary,
+            binding_offset=data.binding_offset, local_quats=data.local_quats,
+            local_scales=data.local_scales, opacities=data.opacities, colors=data.colors,
+            lambert=lambert,
+            light_direction=tuple(map(float, LIGHT_DIRECTION)) if lambert else (0.0, 1.0, 0.0),
+            ambient=AMBIENT if lambert else 1.0, diffuse=DIFFUSE if lambert else 0.0)
 
     @property
     def name(self) -> str:
@@ -62,28 +58,14 @@ class Avatar:
     def __len__(self) -> int:
         return len(self.data)
 
+    def skin_pose(self, codes: Codes, world_from_avatar: np.ndarray | None = None) -> SkinPose:
+        """The per-frame half of the posing contract for a codes frame."""
+        return SkinPose(self.rig.pose_codes(codes).transforms, codes.face, world_from_avatar)
+
     def pose(self, codes: Codes) -> Gaussians:
-        """World-space Gaussians for one codes frame (vectorised; see bench/bench_pose.py)."""
-        vertices = self.rig.posed_vertices(codes)
-        return self.gaussians_on(vertices)
-
-    def gaussians_on(self, vertices: np.ndarray) -> Gaussians:
-        """The Gaussians riding on a posed template mesh (V, 3)."""
-        d = self.data
-        frames, area2 = triangle_frames(vertices, self._faces)
-        stretch = np.sqrt(area2 / np.maximum(self._rest_area2, 1e-12)).astype(np.float32)
-        face_quats = matrix_to_quat(frames).astype(np.float32)
-
-        corners = vertices[self._binding_faces]  # (N, 3, 3)
-        normals = frames[d.binding_face, :, 2].astype(np.float32)
-        means = np.einsum("nk,nkj->nj", d.binding_bary, corners) + d.binding_offset[:, None] * normals
-        quats = quat_multiply(face_quats[d.binding_face], d.local_quats).astype(np.float32)
-        scales = d.local_scales * stretch[d.binding_face][:, None]
-        colors = d.colors
-        if d.shading == "lambert":
-            lit = AMBIENT + DIFFUSE * np.clip(normals @ LIGHT_DIRECTION.astype(np.float32), 0, 1)
-            colors = np.clip(colors * lit[:, None], 0, 1)
-        return Gaussians(means, quats, scales, d.opacities, colors)
+        """Avatar-space Gaussians for one codes frame, by the numpy reference poser (see
+        bench/bench_pose.py)."""
+        return pose_gaussians(self.skinned, self.skin_pose(codes))
 
 
 def load_avatar(source: str | Path = "default", template: Template | None = None) -> Avatar:

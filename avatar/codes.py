@@ -33,6 +33,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from common.files import replacing
 # ARKit's 52 blendshapes in Apple's documented (and Live Link Face's) order.
 BLENDSHAPE_NAMES: tuple[str, ...] = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
@@ -351,12 +352,9 @@ def iter_jsonl(path: str | Path) -> Iterator[Codes]:
 def write_jsonl(path: str | Path, frames: Iterable[Codes]) -> int:
     """Write frames one per line; returns the count. Writes to a temporary file first so
     that a crash never leaves a half-written file under the final name."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
     count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
+    with replacing(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for frame in frames:
             handle.write(frame.to_json() + "\n")
             count += 1
-    tmp.replace(path)
     return count

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import replacing
 from avatar.codes import BLENDSHAPE_NAMES, BODY_BONES, HAND_BONES, HEAD_BONES
 
 FORMAT = "lca"
@@ -119,10 +120,8 @@ def save_avatar_file(path: str | Path, avatar: AvatarData, compact: bool = True)
         "attribution": avatar.attribution,
         "provenance": avatar.provenance,
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    save_file(tensors, str(tmp), metadata={"lca": json.dumps(meta, sort_keys=True)})
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"lca": json.dumps(meta, sort_keys=True)})
 
 
 def read_header(path: str | Path) -> tuple[dict, dict]:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatar.codes import BODY_BONES, EYE_BONES, HAND_BONES, HEAD_BONES, ROOT_BONE, Codes
-from avatar.rotation import quat_from_axis_angle, quat_multiply, quat_to_matrix
+from common.rotation import quat_from_axis_angle, quat_multiply, quat_to_matrix
 from avatar.template import Template
+from render.skinned import shaped_vertices, skin_points
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,12 +98,8 @@ class Rig:
 
     def shaped_vertices(self, blendshape_weights: np.ndarray) -> np.ndarray:
         """Rest vertices (V, 3) with the 52 face blendshapes applied (float32)."""
-        weights = np.asarray(blendshape_weights, dtype=np.float32)
-        active = np.flatnonzero(weights)
-        vertices = self.template.vertices.copy()
-        if active.size:
-            vertices += np.tensordot(weights[active], self.template.blendshapes[active], axes=1)
-        return vertices
+        return shaped_vertices(self.template.vertices, self.template.blendshapes,
+                               blendshape_weights)
 
     def skin(self, vertices: np.ndarray, skeleton: Skeleton) -> np.ndarray:
         """Linear blend skinning of rest-space points (V, 3) with the template's weights."""
@@ -113,9 +110,3 @@ class Rig:
         """The template mesh posed by a codes frame: blendshapes, then skinning (V, 3)."""
         return self.skin(self.shaped_vertices(codes.face), self.pose_codes(codes))
 
-
-def skin_points(points: np.ndarray, indices: np.ndarray, weights: np.ndarray,
-                transforms: np.ndarray) -> np.ndarray:
-    """Blend (J, 3, 4) transforms with per-point (N, K) weights and apply them to (N, 3)."""
-    blended = np.einsum("nk,nkij->nij", weights, transforms[indices].astype(np.float32))
-    return np.einsum("nij,nj->ni", blended[:, :, :3], points) + blended[:, :, 3]

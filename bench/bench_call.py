@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 def full_codes(seq: int, t: float):
     from avatar.codes import PARTS, Codes
-    from avatar.rotation import quat_from_axis_angle
+    from common.rotation import quat_from_axis_angle
 
     rng = np.random.default_rng(seq)
     quat = lambda n: quat_from_axis_angle(rng.normal(size=(n, 3)), rng.uniform(0, 1, n))  # noqa: E731
@@ -179,7 +179,7 @@ def run_room(size: int, seconds: float, workdir: Path, use_janus: bool) -> dict:
               "--seconds", str(seconds)]
     try:
         if use_janus:
-            from net.janus_server import JanusServer
+            from tests.janus_server import JanusServer
 
             janus = JanusServer().start()
             target = ["--janus-url", janus.url, "--address", janus.client_address]
@@ -272,7 +272,7 @@ def main() -> int:
         return 0
 
     from net.call import MESH_LIMIT
-    from net.janus_server import JanusServer
+    from tests.janus_server import JanusServer
 
     janus_reason = JanusServer.unavailable()
     out = Path(args.out)

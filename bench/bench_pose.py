@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.poses import POSES  # noqa: E402
 from avatar.avatar import load_avatar  # noqa: E402
+from render.skinned import gaussians_on_mesh, posed_mesh  # noqa: E402
 
 
 def main() -> int:
@@ -34,9 +35,9 @@ def main() -> int:
     for i in range(args.repeats + 3):
         codes = frames[i % len(frames)]
         t0 = time.perf_counter()
-        vertices = avatar.rig.posed_vertices(codes)
+        vertices = posed_mesh(avatar.skinned, avatar.skin_pose(codes))
         t1 = time.perf_counter()
-        avatar.gaussians_on(vertices)
+        gaussians_on_mesh(avatar.skinned, vertices)
         t2 = time.perf_counter()
         if i >= 3:  # warm-up
             stages["skeleton_and_skinning"].append((t1 - t0) * 1e3)

@@ -65,7 +65,8 @@ def scene(avatar, count: int):
 
     n_avatars, keep, offsets = layout(avatar, count)
 
-    def pose(codes=Codes()):
+    def pose(codes=None):
+        codes = codes or Codes()
         parts = []
         for k in range(n_avatars):
             g = avatar.pose(codes)
@@ -81,19 +82,17 @@ def scene(avatar, count: int):
 def gpu_scene(avatar, count: int):
     """(bindings, poses function, n_avatars): the same avatars for ``render.gl_pose``."""
     from avatar.codes import Codes
-    from render.gl_pose import AvatarBinding, AvatarPose
-
     n_avatars, keep, offsets = layout(avatar, count)
-    bindings = [AvatarBinding.from_avatar(avatar, keep if k == n_avatars - 1 else None)
-                for k in range(n_avatars)]
+    bindings = [avatar.skinned.subset(keep) if k == n_avatars - 1 and keep is not None
+                else avatar.skinned for k in range(n_avatars)]
     places = []
     for x in offsets:
         place = np.eye(4)
         place[0, 3] = x
         places.append(place)
 
-    def poses(codes=Codes()):
-        return [AvatarPose.from_codes(avatar, codes, place) for place in places]
+    def poses(codes=None):
+        return [avatar.skin_pose(codes or Codes(), place) for place in places]
 
     return bindings, poses, n_avatars
 
@@ -128,12 +127,11 @@ def timed(fn):
 def display_targets(ctx, cams):
     """An RGBA8 framebuffer per camera (as a display would have), and the one sort position
     and direction for all of them (the eyes' midpoint for stereo)."""
-    from render.gl import camera_forward
 
     targets = [ctx.framebuffer(color_attachments=[ctx.texture((c.width, c.height), 4)])
                for c in cams]
     position = np.mean([c.position for c in cams], axis=0)
-    forward = np.mean([camera_forward(c) for c in cams], axis=0)
+    forward = np.mean([c.forward for c in cams], axis=0)
     return targets, position, forward
 
 
@@ -152,7 +150,7 @@ def bench_gl(pose, cams, repeats: int, pipeline: str = "auto", sort: str = "cpu"
     for i in range(repeats + 1):  # the first frame compiles shaders: not counted
         g, pose_ms, pose_cpu = timed(pose)
 
-        def draw():
+        def draw(g=g):
             renderer.upload(g)
             for cam, fbo in zip(cams, targets):
                 renderer.draw(cam, fbo, background=(0, 0, 0))
@@ -212,7 +210,7 @@ def bench_backend(name: str, pose, cams, repeats: int) -> dict:
     rows = []
     for _ in range(repeats):
         g, pose_ms, pose_cpu = timed(pose)
-        _, draw_ms, draw_cpu = timed(lambda: [backend.render(g, c) for c in cams])
+        _, draw_ms, draw_cpu = timed(lambda g=g: [backend.render(g, c) for c in cams])
         rows.append(dict(pose_ms=pose_ms, sort_ms=0.0, draw_ms=draw_ms, pose_cpu_ms=pose_cpu,
                          sort_cpu_ms=0.0, draw_cpu_ms=draw_cpu))
     backend.release()

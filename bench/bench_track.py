@@ -69,7 +69,7 @@ def hands_codes(t: float):
     two-thirds of a fist and back (0.8 Hz)."""
     from app.poses import curl_axis
     from avatar.codes import BODY_BONES, HAND_BONES, Codes
-    from avatar.rotation import quat_from_axis_angle, quat_multiply
+    from common.rotation import quat_from_axis_angle, quat_multiply
 
     body, hands = Codes().body.copy(), Codes().hands.copy()
     bone = {n: i for i, n in enumerate(BODY_BONES)}
@@ -107,7 +107,8 @@ def make_hands_clip(path: Path, n: int) -> None:
     try:
         with VideoWriter(path, 640, 480, FPS) as video:
             for i in range(n):
-                rgba = backend.render_avatar(avatar, hands_codes(i / FPS), camera)
+                pose = avatar.skin_pose(hands_codes(i / FPS))
+                rgba = backend.render_skinned(avatar.skinned, pose, camera)
                 video.write(to_uint8(rgba, (0.45, 0.45, 0.45)))
     finally:
         backend.release()

@@ -120,7 +120,7 @@ def main() -> int:
             shown = [f for f in stats["frames"] if f["rendered"]][WARMUP:]
             results["scenarios"][name] = {
                 "poses": stats["poses"], "participants": stats["participants"],
-                "gpu_posing": stats["gpu_posing"], "frames": len(shown),
+                "posed_by": stats["posed_by"], "frames": len(shown),
                 "load_average_before": round(load_before, 2),
                 **{f"{key}_ms": summary(f[f"{key}_ms"] for f in shown)
                    for key in ("wait", "scene", "pose", "sort", "draw", "frame",

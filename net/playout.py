@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatar.codes import GAZE_LIMIT_RAD, PART_INDEX, PARTS, Codes
-from avatar.rotation import quat_slerp
+from common.rotation import quat_slerp
 
 _QUAT_FIELDS = ("head", "body", "hands", "root_rotation")
 _QUAT_PARTS = {"head": ("head",), "body": ("body",), "hands": ("left_hand", "right_hand"),

@@ -17,6 +17,7 @@ import secrets
 import time
 from pathlib import Path
 
+from common.files import replacing
 SECRET_BYTES = 32
 
 
@@ -77,11 +78,10 @@ def load_or_create_secret(path: str | Path) -> bytes:
         return secret
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_hex(SECRET_BYTES).encode("ascii")
-    tmp = path.with_name(path.name + ".part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secret)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secret)
     return secret
 
 

@@ -11,10 +11,13 @@
 A named backend that cannot run here raises ``BackendUnavailable`` saying why and what to
 install. Every backend returns (H, W, 4) float32 premultiplied RGBA, as the reference does.
 
-``backend.render_avatar(avatar, codes, camera, background=None)`` renders an
-``avatar.avatar.Avatar`` posed by a codes frame: the gl backend keeps the avatar on the GPU
-and poses it there (``render.gl_pose``: only bone transforms and face weights cross the bus
-per frame); the others render ``avatar.pose(codes)``. The same pixels either way.
+Avatars (``render.skinned``'s contract): each backend decides where they are posed, and only
+it: ``backend.poser`` (the gl backend poses in compute shaders of the renderer that draws,
+``render.gl_pose``; cuda with torch on its device, ``render.cuda_pose``; reference with the
+numpy reference poser). ``backend.render_skinned(skinned, pose, camera, background=None)``
+poses one avatar that way and renders it: the same pixels whichever backend.
+``poser_for(name, backend)`` is the poser for a backend named by the app, for targets (a
+window, a headset) whose GL renderer is made later, in their own context.
 """
 
 from __future__ import annotations
@@ -23,41 +26,36 @@ from typing import Protocol
 
 import numpy as np
 
+from render.errors import BackendUnavailable, RenderError
+from render.skinned import NumpyPoser, PosedAvatars, Poser
+
 BACKENDS = ("auto", "cuda", "gl", "reference")
-
-
-class RenderError(RuntimeError):
-    """Rendering cannot go on (no usable context, lost device, bad setup)."""
-
-
-class BackendUnavailable(RenderError):
-    """The named backend cannot run on this machine."""
 
 
 class Backend(Protocol):
     name: str
+    poser: Poser
 
     def render(self, gaussians, camera, background=None) -> np.ndarray: ...
 
-    def render_avatar(self, avatar, codes, camera, background=None) -> np.ndarray: ...
+    def render_skinned(self, skinned, pose, camera, background=None) -> np.ndarray: ...
 
     def release(self) -> None: ...
 
 
-def render_posed_on_cpu(backend, avatar, codes, camera, background=None) -> np.ndarray:
-    """``render_avatar`` for backends without GPU posing: numpy ``avatar.pose(codes)``."""
-    return backend.render(avatar.pose(codes), camera, background)
-
-
 class ReferenceBackend:
     name = "reference"
+
+    def __init__(self):
+        self.poser = NumpyPoser()
 
     def render(self, gaussians, camera, background=None) -> np.ndarray:
         from render.reference import render
 
         return render(gaussians, camera, background)
 
-    render_avatar = render_posed_on_cpu
+    def render_skinned(self, skinned, pose, camera, background=None) -> np.ndarray:
+        return self.render(self.poser.pose(skinned, pose), camera, background)
 
     def release(self) -> None:
         pass
@@ -70,21 +68,19 @@ class GLBackend:
 
     def __init__(self, ctx=None):
         from render.gl import GLSplatRenderer
+        from render.gl_pose import GLPoser
 
         self.renderer = GLSplatRenderer(ctx)
-        self._avatar = None  # the avatar kept on the GPU by render_avatar
+        self.poser = GLPoser()
+        self._skinned = ()  # the avatar kept on the GPU by render_skinned, as a 1-tuple
 
     def render(self, gaussians, camera, background=None) -> np.ndarray:
-        self._avatar = None  # plain Gaussians replace it
         return self.renderer.render(gaussians, camera, background)
 
-    def render_avatar(self, avatar, codes, camera, background=None) -> np.ndarray:
-        from render.gl_pose import AvatarBinding, AvatarPose
-
-        if self._avatar is not avatar:
-            self.renderer.upload_avatars([AvatarBinding.from_avatar(avatar)])
-            self._avatar = avatar
-        self.renderer.pose_avatars([AvatarPose.from_codes(avatar, codes)])
+    def render_skinned(self, skinned, pose, camera, background=None) -> np.ndarray:
+        if self._skinned[:1] != (skinned,):
+            self._skinned = (skinned,)  # a new tuple: the renderer uploads the avatar once
+        self.renderer.show(PosedAvatars(self._skinned, (self.poser.pose(skinned, pose),)))
         return self.renderer.render(None, camera, background)
 
     def release(self) -> None:
@@ -109,10 +105,22 @@ def get_backend(name: str = "auto", **options) -> Backend:
         from render.cuda import CudaBackend
 
         return CudaBackend(**options)
-    reasons = []
     for candidate in ("cuda", "gl"):
         try:
             return get_backend(candidate, **options)
-        except BackendUnavailable as exc:
-            reasons.append(str(exc))
+        except BackendUnavailable:
+            continue
     return ReferenceBackend()
+
+
+def poser_for(name: str, backend: Backend | None = None) -> Poser:
+    """Where avatars are posed for the backend ``name``: the gl backend's poser (the window's
+    or headset's GL renderer poses them) or ``backend.poser`` (an image backend: cuda on its
+    device, reference in numpy)."""
+    if name == "gl":
+        from render.gl_pose import GLPoser
+
+        return GLPoser()
+    if backend is None:
+        raise RenderError(f"the {name} backend's poser needs the backend itself")
+    return backend.poser

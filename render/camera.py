@@ -99,6 +99,11 @@ class Camera:
         return -r.T @ t
 
     @property
+    def forward(self) -> np.ndarray:
+        """The unit view direction in world space (its OpenCV +Z axis)."""
+        return self.cv_from_world[2, :3].copy()
+
+    @property
     def intrinsics(self) -> np.ndarray:
         """The 3x3 matrix K (OpenCV convention), as gsplat's ``Ks`` expects."""
         return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1.0]])

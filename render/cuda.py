@@ -13,11 +13,10 @@ classic (non-antialiased) mode. gsplat's tile rasteriser sizes footprints by its
 rule (3 sigma, opacity-aware in recent releases) where ours is the 1/255 contour, so very
 faint tails can differ; ``tests/test_cuda_render.py`` measures the agreement on a GPU.
 
-``render_avatar`` / ``pose_avatar`` pose avatars on the device (``render.cuda_pose``: the
-avatar's arrays go up once, then per frame only its bone transforms and face weights), so an
-avatar never passes through numpy; an avatar that poser refuses is posed in numpy and sent up
-(one line says why). ``render`` and ``render_device`` take ``Gaussians`` or the poser's
-``DeviceGaussians``.
+Its ``poser`` poses avatars on the device (``render.cuda_pose.DevicePoser``: the avatar's
+arrays go up once, then per frame only its ``SkinPose``), so an avatar never passes through
+numpy; an avatar that poser refuses is posed in numpy and sent up (one line says why).
+``render`` and ``render_device`` take ``Gaussians`` or the poser's ``DeviceGaussians``.
 
 ``render_device`` returns the image as a CUDA tensor instead: the desktop viewer and the
 OpenXR target hand it to ``render.cuda_interop`` (CUDA-GL interop), which copies it into a GL
@@ -31,7 +30,7 @@ import sys
 
 import numpy as np
 
-from render.backends import BackendUnavailable
+from render.errors import BackendUnavailable
 from render.camera import Camera
 from render.gaussians import Gaussians
 
@@ -70,7 +69,7 @@ class CudaBackend:
         self._device_key = None      # the Gaussians whose tensors are on the device
         self._device_tensors = None
         self.log = log or (lambda line: print(f"cuda: {line}", file=sys.stderr, flush=True))
-        self._posing = None          # render.cuda_pose.DevicePosing, made on first use
+        self._poser = None           # render.cuda_pose.DevicePoser, made on first use
 
     def render(self, gaussians, camera: Camera, background=None) -> np.ndarray:
         return self.render_device(gaussians, camera, background).cpu().numpy()
@@ -146,27 +145,22 @@ class CudaBackend:
                     opacities.clamp_max(1.0).contiguous(), colors.contiguous(), g.sh_degree)
 
     @property
-    def posing(self):
-        """``render.cuda_pose.DevicePosing`` on this backend's device (made on first use):
-        ``posing(avatar, codes, world_from_avatar=None) -> DeviceGaussians``."""
-        if self._posing is None:
-            from render.cuda_pose import DevicePosing, TorchAvatarPoser
+    def poser(self):
+        """``render.cuda_pose.DevicePoser`` on this backend's device (made on first use)."""
+        if self._poser is None:
+            from render.cuda_pose import DevicePoser, TorchAvatarPoser
 
-            self._posing = DevicePosing(TorchAvatarPoser(self.device), self.log)
-        return self._posing
+            self._poser = DevicePoser(TorchAvatarPoser(self.device), self.log)
+        return self._poser
 
-    def pose_avatar(self, avatar, codes, world_from_avatar=None):
-        """The avatar posed on the device (numpy where the device poser refuses it)."""
-        return self.posing(avatar, codes, world_from_avatar)
-
-    def render_avatar(self, avatar, codes, camera, background=None) -> np.ndarray:
+    def render_skinned(self, skinned, pose, camera, background=None) -> np.ndarray:
         """The avatar posed on the device (``render.cuda_pose``), then rendered."""
-        return self.render(self.pose_avatar(avatar, codes), camera, background)
+        return self.render(self.poser.pose(skinned, pose), camera, background)
 
     def release(self) -> None:
         self._device_key = self._device_tensors = None
-        if self._posing is not None:
-            self._posing.poser.release()
-        self._posing = None
+        if self._poser is not None:
+            self._poser.poser.release()
+        self._poser = None
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()

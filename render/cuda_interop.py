@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from render.backends import RenderError
+from render.errors import RenderError
 from render.camera import Camera
 
 GL_TEXTURE_2D = 0x0DE1
@@ -271,6 +271,17 @@ class BackendGLRenderer:
 
     def upload(self, gaussians) -> None:
         self._gaussians = gaussians
+
+    def show(self, content) -> bool:
+        """``GLSplatRenderer.show`` for an image backend: its poser already posed the avatars
+        (``Gaussians`` or device Gaussians); ``PosedAvatars`` belong to the GL renderer."""
+        from render.skinned import PosedAvatars
+
+        if isinstance(content, PosedAvatars):
+            raise RenderError(f"the {self.backend.name} backend draws posed Gaussians; "
+                              "PosedAvatars are for the gl backend's renderer")
+        self._gaussians = content
+        return False
 
     def sort_for(self, position, forward) -> bool:
         return False

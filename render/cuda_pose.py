@@ -1,14 +1,15 @@
 """Avatars posed with torch on the cuda backend's device: the twin of ``render.gl_pose`` for
-gsplat, so only codes-derived data crosses the bus per frame.
+gsplat, so only the pose crosses the bus per frame.
 
-Per avatar, once (``TorchAvatarPoser`` keeps them per avatar object, weakly): the template
-(rest vertices, blendshapes, skin indices and weights, triangles, rest doubled areas) and the
-Gaussians' bindings (triangle, barycentric point, offset along the normal, local rotation and
-scales, opacities, albedo / colours, shading). Avatars on one template share its tensors.
+Per avatar, once (``TorchAvatarPoser`` keeps them per ``SkinnedGaussians`` object, weakly):
+the template (rest vertices, blendshapes, skin indices and weights, triangles, rest doubled
+areas) and the Gaussians' bindings (triangle, barycentric point, offset along the normal,
+local rotation and scales, opacities, albedo / colours, shading). Avatars on one template
+share its tensors.
 
-Per frame: the bone transforms from the CPU forward kinematics (``Rig.pose_codes``, about a
-millisecond, J x 12 floats) and the 52 face weights go to the device, which runs the maths of
-``avatar.avatar.Avatar.pose``:
+Per frame: the ``SkinPose`` (bone transforms from the CPU forward kinematics, J x 12 floats,
+and the face weights) goes to the device, which runs the maths of the reference poser
+``render.skinned.pose_gaussians``:
 
 1. rest vertices + active blendshapes (float32), then linear blend skinning (float32);
 2. per-triangle frames (x along the first edge, z along the normal, y = z x x) and doubled
@@ -18,15 +19,15 @@ millisecond, J x 12 floats) and the 52 face weights go to the device, which runs
    (Shepperd, w >= 0) * local quaternion, scales grown by sqrt(area ratio), colours baked or
    Lambert-lit (albedo * (ambient + diffuse max(0, n . light)), clamped) in avatar space;
 4. the avatar's rigid placement ``world_from_avatar`` (means and rotations), as
-   ``app.xr_view.place_gaussians`` does.
+   ``render.skinned.place_gaussians`` does.
 
 The result is ``DeviceGaussians``: the renderer's arrays as tensors on the device, which
 ``render.cuda.CudaBackend`` rasterises as they are. ``to_gaussians()`` brings them to host
 memory (tests; the reference renderer). torch is imported when a poser is made.
 
-An avatar the poser cannot take (no template / rig, Lambert shading without the avatar
-module's light, skin indices beyond the bones) raises ``RenderError`` saying why; the cuda
-backend then poses that avatar with numpy and says so once.
+An avatar the poser cannot take (Lambert shading of spherical harmonics, skin indices beyond
+the bones, bad transforms) raises ``RenderError`` saying why; ``DevicePoser``, the cuda
+backend's poser, then poses that avatar with numpy and says so once.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from render.backends import RenderError
-from render.gaussians import Gaussians
+from common.rotation import matrix_to_quat
+from render.errors import RenderError
+from render.gaussians import SH_COUNTS, Gaussians
+from render.skinned import SkinnedGaussians, SkinPose, pose_gaussians
 
 
 @dataclass(eq=False)
@@ -56,7 +59,7 @@ class DeviceGaussians:
 
     @property
     def sh_degree(self) -> int | None:
-        return None if self.colors.dim() == 2 else round(self.colors.shape[1] ** 0.5) - 1
+        return None if self.colors.dim() == 2 else SH_COUNTS[int(self.colors.shape[1])]
 
     def to_gaussians(self) -> Gaussians:
         """The same Gaussians in host memory."""
@@ -78,8 +81,6 @@ def place(gaussians: DeviceGaussians, world_from_avatar) -> DeviceGaussians:
     """The Gaussians moved rigidly by ``world_from_avatar`` (4, 4): means and rotations."""
     import torch
 
-    from avatar.rotation import matrix_to_quat
-
     matrix = np.asarray(world_from_avatar, dtype=np.float64)
     if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
         raise RenderError("world_from_avatar must be a finite 4x4 matrix")
@@ -93,68 +94,64 @@ def place(gaussians: DeviceGaussians, world_from_avatar) -> DeviceGaussians:
                                gaussians.scales, gaussians.opacities, gaussians.colors)
 
 
-class DevicePosing:
-    """``posing(avatar, codes, world_from_avatar=None) -> DeviceGaussians``: the avatar posed
-    on the device by a ``TorchAvatarPoser``, or, for an avatar it refuses, ``avatar.pose``
-    in numpy sent to the device (``log`` says why, once per avatar). ``refused`` maps
+class DevicePoser:
+    """The cuda backend's poser (``render.skinned.Poser``): ``pose(skinned, pose) ->
+    DeviceGaussians`` by a ``TorchAvatarPoser``, or, for an avatar it refuses, the numpy
+    reference sent to the device (``log`` says why, once per avatar). ``refused`` maps
     avatars to the reason."""
+
+    where = "device"
 
     def __init__(self, poser: TorchAvatarPoser, log=None):
         self.poser = poser
         self.log = log or (lambda line: None)
         self.refused = weakref.WeakKeyDictionary()
 
-    def __call__(self, avatar, codes, world_from_avatar=None) -> DeviceGaussians:
-        try:
-            known = avatar in self.refused
-        except TypeError:  # takes no weak reference: asked each time, said each time
-            known = False
-        if not known:
+    def pose(self, skinned: SkinnedGaussians, pose: SkinPose) -> DeviceGaussians:
+        if skinned not in self.refused:
             try:
-                return self.poser.pose(avatar, codes, world_from_avatar)
+                return self.poser.pose(skinned, pose)
             except RenderError as exc:
-                try:
-                    self.refused[avatar] = str(exc)
-                except TypeError:
-                    pass
-                self.log(f"posing {getattr(avatar, 'name', 'an avatar')} in numpy: the device "
+                self.refused[skinned] = str(exc)
+                self.log(f"posing an avatar of {len(skinned)} Gaussians in numpy: the device "
                          f"poser cannot take it ({exc})")
         torch = self.poser._torch
-        g = avatar.pose(codes)
+        g = pose_gaussians(skinned, pose)
         dev = self.poser.device
-        posed = DeviceGaussians(*(torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in
-                                  (g.means, g.quats, g.scales, g.opacities, g.colors)))
-        return posed if world_from_avatar is None else place(posed, world_from_avatar)
+        return DeviceGaussians(*(torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in
+                                 (g.means, g.quats, g.scales, g.opacities, g.colors)))
+
+    def combine(self, skinned: tuple, parts: list) -> DeviceGaussians | Gaussians:
+        if not parts:
+            return Gaussians.empty()
+        return parts[0] if len(parts) == 1 else DeviceGaussians.concatenate(parts)
 
 
 class TorchAvatarPoser:
-    """``pose(avatar, codes, world_from_avatar=None) -> DeviceGaussians`` on ``device``."""
+    """``pose(skinned, pose) -> DeviceGaussians`` on ``device``."""
 
     def __init__(self, device="cpu"):
         import torch
 
         self._torch = torch
         self.device = torch.device(device)
-        self._avatars = weakref.WeakKeyDictionary()  # avatar -> its static tensors
-        self._templates: dict[int, tuple[object, dict]] = {}  # id(vertices) -> (array, tensors)
+        self._avatars = weakref.WeakKeyDictionary()  # SkinnedGaussians -> its static tensors
+        self._templates: dict[tuple, tuple[tuple, dict]] = {}  # ids -> (arrays, tensors)
 
-    def pose(self, avatar, codes, world_from_avatar=None) -> DeviceGaussians:
-        """The avatar's Gaussians for one ``Codes`` frame, placed by ``world_from_avatar``
-        (4, 4) rigid (None: identity). Raises ``RenderError`` for an avatar it cannot take."""
+    def pose(self, skinned: SkinnedGaussians, pose: SkinPose) -> DeviceGaussians:
+        """The avatar's Gaussians for one pose, placed by ``pose.world_from_avatar`` (4, 4)
+        rigid (None: identity). Raises ``RenderError`` for an avatar it cannot take."""
         torch = self._torch
-        static = self.upload(avatar)
+        static = self.upload(skinned)
         template = static["template"]
-        try:
-            transforms = np.asarray(avatar.rig.pose_codes(codes).transforms, dtype=np.float32)
-        except (AttributeError, TypeError) as exc:
-            raise RenderError(f"the device poser needs an avatar with a rig: {exc}") from exc
+        transforms = np.asarray(pose.transforms, dtype=np.float32)
         if transforms.ndim != 3 or transforms.shape[1:] != (3, 4) \
                 or len(transforms) < template["bones"]:
             raise RenderError(f"bone transforms of shape {transforms.shape}; the template "
                               f"skins with {template['bones']} bones")
         if not np.all(np.isfinite(transforms)):
             raise RenderError("bone transforms must be finite")
-        weights = np.asarray(codes.face, dtype=np.float32).reshape(-1)
+        weights = np.asarray(pose.blendshape_weights, dtype=np.float32).reshape(-1)
         active = np.flatnonzero(weights)
         dev = self.device
         with torch.no_grad():
@@ -188,21 +185,13 @@ class TorchAvatarPoser:
                 lit = ambient + diffuse * torch.clamp(normals @ light, 0, 1)
                 colors = torch.clamp(colors * lit[:, None], 0, 1)
         posed = DeviceGaussians(means, quats, scales, static["opacities"], colors)
-        return posed if world_from_avatar is None else place(posed, world_from_avatar)
+        return posed if pose.world_from_avatar is None else place(posed, pose.world_from_avatar)
 
-    def upload(self, avatar) -> dict:
-        """The avatar's static tensors, made on first use and kept while the avatar lives."""
-        try:
-            return self._avatars[avatar]
-        except (KeyError, TypeError):
-            pass
-        from render.gl_pose import AvatarBinding
-
-        try:
-            binding = AvatarBinding.from_avatar(avatar)
-        except AttributeError as exc:
-            raise RenderError("the device poser needs an avatar.avatar.Avatar (data, template, "
-                              f"rig); got {type(avatar).__name__}: {exc}") from exc
+    def upload(self, binding: SkinnedGaussians) -> dict:
+        """The avatar's static tensors, made on first use and kept while ``binding`` lives."""
+        kept = self._avatars.get(binding)
+        if kept is not None:
+            return kept
         if binding.lambert and binding.colors.ndim != 2:
             raise RenderError("Lambert shading needs albedo colours (N, 3), not spherical "
                               "harmonics")
@@ -224,16 +213,14 @@ class TorchAvatarPoser:
             "colors": t(binding.colors),
             "lambert": (t(np.asarray(binding.light_direction, dtype=np.float32)),
                      float(binding.ambient), float(binding.diffuse)) if binding.lambert else None}
-        try:
-            self._avatars[avatar] = static
-        except TypeError:  # an avatar that takes no weak reference: not kept
-            pass
+        self._avatars[binding] = static
         return static
 
     def _template(self, binding) -> dict:
-        key = id(binding.vertices)
+        arrays = binding.template_arrays
+        key = tuple(map(id, arrays))
         kept = self._templates.get(key)
-        if kept is not None and kept[0] is binding.vertices:
+        if kept is not None and all(a is b for a, b in zip(kept[0], arrays)):
             return kept[1]
         torch, dev = self._torch, self.device
         vertices = np.asarray(binding.vertices, dtype=np.float32)
@@ -241,7 +228,6 @@ class TorchAvatarPoser:
         skin_indices = np.asarray(binding.skin_indices, dtype=np.int64)
         if skin_indices.size and skin_indices.min() < 0:
             raise RenderError("negative skin index in the template")
-        v0, v1, v2 = (vertices[faces[:, k]].astype(np.float64) for k in range(3))
         tensors = {
             "vertices": torch.as_tensor(vertices, device=dev),
             "blendshapes": torch.as_tensor(np.asarray(binding.blendshapes, np.float32), device=dev),
@@ -249,15 +235,14 @@ class TorchAvatarPoser:
             "skin_weights": torch.as_tensor(np.asarray(binding.skin_weights, np.float32),
                                          device=dev),
             "faces": torch.as_tensor(faces, device=dev),
-            "rest_area2": torch.as_tensor(np.linalg.norm(np.cross(v1 - v0, v2 - v0), axis=1),
-                                       device=dev),
+            "rest_area2": torch.as_tensor(binding.rest_area2, device=dev),
             "bones": int(skin_indices.max()) + 1 if skin_indices.size else 0}
-        self._templates[key] = (binding.vertices, tensors)
+        self._templates[key] = (arrays, tensors)
         return tensors
 
-    def forget(self, avatar) -> None:
-        """Drop an avatar's tensors now (they also go when the avatar is freed)."""
-        self._avatars.pop(avatar, None)
+    def forget(self, skinned: SkinnedGaussians) -> None:
+        """Drop an avatar's tensors now (they also go when ``skinned`` is freed)."""
+        self._avatars.pop(skinned, None)
 
     def release(self) -> None:
         self._avatars = weakref.WeakKeyDictionary()
@@ -266,7 +251,7 @@ class TorchAvatarPoser:
 
 def _triangle_frames(torch, vertices, faces):
     """(F, 3, 3) frames (columns x, y, z) and (F,) doubled areas, in float64 (as numpy's
-    ``avatar.avatar.triangle_frames``)."""
+    ``render.skinned.triangle_frames``)."""
     v = vertices.double()
     v0, v1, v2 = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
     e1, e2 = v1 - v0, v2 - v0
@@ -280,7 +265,7 @@ def _triangle_frames(torch, vertices, faces):
 
 def _matrix_to_quat(torch, m):
     """wxyz (..., 4), w >= 0, of rotation matrices (M, 3, 3): Shepperd's method with the
-    candidate choice of ``avatar.rotation.matrix_to_quat`` (first largest of trace and the
+    candidate choice of ``common.rotation.matrix_to_quat`` (first largest of trace and the
     diagonal), so both pick the same formula."""
     m00, m11, m22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
     trace = m00 + m11 + m22

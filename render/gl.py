@@ -16,8 +16,9 @@ Per frame:
 
 1. ``upload(gaussians)``: the attributes go to data textures (Gaussians that are not finite
    or have non-positive scales are given zero opacity, so they draw nothing); or, for
-   avatars, ``upload_avatars(bindings)`` once and ``pose_avatars(poses)`` per frame pose them
-   on the GPU (``render.gl_pose``).
+   avatars, ``upload_avatars(skinned)`` once and ``pose_avatars(poses)`` per frame pose them
+   on the GPU (``render.gl_pose``); ``show(content)`` does whichever of these the content
+   (``Gaussians`` or ``render.skinned.PosedAvatars``) needs, only when it changed.
 2. ``sort_for(position, forward)``: a CPU depth sort along ``forward`` (``render.sort``,
    32-bit radix), skipped when neither the Gaussians nor the view moved more than the
    tolerances. One sort serves both eyes of a stereo pair: sort from the eyes' midpoint.
@@ -30,8 +31,9 @@ API for targets (the desktop window, the OpenXR swapchain, offscreen)::
 
     renderer = GLSplatRenderer(ctx)              # ctx: moderngl.Context (None: headless EGL)
     renderer.upload(gaussians)                   # once per pose
-    #   or: renderer.upload_avatars([AvatarBinding.from_avatar(a) for a in avatars]) once,
-    #       renderer.pose_avatars([AvatarPose.from_codes(a, codes, world_from_avatar), ...])
+    #   or: renderer.upload_avatars([avatar.skinned, ...]) once (render.skinned's contract),
+    #       renderer.pose_avatars([avatar.skin_pose(codes, world_from_avatar), ...])
+    #   or: renderer.show(gaussians | posed_avatars)   # uploads / poses what changed
     renderer.sort_for(position, forward)         # world metres, unit view direction
     renderer.draw(camera, framebuffer, background=None)   # per eye / view; clears unless
                                                            # clear=False, viewport = camera size
@@ -59,9 +61,12 @@ import time
 
 import numpy as np
 
-from render.backends import RenderError
+from render.errors import GLContextLost, RenderError
 from render.camera import Camera
 from render.gaussians import Gaussians
+from render.gl_common import set_uniforms
+from render.gl_pose import GLAvatarPoser
+from render.skinned import PosedAvatars
 from render.gl_tiles import (BASES_SHADER, COMPOSITE_FRAGMENT_SHADER, COMPOSITE_VERTEX_SHADER,
                              EMIT_GROUP, EMIT_SHADER, EMPTY_RECT, GROUP, LIST_ROW, LOG2_E,
                              LOOP_BUDGET, RASTER_RESUME_SHADER, RASTER_SHADER, ROW, SCAN_SHADER,
@@ -76,10 +81,6 @@ WORKGROUP = 128
 PARAMS_PER_GAUSSIAN = 12  # 3 vec4: mean xyz + opacity, quat wxyz, scale xyz + unused
 PIPELINES = ("auto", "tiles", "raster")
 SORTS = ("cpu", "gpu")
-
-
-class GLContextLost(RenderError):
-    """The OpenGL context is gone (released, lost or never usable); call ``rebind``."""
 
 
 def _fmt(values) -> str:
@@ -391,18 +392,6 @@ def planar_params(params: np.ndarray) -> np.ndarray:
     return out
 
 
-def _set_uniforms(program, **values) -> None:
-    """Set the uniforms the shader compiler kept (it drops the ones a shader never reads)."""
-    for name, value in values.items():
-        if name in program:
-            program[name].value = value
-
-
-def camera_forward(camera: Camera) -> np.ndarray:
-    """The camera's unit view direction in world space (its OpenCV +Z axis)."""
-    return camera.cv_from_world[2, :3].copy()
-
-
 def _current(method):
     """Run ``method`` with this renderer's context made current (and left current, as GL
     programs usually do: glcontext's nested enter/exit would unbind it), so several contexts
@@ -458,6 +447,8 @@ class GLSplatRenderer:
         self.owns_context = ctx is None
         self._gaussians: Gaussians | None = None
         self._avatars = None  # render.gl_pose.GLAvatarPoser while avatars are posed here
+        self._shown_skinned = self._shown_poses = None  # the PosedAvatars parts last shown
+        self._nothing = Gaussians.empty()
         self._bind(ctx if ctx is not None else create_headless_context())
         self.sort_count = 0  # how many sorts ran (skips do not count)
 
@@ -580,7 +571,7 @@ class GLSplatRenderer:
         if error == "GL_CONTEXT_LOST":
             raise GLContextLost(f"OpenGL context lost during {what}")
 
-    def _reserve(self, name: str, size: int):
+    def reserve(self, name: str, size: int):
         """The storage buffer ``name``, grown to at least ``size`` bytes (never shrunk)."""
         buf = self._buffers.get(name)
         size = max(size, 16)
@@ -591,8 +582,20 @@ class GLSplatRenderer:
             self._buffers[name] = buf
         return buf
 
+    def texture(self, name: str):
+        """The data texture ``name`` made by ``data_texture`` (KeyError if there is none)."""
+        return self._textures[name]
+
+    def release_textures(self, prefix: str) -> None:
+        """Release the data textures whose names start with ``prefix``."""
+        for name in [n for n in self._textures if n.startswith(prefix)]:
+            try:
+                self._textures.pop(name).release()
+            except Exception:  # already gone with the context
+                pass
+
     def _buffer(self, name: str, data: bytes):
-        buf = self._reserve(name, len(data))
+        buf = self.reserve(name, len(data))
         if data:
             buf.write(data)
         return buf
@@ -634,15 +637,15 @@ class GLSplatRenderer:
                 planar_params(params).tobytes(), viewport=(0, 0, ROW, 3 * rows))
             self.data_texture("colors", ROW * slots, rows).write(
                 padded.tobytes(), viewport=(0, 0, ROW * slots, rows))
-            self._reserve("splats", n * 48)  # the raster path's projected splats
+            self.reserve("splats", n * 48)  # the raster path's projected splats
         except RenderError:
             raise
         except Exception as exc:
             raise GLContextLost(f"cannot upload Gaussians: {exc}") from exc
         self._gaussians = gaussians
-        self._set_contents(n, sh_count, gaussians.means)
+        self.set_contents(n, sh_count, gaussians.means)
 
-    def _set_contents(self, count: int, sh_count: int, means) -> None:
+    def set_contents(self, count: int, sh_count: int, means) -> None:
         """New Gaussians are in the params and colour textures (``means``: (N, 3) on the CPU,
         or None to read them back from the GPU when a sort needs them)."""
         self._count = count
@@ -700,7 +703,7 @@ class GLSplatRenderer:
             self._gpu_sort.write_textures(self._count, ROW,
                                           self.data_texture("order", ROW, rows, 1, "u4"),
                                           self.data_texture("rank", ROW, rows, 1, "u4"))
-            order = self._reserve("order", 4 * self._count)
+            order = self.reserve("order", 4 * self._count)
             self.ctx.copy_buffer(order, self._gpu_sort.order_buffer, size=4 * self._count)
         except RenderError:
             raise
@@ -727,22 +730,39 @@ class GLSplatRenderer:
 
     # -- avatars posed on the GPU ---------------------------------------------------------
     def upload_avatars(self, bindings) -> None:
-        """Keep avatars on the GPU (``render.gl_pose.AvatarBinding`` each, uploaded once);
+        """Keep avatars on the GPU (``render.skinned.SkinnedGaussians`` each, uploaded once);
         ``pose_avatars`` then poses them in a compute shader, so per frame only bone
         transforms and blendshape weights cross the bus. ``upload(gaussians)`` ends it."""
-        from render.gl_pose import GLAvatarPoser
-
         if self._avatars is not None:
             self._avatars.release()
         self._avatars = None
         self._avatars = GLAvatarPoser(self, bindings)
 
     def pose_avatars(self, poses) -> None:
-        """Pose the uploaded avatars (``render.gl_pose.AvatarPose`` each, in the order of
+        """Pose the uploaded avatars (``render.skinned.SkinPose`` each, in the order of
         ``upload_avatars``) into the renderer's Gaussians; the next ``sort_for`` sorts."""
         if self._avatars is None:
             raise RenderError("pose_avatars needs upload_avatars first")
         self._avatars.pose(poses)
+
+    def show(self, content) -> bool:
+        """Make ``content`` what the next draws show, doing only what changed: ``Gaussians``
+        (None: nothing) are uploaded when they are a new object; ``PosedAvatars`` upload their
+        skinned avatars when that tuple is a new object and are posed when their poses are.
+        Returns True when avatars were posed."""
+        if isinstance(content, PosedAvatars):
+            if self._avatars is None or content.skinned is not self._shown_skinned:
+                self.upload_avatars(list(content.skinned))
+                self._shown_skinned, self._shown_poses = content.skinned, None
+            if content.poses is self._shown_poses:
+                return False
+            self.pose_avatars(list(content.poses))
+            self._shown_poses = content.poses
+            return True
+        gaussians = content if content is not None else self._nothing
+        if self._avatars is not None or gaussians is not self._gaussians:
+            self.upload(gaussians)
+        return False
 
     # -- per view -------------------------------------------------------------------------
     @_current
@@ -756,7 +776,7 @@ class GLSplatRenderer:
         if camera.width == 0 or camera.height == 0:
             return  # a minimised window: nothing to draw
         if self._count and not self._order_valid:
-            self.sort_for(camera.position, camera_forward(camera))
+            self.sort_for(camera.position, camera.forward)
         fbo = framebuffer if framebuffer is not None else self.ctx.screen
         viewport = tuple(viewport) if viewport is not None else (0, 0, camera.width,
                                                                  camera.height)
@@ -782,7 +802,7 @@ class GLSplatRenderer:
         cv = camera.cv_from_world
         w, h = camera.width, camera.height
         margin_x, margin_y = FRUSTUM_MARGIN * 0.5 * w / camera.fx, FRUSTUM_MARGIN * 0.5 * h / camera.fy
-        _set_uniforms(program, count=self._count, param_rows=self._param_rows,
+        set_uniforms(program, count=self._count, param_rows=self._param_rows,
                       tile_size=(TILE_W, TILE_H), tiles=tile_grid(w, h),
                       chunk_size=chunking(self._count)[1],
                       cv_translation=tuple(map(float, cv[:3, 3])),
@@ -815,7 +835,7 @@ class GLSplatRenderer:
         use_points = self.prefer_points and max_diameter <= self.max_point_size
         self.last_primitive = "points" if use_points else "quads"
         prog = self._point_program if use_points else self._program
-        _set_uniforms(prog, image_size=(float(camera.width), float(camera.height)),
+        set_uniforms(prog, image_size=(float(camera.width), float(camera.height)),
                       count=self._count, viewport=tuple(map(float, viewport)))
         self._buffers["splats"].bind_to_storage_buffer(2)
         self._buffers["order"].bind_to_storage_buffer(3)
@@ -858,7 +878,7 @@ class GLSplatRenderer:
         splats.bind_to_image(2, read=False, write=True)
         rects = self.data_texture("rects", ROW, rows_for(self._count), 2, "u4")
         rects.bind_to_image(3, read=False, write=True)
-        counts = self._reserve("chunk_counts", chunks * tile_count * 4)
+        counts = self.reserve("chunk_counts", chunks * tile_count * 4)
         counts.clear(size=chunks * tile_count * 4)
         counts.bind_to_storage_buffer(6)
         cs.run(group_x=(self._count + WORKGROUP - 1) // WORKGROUP)
@@ -866,11 +886,11 @@ class GLSplatRenderer:
         self._stage("projection")
         # 2. binning: tile totals, starts, per-chunk slots, then the depth-ordered lists
         groups = (tile_count + GROUP - 1) // GROUP
-        self._reserve("tile_starts", tile_count * 4).bind_to_storage_buffer(7)
-        self._reserve("tile_counts", tile_count * 4).bind_to_storage_buffer(8)
+        self.reserve("tile_starts", tile_count * 4).bind_to_storage_buffer(7)
+        self.reserve("tile_counts", tile_count * 4).bind_to_storage_buffer(8)
         self._total.bind_to_storage_buffer(9)
         for shader in (self._totals, self._scan, self._bases):
-            _set_uniforms(shader, tile_count=tile_count, chunks=chunks)
+            set_uniforms(shader, tile_count=tile_count, chunks=chunks)
         self._totals.run(group_x=groups)
         ctx.memory_barrier()
         self._scan.run()
@@ -886,9 +906,9 @@ class GLSplatRenderer:
         tile_list.bind_to_image(1, read=False, write=True)
         rects.use(2)
         self._textures["order"].use(4)
-        state = self._reserve("emit_state", 8 + 8 * chunks)
+        state = self.reserve("emit_state", 8 + 8 * chunks)
         state.bind_to_storage_buffer(10)
-        _set_uniforms(self._emit, count=self._count, tiles_x=tiles_x, tile_count=tile_count,
+        set_uniforms(self._emit, count=self._count, tiles_x=tiles_x, tile_count=tile_count,
                       chunks=chunks, chunk_size=chunk_size,
                       capacity=tile_list.height * LIST_ROW)
         # Rounds of at most LOOP_BUDGET steps per chunk (llvmpipe's loop limit, see
@@ -896,7 +916,7 @@ class GLSplatRenderer:
         # plus all the pairs, so more rounds than that mean a broken GL: no tiles drawn.
         for round_ in range(-(-(total + chunk_size) // LOOP_BUDGET) + 1):
             state.write(b"\0\0\0\0")
-            _set_uniforms(self._emit, first_round=round_ == 0)
+            set_uniforms(self._emit, first_round=round_ == 0)
             self._emit.run(group_x=(chunks + EMIT_GROUP - 1) // EMIT_GROUP)
             ctx.memory_barrier()
             if not int(np.frombuffer(state.read(size=4), dtype=np.uint32)[0]):
@@ -917,9 +937,9 @@ class GLSplatRenderer:
         splatted.bind_to_image(0, read=passes > 1, write=True)
         splats.use(2)
         tile_list.use(3)
-        _set_uniforms(raster, image_size=(width, height), tiles=(tiles_x, tiles_y))
+        set_uniforms(raster, image_size=(width, height), tiles=(tiles_x, tiles_y))
         for index in range(passes):
-            _set_uniforms(raster, first_entry=index * LOOP_BUDGET,
+            set_uniforms(raster, first_entry=index * LOOP_BUDGET,
                           final_pass=index == passes - 1)
             raster.run(group_x=tiles_x, group_y=tiles_y)
             ctx.memory_barrier()
@@ -933,7 +953,7 @@ class GLSplatRenderer:
         ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
         ctx.blend_equation = moderngl.FUNC_ADD
         splatted.use(0)
-        _set_uniforms(self._composite, origin=(int(x), int(y)))
+        set_uniforms(self._composite, origin=(int(x), int(y)))
         self._composite_vao.render(moderngl.TRIANGLES, vertices=3)
         self._stage("composite")
         self.last_primitive = "tiles"
@@ -983,7 +1003,7 @@ class GLSplatRenderer:
             return np.zeros((camera.height, camera.width, 4), dtype=np.float32)
         if gaussians is not None:
             self.upload(gaussians)
-        self.sort_for(camera.position, camera_forward(camera))
+        self.sort_for(camera.position, camera.forward)
         fbo = self._float_target(camera.width, camera.height)
         self.draw(camera, fbo, background)
         return self.read(camera, fbo).copy()
@@ -996,7 +1016,7 @@ class GLSplatRenderer:
         if gaussians is not None:
             self.upload(gaussians)
         position = np.mean([c.position for c in cameras], axis=0)
-        forward = np.mean([camera_forward(c) for c in cameras], axis=0)
+        forward = np.mean([c.forward for c in cameras], axis=0)
         self.sort_for(position, forward)
         images = []
         for camera in cameras:

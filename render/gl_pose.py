@@ -1,11 +1,12 @@
 """Avatars posed on the GPU: compute shaders turn bone transforms and blendshape weights into
 the splatting renderer's Gaussians, so per frame only those (a few KB) cross the bus.
 
-It reproduces ``avatar.avatar.Avatar.pose`` (checked numerically in tests/test_gl_pose.py):
+It reproduces the reference poser ``render.skinned.pose_gaussians`` (checked numerically in
+tests/test_gl_pose.py), taking the same ``SkinnedGaussians`` and ``SkinPose``:
 
 1. ``VERTEX_SHADER`` (one invocation per template vertex and avatar): rest position + the
    active face blendshapes, then linear blend skinning with the template's (up to 12)
-   influences and the posed bones' 3x4 transforms (``Rig.pose_codes(codes).transforms``).
+   influences and the posed bones' 3x4 transforms (``SkinPose.transforms``).
 2. ``GAUSSIAN_SHADER`` (one invocation per Gaussian): its triangle's posed frame (x along the
    first edge, z along the normal, y = z x x), the mean at its barycentric point plus the
    offset along the normal, rotation = frame quaternion * local quaternion, scales grown by the
@@ -19,100 +20,23 @@ once by ``GLSplatRenderer.upload_avatars``; avatars sharing one template share i
 The CPU keeps forward kinematics (about 1 ms) and the depth sort, for which the posed means
 are read back (16 bytes a Gaussian).
 
-``render`` knows nothing of codes: ``AvatarBinding.from_avatar(avatar)`` and
-``AvatarPose.from_codes(avatar, codes)`` read what they need by attribute (an
-``avatar.avatar.Avatar``: its ``data``, ``template`` and ``rig``).
+``GLPoser`` is the GL backend's poser (``render.skinned.Poser``): it leaves the posing to the
+renderer that draws, handing it ``PosedAvatars``.
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
-
 import numpy as np
 
-from render.backends import RenderError
+from common.rotation import matrix_to_quat
+from render.errors import GLContextLost, RenderError
+from render.gl_common import set_uniforms, texel_rows
 from render.gl_tiles import ROW, TEXEL_GLSL, rows_for
+from render.skinned import PosedAvatars, SkinnedGaussians, SkinPose
 
 GROUP = 64
 MAX_BLENDSHAPES = 64
 INFLUENCE_TEXELS = 3  # up to 12 skin influences per vertex, 4 per texel
-
-
-@dataclass(eq=False)
-class AvatarBinding:
-    """One avatar's static arrays (float32 unless said): the template (rest ``vertices``
-    (V, 3) metres, ``faces`` (F, 3) int, ``blendshapes`` (B, V, 3), ``skin_indices`` and
-    ``skin_weights`` (V, K) with K <= 12) and its N Gaussians (``binding_face`` (N,) int,
-    ``binding_bary`` (N, 3), ``binding_offset`` (N,) metres along the normal,
-    ``local_quats`` (N, 4) wxyz, ``local_scales`` (N, 3), ``opacities`` (N,), ``colors``
-    (N, 3) albedo / RGB or (N, K, 3) spherical harmonics), and the shading: ``lambert`` with
-    ``light_direction`` (3,), ``ambient``, ``diffuse``."""
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    blendshapes: np.ndarray
-    skin_indices: np.ndarray
-    skin_weights: np.ndarray
-    binding_face: np.ndarray
-    binding_bary: np.ndarray
-    binding_offset: np.ndarray
-    local_quats: np.ndarray
-    local_scales: np.ndarray
-    opacities: np.ndarray
-    colors: np.ndarray
-    lambert: bool = False
-    light_direction: tuple = (0.0, 1.0, 0.0)
-    ambient: float = 1.0
-    diffuse: float = 0.0
-
-    def __len__(self) -> int:
-        return len(self.binding_face)
-
-    @property
-    def sh_count(self) -> int:
-        return 0 if self.colors.ndim == 2 else int(self.colors.shape[1])
-
-    @staticmethod
-    def from_avatar(avatar, keep=None) -> "AvatarBinding":
-        """The arrays of an ``avatar.avatar.Avatar`` (``keep``: indices of a subset of its
-        Gaussians, e.g. a thinned avatar for benchmarks). The template arrays are shared,
-        not copied, so avatars on one template share them on the GPU too."""
-        data, template = avatar.data, avatar.template
-        pick = (lambda a: a) if keep is None else (lambda a: a[keep])
-        lambert = data.shading == "lambert"
-        module = sys.modules.get(type(avatar).__module__)
-        light = getattr(module, "LIGHT_DIRECTION", None)
-        if lambert and light is None:
-            raise RenderError("Lambert shading needs the avatar module's LIGHT_DIRECTION, "
-                              "AMBIENT and DIFFUSE")
-        return AvatarBinding(
-            vertices=template.vertices, faces=template.faces, blendshapes=template.blendshapes,
-            skin_indices=template.skin_indices, skin_weights=template.skin_weights,
-            binding_face=pick(data.binding_face), binding_bary=pick(data.binding_bary),
-            binding_offset=pick(data.binding_offset), local_quats=pick(data.local_quats),
-            local_scales=pick(data.local_scales), opacities=pick(data.opacities),
-            colors=pick(data.colors), lambert=lambert,
-            light_direction=tuple(map(float, light)) if lambert else (0.0, 1.0, 0.0),
-            ambient=float(getattr(module, "AMBIENT", 1.0)) if lambert else 1.0,
-            diffuse=float(getattr(module, "DIFFUSE", 0.0)) if lambert else 0.0)
-
-
-@dataclass(eq=False)
-class AvatarPose:
-    """One frame of one avatar: ``transforms`` (J, 3, 4) skinning transforms (rest -> posed,
-    metres), ``blendshape_weights`` (B,) and ``world_from_avatar`` (4, 4) rigid placement
-    (None: identity)."""
-
-    transforms: np.ndarray
-    blendshape_weights: np.ndarray
-    world_from_avatar: np.ndarray | None = None
-
-    @staticmethod
-    def from_codes(avatar, codes, world_from_avatar=None) -> "AvatarPose":
-        """The pose of ``avatar`` (an ``avatar.avatar.Avatar``) for a codes frame: forward
-        kinematics on the CPU (``avatar.rig.pose_codes``), the face weights as they are."""
-        return AvatarPose(avatar.rig.pose_codes(codes).transforms, codes.face, world_from_avatar)
 
 
 VERTEX_SHADER = f"""
@@ -189,7 +113,7 @@ vec4 quat_multiply(vec4 a, vec4 b) {{  // Hamilton product, wxyz
                 a.x * b.w + a.y * b.z - a.z * b.y + a.w * b.x);
 }}
 
-vec4 matrix_to_quat(vec3 cx, vec3 cy, vec3 cz) {{  // columns; Shepperd, as avatar.rotation
+vec4 matrix_to_quat(vec3 cx, vec3 cy, vec3 cz) {{  // columns; Shepperd, as common.rotation
     float m00 = cx.x, m10 = cx.y, m20 = cx.z, m01 = cy.x, m11 = cy.y, m21 = cy.z;
     float m02 = cz.x, m12 = cz.y, m22 = cz.z;
     float trace = m00 + m11 + m22;
@@ -245,58 +169,50 @@ void main() {{
 """
 
 
-def _quat_from_rotation(rotation: np.ndarray) -> np.ndarray:
-    """wxyz of a proper rotation matrix (3, 3) (Shepperd's method, w >= 0)."""
-    m = np.asarray(rotation, dtype=np.float64)
-    trace = np.trace(m)
-    pick = int(np.argmax([trace, m[0, 0], m[1, 1], m[2, 2]]))
-    if pick == 0:
-        s = np.sqrt(1.0 + trace) * 2
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif pick == 1:
-        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif pick == 2:
-        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.asarray(q)
-    return (q if q[0] >= 0 else -q) / np.linalg.norm(q)
+def check_posable(skinned) -> int:
+    """The shared SH count of avatars the GPU poser can pose together, or ``RenderError``
+    saying why it cannot (mixed colour forms, too many skin influences or blendshapes)."""
+    skinned = list(skinned)
+    if not skinned:
+        raise RenderError("upload_avatars needs at least one avatar")
+    sh_counts = {b.sh_count for b in skinned}
+    if len(sh_counts) > 1:
+        raise RenderError("avatars posed together must share a colour form (RGB or one SH "
+                          f"degree); got SH counts {sorted(sh_counts)}")
+    for b in skinned:
+        if b.skin_indices.shape[1] > 4 * INFLUENCE_TEXELS:
+            raise RenderError(f"{b.skin_indices.shape[1]} skin influences per vertex; the "
+                              f"GPU poser takes at most {4 * INFLUENCE_TEXELS}")
+        if len(b.blendshapes) > MAX_BLENDSHAPES:
+            raise RenderError(f"{len(b.blendshapes)} blendshapes; at most {MAX_BLENDSHAPES}")
+    return sh_counts.pop()
 
 
-def _texels(items: np.ndarray, parts: int = 1) -> tuple[bytes, int]:
-    """(bytes, rows) of (M, parts * 4) values laid out ROW items per texture row, padded."""
-    rows = rows_for(len(items))
-    out = np.zeros((rows * ROW, parts * 4), dtype=items.dtype)
-    out[:len(items), :items.shape[1]] = items
-    return out.tobytes(), rows
+class GLPoser:
+    """The GL backend's poser: a part is the ``SkinPose`` itself, and ``combine`` gives the
+    renderer ``PosedAvatars`` to pose in its compute shaders (``GLAvatarPoser``). It refuses
+    (``RenderError``) avatars the shaders cannot take together, before any GL work."""
+    where = "gl"
+
+    def pose(self, skinned: SkinnedGaussians, pose: SkinPose) -> SkinPose:
+        return pose
+
+    def combine(self, skinned: tuple, parts: list) -> PosedAvatars:
+        check_posable(skinned)
+        return PosedAvatars(tuple(skinned), tuple(parts))
 
 
 class GLAvatarPoser:
     """The avatars of a ``GLSplatRenderer``, posed into its Gaussians on the GPU.
 
-    Made by ``GLSplatRenderer.upload_avatars(bindings)``; ``pose(poses)`` runs per frame.
+    Made by ``GLSplatRenderer.upload_avatars(skinned)``; ``pose(poses)`` runs per frame.
     """
 
     def __init__(self, renderer, bindings):
         bindings = list(bindings)
-        if not bindings:
-            raise RenderError("upload_avatars needs at least one avatar")
-        sh_counts = {b.sh_count for b in bindings}
-        if len(sh_counts) > 1:
-            raise RenderError("avatars posed together must share a colour form (RGB or one SH "
-                              f"degree); got SH counts {sorted(sh_counts)}")
+        self.sh_count = check_posable(bindings)
         self.renderer = renderer
         self.bindings = bindings
-        self.sh_count = sh_counts.pop()
-        for b in bindings:
-            if b.skin_indices.shape[1] > 4 * INFLUENCE_TEXELS:
-                raise RenderError(f"{b.skin_indices.shape[1]} skin influences per vertex; the "
-                                  f"GPU poser takes at most {4 * INFLUENCE_TEXELS}")
-            if len(b.blendshapes) > MAX_BLENDSHAPES:
-                raise RenderError(f"{len(b.blendshapes)} blendshapes; at most {MAX_BLENDSHAPES}")
         self.count = sum(len(b) for b in bindings)
         self.last_poses = None
         self._programs = {}
@@ -323,7 +239,7 @@ class GLAvatarPoser:
         self._layout = []
         gaussian_base = posed_base = bone_base = 0
         for b in self.bindings:
-            key = id(b.vertices)
+            key = tuple(map(id, b.template_arrays))  # the bindings keep the arrays alive
             if key not in templates:
                 v = len(b.vertices)
                 templates[key] = (vertex_total, blend_total)
@@ -356,15 +272,13 @@ class GLAvatarPoser:
         corners, bary, quat, scale, albedo = [], [], [], [], []
         for b in self.bindings:
             faces = np.asarray(b.faces)
-            v0, v1, v2 = (b.vertices[faces[:, k]].astype(np.float64) for k in range(3))
-            rest_area2 = np.linalg.norm(np.cross(v1 - v0, v2 - v0), axis=1)
             face = np.asarray(b.binding_face)
             corners.append(np.c_[faces[face], np.zeros(len(face))].astype(np.uint32))
             bary.append(np.c_[b.binding_bary, b.binding_offset].astype(np.float32))
             quat.append(np.asarray(b.local_quats, dtype=np.float32))
             scale.append(np.c_[b.local_scales, b.opacities].astype(np.float32))
             rgb = b.colors if b.colors.ndim == 2 else np.zeros((len(b), 3))
-            albedo.append(np.c_[rgb, rest_area2[face]].astype(np.float32))
+            albedo.append(np.c_[rgb, b.rest_area2[face]].astype(np.float32))
         self._upload("pose_corners", np.concatenate(corners), 1, "u4")
         self._upload("pose_bary", np.concatenate(bary), 1, "f4")
         self._upload("pose_quat", np.concatenate(quat), 1, "f4")
@@ -381,22 +295,18 @@ class GLAvatarPoser:
             sh[:self.count, :, :3] = np.concatenate([b.colors for b in self.bindings])
             colors.write(sh.tobytes(), viewport=(0, 0, ROW * slots, rows))
         r.data_texture("pose_posed", ROW, rows_for(self._posed_total))
-        r._reserve("splats", self.count * 48)
-        r._set_contents(0, self.sh_count, None)  # nothing to draw until the first pose
+        r.reserve("splats", self.count * 48)
+        r.set_contents(0, self.sh_count, None)  # nothing to draw until the first pose
         if self.last_poses is not None:
             self.pose(self.last_poses)
 
     def _upload(self, name: str, items: np.ndarray, parts: int, dtype: str) -> None:
-        data, rows = _texels(items.reshape(len(items), -1), parts)
+        data, rows = texel_rows(items.reshape(len(items), -1), parts)
         self.renderer.data_texture(name, ROW * parts, rows, 4, dtype).write(
             data, viewport=(0, 0, ROW * parts, rows))
 
     def release(self) -> None:
-        for name in [n for n in self.renderer._textures if n.startswith("pose_")]:
-            try:
-                self.renderer._textures.pop(name).release()
-            except Exception:
-                pass
+        self.renderer.release_textures("pose_")
         for program in (getattr(self, "_vertex_program", None),
                         getattr(self, "_gaussian_program", None)):
             try:
@@ -407,9 +317,7 @@ class GLAvatarPoser:
 
     # -- per frame ------------------------------------------------------------------------
     def pose(self, poses) -> None:
-        """Pose every avatar (one ``AvatarPose`` each, in upload order) on the GPU."""
-        from render.gl import GLContextLost, _set_uniforms
-
+        """Pose every avatar (one ``SkinPose`` each, in upload order) on the GPU."""
         poses = list(poses)
         if len(poses) != len(self.bindings):
             raise RenderError(f"{len(poses)} poses for {len(self.bindings)} avatars")
@@ -430,12 +338,12 @@ class GLAvatarPoser:
         try:
             ctx.__enter__()
             self._upload("pose_bones", bones, 3, "f4")
-            textures = r._textures
-            posed = textures["pose_posed"]
+            texture = r.texture
+            posed = texture("pose_posed")
             posed.bind_to_image(0, read=False, write=True)
             for unit, name in enumerate(("pose_rest", "pose_blend", "pose_skin_index",
                                          "pose_skin_weight", "pose_bones")):
-                textures[name].use(unit)
+                texture(name).use(unit)
             vp = self._vertex_program
             for pose, layout in zip(poses, self._layout):
                 weights = np.asarray(pose.blendshape_weights, dtype=np.float32).reshape(-1)
@@ -444,7 +352,7 @@ class GLAvatarPoser:
                 index = np.zeros(MAX_BLENDSHAPES, dtype=np.int32)
                 value = np.zeros(MAX_BLENDSHAPES, dtype=np.float32)
                 index[:len(active)], value[:len(active)] = active, weights[active]
-                _set_uniforms(vp, vertex_count=layout["vertex_count"],
+                set_uniforms(vp, vertex_count=layout["vertex_count"],
                               template_base=layout["template_base"],
                               blend_base=layout["blend_base"], bone_base=layout["bone_base"],
                               posed_base=layout["posed_base"], active_count=len(active))
@@ -457,20 +365,20 @@ class GLAvatarPoser:
             posed.use(0)
             for unit, name in enumerate(("pose_corners", "pose_bary", "pose_quat",
                                          "pose_scale", "pose_albedo"), start=1):
-                textures[name].use(unit)
-            textures["params"].bind_to_image(0, read=False, write=True)
-            textures["colors"].bind_to_image(1, read=False, write=True)
+                texture(name).use(unit)
+            texture("params").bind_to_image(0, read=False, write=True)
+            texture("colors").bind_to_image(1, read=False, write=True)
             param_rows = rows_for(self.count)
             for pose, layout, binding in zip(poses, self._layout, self.bindings):
                 place = (np.eye(4) if pose.world_from_avatar is None
                          else np.asarray(pose.world_from_avatar, dtype=np.float64))
-                _set_uniforms(gp, count=layout["count"], gaussian_base=layout["gaussian_base"],
+                set_uniforms(gp, count=layout["count"], gaussian_base=layout["gaussian_base"],
                               posed_base=layout["posed_base"], param_rows=param_rows,
                               lambert=bool(binding.lambert),
                               light=tuple(map(float, binding.light_direction)),
                               ambient=float(binding.ambient), diffuse=float(binding.diffuse),
                               place_translation=tuple(map(float, place[:3, 3])),
-                              place_quat=tuple(map(float, _quat_from_rotation(place[:3, :3]))))
+                              place_quat=tuple(map(float, matrix_to_quat(place[:3, :3]))))
                 if "place_rotation" in gp:
                     gp["place_rotation"].write(
                         np.ascontiguousarray(place[:3, :3].T, dtype=np.float32).tobytes())
@@ -481,4 +389,4 @@ class GLAvatarPoser:
         except Exception as exc:
             raise GLContextLost(f"posing avatars on the GPU failed: {exc}") from exc
         self.last_poses = poses
-        r._set_contents(self.count, self.sh_count, None)
+        r.set_contents(self.count, self.sh_count, None)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from render.gl_common import set_uniforms
+
 KEY_BITS = (16, 32)
 
 
@@ -195,16 +197,14 @@ class GLDepthSort:
     def sort(self, params, count: int, row: int, position, forward) -> None:
         """Order the ``count`` Gaussians whose means are plane 0 of the ``params`` texture
         (``row`` per texture row) by depth along ``forward`` from ``position``."""
-        from render.gl import _set_uniforms
-
         forward = np.asarray(forward, dtype=np.float64)
         forward = forward / np.linalg.norm(forward)
         offset = float(np.dot(np.asarray(position, dtype=np.float64), forward))
         keys = self._reserve("keys_a", 4 * count)
         params.use(0)
         keys.bind_to_storage_buffer(0)
-        _set_uniforms(self._keys, count=count, row=row, offset=offset,
-                      forward=tuple(map(float, forward)))
+        set_uniforms(self._keys, count=count, row=row, offset=offset,
+                     forward=tuple(map(float, forward)))
         self._keys.run(group_x=(count + 127) // 128)
         self.ctx.memory_barrier()
         self._radix(count)
@@ -231,7 +231,6 @@ class GLDepthSort:
         return np.frombuffer(raw, dtype=np.uint32).copy()
 
     def _radix(self, count: int) -> None:
-        from render.gl import _set_uniforms
         blocks = max(1, -(-count // SORT_BLOCK))
         buffers = [self._reserve(name, 4 * count) for name in ("keys_a", "values_a", "keys_b",
                                                                 "values_b")]
@@ -247,7 +246,7 @@ class GLDepthSort:
             counts.bind_to_storage_buffer(4)
             self._totals.bind_to_storage_buffer(5)
             for shader in (self._count, self._scan, self._scatter):
-                _set_uniforms(shader, count=count, blocks=blocks, shift=shift, first=p == 0)
+                set_uniforms(shader, count=count, blocks=blocks, shift=shift, first=p == 0)
             self._count.run(group_x=groups)
             self.ctx.memory_barrier()
             self._scan.run(group_x=RADIX // SORT_GROUP)

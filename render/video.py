@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import part_path, replacing
 
 class VideoError(RuntimeError):
     """The output cannot be written (bad path, no encoder, disk full)."""
@@ -26,12 +27,10 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     from PIL import Image
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
     try:
-        Image.fromarray(image).save(tmp, format="PNG")
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            Image.fromarray(image).save(tmp, format="PNG")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise VideoError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
@@ -49,7 +48,7 @@ class VideoWriter:
         if width % 2 or height % 2:
             raise VideoError(f"H.264 needs an even frame size, got {width}x{height}")
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".part")
+        self.tmp = part_path(self.path)
         try:
             self.container = av.open(str(self.tmp), mode="w", format="mp4")
         except (OSError, av.FFmpegError) as exc:

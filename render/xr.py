@@ -14,12 +14,15 @@ ONCE for the frame's content, hand it to the renderer, sort ONCE from the eyes' 
 per eye acquire / wait / draw / release its swapchain image; ``xrEndFrame`` with one
 projection layer (no layer when nothing was drawn).
 
-The content is either ``Gaussians`` (uploaded when the object changed) or, when the renderer
-poses avatars itself (render.gl's ``pose_avatars``; ``XrFrame.gpu_posing`` tells the scene),
-``PosedAvatars``: the avatars' static arrays, uploaded once, and per frame their poses (bone
-transforms, face weights, placement in the room), posed on the GPU only when they changed.
+The content is what the scene's poser made (``render.skinned``; the app takes the poser from
+its backend): ``Gaussians`` or the cuda poser's device Gaussians (uploaded when the object
+changed), or, with the GL renderer, ``PosedAvatars``: the avatars' static arrays, uploaded
+once, and per frame their poses (bone transforms, face weights, placement in the room), posed
+on the GPU only when they changed (the renderer's ``show``).
 
-The session state machine (``Lifecycle``, free of runtime calls so it is tested alone):
+The graphics binding (EGL / GLX contexts, swapchain formats) is ``render.xr_graphics``; the
+session state machine (``Lifecycle``, free of runtime calls so it is tested alone) is
+``render.xr_session``:
 READY -> ``xrBeginSession``; STOPPING -> ``xrEndSession``; EXITING or LOSS_PENDING (or an
 instance loss) -> the loop ends and ``close()`` destroys everything in reverse order. A user's
 exit (``request_exit``, Ctrl+C) asks the runtime with ``xrRequestExitSession`` and keeps
@@ -42,7 +45,6 @@ line naming the runtimes that work (SteamVR, Monado, Meta's Quest Link).
 from __future__ import annotations
 
 import ctypes
-import enum
 import math
 import os
 import time
@@ -52,23 +54,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from render.backends import RenderError
 from render.camera import Camera
+from render.errors import XrUnavailableError
 from render.gaussians import Gaussians
+from render.xr_graphics import GL_FRAMEBUFFER_SRGB, EglContext, GlxContext, choose_color_format
+from render.xr_session import Lifecycle
 
 RUNTIMES_HINT = ("install and start an OpenXR runtime and make it the active one: SteamVR, "
                  "Monado (monado-service) or Meta's Quest Link")
-
-# OpenGL internal formats a runtime may offer for colour swapchains.
-GL_SRGB8_ALPHA8 = 0x8C43
-GL_SRGB8 = 0x8C41
-GL_RGBA8 = 0x8058
-GL_RGB10_A2 = 0x8059
-GL_RGBA16F = 0x881A
-GL_RGBA16 = 0x805B
-GL_FRAMEBUFFER_SRGB = 0x8DB9
-SRGB_FORMATS = (GL_SRGB8_ALPHA8, GL_SRGB8)
-LINEAR_FORMATS = (GL_RGBA8, GL_RGB10_A2, GL_RGBA16F, GL_RGBA16)
 
 DEFAULT_BACKGROUND = (0.08, 0.08, 0.10)  # sRGB: a dim room, not pure black
 RECENTRE_BINDINGS = ("/user/hand/left/input/menu/click", "/user/hand/right/input/menu/click",
@@ -76,10 +69,6 @@ RECENTRE_BINDINGS = ("/user/hand/left/input/menu/click", "/user/hand/right/input
 STANDING_EYE_HEIGHT_M = 1.6  # assumed when the runtime offers no floor-level space
 SORT_POSITION_TOLERANCE_M = 0.02
 SORT_ANGLE_TOLERANCE_RAD = math.radians(2.0)
-
-
-class XrUnavailableError(RuntimeError):
-    """No usable OpenXR runtime, headset or graphics binding: a one-line, user-facing reason."""
 
 
 # -- pure maths: poses, cameras, placement ----------------------------------------------------
@@ -149,98 +138,6 @@ def placements_in_front(world_from_head: np.ndarray, count: int, distance_m: flo
     return out
 
 
-def choose_color_format(offered: Sequence[int], prefer_srgb: bool = True) -> tuple[int, bool]:
-    """(GL internal format, is_srgb): sRGB first (linear first when not ``prefer_srgb``),
-    in the runtime's order of preference within each group."""
-    offered = [int(f) for f in offered]
-    groups = [(SRGB_FORMATS, True), (LINEAR_FORMATS, False)]
-    for group, is_srgb in (groups if prefer_srgb else groups[::-1]):
-        for fmt in offered:
-            if fmt in group:
-                return fmt, is_srgb
-    raise XrUnavailableError("the OpenXR runtime offers no colour swapchain format this viewer "
-                             f"can draw into (offered: {', '.join(hex(f) for f in offered)})")
-
-
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    """The sRGB decoding curve (IEC 61966-2-1), on values in [0, 1]."""
-    c = np.asarray(c, dtype=np.float64)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-# -- the session state machine ----------------------------------------------------------------
-class SessionState(enum.IntEnum):
-    """XrSessionState's values (fixed by the OpenXR specification)."""
-    UNKNOWN = 0
-    IDLE = 1
-    READY = 2
-    SYNCHRONIZED = 3
-    VISIBLE = 4
-    FOCUSED = 5
-    STOPPING = 6
-    LOSS_PENDING = 7
-    EXITING = 8
-
-
-class Lifecycle:
-    """What the application must do as the runtime moves its session between states.
-
-    ``on_state`` returns "begin" (call xrBeginSession), "end" (call xrEndSession) or None;
-    ``running`` says the frame loop must run; ``done`` that the loop must end (then
-    ``exit_reason`` says why)."""
-
-    def __init__(self) -> None:
-        self.state = SessionState.UNKNOWN
-        self.running = False
-        self.done = False
-        self.exit_requested = False
-        self.exit_reason: str | None = None
-        self.lost = False
-
-    def on_state(self, state: int) -> str | None:
-        self.state = SessionState(int(state))
-        if self.state == SessionState.READY and not self.done:
-            self.running = True
-            return "begin"
-        if self.state == SessionState.STOPPING:
-            was_running, self.running = self.running, False
-            return "end" if was_running else None
-        if self.state == SessionState.EXITING:
-            self._finish("the viewer was asked to exit" if self.exit_requested
-                         else "the OpenXR runtime ended the session")
-        elif self.state == SessionState.LOSS_PENDING:
-            self.lost = True
-            self._finish("the OpenXR session was lost (headset disconnected or runtime stopped)")
-        return None
-
-    def on_instance_loss(self) -> None:
-        self.on_lost("the OpenXR runtime is going away (instance loss pending)")
-
-    def on_lost(self, reason: str) -> None:
-        """The runtime is gone (an event said so, or a call failed with a loss)."""
-        self.lost = True
-        self.running = False
-        self._finish(reason)
-
-    def request_exit(self) -> bool:
-        """The user wants to leave. True when the runtime must be asked
-        (xrRequestExitSession) because the session is running; else the loop just ends."""
-        first = not self.exit_requested
-        self.exit_requested = True
-        if self.running and not self.done:
-            return first
-        self._finish("the viewer was asked to exit")
-        return False
-
-    @property
-    def focused(self) -> bool:
-        return self.state == SessionState.FOCUSED
-
-    def _finish(self, reason: str) -> None:
-        if not self.done:
-            self.done, self.exit_reason = True, reason
-
-
 # -- what the scene sees each frame ------------------------------------------------------------
 @dataclass
 class XrFrame:
@@ -252,19 +149,6 @@ class XrFrame:
     world_from_head: np.ndarray           # (4, 4)
     floor_y: float | None                 # floor height when the space knows it
     recentre: bool = False                # the user pressed recentre or the runtime moved the space
-    gpu_posing: bool = False              # the renderer takes PosedAvatars (poses on the GPU)
-
-
-@dataclass(eq=False)
-class PosedAvatars:
-    """Avatars a renderer poses itself (render.gl_pose), the scene's answer when
-    ``XrFrame.gpu_posing``: ``bindings`` (an ``AvatarBinding`` each) and ``poses`` (an
-    ``AvatarPose`` each, same order, with its ``world_from_avatar`` placement). The target
-    uploads ``bindings`` when that tuple is a new object (someone joined or left) and poses
-    when ``poses`` is a new object (codes or placement changed): keep the same objects while
-    nothing changed."""
-    bindings: tuple
-    poses: tuple
 
 
 @dataclass
@@ -287,169 +171,6 @@ class _EyeSwapchain:
     height: int
     images: object                       # the runtime's array of SwapchainImageOpenGLKHR
     framebuffers: dict = field(default_factory=dict)  # image index -> moderngl framebuffer
-
-
-# -- OpenGL contexts the runtime can share -----------------------------------------------------
-class _EglContext:
-    """A headless OpenGL 4.5 core context through EGL (surfaceless Mesa platform when offered),
-    with what XR_MNDX_egl_enable needs: display, config, context and eglGetProcAddress."""
-
-    EGL_DEFAULT_DISPLAY = 0
-    EGL_PLATFORM_SURFACELESS_MESA = 0x31DD
-    EGL_OPENGL_API = 0x30A2
-    EGL_NONE = 0x3038
-
-    def __init__(self) -> None:
-        try:
-            egl = ctypes.CDLL("libEGL.so.1")
-        except OSError as exc:
-            raise XrUnavailableError(f"EGL is missing (install libegl1): {exc}") from None
-        self.egl = egl
-        vp = ctypes.c_void_p
-        egl.eglGetProcAddress.restype = vp
-        egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
-        egl.eglGetDisplay.restype = vp
-        egl.eglGetDisplay.argtypes = [vp]
-        int_p = ctypes.POINTER(ctypes.c_int)
-        egl.eglInitialize.argtypes = [vp, int_p, int_p]
-        egl.eglChooseConfig.argtypes = [vp, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(vp),
-                                        ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-        egl.eglCreateContext.restype = vp
-        egl.eglCreateContext.argtypes = [vp, vp, vp, ctypes.POINTER(ctypes.c_int)]
-        egl.eglMakeCurrent.argtypes = [vp, vp, vp, vp]
-        egl.eglDestroyContext.argtypes = [vp, vp]
-        egl.eglTerminate.argtypes = [vp]
-        egl.eglQueryString.restype = ctypes.c_char_p
-        egl.eglQueryString.argtypes = [vp, ctypes.c_int]
-
-        self.display = None
-        client_exts = egl.eglQueryString(None, 0x3055) or b""  # EGL_EXTENSIONS of no display
-        if b"EGL_MESA_platform_surfaceless" in client_exts:
-            get_platform_display = ctypes.CFUNCTYPE(vp, ctypes.c_uint, vp, vp)(
-                egl.eglGetProcAddress(b"eglGetPlatformDisplayEXT"))
-            self.display = get_platform_display(self.EGL_PLATFORM_SURFACELESS_MESA, None, None)
-        if not self.display:
-            self.display = egl.eglGetDisplay(None)
-        major, minor = ctypes.c_int(), ctypes.c_int()
-        if not self.display or not egl.eglInitialize(self.display, major, minor):
-            raise XrUnavailableError("no EGL display (install libegl1 and libgl1-mesa-dri)")
-        if not egl.eglBindAPI(self.EGL_OPENGL_API):
-            raise XrUnavailableError("EGL has no desktop OpenGL (install libgl1-mesa-dri)")
-        # RGBA8, renderable with desktop OpenGL, pbuffer surfaces (the default, window
-        # surfaces, does not exist on the surfaceless platform).
-        attribs = (ctypes.c_int * 13)(0x3024, 8, 0x3023, 8, 0x3022, 8, 0x3021, 8,
-                                      0x3040, 0x0008, 0x3033, 0x0001, self.EGL_NONE)
-        config, count = vp(), ctypes.c_int()
-        if not egl.eglChooseConfig(self.display, attribs, ctypes.byref(config), 1, count) \
-                or count.value < 1:
-            raise XrUnavailableError("EGL offers no RGBA8 OpenGL configuration")
-        self.config = config.value
-        context_attribs = (ctypes.c_int * 7)(0x3098, 4, 0x30FB, 5,  # MAJOR 4, MINOR 5
-                                             0x30FD, 0x1, self.EGL_NONE)  # core profile
-        self.context = egl.eglCreateContext(self.display, self.config, None, context_attribs)
-        if not self.context:
-            raise XrUnavailableError("EGL cannot create an OpenGL 4.5 core context")
-        self.make_current()
-
-    def make_current(self) -> None:
-        if not self.egl.eglMakeCurrent(self.display, None, None, self.context):
-            raise RuntimeError("eglMakeCurrent failed")
-
-    def get_proc_address(self, name: str) -> int:
-        return self.egl.eglGetProcAddress(name.encode()) or 0
-
-    def binding(self, xr):
-        binding = xr.GraphicsBindingEGLMNDX()
-        binding.get_proc_address = ctypes.cast(self.egl.eglGetProcAddress,
-                                               xr.PFN_xrEglGetProcAddressMNDX)
-        fields = dict(type(binding)._fields_)  # PyOpenGL's opaque EGL pointer types
-        for name in ("display", "config", "context"):
-            setattr(binding, name, ctypes.cast(ctypes.c_void_p(getattr(self, name)), fields[name]))
-        return binding
-
-    def moderngl_context(self):
-        """A moderngl context on this (current) EGL context: moderngl's own loaders look for
-        GLX or make their own EGL context, so hand it one built on eglGetProcAddress."""
-        import moderngl
-
-        egl, owner = self.egl, self
-
-        class _Loader:  # moderngl's context protocol: functions, enter/exit, release
-            def load_opengl_function(self, name: str) -> int:
-                return egl.eglGetProcAddress(name.encode()) or 0
-
-            def __enter__(self):
-                owner.make_current()
-
-            def __exit__(self, *exc) -> None:
-                pass
-
-            def release(self) -> None:
-                pass
-
-        moderngl.init_context(loader=_Loader())
-        return moderngl.get_context()
-
-    def release(self) -> None:
-        if self.context:
-            self.egl.eglMakeCurrent(self.display, None, None, None)
-            self.egl.eglDestroyContext(self.display, self.context)
-            self.context = None
-        if self.display:
-            self.egl.eglTerminate(self.display)
-            self.display = None
-
-
-class _GlxContext:
-    """An OpenGL context in a small glfw window (GLX, X11): XR_KHR_opengl_enable's Xlib
-    binding. The window doubles as a desktop mirror hook; it is hidden unless asked for."""
-
-    def __init__(self, visible: bool = False) -> None:
-        try:
-            import glfw
-        except ImportError as exc:
-            raise XrUnavailableError(f"glfw is not installed: {exc}") from None
-        if not os.environ.get("DISPLAY"):
-            raise XrUnavailableError("the GLX binding needs an X display (DISPLAY is not set);"
-                                     " use --xr-graphics egl for headless use")
-        if not glfw.init():
-            raise XrUnavailableError("glfw cannot open the X display")
-        self.glfw = glfw
-        glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 4)
-        glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 5)
-        glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
-        glfw.window_hint(glfw.DOUBLEBUFFER, False)
-        glfw.window_hint(glfw.VISIBLE, bool(visible))
-        self.window = glfw.create_window(320, 240, "splatcall (OpenXR)", None, None)
-        if not self.window:
-            glfw.terminate()
-            raise XrUnavailableError("glfw cannot create an OpenGL 4.5 window (GLX)")
-        self.make_current()
-
-    def make_current(self) -> None:
-        self.glfw.make_context_current(self.window)
-
-    def get_proc_address(self, name: str) -> int:
-        return self.glfw.get_proc_address(name) or 0
-
-    def binding(self, xr):
-        from OpenGL import GLX  # pyopenxr's own dependency, GLX types for the binding
-
-        return xr.GraphicsBindingOpenGLXlibKHR(
-            x_display=ctypes.cast(self.glfw.get_x11_display(), ctypes.POINTER(GLX.Display)),
-            glx_drawable=self.glfw.get_glx_window(self.window),
-            glx_context=ctypes.cast(self.glfw.get_glx_context(self.window), GLX.GLXContext))
-
-    def moderngl_context(self):
-        import moderngl
-
-        return moderngl.create_context(require=430)
-
-    def release(self) -> None:
-        if self.window:
-            self.glfw.destroy_window(self.window)
-            self.window = None
-            self.glfw.terminate()
 
 
 LINEARISE_VERTEX = """
@@ -484,7 +205,7 @@ class XrTarget:
                  renderer_factory: Callable | None = None, near: float = 0.05,
                  far: float = 100.0, background=DEFAULT_BACKGROUND,
                  application_name: str = "splatcall", mirror_window: bool = False,
-                 prefer_srgb: bool = True, posing: str = "auto",
+                 prefer_srgb: bool = True,
                  log: Callable[[str], None] | None = None,
                  warn: Callable[[str], None] | None = None) -> None:
         """``graphics``: "egl" (headless, XR_MNDX_egl_enable), "glx" (an X display) or "auto"
@@ -492,13 +213,9 @@ class XrTarget:
         validation layer (shipped with pyopenxr); every message at warning or above lands in
         ``messages``. ``renderer_factory(ctx)`` makes the splatter (default: render.gl's
         GLSplatRenderer). ``prefer_srgb=False`` picks a linear swapchain format when the
-        runtime offers one (to exercise the linearising path). ``posing``: "auto" poses avatars
-        on the GPU when the renderer can (``pose_avatars``), "cpu" always in numpy (the
-        scene then hands over posed Gaussians: for comparisons and benchmarks). ``log`` gets
-        the session's progress (chatty), ``warn`` (default: ``log``) a line whenever the
-        viewer falls back to a slower path."""
-        if posing not in ("auto", "cpu"):
-            raise ValueError(f"posing must be 'auto' or 'cpu', not {posing!r}")
+        runtime offers one (to exercise the linearising path). ``log`` gets the session's
+        progress (chatty), ``warn`` (default: ``log``) a line whenever the viewer falls back
+        to a slower path."""
         if graphics == "auto":
             graphics = "glx" if os.environ.get("DISPLAY") else "egl"
         if graphics not in ("egl", "glx"):
@@ -511,8 +228,6 @@ class XrTarget:
         self.application_name = application_name
         self.mirror_window = mirror_window
         self.prefer_srgb = prefer_srgb
-        self.posing = posing
-        self.gpu_posing = False                     # set once the renderer exists
         self.log = log or (lambda message: None)
         self.warn = warn or self.log
         self.messages: list[tuple[str, str]] = []   # (severity, text) at warning or above
@@ -541,8 +256,6 @@ class XrTarget:
         self._action_set = None
         self._recentre_action = None
         self._recentre_pending = True   # place the avatars at the first tracked frame
-        self._uploaded = None             # the Gaussians or avatar bindings on the GPU
-        self._posed = None                # the poses last posed on the GPU
         self._staging = None
         self._linearise = None
         self._last_wait_end = None
@@ -647,7 +360,7 @@ class XrTarget:
     def _create_session(self) -> None:
         xr = self._xr
         requirements = xr.get_opengl_graphics_requirements_khr(self._instance, self._system)
-        self._gl = _EglContext() if self.graphics == "egl" else _GlxContext(self.mirror_window)
+        self._gl = EglContext() if self.graphics == "egl" else GlxContext(self.mirror_window)
         self.ctx = self._gl.moderngl_context()
         have = self.ctx.version_code
         low = requirements.min_api_version_supported  # an xr.Version
@@ -672,7 +385,6 @@ class XrTarget:
                                        angle_tolerance_rad=SORT_ANGLE_TOLERANCE_RAD)
             self.renderer_factory = default_renderer
         self.renderer = self.renderer_factory(self.ctx)
-        self.gpu_posing = self.posing == "auto" and hasattr(self.renderer, "pose_avatars")
         modes = xr.enumerate_environment_blend_modes(
             self._instance, self._system, xr.ViewConfigurationType.PRIMARY_STEREO)
         self._blend_mode = (xr.EnvironmentBlendMode.OPAQUE
@@ -931,26 +643,13 @@ class XrTarget:
         world_from_head = world_from_pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
         frame = XrFrame(self.frame_index, state.predicted_display_time,
                         state.predicted_display_period, cameras, world_from_head, self._floor_y,
-                        recentre=self._recentre_pending, gpu_posing=self.gpu_posing)
+                        recentre=self._recentre_pending)
         self._recentre_pending = False
 
         t0 = time.perf_counter()
         content = scene(frame) if scene is not None else None
         t1 = time.perf_counter()
-        try:
-            pose_ms, sort_ms = self._prepare(content, cameras)
-        except RenderError as exc:
-            from render.gl import GLContextLost
-
-            if not isinstance(content, PosedAvatars) or isinstance(exc, GLContextLost):
-                raise
-            # Avatars the GPU poser refuses (e.g. mixed colour forms): numpy from now on.
-            self.warn(f"GPU posing unavailable ({exc}); posing avatars in numpy")
-            self.gpu_posing = frame.gpu_posing = False
-            t0 = time.perf_counter()
-            content = scene(frame)
-            t1 = time.perf_counter()
-            pose_ms, sort_ms = self._prepare(content, cameras)
+        pose_ms, sort_ms = self._prepare(content, cameras)
         t2 = time.perf_counter()
 
         layer_views = []
@@ -983,24 +682,12 @@ class XrTarget:
         mean gaze. Returns (pose_ms, sort_ms), GL work finished."""
         t0 = time.perf_counter()
         pose_ms = 0.0
-        if isinstance(content, PosedAvatars):
-            if content.bindings is not self._uploaded:
-                self.renderer.upload_avatars(list(content.bindings))
-                self._uploaded, self._posed = content.bindings, None
-            if content.poses is not self._posed:
-                self.renderer.pose_avatars(list(content.poses))
-                self._posed = content.poses
-                self.ctx.finish()
-                pose_ms = (time.perf_counter() - t0) * 1e3
-        else:
-            gaussians = content if content is not None else Gaussians.empty()
-            if gaussians is not self._uploaded:
-                self.renderer.upload(gaussians)
-                self._uploaded, self._posed = gaussians, None
+        if self.renderer.show(content):
+            self.ctx.finish()
+            pose_ms = (time.perf_counter() - t0) * 1e3
         t1 = time.perf_counter()
-        from render.gl import camera_forward
         middle = np.mean([c.position for c in cameras], axis=0)
-        forward = np.mean([camera_forward(c) for c in cameras], axis=0)
+        forward = np.mean([c.forward for c in cameras], axis=0)
         self.renderer.sort_for(middle, forward)
         self.ctx.finish()
         return pose_ms, (time.perf_counter() - t1) * 1e3

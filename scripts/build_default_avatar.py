@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from avatar.avatar import DEFAULT_AVATAR_PATH, triangle_frames  # noqa: E402
 from avatar.codes import BLENDSHAPE_INDEX  # noqa: E402
 from avatar.lca import AvatarData, save_avatar_file  # noqa: E402
-from avatar.rotation import quat_from_axis_angle  # noqa: E402
+from common.rotation import quat_from_axis_angle  # noqa: E402
 from avatar.template import Template, load_template  # noqa: E402
 
 SEED = 20261124

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from avatar.codes import BLENDSHAPE_NAMES, Codes
-from avatar.rotation import quat_to_matrix
+from common.rotation import quat_to_matrix
 
 
 def anny_posed_vertices(model, rig, codes: Codes, offset: np.ndarray) -> np.ndarray:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from avatar.codes import Codes
-from avatar.rotation import quat_from_axis_angle
+from common.rotation import quat_from_axis_angle
 from net.call import Call, CallConfig
-from net.relay import LossyRelay
+from tests.relay import LossyRelay
 from net.signalling import SignallingServer
 from net.tokens import make_token
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from avatar.codes import Codes, write_jsonl
-from avatar.rotation import quat_from_axis_angle
+from common.rotation import quat_from_axis_angle
 from net.audio import dominant_frequency_hz
 
 ROOT = Path(__file__).resolve().parents[1]

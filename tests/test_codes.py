@@ -7,7 +7,7 @@ import pytest
 
 from avatar.codes import (BINARY_SIZE, BLENDSHAPE_NAMES, BODY_BONES, PARTS, Codes, CodesError,
                           read_jsonl, write_jsonl)
-from avatar.rotation import quat_normalize
+from common.rotation import quat_normalize
 
 
 def random_codes(seed=0) -> Codes:

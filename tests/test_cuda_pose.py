@@ -20,11 +20,11 @@ import time
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-
 from avatar.codes import Codes
-from render.backends import RenderError
-from render.cuda_pose import DeviceGaussians, DevicePosing, TorchAvatarPoser, place
+from render.errors import RenderError
+
+torch = pytest.importorskip("torch")
+from render.cuda_pose import DeviceGaussians, DevicePoser, TorchAvatarPoser, place  # noqa: E402
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
@@ -98,7 +98,7 @@ def assert_matches(got, expected, label: str) -> None:
 def test_torch_pose_matches_numpy_pose(avatar, device, name):
     poser = TorchAvatarPoser(device_or_skip(device))
     codes = named_codes()[name]
-    posed = poser.pose(avatar, codes)
+    posed = poser.pose(avatar.skinned, avatar.skin_pose(codes))
     assert isinstance(posed, DeviceGaussians) and posed.means.device.type == device
     assert_matches(posed.to_gaussians(), avatar.pose(codes), f"{device} {name} (lambert)")
 
@@ -108,36 +108,38 @@ def test_baked_and_lambert_avatars_shade_each_their_own_way(avatar, baked, devic
     poser = TorchAvatarPoser(device_or_skip(device))
     codes = named_codes()["wave"]
     for who in (baked, avatar, baked):  # one poser, both shadings, no state leaking across
-        assert_matches(poser.pose(who, codes).to_gaussians(), who.pose(codes),
-                       f"{device} wave ({who.data.shading})")
-    baked_colors = poser.pose(baked, codes).to_gaussians().colors
+        assert_matches(poser.pose(who.skinned, who.skin_pose(codes)).to_gaussians(),
+                       who.pose(codes), f"{device} wave ({who.data.shading})")
+    baked_colors = poser.pose(baked.skinned, baked.skin_pose(codes)).to_gaussians().colors
     np.testing.assert_array_equal(baked_colors, baked.data.colors)
     # The shadings differ on this avatar, so the comparisons above can tell them apart.
-    assert np.abs(baked_colors - poser.pose(avatar, codes).to_gaussians().colors).max() > 0.1
+    assert np.abs(baked_colors - poser.pose(avatar.skinned, avatar.skin_pose(codes)).to_gaussians().colors).max() > 0.1
 
 
-def test_placement_matches_the_xr_stage_numpy_placement(avatar):
-    from app.xr_view import place_gaussians
-    from avatar.rotation import quat_from_axis_angle, quat_to_matrix
+def test_placement_matches_the_numpy_placement(avatar):
+    from render.skinned import place_gaussians
+    from common.rotation import quat_from_axis_angle, quat_to_matrix
 
     place_matrix = np.eye(4)
     place_matrix[:3, :3] = quat_to_matrix(quat_from_axis_angle([0, 1, 0], 2.5))
     place_matrix[:3, 3] = [0.4, 0.0, -1.5]
     codes = named_codes()["random"]
-    got = TorchAvatarPoser().pose(avatar, codes, place_matrix).to_gaussians()
+    got = TorchAvatarPoser().pose(avatar.skinned, avatar.skin_pose(codes, place_matrix))
+    got = got.to_gaussians()
     assert_matches(got, place_gaussians(avatar.pose(codes), place_matrix), "placed")
     with pytest.raises(RenderError, match="finite 4x4"):
-        place(TorchAvatarPoser().pose(avatar, codes), np.full((4, 4), np.nan))
+        place(TorchAvatarPoser().pose(avatar.skinned, avatar.skin_pose(codes)),
+              np.full((4, 4), np.nan))
 
 
 def test_static_arrays_go_up_once_per_avatar(avatar, baked):
     poser = TorchAvatarPoser()
-    first = poser.upload(avatar)
-    poser.pose(avatar, named_codes()["smile"])
-    assert poser.upload(avatar) is first  # kept, keyed on the avatar object
-    assert poser.upload(baked)["template"] is first["template"]  # one template, one copy
-    poser.forget(avatar)
-    assert poser.upload(avatar) is not first
+    first = poser.upload(avatar.skinned)
+    poser.pose(avatar.skinned, avatar.skin_pose(named_codes()["smile"]))
+    assert poser.upload(avatar.skinned) is first  # kept, keyed on the avatar's arrays
+    assert poser.upload(baked.skinned)["template"] is first["template"]  # one template, one copy
+    poser.forget(avatar.skinned)
+    assert poser.upload(avatar.skinned) is not first
 
 
 def test_codes_with_nan_never_reach_the_poser():
@@ -149,45 +151,45 @@ def test_codes_with_nan_never_reach_the_poser():
         Codes(face=face)
 
 
+def refused_skinned(avatar):
+    """The avatar's arrays with one more skin influence per vertex, of bone -1 and weight 0:
+    numpy poses it as the avatar itself (the weight is zero), the device poser refuses it."""
+    skinned = avatar.skinned
+    return dataclasses.replace(
+        skinned, skin_indices=np.pad(skinned.skin_indices, ((0, 0), (0, 1)), constant_values=-1),
+        skin_weights=np.pad(skinned.skin_weights, ((0, 0), (0, 1))))
+
+
 def test_an_avatar_the_poser_cannot_take_falls_back_to_numpy_with_a_reason(avatar):
-    class PointsOnly:
-        """Anything with pose(codes) (the XR stage takes those): no template, no rig."""
-
-        name = "points"
-
-        def pose(self, codes):
-            return avatar.pose(codes)
-
-    odd = PointsOnly()
-    with pytest.raises(RenderError, match="needs an avatar.avatar.Avatar"):
-        TorchAvatarPoser().pose(odd, Codes())
-    lines = []
-    posing = DevicePosing(TorchAvatarPoser(), log=lines.append)
+    odd = refused_skinned(avatar)
     codes = named_codes()["wave"]
+    with pytest.raises(RenderError, match="negative skin index"):
+        TorchAvatarPoser().pose(odd, avatar.skin_pose(codes))
+    lines = []
+    poser = DevicePoser(TorchAvatarPoser(), log=lines.append)
     for _ in range(2):
-        got = posing(odd, codes)
+        got = poser.pose(odd, avatar.skin_pose(codes))
     assert isinstance(got, DeviceGaussians)
     assert_matches(got.to_gaussians(), avatar.pose(codes), "numpy fallback")
-    assert len(lines) == 1 and "posing points in numpy" in lines[0]  # said once
-    assert "needs an avatar.avatar.Avatar" in posing.refused[odd]
-    # A real avatar through the same posing object is still posed on the device.
-    assert_matches(posing(avatar, codes).to_gaussians(), avatar.pose(codes), "device")
-    assert avatar not in posing.refused
+    assert len(lines) == 1 and "in numpy" in lines[0]  # said once
+    assert "negative skin index" in poser.refused[odd]
+    # A real avatar through the same poser is still posed on the device.
+    assert_matches(poser.pose(avatar.skinned, avatar.skin_pose(codes)).to_gaussians(),
+                   avatar.pose(codes), "device")
+    assert avatar.skinned not in poser.refused
 
 
 def test_bad_template_data_is_a_clear_error(avatar):
-    from avatar.avatar import Avatar
-
-    broken = Avatar(avatar.data, avatar.template)  # Avatar() checks; data changed afterwards
-    broken.data = dataclasses.replace(avatar.data, binding_face=avatar.data.binding_face + 10**7)
+    broken = dataclasses.replace(avatar.skinned,
+                                 binding_face=avatar.skinned.binding_face + 10**7)
     with pytest.raises(RenderError, match="triangle the template lacks"):
-        TorchAvatarPoser().pose(broken, Codes())
+        TorchAvatarPoser().pose(broken, avatar.skin_pose(Codes()))
 
 
 def test_device_gaussians_concatenate_keeps_order(avatar, baked):
     poser = TorchAvatarPoser()
     codes = named_codes()["fist"]
-    both = DeviceGaussians.concatenate([poser.pose(avatar, codes), poser.pose(baked, codes)])
+    both = DeviceGaussians.concatenate([poser.pose(avatar.skinned, avatar.skin_pose(codes)), poser.pose(baked.skinned, baked.skin_pose(codes))])
     assert len(both) == 2 * len(avatar) and both.sh_degree is None
     g = both.to_gaussians()
     np.testing.assert_array_equal(g.colors[len(avatar):], baked.data.colors)
@@ -217,14 +219,14 @@ def cpu_cuda_backend(lines):
     return backend
 
 
-def test_cuda_backend_render_avatar_hands_device_posed_gaussians_to_gsplat(avatar):
+def test_cuda_backend_render_skinned_hands_device_posed_gaussians_to_gsplat(avatar):
     from render.camera import Camera
 
     lines = []
     backend = cpu_cuda_backend(lines)
     camera = Camera.look_at([0, 1.2, 2.5], [0, 1.0, 0], 48, 32)
     codes = named_codes()["smile"]
-    image = backend.render_avatar(avatar, codes, camera)
+    image = backend.render_skinned(avatar.skinned, avatar.skin_pose(codes), camera)
     assert image.shape == (32, 48, 4)
     (call,) = backend._rasterization.calls
     expected = avatar.pose(codes)
@@ -232,15 +234,15 @@ def test_cuda_backend_render_avatar_hands_device_posed_gaussians_to_gsplat(avata
     np.testing.assert_allclose(call["colors"].numpy(), expected.colors, atol=1e-4)
     assert call["sh_degree"] is None and lines == []
     # A device cloud with a non-finite Gaussian: dropped before gsplat, like host Gaussians.
-    posed = backend.pose_avatar(avatar, codes)
+    posed = backend.poser.pose(avatar.skinned, avatar.skin_pose(codes))
     posed.means[5] = float("nan")
     backend.render(posed, camera)
     assert len(backend._rasterization.calls[-1]["means"]) == len(avatar) - 1
     # An avatar the device poser refuses: numpy posing, one line saying why.
-    odd = type("PointsOnly", (), {"name": "points", "pose": lambda self, c: avatar.pose(c)})()
-    backend.render_avatar(odd, codes, camera)
-    backend.render_avatar(odd, codes, camera)
-    assert len(lines) == 1 and "posing points in numpy" in lines[0]
+    odd = refused_skinned(avatar)
+    backend.render_skinned(odd, avatar.skin_pose(codes), camera)
+    backend.render_skinned(odd, avatar.skin_pose(codes), camera)
+    assert len(lines) == 1 and "in numpy" in lines[0]
     backend.release()
 
 
@@ -248,7 +250,7 @@ def test_torch_cpu_posing_time_for_the_record(avatar):
     """Not a target (the device poser is for a GPU): prints torch-CPU vs numpy posing time."""
     poser = TorchAvatarPoser()
     codes = named_codes()["random"]
-    poser.pose(avatar, codes)
+    poser.pose(avatar.skinned, avatar.skin_pose(codes))
 
     def median_ms(fn, runs=5):
         times = []
@@ -258,7 +260,7 @@ def test_torch_cpu_posing_time_for_the_record(avatar):
             times.append((time.perf_counter() - start) * 1e3)
         return float(np.median(times))
 
-    torch_ms = median_ms(lambda: poser.pose(avatar, codes))
+    torch_ms = median_ms(lambda: poser.pose(avatar.skinned, avatar.skin_pose(codes)))
     numpy_ms = median_ms(lambda: avatar.pose(codes))
     print(f"{len(avatar)} Gaussians: torch CPU {torch_ms:.1f} ms, numpy {numpy_ms:.1f} ms "
           f"(median of 5, {torch.get_num_threads()} torch threads)")

@@ -18,7 +18,7 @@ from render.camera import Camera
 from render.reference import render as reference_render
 
 gl = pytest.importorskip("render.gl")
-from render.gl_pose import AvatarBinding, AvatarPose  # noqa: E402
+from render.skinned import SkinPose  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def renderer():
 
 def poses():
     from avatar.codes import BODY_BONES, Codes
-    from avatar.rotation import quat_from_axis_angle
+    from common.rotation import quat_from_axis_angle
 
     wave = Codes()
     body = wave.body.copy()
@@ -91,24 +91,24 @@ def assert_matches(got, expected, label: str):
 @pytest.mark.parametrize("pose", list(poses()))
 def test_gpu_pose_matches_numpy_pose(renderer, avatar, pose):
     codes = poses()[pose]
-    renderer.upload_avatars([AvatarBinding.from_avatar(avatar)])
-    renderer.pose_avatars([AvatarPose.from_codes(avatar, codes)])
+    renderer.upload_avatars([avatar.skinned])
+    renderer.pose_avatars([avatar.skin_pose(codes)])
     assert_matches(gpu_gaussians(renderer, len(avatar)), avatar.pose(codes), pose)
     np.testing.assert_allclose(renderer.means(), avatar.pose(codes).means, atol=2e-6)
 
 
 def test_two_placed_avatars_share_a_template(renderer, avatar):
-    from avatar.rotation import quat_from_axis_angle, quat_multiply, quat_to_matrix
+    from common.rotation import quat_from_axis_angle, quat_multiply, quat_to_matrix
 
     keep = np.arange(0, len(avatar), 3)  # a thinned second avatar
     place = np.eye(4)
     place[:3, :3] = quat_to_matrix(quat_from_axis_angle([0, 1, 0], 2.5))
     place[:3, 3] = [1.0, 0.0, -0.5]
     codes = list(poses().values())
-    renderer.upload_avatars([AvatarBinding.from_avatar(avatar),
-                             AvatarBinding.from_avatar(avatar, keep=keep)])
-    renderer.pose_avatars([AvatarPose.from_codes(avatar, codes[1]),
-                           AvatarPose.from_codes(avatar, codes[0], world_from_avatar=place)])
+    renderer.upload_avatars([avatar.skinned,
+                             avatar.skinned.subset(keep)])
+    renderer.pose_avatars([avatar.skin_pose(codes[1]),
+                           avatar.skin_pose(codes[0], place)])
     n = len(avatar)
     got = gpu_gaussians(renderer, n + len(keep))
     assert_matches(tuple(a[:n] for a in got), avatar.pose(codes[1]), "first avatar")
@@ -120,8 +120,8 @@ def test_two_placed_avatars_share_a_template(renderer, avatar):
 
 def test_gpu_posed_render_agrees_with_reference(renderer, avatar):
     codes = poses()["waving, face, turned root"]
-    renderer.upload_avatars([AvatarBinding.from_avatar(avatar)])
-    renderer.pose_avatars([AvatarPose.from_codes(avatar, codes)])
+    renderer.upload_avatars([avatar.skinned])
+    renderer.pose_avatars([avatar.skin_pose(codes)])
     cam = Camera.look_at([0.6, 1.2, 2.6], [0, 0.9, 0], 96, 128, vertical_fov_deg=50)
     ours = renderer.render(None, cam)  # None: what is on the GPU
     ref = reference_render(avatar.pose(codes), cam)
@@ -133,19 +133,19 @@ def test_gpu_posed_render_agrees_with_reference(renderer, avatar):
 
 
 def test_bad_pose_input_is_a_clear_error(renderer, avatar):
-    renderer.upload_avatars([AvatarBinding.from_avatar(avatar)])
+    renderer.upload_avatars([avatar.skinned])
     transforms = avatar.rig.pose_codes(poses()["rest"]).transforms
     with pytest.raises(gl.RenderError, match="poses for 1 avatars"):
         renderer.pose_avatars([])
     with pytest.raises(gl.RenderError, match="bone transforms of shape"):
-        renderer.pose_avatars([AvatarPose(transforms[:5], np.zeros(52))])
+        renderer.pose_avatars([SkinPose(transforms[:5], np.zeros(52))])
     bad = transforms.copy()
     bad[3, 0, 0] = np.nan
     with pytest.raises(gl.RenderError, match="finite"):
-        renderer.pose_avatars([AvatarPose(bad, np.zeros(52))])
+        renderer.pose_avatars([SkinPose(bad, np.zeros(52))])
     renderer.upload(gl.Gaussians.empty())  # plain Gaussians again: no avatars to pose
     with pytest.raises(gl.RenderError, match="upload_avatars first"):
-        renderer.pose_avatars([AvatarPose(transforms, np.zeros(52))])
+        renderer.pose_avatars([SkinPose(transforms, np.zeros(52))])
 
 
 def test_lost_context_rebuilds_the_posed_avatars(avatar):
@@ -153,8 +153,8 @@ def test_lost_context_rebuilds_the_posed_avatars(avatar):
     r = gl.GLSplatRenderer(ctx)
     codes = poses()["waving, face, turned root"]
     cam = Camera.look_at([0.0, 1.0, 2.8], [0, 0.9, 0], 48, 64)
-    r.upload_avatars([AvatarBinding.from_avatar(avatar, keep=np.arange(0, len(avatar), 4))])
-    r.pose_avatars([AvatarPose.from_codes(avatar, codes)])
+    r.upload_avatars([avatar.skinned.subset(np.arange(0, len(avatar), 4))])
+    r.pose_avatars([avatar.skin_pose(codes)])
     before = r.render(None, cam)
     ctx.release()
     with pytest.raises(gl.GLContextLost):
@@ -177,10 +177,10 @@ def test_a_room_mixing_baked_and_lambert_avatars_shades_each_its_own_way(rendere
     place = np.eye(4)
     place[0, 3] = 1.0
     for first, second in ((baked, avatar), (avatar, baked)):
-        renderer.upload_avatars([AvatarBinding.from_avatar(first),
-                                 AvatarBinding.from_avatar(second)])
-        renderer.pose_avatars([AvatarPose.from_codes(first, codes),
-                               AvatarPose.from_codes(second, codes, world_from_avatar=place)])
+        renderer.upload_avatars([first.skinned,
+                                 second.skinned])
+        renderer.pose_avatars([first.skin_pose(codes),
+                               second.skin_pose(codes, place)])
         n = len(avatar)
         colors = gpu_gaussians(renderer, 2 * n)[4]
         for got, who in ((colors[:n], first), (colors[n:], second)):

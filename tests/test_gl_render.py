@@ -68,7 +68,7 @@ def test_synthetic_cloud_agrees_with_reference(renderer, view, sh_count):
 
 def avatar_poses():
     from avatar.codes import BODY_BONES, HEAD_BONES, Codes
-    from avatar.rotation import quat_from_axis_angle
+    from common.rotation import quat_from_axis_angle
 
     def posed(**bones):
         body, head = Codes().body.copy(), Codes().head.copy()

@@ -12,7 +12,7 @@ import pytest
 
 from avatar.codes import Codes
 from net.audio import ToneTrack, dominant_frequency_hz, frame_to_mono
-from net.janus_server import JanusServer
+from tests.janus_server import JanusServer
 
 pytestmark = pytest.mark.integration
 

@@ -102,10 +102,12 @@ def test_invalid_contents_are_refused(tmp_path, small, template, case, message):
     elif case == "count":
         tensors, meta = mutate(tensors, meta, gaussian_count=n + 1)
     elif case == "nan":
-        scales = tensors["local_scales"].copy(); scales[3, 1] = np.nan
+        scales = tensors["local_scales"].copy()
+        scales[3, 1] = np.nan
         tensors, meta = mutate(tensors, meta, local_scales=scales)
     elif case == "face_index":
-        faces = tensors["binding_face"].copy(); faces[7] = 10**6
+        faces = tensors["binding_face"].copy()
+        faces[7] = 10**6
         tensors, meta = mutate(tensors, meta, binding_face=faces)
     elif case == "negative_scale":
         tensors, meta = mutate(tensors, meta, local_scales=-tensors["local_scales"])
@@ -122,7 +124,8 @@ def test_invalid_contents_are_refused(tmp_path, small, template, case, message):
     elif case == "template":
         tensors, meta = mutate(tensors, meta, template={**meta["template"], "vertices": 6890})
     elif case == "layout":
-        layout = codes_layout(); layout["blendshapes"] = layout["blendshapes"][::-1]
+        layout = codes_layout()
+        layout["blendshapes"] = layout["blendshapes"][::-1]
         tensors, meta = mutate(tensors, meta, codes_layout=layout)
     elif case == "name_type":
         tensors, meta = mutate(tensors, meta, name=["x"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from avatar.codes import PART_INDEX, Codes
-from avatar.rotation import quat_from_axis_angle
+from common.rotation import quat_from_axis_angle
 from net.playout import PlayoutBuffer, blend
 
 RATE_HZ = 60.0

@@ -6,7 +6,7 @@ import pytest
 from app.poses import POSES
 from avatar.codes import BLENDSHAPE_INDEX, BODY_BONES, HEAD_BONES, Codes
 from avatar.rig import Rig
-from avatar.rotation import quat_from_axis_angle, quat_from_euler_xyz, quat_normalize
+from common.rotation import quat_from_axis_angle, quat_from_euler_xyz, quat_normalize
 from avatar.template import load_template
 
 

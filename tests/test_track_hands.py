@@ -99,7 +99,7 @@ def _solve_both(solver, points_by_side) -> np.ndarray:
 def test_a_straight_hand_reads_as_the_template_rest(template, solver):
     rest = _heads(template)
     hands = _solve_both(solver, [_straight(_points(rest, s), i) for i, s in enumerate("LR")])
-    for side, s in enumerate("LR"):
+    for s in "LR":
         truth = _finger_directions(template, None, s)
         solved = _finger_directions(template, hands, s)
         errors = [angle_deg(truth[b], solved[b]) for b in truth]
@@ -149,7 +149,7 @@ def test_curls_keep_their_side_and_size(template, solver):
     mirrored = curled * np.array([-1.0, 1.0, 1.0])
     hands = _solve_both(solver, [curled, mirrored])
     reference = _solve_both(solver, [_straight(_points(rest, s), i) for i, s in enumerate("LR")])
-    for side, s in enumerate("LR"):
+    for s in "LR":
         before = _finger_directions(template, reference, s)
         after = _finger_directions(template, hands, s)
         knuckle = angle_deg(before["finger2-1"], after["finger2-1"])
@@ -257,7 +257,7 @@ def test_solve_many_bad_input(template, solver):
 def test_batched_rotation_helpers_match_kinematics():
     """The batched swing and blend against tracking/kinematics.py's, including the cases
     they hand to the scalar code: parallel, opposite, and rotations a half turn apart."""
-    from avatar.rotation import quat_from_axis_angle, quat_to_matrix
+    from common.rotation import quat_from_axis_angle, quat_to_matrix
     from tracking import kinematics
     from tracking.hands import _blends, _swings
 

@@ -12,7 +12,7 @@ import pytest
 
 from avatar.codes import BODY_BONES, Codes, read_jsonl
 from avatar.rig import Rig
-from avatar.rotation import quat_from_axis_angle
+from common.rotation import quat_from_axis_angle
 from tests.media import media_path
 from tracking.kinematics import angle_deg
 from tracking.sources import Frame, VideoSource, load_image
@@ -289,7 +289,7 @@ def _finger_pose(kind: str, side: int, template) -> np.ndarray:
     the wrist: the fingers vanish into the palm and the render shows a claw."""
     from app.poses import PALM_NORMAL_L, curl_axis, mirror
     from avatar.codes import HAND_BONES
-    from avatar.rotation import quat_multiply
+    from common.rotation import quat_multiply
 
     q = np.tile([1.0, 0.0, 0.0, 0.0], (19, 1))
     index = {n[:-2]: i for i, n in enumerate(HAND_BONES[side])}

@@ -13,7 +13,7 @@ import pytest
 
 from avatar.codes import BODY_BONES, HAND_BONES, Codes
 from avatar.rig import Rig
-from avatar.rotation import quat_angle_rad, quat_from_axis_angle, quat_multiply
+from common.rotation import quat_angle_rad, quat_from_axis_angle, quat_multiply
 from avatar.template import load_template
 from tracking import landmarks as L
 from tracking.body import BodySolver

@@ -123,7 +123,8 @@ def test_split_tracks_moving_hands_on_rendered_video():
     camera = Camera.look_at([0.0, 1.55, 1.6], [0.0, 1.5, 0.0], 640, 480, vertical_fov_deg=45.0)
     backend = get_backend("auto")
     try:
-        frames = [to_uint8(backend.render_avatar(avatar, hands_codes(i / 30.0), camera),
+        frames = [to_uint8(backend.render_skinned(avatar.skinned,
+                                                  avatar.skin_pose(hands_codes(i / 30.0)), camera),
                            (0.45, 0.45, 0.45)) for i in range(15)]
     finally:
         backend.release()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from avatar.codes import PARTS, Codes
-from avatar.rotation import quat_angle_rad, quat_normalize
+from common.rotation import quat_angle_rad, quat_normalize
 from net import wire
 
 

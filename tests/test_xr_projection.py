@@ -9,19 +9,16 @@ import numpy as np
 import pytest
 
 from render.camera import Camera
-from render.xr import (
+from render.errors import XrUnavailableError
+from render.xr import eye_camera, placements_in_front, world_from_pose
+from render.xr_graphics import (
     GL_RGBA8,
     GL_RGBA16F,
     GL_SRGB8_ALPHA8,
-    Lifecycle,
-    SessionState,
-    XrUnavailableError,
     choose_color_format,
-    eye_camera,
-    placements_in_front,
     srgb_to_linear,
-    world_from_pose,
 )
+from render.xr_session import Lifecycle, SessionState
 
 xr = pytest.importorskip("xr", reason="pyopenxr is not installed (pip install pyopenxr)")
 from xr.utils.matrix4x4f import GraphicsAPI, Matrix4x4f_ctypes  # noqa: E402

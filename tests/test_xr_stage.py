@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.xr_view import CodesPlayback, XrStage, place_gaussians
+from app.xr_view import CodesPlayback, XrStage
 from avatar.avatar import load_avatar
 from avatar.codes import Codes, write_jsonl
-from avatar.rotation import quat_to_matrix
-from render.xr import PosedAvatars, XrFrame, placements_in_front
+from common.rotation import quat_to_matrix
+from render.gl_pose import GLPoser
+from render.skinned import PosedAvatars, SkinnedGaussians, SkinPose, place_gaussians
+from render.xr import XrFrame, placements_in_front
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,44 +105,36 @@ def test_two_participants_stand_side_by_side(avatar):
     assert len(stage(_frame(1))) == len(avatar)
 
 
-def _gpu_frame(index=0, head=(0.0, 1.6, 0.0), recentre=False) -> XrFrame:
-    frame = _frame(index, head, recentre)
-    frame.gpu_posing = True
-    return frame
-
-
 def test_gpu_stage_hands_over_poses_not_gaussians(avatar):
     """With a renderer that poses on the GPU, per frame only poses go out: the avatars'
     arrays once, new pose objects only for codes or placement changes."""
-    from render.gl_pose import AvatarBinding, AvatarPose
-
-    stage = XrStage(distance_m=2.0, spacing_m=1.0)
+    stage = XrStage(distance_m=2.0, spacing_m=1.0, poser=GLPoser())
     stage.add("alice", avatar)
     stage.add("bob", avatar, Codes(seq=5))
-    first = stage(_gpu_frame(0))
+    first = stage(_frame(0))
     assert isinstance(first, PosedAvatars) and stage.pose_count == 2
-    assert all(isinstance(b, AvatarBinding) for b in first.bindings)
-    assert all(isinstance(p, AvatarPose) for p in first.poses)
+    assert all(isinstance(b, SkinnedGaussians) for b in first.skinned)
+    assert all(isinstance(p, SkinPose) for p in first.poses)
     # Each participant has its own life-size placement: the numpy stage's, exactly.
     places = placements_in_front(_frame().world_from_head, 2, 2.0, 1.0, floor_y=0.0)
     for pose, place in zip(first.poses, places):
         np.testing.assert_allclose(pose.world_from_avatar, place)
-    assert stage(_gpu_frame(1)) is first and stage.pose_count == 2     # nothing changed
+    assert stage(_frame(1)) is first and stage.pose_count == 2     # nothing changed
     stage.set_codes("bob", Codes(seq=6))
-    second = stage(_gpu_frame(2))
+    second = stage(_frame(2))
     assert second is not first and stage.pose_count == 3               # only bob again
-    assert second.bindings is first.bindings                           # no re-upload
+    assert second.skinned is first.skinned                             # no re-upload
     assert second.poses[0] is first.poses[0] and second.poses[1] is not first.poses[1]
     stage.recentre()
-    third = stage(_gpu_frame(3, head=(1.0, 1.6, 0.0)))
-    assert stage.pose_count == 5 and third.bindings is first.bindings
+    third = stage(_frame(3, head=(1.0, 1.6, 0.0)))
+    assert stage.pose_count == 5 and third.skinned is first.skinned
     assert third.poses[0].world_from_avatar[0, 3] - first.poses[0].world_from_avatar[0, 3] \
         == pytest.approx(1.0)
     stage.remove("bob")
-    fourth = stage(_gpu_frame(4))
-    assert len(fourth.bindings) == 1 and fourth.bindings is not first.bindings
+    fourth = stage(_frame(4))
+    assert len(fourth.skinned) == 1 and fourth.skinned is not first.skinned
     stage.remove("alice")
-    assert len(stage(_gpu_frame(5))) == 0                              # an empty room
+    assert len(stage(_frame(5))) == 0                              # an empty room
 
 
 def test_gpu_posed_room_matches_the_numpy_posed_room(avatar):
@@ -166,10 +160,10 @@ def test_gpu_posed_room_matches_the_numpy_posed_room(avatar):
     frame = XrFrame(0, 0, 11_111_111, cameras, head, 0.0)
     try:
         numpy_room = stage(frame)
-        frame.gpu_posing = True
+        stage.poser = GLPoser()
         gpu_room = stage(frame)
         assert isinstance(gpu_room, PosedAvatars) and len(numpy_room) == 2 * len(avatar)
-        renderer.upload_avatars(list(gpu_room.bindings))
+        renderer.upload_avatars(list(gpu_room.skinned))
         renderer.pose_avatars(list(gpu_room.poses))
         np.testing.assert_allclose(renderer.means(), numpy_room.means, atol=2e-5)
         # As the headset target does: one sort for both eyes, then a draw per eye.
@@ -187,15 +181,15 @@ def test_gpu_posed_room_matches_the_numpy_posed_room(avatar):
 
 
 def test_device_posed_room_matches_the_numpy_posed_room(avatar):
-    """With an image backend that poses on its device (the cuda backend's pose_avatar), the
+    """With an image backend that poses on its device (the cuda backend's poser), the
     stage poses and places each participant there; torch's CPU device stands in for CUDA
     here (render.cuda_pose, the same code)."""
     torch = pytest.importorskip("torch")
     from app.poses import POSES
-    from render.cuda_pose import DeviceGaussians, DevicePosing, TorchAvatarPoser
+    from render.cuda_pose import DeviceGaussians, DevicePoser, TorchAvatarPoser
 
     wave = POSES["wave"].codes(0.6)
-    device = XrStage(device_posing=DevicePosing(TorchAvatarPoser("cpu")))
+    device = XrStage(poser=DevicePoser(TorchAvatarPoser("cpu")))
     numpy_stage = XrStage()
     for stage in (device, numpy_stage):
         stage.add("alice", avatar, wave)
@@ -214,6 +208,29 @@ def test_device_posed_room_matches_the_numpy_posed_room(avatar):
     assert device(_frame(1)) is room and device.pose_count == count
     device.set_codes("bob", wave)
     assert device(_frame(2)) is not room and device.pose_count == count + 1
+
+
+def test_stage_falls_back_to_numpy_when_the_gpu_poser_refuses_the_room(avatar):
+    """Avatars the GL poser cannot take (here: a template with 13 skin influences a vertex,
+    the shaders take 12) are posed in numpy from then on, with one warning, instead of
+    failing the frame."""
+    import copy
+    import dataclasses
+
+    other = copy.copy(avatar)
+    skinned = avatar.skinned
+    other.skinned = dataclasses.replace(
+        skinned, skin_indices=np.pad(skinned.skin_indices, ((0, 0), (0, 4))),
+        skin_weights=np.pad(skinned.skin_weights, ((0, 0), (0, 4))))
+    assert other.skinned.skin_indices.shape[1] == 13
+    warnings = []
+    stage = XrStage(poser=GLPoser(), warn=warnings.append)
+    stage.add("alice", avatar)
+    stage.add("bob", other)
+    room = stage(_frame())
+    assert stage.poser.where == "numpy" and len(warnings) == 1
+    assert "13 skin influences" in warnings[0]
+    assert not isinstance(room, PosedAvatars) and len(room) == 2 * len(avatar)
 
 
 def test_xr_view_auto_backend_is_gl_here_and_cuda_is_one_clear_line():

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatar.codes import BODY_BONES, HEAD_BONES
-from avatar.rotation import quat_from_axis_angle, quat_to_matrix
+from common.rotation import quat_from_axis_angle, quat_to_matrix
 from avatar.template import Template
 from tracking import landmarks as L
 from tracking.kinematics import (align, bone_rotation, cross, fraction, local_quaternions,

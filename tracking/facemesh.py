@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import replacing
 from avatar.template import Template
 
 CORRESPONDENCE_PATH = (Path(__file__).resolve().parents[1] / "assets" / "tracking"
@@ -68,11 +69,11 @@ def save_correspondence(path: str | Path, triangle, bary, neutral, metadata: dic
     metadata = {"format": CORRESPONDENCE_FORMAT, **metadata}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    save_file({"triangle": np.asarray(triangle, np.int32), "bary": np.asarray(bary, np.float32),
-               "neutral": np.asarray(neutral, np.float32)}, str(tmp),
-              metadata={"correspondence": json.dumps(metadata)})
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        save_file({"triangle": np.asarray(triangle, np.int32),
+                   "bary": np.asarray(bary, np.float32),
+                   "neutral": np.asarray(neutral, np.float32)}, str(tmp),
+                  metadata={"correspondence": json.dumps(metadata)})
 
 
 def load_correspondence(path: str | Path = CORRESPONDENCE_PATH) -> Correspondence:

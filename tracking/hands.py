@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from avatar.codes import HAND_BONES
-from avatar.rotation import matrix_to_quat, quat_apply, quat_from_axis_angle
+from common.rotation import matrix_to_quat, quat_apply, quat_from_axis_angle
 from avatar.template import Template
 from tracking.kinematics import (EPS, align, blend, bone_rotation, frame, local_quaternions,
                                  swing, unit)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar.rotation import matrix_to_quat, quat_to_matrix, quat_slerp
+from common.rotation import matrix_to_quat, quat_to_matrix, quat_slerp
 
 EPS = 1e-9
 

@@ -1,0 +1,2 @@
+"""Leaf helpers every stage may use (rotations, atomic files); they import no other package
+of the project."""
