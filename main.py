@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""splatcall: a video call in which you appear as a 3D Gaussian avatar. `main.py --help` lists the commands."""
+"""splatcall: a video call in which you appear as a 3D Gaussian avatar. `main.py --help`
+lists the commands."""
 
 import sys
 

@@ -12,8 +12,9 @@ def add_parser(sub) -> None:
                        description="Inspect avatar files.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     info = actions.add_parser("info", help="print what an avatar file holds",
-                              description="Print an avatar file's name, Gaussian count, bones, size, "
-                              "licence and provenance. FILE may be 'default' for the embedded avatar.")
+                              description="Print an avatar file's name, Gaussian count, bones, "
+                              "size, licence and provenance. FILE may be 'default' for the "
+                              "embedded avatar.")
     info.add_argument("file", help="a .lca file, or 'default'")
     info.set_defaults(func=run_info)
 

@@ -71,9 +71,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--stun", action="append", default=[],
                         help="STUN/TURN server URL, e.g. stun:stun.example.org:3478 (repeatable)")
     parser.add_argument("--janus", metavar="URL",
-                        help="meet through a Janus SFU (its HTTP API, e.g. http://host:8088/janus) "
-                             "instead of a full mesh: for rooms of more than 6; --room must then be "
-                             "a number, and avatars are not exchanged (the default stands in)")
+                        help="meet through a Janus SFU (its HTTP API, e.g. "
+                             "http://host:8088/janus) instead of a full mesh: for rooms of more "
+                             "than 6; --room must then be a number, and avatars are not exchanged "
+                             "(the default stands in)")
     parser.add_argument("--xr", action="store_true",
                         help="show the other participants life-size in a VR headset (OpenXR: "
                              "SteamVR, Monado or Meta's Quest Link)")
@@ -109,8 +110,10 @@ class _LiveTracker:
         try:
             path = Path(spec)
             # A video file stands in for a camera: paced in real time, its end a lost device.
-            self.source = VideoSource(path, live=True) if path.is_file() and not spec.startswith("camera") \
-                and path.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov", ".webm") else open_source(spec)
+            self.source = (VideoSource(path, live=True)
+                           if path.is_file() and not spec.startswith("camera")
+                           and path.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov", ".webm")
+                           else open_source(spec))
         except SourceError as exc:
             raise UserError(str(exc)) from None
         self.mirror = mirror
@@ -234,7 +237,8 @@ class _Recorder:
         for remote_id, codes in poses.items():
             handle = self._codes.get(remote_id)
             if handle is None:
-                path = self.directory / f"{self._stem(remote_id, names.get(remote_id, ''))}.codes.jsonl"
+                path = self.directory / (
+                    f"{self._stem(remote_id, names.get(remote_id, ''))}.codes.jsonl")
                 handle = self._codes[remote_id] = path.open("a", encoding="utf-8")
             handle.write(codes.to_json() + "\n")
         if time.monotonic() - self._flushed > 1.0:

@@ -223,7 +223,8 @@ def export(recording: dict, clip: Path, out: Path, height: int, fps: float, back
                 rgba = backend.render_skinned(avatar.skinned, avatar.skin_pose(codes), camera)
                 writer.write(np.concatenate([clip_image, to_uint8(rgba)], axis=1))
                 if index % 30 == 29 or index == len(poses) - 1:
-                    say(f"  rendered {index + 1}/{len(poses)} frames ({time.monotonic() - started:.0f} s)")
+                    say(f"  rendered {index + 1}/{len(poses)} frames "
+                        f"({time.monotonic() - started:.0f} s)")
             if has_audio:
                 writer.write_audio(audio)
     except VideoError as exc:
@@ -261,13 +262,16 @@ def run(args) -> int:
     template = load_template()
     if received_avatar is not None and received_avatar.status == "ready":
         avatar = Avatar(received_avatar.avatar, template)
-        avatar_note = f"the sender's avatar arrived over the call ({received_avatar.size / 1e6:.1f} MB, hash verified)"
+        avatar_note = (f"the sender's avatar arrived over the call "
+                       f"({received_avatar.size / 1e6:.1f} MB, hash verified)")
     else:
         avatar = load_avatar("default", template)
         reason = received_avatar.reason if received_avatar is not None else "none offered"
         avatar_note = f"the default avatar stood in ({reason})"
-    audio_s = 0.0 if recording["audio"] is None else len(recording["audio"]) / recording["audio_rate"]
-    say(f"  sent {recording['sent']} codes packets ({recording['sent_bytes'] / max(recording['sent'], 1):.0f} bytes each), "
+    audio_s = (0.0 if recording["audio"] is None
+               else len(recording["audio"]) / recording["audio_rate"])
+    say(f"  sent {recording['sent']} codes packets "
+        f"({recording['sent_bytes'] / max(recording['sent'], 1):.0f} bytes each), "
         f"received {stats.get('unique', '?')}, lost {stats.get('lost', '?')}; "
         f"{audio_s:.1f} s of voice received; {avatar_note}")
 

@@ -120,7 +120,8 @@ def _wave(t: float) -> Codes:
     b = _Builder()
     b.rotate("upperarm01.L", Z, -0.55)
     b.rotate("upperarm01.R", Z, -1.9)  # right arm up and out
-    b.rotate("lowerarm01.R", X, -0.25).rotate("lowerarm01.R", Z, -0.35 + 0.35 * math.sin(2 * math.pi * 1.6 * t))
+    b.rotate("lowerarm01.R", X, -0.25).rotate("lowerarm01.R", Z,
+                                              -0.35 + 0.35 * math.sin(2 * math.pi * 1.6 * t))
     b.rotate("wrist.R", Z, 0.15 * math.sin(2 * math.pi * 1.6 * t + 0.6))
     b.weight("mouthSmileLeft", 0.6).weight("mouthSmileRight", 0.6)
     b.rotate("head", Y, -0.12)
@@ -139,7 +140,8 @@ def _smile(t: float) -> Codes:
 def _talk(t: float) -> Codes:
     b = _arms_relaxed(_Builder())
     # Syllables at about 4 Hz with a slower phrase envelope, a few blinks, small nods.
-    syllable = max(0.0, math.sin(2 * math.pi * 4.1 * t)) * (0.6 + 0.4 * math.sin(2 * math.pi * 0.7 * t))
+    syllable = (max(0.0, math.sin(2 * math.pi * 4.1 * t))
+                * (0.6 + 0.4 * math.sin(2 * math.pi * 0.7 * t)))
     b.weight("jawOpen", 0.55 * syllable)
     b.weight("mouthFunnel", 0.3 * max(0.0, math.sin(2 * math.pi * 1.3 * t)))
     b.weight("mouthSmileLeft", 0.25).weight("mouthSmileRight", 0.25)
@@ -166,7 +168,8 @@ def _walk(t: float) -> Codes:
     b.rotate("upperleg01.L", X, -swing).rotate("upperleg01.R", X, swing)
     b.rotate("lowerleg01.L", X, 0.5 * max(0.0, math.sin(phase + 1.2)) + 0.1)
     b.rotate("lowerleg01.R", X, 0.5 * max(0.0, math.sin(phase + 1.2 + math.pi)) + 0.1)
-    b.rotate("upperarm01.L", X, 0.35 * math.sin(phase)).rotate("upperarm01.R", X, -0.35 * math.sin(phase))
+    b.rotate("upperarm01.L", X, 0.35 * math.sin(phase)).rotate("upperarm01.R", X,
+                                                              -0.35 * math.sin(phase))
     b.rotate("lowerarm01.L", X, -0.3).rotate("lowerarm01.R", X, -0.3)
     b.rotate("spine03", Y, 0.08 * math.sin(phase))
     bob = 0.015 * (1 - math.cos(2 * phase)) - 0.02

@@ -27,9 +27,11 @@ def add_parser(sub) -> None:
         "animation, or driven by a codes JSONL file, to a PNG image or an H.264 MP4 video. "
         "Needs no display or GPU.",
     )
-    p.add_argument("--avatar", default="default", help="'default' or a .lca file (default: default)")
+    p.add_argument("--avatar", default="default",
+                   help="'default' or a .lca file (default: default)")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--pose", choices=sorted(POSES), help="built-in pose or animation (default: rest)")
+    source.add_argument("--pose", choices=sorted(POSES),
+                        help="built-in pose or animation (default: rest)")
     source.add_argument("--codes", type=Path, help="codes JSONL file (one frame per line)")
     p.add_argument("--out", type=Path, required=True, help="output file: .png (one frame) or .mp4")
     p.add_argument("--size", default="512x512", help="WIDTHxHEIGHT in pixels (default: 512x512)")
@@ -38,9 +40,11 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="renderer backend (default: the fastest available)")
     p.add_argument("--fps", type=float, default=FPS, help=f"video frame rate (default: {FPS:g})")
-    p.add_argument("--background", default="1,1,1", help="background colour r,g,b in [0,1] (default: white)")
+    p.add_argument("--background", default="1,1,1",
+                   help="background colour r,g,b in [0,1] (default: white)")
     p.add_argument("--audio", type=Path,
-                   help="an audio file to put beside the video (e.g. a call recording's .wav); MP4 only")
+                   help="an audio file to put beside the video (e.g. a call recording's .wav); "
+                        "MP4 only")
     p.set_defaults(func=run)
 
 

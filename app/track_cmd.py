@@ -177,7 +177,8 @@ def run(args) -> int:
                     preview.add(result)
                 now = time.monotonic()
                 if now - last_report >= 2.0:
-                    print(f"  {out.count} frames, {out.count / (now - start):.1f} fps", file=sys.stderr)
+                    print(f"  {out.count} frames, {out.count / (now - start):.1f} fps",
+                          file=sys.stderr)
                     last_report = now
                 if (args.max_frames and out.count >= args.max_frames) or should_stop():
                     break

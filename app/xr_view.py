@@ -11,9 +11,9 @@ only its bone transforms, face weights and place in the room, posed on the GPU
 (render.gl_pose). With the cuda backend each changed participant is posed and placed on the
 CUDA device (render.cuda_pose) and the room is those device tensors concatenated. With the
 reference (or ``--xr-posing cpu``, or avatars the GPU poser refuses) it poses in numpy, moves
-each avatar to its place and concatenates. When nothing changed the same object comes back, so the target neither uploads, poses nor
-re-sorts for an unmoved head. ``set_codes`` may be called from another thread (the
-network's) while the XR loop runs.
+each avatar to its place and concatenates. When nothing changed the same object comes back,
+so the target neither uploads, poses nor re-sorts for an unmoved head. ``set_codes`` may be
+called from another thread (the network's) while the XR loop runs.
 
 Placement happens at the first tracked frame and again on "recentre" (the controller's menu
 or select button, the runtime's own recentre, or ``XrStage.recentre()``): from the head's

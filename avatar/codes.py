@@ -151,7 +151,8 @@ class Codes:
         for name in ("head", "body", "hands", "root_rotation"):
             norms = np.linalg.norm(getattr(self, name).astype(np.float64), axis=-1)
             if np.any(np.abs(norms - 1.0) > _UNIT_TOLERANCE):
-                raise CodesError(f"{name} holds a quaternion of length {norms.flat[np.argmax(np.abs(norms - 1))]:.4f}, "
+                raise CodesError(f"{name} holds a quaternion of length "
+                                 f"{norms.flat[np.argmax(np.abs(norms - 1))]:.4f}, "
                                  "not a unit quaternion")
 
     # -- convenience -----------------------------------------------------------------
@@ -172,7 +173,8 @@ class Codes:
     def replace(self, **changes) -> "Codes":
         values = {name: getattr(self, name) for name in ("t", "seq", "valid", *_SHAPES)}
         values.update(changes)
-        return Codes(**{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in values.items()})
+        return Codes(**{k: (v.copy() if isinstance(v, np.ndarray) else v)
+                        for k, v in values.items()})
 
     def equals(self, other: "Codes") -> bool:
         """Exact equality of every field."""
@@ -278,7 +280,8 @@ class Codes:
         arrays = {}
         for name, shape in _SHAPES.items():
             count = int(np.prod(shape))
-            arrays[name] = np.frombuffer(data, "<f4", count, offset).reshape(shape).astype(np.float32)
+            arrays[name] = (np.frombuffer(data, "<f4", count, offset).reshape(shape)
+                            .astype(np.float32))
             offset += 4 * count
         valid = np.array([(mask >> i) & 1 for i in range(len(PARTS))], dtype=bool)
         return cls(t=t, seq=seq, valid=valid, **arrays)
@@ -307,7 +310,8 @@ def _named(value, names, default: np.ndarray, what: str) -> np.ndarray:
             raise CodesError(f"{what}.{key} must be a number or a list of numbers")
         arr = np.asarray(v, dtype=np.float64)
         if arr.shape != out.shape[1:]:
-            raise CodesError(f"{what}.{key} has shape {list(arr.shape)}, expected {list(out.shape[1:])}")
+            raise CodesError(f"{what}.{key} has shape {list(arr.shape)}, "
+                             f"expected {list(out.shape[1:])}")
         out[index[key]] = arr
     return out
 

@@ -149,7 +149,8 @@ def read_header(path: str | Path) -> tuple[dict, dict]:
         header = json.loads(header_bytes.decode("utf-8"))
         meta = json.loads(header["__metadata__"]["lca"])
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise AvatarFileError(f"{path}: not an avatar file (no lca metadata in the header)") from None
+        raise AvatarFileError(
+            f"{path}: not an avatar file (no lca metadata in the header)") from None
     if not isinstance(meta, dict) or not isinstance(header, dict):
         raise AvatarFileError(f"{path}: corrupt metadata")
     header.pop("__metadata__", None)
@@ -176,7 +177,8 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         raise AvatarFileError(f"{path}: unexpected tensors {sorted(extra)}")
     for name, shape in expected_shapes.items():
         if tuple(header[name]["shape"]) != shape:
-            raise AvatarFileError(f"{path}: {name} has shape {header[name]['shape']}, expected {list(shape)}")
+            raise AvatarFileError(f"{path}: {name} has shape {header[name]['shape']}, "
+                                  f"expected {list(shape)}")
     try:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
@@ -189,21 +191,24 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         raise AvatarFileError(f"{path}: binding_face must be int32")
     for name in _TENSORS[1:]:
         if tensors[name].dtype not in _FLOATS:
-            raise AvatarFileError(f"{path}: {name} has dtype {tensors[name].dtype}, expected float16/32")
+            raise AvatarFileError(f"{path}: {name} has dtype {tensors[name].dtype}, "
+                                  "expected float16/32")
         if not np.all(np.isfinite(tensors[name])):
             raise AvatarFileError(f"{path}: {name} contains NaN or infinity")
     arrays = {k: (v.astype(np.int32) if k == "binding_face" else v.astype(np.float32))
               for k, v in tensors.items()}
     colors = arrays["colors"]
     if not (colors.shape == (n, 3) or (colors.ndim == 3 and colors.shape[0] == n
-                                       and colors.shape[1] in (1, 4, 9, 16) and colors.shape[2] == 3)):
+                                       and colors.shape[1] in (1, 4, 9, 16)
+                                       and colors.shape[2] == 3)):
         raise AvatarFileError(f"{path}: colors has shape {list(colors.shape)}")
     if meta["shading"] == "lambert" and colors.ndim != 2:
         raise AvatarFileError(f"{path}: lambert shading needs RGB colours, not spherical harmonics")
     faces = arrays["binding_face"]
     face_count = meta["template"]["faces"]
     if n and (faces.min() < 0 or faces.max() >= face_count):
-        raise AvatarFileError(f"{path}: binding_face indexes outside the template's {face_count} triangles")
+        raise AvatarFileError(f"{path}: binding_face indexes outside the template's "
+                              f"{face_count} triangles")
     bary = arrays["binding_bary"]
     if np.any(bary < -0.01) or np.any(np.abs(bary.sum(1) - 1) > 0.01):
         raise AvatarFileError(f"{path}: binding_bary is not a barycentric position")
@@ -217,7 +222,8 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         ref = meta["template"]
         actual = {"vertices": len(template.vertices), "faces": len(template.faces),
                   "bones": len(template.bone_names)}
-        if any(ref[k] != actual[k] for k in actual) or list(meta["bone_names"]) != list(template.bone_names):
+        if (any(ref[k] != actual[k] for k in actual)
+                or list(meta["bone_names"]) != list(template.bone_names)):
             raise AvatarFileError(f"{path}: made for another template ({ref['name']}: {ref})")
     return AvatarData(
         name=meta["name"], template=meta["template"], bone_names=list(meta["bone_names"]),
@@ -237,7 +243,8 @@ def _check_meta(path: Path, meta: dict) -> None:
              "shading": str, "licence": str, "attribution": str, "provenance": dict}
     for key, kind in types.items():
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
-            raise AvatarFileError(f"{path}: metadata field {key!r} is missing or not a {kind.__name__}")
+            raise AvatarFileError(f"{path}: metadata field {key!r} is missing or not a "
+                                  f"{kind.__name__}")
     if not 0 <= meta["gaussian_count"] <= MAX_GAUSSIANS:
         raise AvatarFileError(f"{path}: gaussian_count {meta['gaussian_count']} is out of range")
     if meta["shading"] not in SHADING_MODES:

@@ -149,7 +149,8 @@ async def participant(args) -> dict:
         await asyncio.sleep(1 / 60)
     result = {
         "index": args.index, "wall_s": wall, "cpu_percent": 100.0 * cpu / wall,
-        "codes_payload_kbit_s_per_stream": (call.sent_bytes - sent0) * 8 / 1000 / wall / streams_out,
+        "codes_payload_kbit_s_per_stream":
+            (call.sent_bytes - sent0) * 8 / 1000 / wall / streams_out,
         "uplink_kbit_s": (bytes1 - bytes0) * 8 / 1000 / wall,
         "voice_kbit_s_per_stream": (audio1 - audio0) * 8 / 1000 / wall / streams_out,
         "transit_ms": [float(np.percentile(transit, q)) if len(transit) else None
@@ -203,8 +204,10 @@ def run_room(size: int, seconds: float, workdir: Path, use_janus: bool) -> dict:
         for i in range(size):
             out = workdir / f"p{i}.json"
             log = open(workdir / f"p{i}.log", "w")
-            workers.append(subprocess.Popen(common + target + ["--index", str(i), "--out", str(out)],
-                                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+            workers.append(subprocess.Popen(common + target
+                                            + ["--index", str(i), "--out", str(out)],
+                                            cwd=ROOT, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT))
             time.sleep(0.2)
         procs.extend(workers)
         for worker in workers:

@@ -55,7 +55,8 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2))
     print(f"Avatar.pose with {len(avatar)} Gaussians ({args.repeats} frames):")
     for k in stages:
-        print(f"  {k:24s} median {result['median_ms'][k]:7.1f} ms   p90 {result['p90_ms'][k]:7.1f} ms")
+        print(f"  {k:24s} median {result['median_ms'][k]:7.1f} ms   "
+              f"p90 {result['p90_ms'][k]:7.1f} ms")
     return 0
 
 

@@ -272,7 +272,8 @@ def filter_figures() -> dict:
         still = 0.01 * rng.normal(size=600)
         smoothed = np.array([f.filter(v, ti) for v, ti in zip(still, t)])
         out[name] = {"min_cutoff_hz": cutoff, "beta": beta, "lag_on_fast_move_ms": round(lag_ms, 1),
-                     "still_jitter_ratio": round(float(np.std(smoothed[30:]) / np.std(still[30:])), 3)}
+                     "still_jitter_ratio":
+                         round(float(np.std(smoothed[30:]) / np.std(still[30:])), 3)}
     return out
 
 
@@ -336,7 +337,8 @@ def main() -> int:
         make_hands_clip(hands_clip, args.frames)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, "
+                   f"{platform.processor() or platform.platform()}",
         "load_average_before": os.getloadavg(),
         "frames": args.frames,
         "rounds": args.rounds,

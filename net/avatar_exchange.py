@@ -148,7 +148,8 @@ class AvatarExchange:
         if offer is None:
             remote.status, remote.sha256 = "default", ""
             return
-        sha, size = (offer.get("sha256"), offer.get("size")) if isinstance(offer, dict) else (None, None)
+        sha, size = ((offer.get("sha256"), offer.get("size")) if isinstance(offer, dict)
+                     else (None, None))
         if not isinstance(sha, str) or not _SHA_RE.match(sha) or isinstance(size, bool) \
                 or not isinstance(size, int) or size <= 0:
             self._refuse(remote, "malformed avatar offer")
@@ -170,7 +171,8 @@ class AvatarExchange:
         self._send(remote_id, json.dumps({"type": "avatar-get", "sha256": sha}))
 
     def _chunk(self, remote_id: str, remote: RemoteAvatar, message: bytes) -> None:
-        if remote.status != "fetching" or remote._handle is None or not message.startswith(_CHUNK_TAG):
+        if (remote.status != "fetching" or remote._handle is None
+                or not message.startswith(_CHUNK_TAG)):
             return  # unsolicited binary data: ignored
         chunk = message[1:]
         remote.received += len(chunk)

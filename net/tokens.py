@@ -22,7 +22,8 @@ SECRET_BYTES = 32
 
 
 class TokenError(ValueError):
-    """A token that does not admit its holder. ``reason`` is 'invalid', 'expired' or 'wrong-room'."""
+    """A token that does not admit its holder. ``reason`` is 'invalid', 'expired' or
+    'wrong-room'."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)

@@ -171,7 +171,8 @@ def decode(data: bytes) -> Codes:
     fields: dict[str, np.ndarray] = {}
     offset = HEADER_BYTES
     if valid[0]:
-        fields["face"] = np.frombuffer(data, np.uint8, 52, offset).astype(np.float32) / np.float32(255.0)
+        fields["face"] = (np.frombuffer(data, np.uint8, 52, offset).astype(np.float32)
+                          / np.float32(255.0))
         offset += 52
     if valid[1]:
         raw = np.frombuffer(data, "<i2", 4, offset).astype(np.float32)

@@ -40,7 +40,8 @@ class Camera:
 
     def __post_init__(self) -> None:
         self.camera_from_world = np.asarray(self.camera_from_world, dtype=np.float64)
-        if self.camera_from_world.shape != (4, 4) or not np.all(np.isfinite(self.camera_from_world)):
+        if (self.camera_from_world.shape != (4, 4)
+                or not np.all(np.isfinite(self.camera_from_world))):
             raise CameraError("camera_from_world must be a finite 4x4 matrix")
         rotation = self.camera_from_world[:3, :3]
         if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4):
@@ -85,7 +86,8 @@ class Camera:
         world_from_camera[:3, 0], world_from_camera[:3, 1] = right, true_up
         world_from_camera[:3, 2], world_from_camera[:3, 3] = -forward, eye
         f = 0.5 * height / math.tan(math.radians(vertical_fov_deg) / 2)
-        return cls(np.linalg.inv(world_from_camera), width, height, f, f, width / 2, height / 2, **kw)
+        return cls(np.linalg.inv(world_from_camera), width, height, f, f, width / 2, height / 2,
+                   **kw)
 
     # -- derived -----------------------------------------------------------------------
     @property

@@ -41,7 +41,8 @@ class Gaussians:
         expected = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,)}
         for name, shape in expected.items():
             if getattr(self, name).shape != shape or n < 0:
-                raise GaussiansError(f"{name} has shape {getattr(self, name).shape}, expected {shape}")
+                raise GaussiansError(f"{name} has shape {getattr(self, name).shape}, "
+                                     f"expected {shape}")
         c = self.colors
         if not (c.shape == (n, 3) or (c.ndim == 3 and c.shape[0] == n and c.shape[2] == 3
                                       and c.shape[1] in SH_COUNTS)):
@@ -63,7 +64,9 @@ class Gaussians:
         ok &= np.all(np.isfinite(self.quats), axis=1) & (np.linalg.norm(self.quats, axis=1) > 1e-8)
         ok &= np.all(np.isfinite(self.scales), axis=1) & np.all(self.scales > 0, axis=1)
         ok &= np.isfinite(self.opacities) & (self.opacities > 0)
-        ok &= np.all(np.isfinite(self.colors.reshape(len(self), int(np.prod(self.colors.shape[1:])))), axis=1)
+        ok &= np.all(np.isfinite(self.colors.reshape(len(self),
+                                                     int(np.prod(self.colors.shape[1:])))),
+                     axis=1)
         return ok
 
     def subset(self, index) -> "Gaussians":

@@ -229,9 +229,10 @@ void project(uint i) {{
     float qc = {-0.5 * LOG2_E!r} * a / det;
     vec3 rgb = view_color(i, mean);
     imageStore(splat_image, texel(slot, 2, 0), floatBitsToUint(vec4(mean2d, qa, qb)));
-    imageStore(splat_image, texel(slot, 2, 1), uvec4(floatBitsToUint(qc), floatBitsToUint(exp2(2.0 * qc)),
-               packHalf2x16(rgb.rg), (packHalf2x16(vec2(rgb.b, 0.0)) & 0xFFFFu)
-                                     | (packUnorm2x16(vec2(0.0, opacity)) & 0xFFFF0000u)));
+    imageStore(splat_image, texel(slot, 2, 1),
+               uvec4(floatBitsToUint(qc), floatBitsToUint(exp2(2.0 * qc)),
+                     packHalf2x16(rgb.rg), (packHalf2x16(vec2(rgb.b, 0.0)) & 0xFFFFu)
+                                           | (packUnorm2x16(vec2(0.0, opacity)) & 0xFFFF0000u)));
     uint chunk = depth_rank / uint(chunk_size) * uint(tiles.x * tiles.y);
     for (uint ty = first.y; ty <= last.y; ++ty) {{
         for (uint tx = first.x; tx <= last.x; ++tx) {{
@@ -801,7 +802,8 @@ class GLSplatRenderer:
     def _projection_uniforms(self, program, camera: Camera) -> None:
         cv = camera.cv_from_world
         w, h = camera.width, camera.height
-        margin_x, margin_y = FRUSTUM_MARGIN * 0.5 * w / camera.fx, FRUSTUM_MARGIN * 0.5 * h / camera.fy
+        margin_x, margin_y = (FRUSTUM_MARGIN * 0.5 * w / camera.fx,
+                              FRUSTUM_MARGIN * 0.5 * h / camera.fy)
         set_uniforms(program, count=self._count, param_rows=self._param_rows,
                       tile_size=(TILE_W, TILE_H), tiles=tile_grid(w, h),
                       chunk_size=chunking(self._count)[1],

@@ -77,7 +77,8 @@ void main() {{
         }}
     }}
     vec4 h = vec4(p, 1.0);
-    imageStore(posed, texel(uint(posed_base) + v, 1, 0), vec4(dot(row0, h), dot(row1, h), dot(row2, h), 1.0));
+    imageStore(posed, texel(uint(posed_base) + v, 1, 0),
+               vec4(dot(row0, h), dot(row1, h), dot(row2, h), 1.0));
 }}
 """
 

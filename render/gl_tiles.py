@@ -18,8 +18,9 @@ writes each splat by its Gaussian index into an RGBA32UI texture, 2 texels (32 b
 splat: (mean x, mean y, qxx, qxy), (qyy, the row-to-row step exp2(2 qyy), r|g as half floats,
 b as a half float | opacity as a 16-bit fraction), where q are the log2 weight's coefficients
 (the conic times -log2(e) / 2) and floats are stored as their bits; and its tile rectangle
-(x0|x1<<16, y0|y1<<16, empty when culled) into an RG32UI texture. It also counts, with atomics, how many splats of each chunk of depth ranks
-(``chunking``, ranks from the CPU's sort) touch each TILE_W x TILE_H tile. Then:
+(x0|x1<<16, y0|y1<<16, empty when culled) into an RG32UI texture. It also counts, with
+atomics, how many splats of each chunk of depth ranks (``chunking``, ranks from the CPU's
+sort) touch each TILE_W x TILE_H tile. Then:
 
 1. Binning without a sort: ``TOTALS_SHADER`` sums each tile's counts over the chunks,
    ``SCAN_SHADER`` (one invocation) turns the totals into tile starts and the number of
@@ -275,7 +276,8 @@ def raster_shader(columns: int = TILE_W, rows: int = TILE_H, resume: bool = Fals
     remaining = "max(" * (rows - 1) + "t0" + "".join(f", t{r})" for r in range(1, rows))
     store = "".join(f"""
     if (top + {r} < image_size.y) {{
-        imageStore(splatted, ivec2(column, image_size.y - 1 - top - {r}), vec4(c{r}, {alpha.format(r=r)}));
+        imageStore(splatted, ivec2(column, image_size.y - 1 - top - {r}),
+                   vec4(c{r}, {alpha.format(r=r)}));
     }}""" for r in range(rows))
     if resume:
         image = "layout(rgba32f, binding = 0) uniform image2D splatted;   // read and written"

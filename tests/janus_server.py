@@ -74,7 +74,8 @@ class JanusServer:
         log = open(self._dir / "janus.log", "w")
         self._process = subprocess.Popen(
             ["ip", "netns", "exec", self.namespace, "janus", "-C", str(self._dir / "janus.jcfg"),
-             "-F", str(self._dir), "-d", os.environ.get("JANUS_DEBUG", "3")], stdout=log, stderr=subprocess.STDOUT)
+             "-F", str(self._dir), "-d", os.environ.get("JANUS_DEBUG", "3")],
+            stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

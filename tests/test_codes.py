@@ -17,7 +17,8 @@ def random_codes(seed=0) -> Codes:
         face=rng.uniform(0, 1, 52), gaze=rng.uniform(-0.5, 0.5, (2, 2)),
         head=quat_normalize(rng.normal(size=(4, 4))), body=quat_normalize(rng.normal(size=(31, 4))),
         hands=quat_normalize(rng.normal(size=(2, 19, 4))), root_translation=rng.normal(size=3),
-        root_rotation=quat_normalize(rng.normal(size=4)), valid=rng.integers(0, 2, len(PARTS)).astype(bool),
+        root_rotation=quat_normalize(rng.normal(size=4)),
+        valid=rng.integers(0, 2, len(PARTS)).astype(bool),
     )
 
 

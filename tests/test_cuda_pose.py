@@ -113,7 +113,9 @@ def test_baked_and_lambert_avatars_shade_each_their_own_way(avatar, baked, devic
     baked_colors = poser.pose(baked.skinned, baked.skin_pose(codes)).to_gaussians().colors
     np.testing.assert_array_equal(baked_colors, baked.data.colors)
     # The shadings differ on this avatar, so the comparisons above can tell them apart.
-    assert np.abs(baked_colors - poser.pose(avatar.skinned, avatar.skin_pose(codes)).to_gaussians().colors).max() > 0.1
+    assert np.abs(baked_colors
+                  - poser.pose(avatar.skinned, avatar.skin_pose(codes)).to_gaussians().colors
+                  ).max() > 0.1
 
 
 def test_placement_matches_the_numpy_placement(avatar):
@@ -189,7 +191,8 @@ def test_bad_template_data_is_a_clear_error(avatar):
 def test_device_gaussians_concatenate_keeps_order(avatar, baked):
     poser = TorchAvatarPoser()
     codes = named_codes()["fist"]
-    both = DeviceGaussians.concatenate([poser.pose(avatar.skinned, avatar.skin_pose(codes)), poser.pose(baked.skinned, baked.skin_pose(codes))])
+    both = DeviceGaussians.concatenate([poser.pose(avatar.skinned, avatar.skin_pose(codes)),
+                                        poser.pose(baked.skinned, baked.skin_pose(codes))])
     assert len(both) == 2 * len(avatar) and both.sh_degree is None
     g = both.to_gaussians()
     np.testing.assert_array_equal(g.colors[len(avatar):], baked.data.colors)

@@ -77,14 +77,17 @@ def test_render_avatar_poses_on_the_gpu_with_gl_and_matches_the_reference():
     reference = get_backend("reference")
     try:
         for c in codes:  # the second frame re-poses the avatar already on the GPU
-            ours = backend.render_skinned(avatar.skinned, avatar.skin_pose(c), cam, background=[0, 0, 0])
+            ours = backend.render_skinned(avatar.skinned, avatar.skin_pose(c), cam,
+                                          background=[0, 0, 0])
             assert backend.renderer._avatars is not None, "posed on the GPU"
-            ref = reference.render_skinned(avatar.skinned, avatar.skin_pose(c), cam, background=[0, 0, 0])
+            ref = reference.render_skinned(avatar.skinned, avatar.skin_pose(c), cam,
+                                           background=[0, 0, 0])
             mse = float(np.mean((ours.astype(np.float64) - ref) ** 2))
             assert mse < 1e-6, f"PSNR {10 * np.log10(1 / max(mse, 1e-30)):.1f} dB"
         g, small = scene()  # plain Gaussians in between, then the avatar again
         backend.render(g, small)
-        again = backend.render_skinned(avatar.skinned, avatar.skin_pose(codes[1]), cam, background=[0, 0, 0])
+        again = backend.render_skinned(avatar.skinned, avatar.skin_pose(codes[1]), cam,
+                                       background=[0, 0, 0])
         np.testing.assert_allclose(again, ours, atol=1e-6)
     finally:
         backend.release()

@@ -113,8 +113,10 @@ def test_two_placed_avatars_share_a_template(renderer, avatar):
     got = gpu_gaussians(renderer, n + len(keep))
     assert_matches(tuple(a[:n] for a in got), avatar.pose(codes[1]), "first avatar")
     second = avatar.pose(codes[0]).subset(keep)
-    second.means = second.means @ place[:3, :3].T.astype(np.float32) + place[:3, 3].astype(np.float32)
-    second.quats = quat_multiply(quat_from_axis_angle([0, 1, 0], 2.5), second.quats).astype(np.float32)
+    second.means = (second.means @ place[:3, :3].T.astype(np.float32)
+                    + place[:3, 3].astype(np.float32))
+    second.quats = quat_multiply(quat_from_axis_angle([0, 1, 0], 2.5),
+                                 second.quats).astype(np.float32)
     assert_matches(tuple(a[n:] for a in got), second, "second avatar, placed")
 
 

@@ -116,7 +116,8 @@ def test_default_avatar_agrees_with_reference(renderer, default_avatar, pose, vi
     value = psnr(ours, ref)
     behind = int(((g.means @ cam.cv_from_world[:3, :3].T + cam.cv_from_world[:3, 3])[:, 2]
                   <= cam.near).sum())
-    print(f"{renderer.pipeline} avatar {pose} / {view}: {len(g)} Gaussians ({behind} behind the near plane), "
+    print(f"{renderer.pipeline} avatar {pose} / {view}: {len(g)} Gaussians "
+          f"({behind} behind the near plane), "
           f"PSNR {value:.1f} dB, max |diff| {np.abs(ours - ref).max():.2e}")
     assert ref[..., 3].mean() > 0.05
     assert value >= 60

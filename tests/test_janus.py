@@ -52,7 +52,8 @@ async def _room(janus: JanusServer):
         for seq in range(6):
             for call in calls:
                 call.send_codes(Codes(t=time.monotonic(), seq=seq))
-        if all(len(c.remotes) == PARTICIPANTS - 1 and all(r.stats.unique for r in c.remotes.values())
+        if all(len(c.remotes) == PARTICIPANTS - 1
+               and all(r.stats.unique for r in c.remotes.values())
                for c in calls):
             break
         assert time.monotonic() < deadline, [c.stats() for c in calls]
@@ -95,7 +96,8 @@ def test_call_command_through_janus(janus, tmp_path):
     from avatar.codes import read_jsonl, write_jsonl
 
     codes = tmp_path / "codes.jsonl"
-    write_jsonl(codes, [Codes(seq=i, face=np.full(52, (i % 30) / 30, np.float32)) for i in range(60)])
+    write_jsonl(codes, [Codes(seq=i, face=np.full(52, (i % 30) / 30, np.float32))
+                        for i in range(60)])
     root = Path(__file__).resolve().parents[1]
     common = ["main.py", "call", "--janus", janus.url, "--room", "5151", "--ice-address",
               janus.client_address, "--codes", str(codes), "--duration", "8", "--fps", "30"]

@@ -36,7 +36,8 @@ def tensors_and_meta(data):
     tensors = {n: getattr(data, n) for n in ("binding_face", "binding_bary", "binding_offset",
                                              "local_quats", "local_scales", "opacities", "colors")}
     meta = {"format": "lca", "format_version": 1, "name": data.name, "gaussian_count": len(data),
-            "template": data.template, "bone_names": data.bone_names, "codes_layout": codes_layout(),
+            "template": data.template, "bone_names": data.bone_names,
+            "codes_layout": codes_layout(),
             "shading": data.shading, "licence": data.licence, "attribution": data.attribution,
             "provenance": data.provenance}
     return {k: np.ascontiguousarray(v) for k, v in tensors.items()}, meta

@@ -72,7 +72,8 @@ async def _exchange(tmp_path, avatar_path, **receiver_config):
     return receivers, got
 
 
-def test_the_receiver_fetches_verifies_caches_and_validates_the_senders_avatar(tmp_path, small_avatar):
+def test_the_receiver_fetches_verifies_caches_and_validates_the_senders_avatar(tmp_path,
+                                                                               small_avatar):
     results, got = asyncio.run(asyncio.wait_for(_exchange(tmp_path, small_avatar), 60))
     assert [r[0] for r in results] == ["ready", "ready"]
     assert results[0][2] == 1 and results[1][2] == 1  # the second time came from the cache
@@ -115,15 +116,18 @@ def test_lying_and_malformed_senders_are_refused(tmp_path):
         own, receiver, ready = _wired(tmp_path, payload)
         sha = hashlib.sha256(payload).hexdigest()
         # announces 1000 bytes, sends 50,000
-        receiver.handle("p1", json.dumps({"type": "hello", "avatar": {"sha256": sha, "size": 1000}}))
+        receiver.handle("p1", json.dumps({"type": "hello",
+                                          "avatar": {"sha256": sha, "size": 1000}}))
         receiver.handle("p1", b"\x01" + payload[:16384])
         assert receiver.remotes["p1"].status == "refused"
         assert "more than" in receiver.remotes["p1"].reason
         # right size, wrong content
-        receiver.handle("p2", json.dumps({"type": "hello", "avatar": {"sha256": sha, "size": 50_000}}))
+        receiver.handle("p2", json.dumps({"type": "hello",
+                                          "avatar": {"sha256": sha, "size": 50_000}}))
         receiver.handle("p2", b"\x01" + b"y" * 50_000)
         receiver.handle("p2", json.dumps({"type": "avatar-end", "sha256": sha}))
-        assert receiver.remotes["p2"].status == "refused" and "hash" in receiver.remotes["p2"].reason
+        assert (receiver.remotes["p2"].status == "refused"
+                and "hash" in receiver.remotes["p2"].reason)
         # malformed offers and junk messages
         for junk in ({"sha256": "zz", "size": 10}, {"sha256": sha, "size": -1},
                      {"sha256": sha, "size": True}, "nope"):
@@ -134,7 +138,8 @@ def test_lying_and_malformed_senders_are_refused(tmp_path):
         receiver.handle("p4", json.dumps([1, 2]))
         assert receiver.remotes["p4"].status == "default"
         # and an honest one goes through
-        receiver.handle("p5", json.dumps({"type": "hello", "avatar": {"sha256": sha, "size": 50_000}}))
+        receiver.handle("p5", json.dumps({"type": "hello",
+                                          "avatar": {"sha256": sha, "size": 50_000}}))
         for i in range(0, 50_000, 16384):
             receiver.handle("p5", b"\x01" + payload[i:i + 16384])
         receiver.handle("p5", json.dumps({"type": "avatar-end", "sha256": sha}))

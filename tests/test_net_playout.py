@@ -63,7 +63,8 @@ def test_extrapolates_over_a_lost_packet_then_holds_then_relaxes_to_rest():
     assert abs(head_angle(held) - SPIN_RAD_S * (last_t + limit)) < 1e-4  # held where it stopped
     halfway = at(last_t + limit + buffer.config.hold_s + 0.5 * buffer.config.relax_s)
     assert buffer.status == "relaxing"
-    assert 0.2 * SPIN_RAD_S * (last_t + limit) < head_angle(halfway) < 0.8 * SPIN_RAD_S * (last_t + limit)
+    assert (0.2 * SPIN_RAD_S * (last_t + limit) < head_angle(halfway)
+            < 0.8 * SPIN_RAD_S * (last_t + limit))
     rest = at(last_t + limit + buffer.config.hold_s + buffer.config.relax_s + 0.1)
     assert buffer.status == "rest"
     assert np.allclose(rest.head, Codes().head, atol=1e-6)

@@ -16,7 +16,8 @@ BACKEND = "reference"  # the numerical reference; other backends have their own 
 @pytest.mark.parametrize("pose", sorted(POSES))
 def test_every_builtin_pose_renders_to_png(tmp_path, pose, capsys):
     out = tmp_path / f"{pose}.png"
-    assert main(["render", "--pose", pose, "--out", str(out), "--size", "96x128", "--backend", BACKEND]) == 0
+    assert main(["render", "--pose", pose, "--out", str(out), "--size", "96x128",
+                 "--backend", BACKEND]) == 0
     image = np.asarray(Image.open(out))
     assert image.shape == (128, 96, 3)
     figure = np.any(image < 200, axis=2)  # not the white background
@@ -47,7 +48,8 @@ def test_audio_is_muxed_beside_the_video(tmp_path):
     with av.open(str(wav), "w") as container:
         stream = container.add_stream("pcm_s16le", rate=rate)
         stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray((samples * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        frame = av.AudioFrame.from_ndarray((samples * 32767).astype(np.int16)[None], format="s16",
+                                           layout="mono")
         frame.sample_rate = rate
         for packet in stream.encode(frame):
             container.mux(packet)
@@ -88,7 +90,8 @@ def test_codes_file_drives_the_render(tmp_path):
 def test_bad_requests_fail_with_one_clear_line(tmp_path, capsys, argv, message):
     (tmp_path / "codes.jsonl").write_text('{"face": {"jawOpen": 3}}\n')
     (tmp_path / "empty.jsonl").write_text("\n")
-    substitutions = {"CODES_BAD": str(tmp_path / "codes.jsonl"), "CODES_EMPTY": str(tmp_path / "empty.jsonl"),
+    substitutions = {"CODES_BAD": str(tmp_path / "codes.jsonl"),
+                     "CODES_EMPTY": str(tmp_path / "empty.jsonl"),
                      "OUT_TXT": str(tmp_path / "x.txt"), "OUT_MP4": str(tmp_path / "x.mp4")}
     argv = [substitutions.get(a, a) for a in argv]
     if "--out" not in argv:

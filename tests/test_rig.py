@@ -23,7 +23,8 @@ def test_rest_codes_give_the_rest_mesh(rig):
 
 def test_template_is_in_openxr_axes(rig):
     t = rig.template
-    assert abs(t.vertices[:, 1].min()) < 1e-6 and 1.5 < t.vertices[:, 1].max() < 1.9  # feet on y=0, +Y up
+    # feet on y=0, +Y up
+    assert abs(t.vertices[:, 1].min()) < 1e-6 and 1.5 < t.vertices[:, 1].max() < 1.9
     nose_z = t.vertices[t.vertices[:, 1] > 1.4][:, 2].max()
     assert nose_z > 0.08  # the face looks toward +Z
     assert t.bone_heads[t.bone_index("wrist.L"), 0] > 0.3  # the left hand at +X
@@ -76,7 +77,8 @@ def pose_cases():
                    hands=quat_normalize(Codes().hands + rng.normal(0, 0.3, (2, 19, 4))),
                    head=quat_normalize(Codes().head + rng.normal(0, 0.2, (4, 4))),
                    face=rng.uniform(0, 1, 52), gaze=rng.uniform(-0.4, 0.4, (2, 2)),
-                   root_translation=[0.1, -0.2, 0.3], root_rotation=quat_from_euler_xyz(0.2, 1.0, -0.1))
+                   root_translation=[0.1, -0.2, 0.3],
+                   root_rotation=quat_from_euler_xyz(0.2, 1.0, -0.1))
     return {"arm_raised": POSES["wave"].codes(0.0), "fist": fist, "head_turned": Codes(head=head),
             "jaw_open_smile": Codes(face=face), "walk": POSES["walk"].codes(0.4), "random": random}
 
@@ -84,8 +86,10 @@ def pose_cases():
 @pytest.fixture(scope="module")
 def anny_model():
     """anny's own model (the `create` extra; CI installs it) and our template's offset from it."""
-    pytest.importorskip("torch", reason="needs the 'create' extra (torch, anny) to compare with anny")
-    pytest.importorskip("anny", reason="needs the 'create' extra (torch, anny) to compare with anny")
+    pytest.importorskip("torch",
+                        reason="needs the 'create' extra (torch, anny) to compare with anny")
+    pytest.importorskip("anny",
+                        reason="needs the 'create' extra (torch, anny) to compare with anny")
     import torch
 
     from scripts.build_template import OURS_FROM_ANNY, build_anny_model, template_offset
@@ -109,6 +113,7 @@ def test_rig_matches_anny_within_a_millimetre(rig, anny_model, name):
     theirs = anny_posed_vertices(model, rig, codes, offset)
     error_mm = np.abs(ours - theirs).max() * 1000
     moved_mm = np.abs(theirs - rig.template.vertices).max() * 1000
-    print(f"{name}: max vertex error {error_mm:.4f} mm (the pose moved vertices up to {moved_mm:.0f} mm)")
+    print(f"{name}: max vertex error {error_mm:.4f} mm "
+          f"(the pose moved vertices up to {moved_mm:.0f} mm)")
     assert moved_mm > 5  # the pose really does something
     assert error_mm < 1.0

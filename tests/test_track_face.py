@@ -40,8 +40,10 @@ def _person(reference: np.ndarray) -> np.ndarray:
     centre = face.mean(axis=0)
     bump = np.exp(-np.sum((face - (centre + [0.0, -0.04, 0.03])) ** 2, axis=1) / 0.02 ** 2)
     face[:, 0] += 0.2 * bump * (face[:, 0] - centre[0])
-    face[:, 1] += 0.006 * np.exp(-np.sum((face - (centre + [0.0, 0.04, 0.0])) ** 2, axis=1) / 0.02 ** 2)
-    face[:, 2] += 0.008 * np.exp(-np.sum((face - (centre + [0.0, 0.0, 0.05])) ** 2, axis=1) / 0.015 ** 2)
+    face[:, 1] += 0.006 * np.exp(-np.sum((face - (centre + [0.0, 0.04, 0.0])) ** 2, axis=1)
+                                 / 0.02 ** 2)
+    face[:, 2] += 0.008 * np.exp(-np.sum((face - (centre + [0.0, 0.0, 0.05])) ** 2, axis=1)
+                                 / 0.015 ** 2)
     return face
 
 
@@ -74,7 +76,8 @@ def test_video_calibrates_from_its_first_frame(solver_parts):
     photo = solver.solve(_pixels(person)).weights
     solver.recalibrate(start=True)
     first = solver.solve(_pixels(person), 0.0).weights
-    print("person vs template neutral: largest weight", photo.max(), "; first video frame", first.max())
+    print("person vs template neutral: largest weight", photo.max(), "; first video frame",
+          first.max())
     assert photo.max() > 0.2  # the synthetic identity is strong enough to matter
     assert first.max() < 0.05
     for k in range(1, 70):  # 2.3 s at 30 fps: the 2 s window ends
@@ -99,7 +102,8 @@ def test_calibration_takes_the_mouth_from_its_closed_frames(solver_parts):
     assert solver.calibrated
     closed = solver.solve(_pixels(person), 3.0).weights
     opened = solver.solve(_pixels(_talking(person, jaw, 0.4)), 3.1).weights
-    print("closed mouth: largest weight", closed.max(), "; jawOpen 0.4 ->", opened[BLENDSHAPE_INDEX["jawOpen"]])
+    print("closed mouth: largest weight", closed.max(), "; jawOpen 0.4 ->",
+          opened[BLENDSHAPE_INDEX["jawOpen"]])
     assert closed.max() < 0.08
     assert abs(opened[BLENDSHAPE_INDEX["jawOpen"]] - 0.4) < 0.1
 
@@ -117,7 +121,8 @@ def test_small_upper_face_moves_need_to_exceed_the_sparsity(solver_parts):
           full[BLENDSHAPE_INDEX["browInnerUp"]])
     assert small.max() < 0.02
     assert full[BLENDSHAPE_INDEX["browInnerUp"]] > 0.7
-    assert all(n.startswith(SPARSE_SHAPES) for n in ("browInnerUp", "eyeWideLeft", "noseSneerRight"))
+    assert all(n.startswith(SPARSE_SHAPES)
+               for n in ("browInnerUp", "eyeWideLeft", "noseSneerRight"))
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,8 @@ def test_messi_body_and_both_hands(photo_tracker):
     h = _heads(photo_tracker.template, codes)
 
     def knee(s):
-        return angle_deg(h[f"lowerleg01.{s}"] - h[f"upperleg01.{s}"], h[f"foot.{s}"] - h[f"lowerleg01.{s}"])
+        return angle_deg(h[f"lowerleg01.{s}"] - h[f"upperleg01.{s}"],
+                         h[f"foot.{s}"] - h[f"lowerleg01.{s}"])
 
     # His right leg (image left) is the deeply bent one he crouches on; the left reaches out.
     assert knee("R") > knee("L") + 30, (knee("R"), knee("L"))
@@ -160,7 +161,8 @@ def test_closed_loop_body(photo_tracker):
     for s in "LR":
         for a, b in (("upperarm01", "lowerarm01"), ("lowerarm01", "wrist"),
                      ("upperleg01", "lowerleg01"), ("lowerleg01", "foot")):
-            errors[f"{a}.{s}"] = angle_deg(h[f"{b}.{s}"] - h[f"{a}.{s}"], p[f"{b}.{s}"] - p[f"{a}.{s}"])
+            errors[f"{a}.{s}"] = angle_deg(h[f"{b}.{s}"] - h[f"{a}.{s}"],
+                                           p[f"{b}.{s}"] - p[f"{a}.{s}"])
     print("closed-loop limb direction errors (deg):", {k: round(v, 1) for k, v in errors.items()})
     assert np.median(list(errors.values())) < 12.0, errors
     assert max(errors.values()) < 30.0, errors

@@ -77,7 +77,8 @@ def test_hand_solver_recovers_finger_rotations(template, rig):
             # Compare where each bone points (the landmarks fix direction; a tip bone's
             # twist is not observable) in world axes.
             skel = rig.pose_codes(codes.replace(hands=np.stack([solved, solved])
-                                                if side == 0 else np.stack([codes.hands[0], solved])))
+                                                if side == 0
+                                                else np.stack([codes.hands[0], solved])))
             posed = dict(zip(rig.bone_names, skel.heads))
             for bone in HAND_BONES[side]:
                 if bone.endswith("-3." + s) or bone.startswith("metacarpal"):
@@ -162,7 +163,8 @@ def test_body_solver_recovers_limb_directions(template, rig):
         p = _heads(rig, solved)
         for s in "LR":
             for a, b in LIMBS:
-                errors.append(angle_deg(h[f"{b}.{s}"] - h[f"{a}.{s}"], p[f"{b}.{s}"] - p[f"{a}.{s}"]))
+                errors.append(angle_deg(h[f"{b}.{s}"] - h[f"{a}.{s}"],
+                                        p[f"{b}.{s}"] - p[f"{a}.{s}"]))
     assert np.median(errors) < 3.0, np.median(errors)
     assert np.percentile(errors, 90) < 10.0, np.percentile(errors, 90)
 

@@ -151,7 +151,8 @@ def test_tracker_survives_a_lost_live_source(tmp_path):
             state["lost_at"] = time.monotonic()
 
     def should_stop():
-        if not state["moved_back"] and "lost_at" in state and time.monotonic() - state["lost_at"] > 0.3:
+        if (not state["moved_back"] and "lost_at" in state
+                and time.monotonic() - state["lost_at"] > 0.3):
             shutil.move(away, clip)  # plugged back in
             state["moved_back"] = True
         return len(results) > 60

@@ -143,4 +143,5 @@ def test_fuzz_random_and_mutated_packets():
     assert decoder.decoded + decoder.malformed == 100_000
     # Both paths were exercised: many mutated packets are still valid frames, noise is not.
     assert decoder.malformed > 20_000 and accepted > 20_000
-    assert not any(k.startswith("unexpected") for k in decoder.errors_by_kind), decoder.errors_by_kind
+    assert not any(k.startswith("unexpected") for k in decoder.errors_by_kind), \
+        decoder.errors_by_kind

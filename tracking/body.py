@@ -88,7 +88,8 @@ class BodySolver:
         # The front of each upper arm at rest: where its (bent) forearm points, across it.
         self.rest_elbow_front = {}
         for side in "LR":
-            upper, fore = unit(self.rest_dirs["upperarm." + side]), self.rest_dirs["forearm." + side]
+            upper, fore = (unit(self.rest_dirs["upperarm." + side]),
+                           self.rest_dirs["forearm." + side])
             self.rest_elbow_front[side] = unit(fore - np.dot(fore, upper) * upper)
         hips = 0.5 * (head["upperleg01.L"] + head["upperleg01.R"])
         shoulders = 0.5 * (head["upperarm01.L"] + head["upperarm01.R"])
@@ -113,7 +114,9 @@ class BodySolver:
         wxy = world[core, :2] - 0.5 * (world[L.LEFT_HIP, :2] + world[L.RIGHT_HIP, :2])
         scale = float(np.sum(centred[core] * wxy) / max(np.sum(centred[core] ** 2), 1e-9))
         scale = max(scale, 1e-6)
-        points = np.concatenate([centred * scale, world[:, 2:3] - world[[L.LEFT_HIP, L.RIGHT_HIP], 2].mean()], axis=1)
+        points = np.concatenate([centred * scale,
+                                 world[:, 2:3] - world[[L.LEFT_HIP, L.RIGHT_HIP], 2].mean()],
+                                axis=1)
 
         chains = []
         for side, (sh, el, wr, hip, kn, an, fi) in (
@@ -179,7 +182,8 @@ class BodySolver:
         (a joint limit); the hand's points move with the wrist."""
         upper = points[elbow] - points[shoulder]
         fore = points[hand[0]] - points[elbow]
-        if np.degrees(np.arccos(np.clip(np.dot(unit(upper), unit(fore)), -1, 1))) < ELBOW_MIN_BEND_DEG:
+        if (np.degrees(np.arccos(np.clip(np.dot(unit(upper), unit(fore)), -1, 1)))
+                < ELBOW_MIN_BEND_DEG):
             return
         twist = self.elbow_twist_deg(chest, side, upper, fore)
         if abs(twist) <= ELBOW_TWIST_LIMIT_DEG:
@@ -262,7 +266,8 @@ class BodySolver:
 
         full = self._complete(world)
         body = local_quaternions(BODY_BONES, self.parents, full)
-        root_q = local_quaternions(["root"], {"root": "__world__"}, {**full, "__world__": np.eye(3)})[0]
+        root_q = local_quaternions(["root"], {"root": "__world__"},
+                                   {**full, "__world__": np.eye(3)})[0]
         translation = self._root_translation(lm, full, p, scale, limbs_seen)
         return BodyPose(body, head, root_q, translation, full, limbs_seen)
 

@@ -118,11 +118,13 @@ class FaceSolver:
                      JAW_FORWARD_SPARSITY_M if n == "jawForward" else
                      0.0 if n.startswith(FREE_SHAPES) else MOUTH_SPARSITY_M for n in fitted_names]
         self.sparsity = np.array(penalty_m) * np.linalg.norm(self.basis, axis=0)
-        self.mouth_points = np.linalg.norm(basis[BLENDSHAPE_INDEX["jawOpen"]], axis=1) > MOUTH_MOVE_M
+        self.mouth_points = (np.linalg.norm(basis[BLENDSHAPE_INDEX["jawOpen"]], axis=1)
+                             > MOUTH_MOVE_M)
         self.calibration_s = calibration_s
         eye_width = np.linalg.norm(self.neutral_reference[LEFT_EYE["outer"]]
                                    - self.neutral_reference[LEFT_EYE["inner"]])
-        self._template_open = [self._eye_opening(self.neutral_reference, e) for e in (LEFT_EYE, RIGHT_EYE)]
+        self._template_open = [self._eye_opening(self.neutral_reference, e)
+                               for e in (LEFT_EYE, RIGHT_EYE)]
         self._eye_width_m = float(eye_width)
         self._warm = np.zeros(int(self.fitted.sum()))
         self.recalibrate(start=False)

@@ -94,7 +94,8 @@ class HandSolver:
                 name = f"metacarpal{k}.{side}"
                 self.rest_dirs[name] = heads[f"finger{k + 1}-1.{side}"] - heads[name]
             self.rest_dirs["hand." + side] = heads[f"finger3-1.{side}"] - heads[f"wrist.{side}"]
-            self.rest_dirs["across." + side] = heads[f"finger2-1.{side}"] - heads[f"finger5-1.{side}"]
+            self.rest_dirs["across." + side] = (heads[f"finger2-1.{side}"]
+                                               - heads[f"finger5-1.{side}"])
             # Out of the palm: (wrist -> fingers) x (pinky -> index) on the left hand, the
             # other way round on the right.
             self.rest_dirs["palm." + side] = unit(np.cross(self.rest_dirs["hand." + side],

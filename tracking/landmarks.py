@@ -311,7 +311,8 @@ class LandmarkDetector:
         face field; a face dropped with a lost pose has been seen by it."""
         image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, "
+                             f"got {image.shape} {image.dtype}")
         if not self._graphs:
             raise ValueError("the landmark detector is closed")
         height, width = image.shape[:2]

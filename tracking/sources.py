@@ -333,7 +333,8 @@ class CameraSource(_AvSource):
             except (av.error.FFmpegError, OSError, ValueError) as exc:
                 errors.append(str(exc))
         else:
-            raise SourceError(f"cannot open {self.description}: {errors[-1]}; {_describe_cameras()}")
+            raise SourceError(f"cannot open {self.description}: {errors[-1]}; "
+                              f"{_describe_cameras()}")
         self._frames = self._decoded()
 
     def read(self) -> Frame | None:
