@@ -35,6 +35,9 @@ def describe(path: Path) -> str:
         f"template:    {data.template['name']} ({data.template['vertices']} vertices, "
         f"{data.template['faces']} triangles, {data.template['bones']} bones)",
         f"bones:       {', '.join(data.bone_names[:6])}, ... ({len(data.bone_names)} in all)",
+        "correctives: " + (f"{len(data.corrective_bones)} driving bones + 52 face weights, "
+                           f"{data.corrective_index.shape[1]} features a vertex"
+                           if data.has_correctives else "none"),
         f"licence:     {data.licence}",
         f"attribution: {data.attribution}",
         "provenance:  " + ", ".join(f"{k}={v}" for k, v in data.provenance.items()),

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from avatar.codes import Codes
-from avatar.lca import AvatarData, AvatarFileError, load_avatar_file
+from avatar.lca import AvatarData, AvatarFileError, corrective_feature_count, load_avatar_file
 from avatar.rig import Rig
 from avatar.template import Template, load_template
+from common.rotation import quat_to_matrix
 from render.gaussians import Gaussians
-from render.skinned import SkinnedGaussians, SkinPose, pose_gaussians
+from render.skinned import Correctives, SkinnedGaussians, SkinPose, pose_gaussians
 
 DEFAULT_AVATAR_PATH = Path(__file__).resolve().parents[1] / "assets" / "avatars" / "default.lca"
 
@@ -41,6 +42,13 @@ class Avatar:
         self.template = template
         self.rig = Rig(template)
         lambert = data.shading == "lambert"
+        correctives = None
+        if data.has_correctives:
+            index = {name: i for i, name in enumerate(self.rig.bone_names)}
+            self.corrective_bones = np.array([index[n] for n in data.corrective_bones],
+                                             dtype=np.int64)
+            correctives = Correctives(data.corrective_index, data.corrective_basis,
+                                      corrective_feature_count(len(data.corrective_bones)))
         self.skinned = SkinnedGaussians(
             vertices=template.vertices, faces=template.faces, blendshapes=template.blendshapes,
             skin_indices=template.skin_indices, skin_weights=template.skin_weights,
@@ -49,7 +57,8 @@ class Avatar:
             local_scales=data.local_scales, opacities=data.opacities, colors=data.colors,
             lambert=lambert,
             light_direction=tuple(map(float, LIGHT_DIRECTION)) if lambert else (0.0, 1.0, 0.0),
-            ambient=AMBIENT if lambert else 1.0, diffuse=DIFFUSE if lambert else 0.0)
+            ambient=AMBIENT if lambert else 1.0, diffuse=DIFFUSE if lambert else 0.0,
+            correctives=correctives)
 
     @property
     def name(self) -> str:
@@ -59,13 +68,28 @@ class Avatar:
         return len(self.data)
 
     def skin_pose(self, codes: Codes, world_from_avatar: np.ndarray | None = None) -> SkinPose:
-        """The per-frame half of the posing contract for a codes frame."""
-        return SkinPose(self.rig.pose_codes(codes).transforms, codes.face, world_from_avatar)
+        """The per-frame half of the posing contract for a codes frame (with the features of
+        the avatar's correctives, when it has them)."""
+        local = self.rig.local_rotations(codes)
+        skeleton = self.rig.pose(local, codes.root_translation)
+        features = None
+        if self.skinned.correctives is not None:
+            features = pose_features(local[self.corrective_bones], codes.face)
+        return SkinPose(skeleton.transforms, codes.face, world_from_avatar, features)
 
     def pose(self, codes: Codes) -> Gaussians:
         """Avatar-space Gaussians for one codes frame, by the numpy reference poser (see
         bench/bench_pose.py)."""
         return pose_gaussians(self.skinned, self.skin_pose(codes))
+
+
+def pose_features(bone_rotations: np.ndarray, blendshape_weights: np.ndarray) -> np.ndarray:
+    """(9 P + 52,) float32 features of the correctives: each driving bone's local rotation
+    matrix minus the identity, row-major (zero at rest, linear in small turns), then the
+    blendshape weights. ``bone_rotations``: (P, 4) local quaternions (wxyz)."""
+    turns = quat_to_matrix(np.asarray(bone_rotations, dtype=np.float64)) - np.eye(3)
+    return np.concatenate([turns.reshape(-1), np.asarray(blendshape_weights).reshape(-1)]
+                          ).astype(np.float32)
 
 
 def load_avatar(source: str | Path = "default", template: Template | None = None) -> Avatar:

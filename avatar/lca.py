@@ -23,6 +23,15 @@ Tensors, N Gaussians bound to the template surface (float16 or float32 unless st
 - ``opacities`` (N,): in [0, 1],
 - ``colors`` (N, 3) RGB in [0, 1] or (N, K, 3) spherical harmonics, K in {1, 4, 9, 16}.
 
+Optional correctives (``render.skinned.Correctives``: linear corrections of the template's
+rest mesh, driven per frame by pose features), present together or not at all:
+
+- metadata ``correctives``: {"bones": [names of the template bones whose local rotations
+  drive them]}; the features are, per bone in that order, its local rotation matrix minus
+  the identity (9 values, row-major), then the 52 blendshape weights (``pose_features``);
+- ``corrective_index`` (V, M) int32: the features that move each template vertex,
+- ``corrective_basis`` (V, M, 3): metres per unit feature, finite, at most 1 m.
+
 Loading validates everything (header, version, shapes, dtypes, finite values, index ranges,
 the template reference) and raises ``AvatarFileError`` with one readable line; nothing from
 deep inside numpy or safetensors escapes.
@@ -80,13 +89,23 @@ class AvatarData:
     licence: str = "unspecified"
     attribution: str = ""
     provenance: dict = field(default_factory=dict)
+    corrective_bones: list[str] = field(default_factory=list)
+    corrective_index: np.ndarray | None = None   # (V, M) int32
+    corrective_basis: np.ndarray | None = None   # (V, M, 3) float32
 
     def __len__(self) -> int:
         return int(self.binding_face.shape[0])
 
+    @property
+    def has_correctives(self) -> bool:
+        return self.corrective_index is not None
+
 
 _TENSORS = ("binding_face", "binding_bary", "binding_offset", "local_quats", "local_scales",
             "opacities", "colors")
+_CORRECTIVE_TENSORS = ("corrective_index", "corrective_basis")
+MAX_CORRECTIVE_WIDTH = 128  # features per vertex
+MAX_CORRECTIVE_M = 1.0      # metres per unit feature
 
 
 def save_avatar_file(path: str | Path, avatar: AvatarData, compact: bool = True) -> None:
@@ -107,6 +126,10 @@ def save_avatar_file(path: str | Path, avatar: AvatarData, compact: bool = True)
         else:
             value = value.astype(np.float32)
         tensors[name] = value
+    if avatar.has_correctives:
+        tensors["corrective_index"] = np.ascontiguousarray(avatar.corrective_index, np.int32)
+        basis = np.ascontiguousarray(avatar.corrective_basis)
+        tensors["corrective_basis"] = basis.astype(np.float16 if compact else np.float32)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -120,6 +143,8 @@ def save_avatar_file(path: str | Path, avatar: AvatarData, compact: bool = True)
         "attribution": avatar.attribution,
         "provenance": avatar.provenance,
     }
+    if avatar.has_correctives:
+        meta["correctives"] = {"bones": list(avatar.corrective_bones)}
     with replacing(path) as tmp:
         save_file(tensors, str(tmp), metadata={"lca": json.dumps(meta, sort_keys=True)})
 
@@ -172,7 +197,12 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         entry = header.get(name)
         if not isinstance(entry, dict) or "shape" not in entry or "dtype" not in entry:
             raise AvatarFileError(f"{path}: tensor {name!r} is missing")
-    extra = set(header) - set(_TENSORS)
+    corrective = meta.get("correctives")
+    expected = set(_TENSORS) | (set(_CORRECTIVE_TENSORS) if corrective is not None else set())
+    for name in expected - set(_TENSORS):
+        if not isinstance(header.get(name), dict):
+            raise AvatarFileError(f"{path}: tensor {name!r} is missing")
+    extra = set(header) - expected
     if extra:
         raise AvatarFileError(f"{path}: unexpected tensors {sorted(extra)}")
     for name, shape in expected_shapes.items():
@@ -195,7 +225,14 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
                                   "expected float16/32")
         if not np.all(np.isfinite(tensors[name])):
             raise AvatarFileError(f"{path}: {name} contains NaN or infinity")
-    arrays = {k: (v.astype(np.int32) if k == "binding_face" else v.astype(np.float32))
+    if corrective is not None:
+        if tensors["corrective_index"].dtype not in (np.int32, np.int64):
+            raise AvatarFileError(f"{path}: corrective_index must be int32")
+        basis = tensors["corrective_basis"]
+        if basis.dtype not in _FLOATS or not np.all(np.isfinite(basis)):
+            raise AvatarFileError(f"{path}: corrective_basis must be finite float16/32")
+    integers = ("binding_face", "corrective_index")
+    arrays = {k: (v.astype(np.int32) if k in integers else v.astype(np.float32))
               for k, v in tensors.items()}
     colors = arrays["colors"]
     if not (colors.shape == (n, 3) or (colors.ndim == 3 and colors.shape[0] == n
@@ -225,11 +262,44 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         if (any(ref[k] != actual[k] for k in actual)
                 or list(meta["bone_names"]) != list(template.bone_names)):
             raise AvatarFileError(f"{path}: made for another template ({ref['name']}: {ref})")
+    correctives = {}
+    if corrective is not None:
+        correctives = _check_correctives(path, meta, arrays)
     return AvatarData(
         name=meta["name"], template=meta["template"], bone_names=list(meta["bone_names"]),
         shading=meta["shading"], licence=meta["licence"], attribution=meta["attribution"],
-        provenance=meta["provenance"], **arrays,
+        provenance=meta["provenance"], **arrays, **correctives,
     )
+
+
+def corrective_feature_count(bone_count: int) -> int:
+    """D: 9 values per driving bone, then the 52 blendshape weights."""
+    return 9 * bone_count + len(BLENDSHAPE_NAMES)
+
+
+def _check_correctives(path: Path, meta: dict, arrays: dict) -> dict:
+    """The corrective fields of ``AvatarData`` (popped from ``arrays``), checked."""
+    corrective = meta["correctives"]
+    bones = corrective.get("bones") if isinstance(corrective, dict) else None
+    if (not isinstance(bones, list) or not all(isinstance(b, str) for b in bones)
+            or len(set(bones)) != len(bones) or not set(bones) <= set(meta["bone_names"])):
+        raise AvatarFileError(f"{path}: correctives name bones the template lacks")
+    index = arrays.pop("corrective_index").astype(np.int64)
+    basis = arrays.pop("corrective_basis")
+    vertices = meta["template"]["vertices"]
+    if (index.ndim != 2 or index.shape[0] != vertices
+            or not 1 <= index.shape[1] <= MAX_CORRECTIVE_WIDTH
+            or basis.shape != (*index.shape, 3)):
+        raise AvatarFileError(f"{path}: corrective tensors have shapes {list(index.shape)} and "
+                              f"{list(basis.shape)}, expected ({vertices}, M) and "
+                              f"({vertices}, M, 3) with M <= {MAX_CORRECTIVE_WIDTH}")
+    count = corrective_feature_count(len(bones))
+    if index.min() < 0 or index.max() >= count:
+        raise AvatarFileError(f"{path}: corrective_index outside its {count} features")
+    if np.abs(basis).max() > MAX_CORRECTIVE_M:
+        raise AvatarFileError(f"{path}: corrective_basis over {MAX_CORRECTIVE_M} m a feature")
+    return {"corrective_bones": list(bones), "corrective_index": index.astype(np.int32),
+            "corrective_basis": basis}
 
 
 def _check_meta(path: Path, meta: dict) -> None:

@@ -154,8 +154,19 @@ class TorchAvatarPoser:
         weights = np.asarray(pose.blendshape_weights, dtype=np.float32).reshape(-1)
         active = np.flatnonzero(weights)
         dev = self.device
+        correctives = static["correctives"]
+        if correctives is not None:
+            features = np.asarray(pose.features if pose.features is not None else [],
+                                  dtype=np.float32).reshape(-1)
+            if features.shape != (correctives[2],) or not np.all(np.isfinite(features)):
+                raise RenderError(f"an avatar with correctives needs {correctives[2]} finite "
+                                  "pose features")
         with torch.no_grad():
             vertices = template["vertices"]
+            if correctives is not None:
+                index, basis, _ = correctives
+                values = torch.from_numpy(features).to(dev)[index]  # (V, M)
+                vertices = vertices + torch.einsum("vm,vmk->vk", values, basis)
             if active.size:
                 if active.max() >= len(template["blendshapes"]):
                     raise RenderError(f"face weight {int(active.max())} has no blendshape "
@@ -212,7 +223,10 @@ class TorchAvatarPoser:
             "local_scales": t(binding.local_scales), "opacities": t(binding.opacities),
             "colors": t(binding.colors),
             "lambert": (t(np.asarray(binding.light_direction, dtype=np.float32)),
-                     float(binding.ambient), float(binding.diffuse)) if binding.lambert else None}
+                     float(binding.ambient), float(binding.diffuse)) if binding.lambert else None,
+            "correctives": None if binding.correctives is None else (
+                t(binding.correctives.index, torch.long), t(binding.correctives.basis),
+                binding.correctives.feature_count)}
         self._avatars[binding] = static
         return static
 

@@ -47,12 +47,18 @@ layout(binding = 1) uniform sampler2D blend;         // (blendshape, vertex) del
 layout(binding = 2) uniform usampler2D skin_index;   // {INFLUENCE_TEXELS} texels per vertex
 layout(binding = 3) uniform sampler2D skin_weight;
 layout(binding = 4) uniform sampler2D bones;         // 3 texels (rows of [R | t]) per bone
+layout(binding = 5) uniform usampler2D corr_index;   // correctives: width / 4 texels a slot
+layout(binding = 6) uniform sampler2D corr_basis;    // width texels (xyz) a slot
+layout(binding = 7) uniform sampler2D features;      // one feature a texel (x)
 layout(rgba32f, binding = 0) writeonly uniform image2D posed;
 uniform int vertex_count;
 uniform int template_base;   // first vertex of this template in rest / skin textures
 uniform int blend_base;      // first texel of this template's blendshapes
 uniform int bone_base;       // first bone of this avatar in the bones texture
 uniform int posed_base;      // first vertex of this avatar in the posed texture
+uniform int corr_width;      // features per vertex of this avatar's correctives (0: none)
+uniform int corr_base;       // first corrective slot (one a vertex) of this avatar
+uniform int feature_base;    // first of this avatar's features in the features texture
 uniform int active_count;
 uniform int active_index[{MAX_BLENDSHAPES}];
 uniform float active_weight[{MAX_BLENDSHAPES}];
@@ -65,6 +71,15 @@ void main() {{
     for (int k = 0; k < active_count; ++k) {{
         uint b = uint(blend_base + active_index[k] * vertex_count) + v;
         p += active_weight[k] * texelFetch(blend, texel(b, 1, 0), 0).xyz;
+    }}
+    uint slot = uint(corr_base) + v;
+    for (int s = 0; s < corr_width / 4; ++s) {{
+        uvec4 f = texelFetch(corr_index, texel(slot * uint(corr_width / 4) + uint(s), 1, 0), 0);
+        for (int j = 0; j < 4; ++j) {{
+            float value = texelFetch(features, texel(uint(feature_base) + f[j], 1, 0), 0).x;
+            uint item = slot * uint(corr_width) + uint(4 * s + j);
+            p += value * texelFetch(corr_basis, texel(item, 1, 0), 0).xyz;
+        }}
     }}
     vec4 row0 = vec4(0.0), row1 = vec4(0.0), row2 = vec4(0.0);
     for (int s = 0; s < {INFLUENCE_TEXELS}; ++s) {{
@@ -266,6 +281,7 @@ class GLAvatarPoser:
             posed_base += len(b.vertices)
             bone_base += bones
         self._posed_total, self._bone_total = posed_base, bone_base
+        self._upload_correctives()
         self._upload("pose_rest", np.concatenate(rest), 1, "f4")
         self._upload("pose_blend", np.concatenate(blend), 1, "f4")
         self._upload("pose_skin_index", np.concatenate(skin_index), INFLUENCE_TEXELS, "u4")
@@ -301,6 +317,36 @@ class GLAvatarPoser:
         if self.last_poses is not None:
             self.pose(self.last_poses)
 
+    def _upload_correctives(self) -> None:
+        """The avatars' correctives, padded to one width (a multiple of 4): a slot per vertex
+        of each avatar that has them; the shader skips the others (width 0)."""
+        with_correctives = [b for b in self.bindings if b.correctives is not None]
+        width = max([b.correctives.width for b in with_correctives], default=0)
+        width = -(-width // 4) * 4
+        index, basis = [np.zeros((1, 4), np.uint32)], [np.zeros((1, 4), np.float32)]
+        slot = feature = 0
+        for b, layout in zip(self.bindings, self._layout):
+            c = b.correctives
+            layout.update(corr_width=0, corr_base=0, feature_base=0, features=0)
+            if c is None:
+                continue
+            padded_index = np.zeros((len(c.index), width), np.uint32)
+            padded_index[:, :c.width] = c.index
+            padded_basis = np.zeros((len(c.index), width, 4), np.float32)
+            padded_basis[:, :c.width, :3] = c.basis
+            index.append(padded_index.reshape(-1, 4))
+            basis.append(padded_basis.reshape(-1, 4))
+            layout.update(corr_width=width, corr_base=slot, feature_base=feature,
+                          features=c.feature_count)
+            slot += len(c.index)
+            feature += c.feature_count
+        if with_correctives:  # the 1-item placeholders only bind something when none has
+            index, basis = index[1:], basis[1:]
+        self._feature_total = feature
+        self._upload("pose_corr_index", np.concatenate(index), 1, "u4")
+        self._upload("pose_corr_basis", np.concatenate(basis), 1, "f4")
+        self._upload("pose_features", np.zeros((max(feature, 1), 4), np.float32), 1, "f4")
+
     def _upload(self, name: str, items: np.ndarray, parts: int, dtype: str) -> None:
         data, rows = texel_rows(items.reshape(len(items), -1), parts)
         self.renderer.data_texture(name, ROW * parts, rows, 4, dtype).write(
@@ -323,6 +369,7 @@ class GLAvatarPoser:
         if len(poses) != len(self.bindings):
             raise RenderError(f"{len(poses)} poses for {len(self.bindings)} avatars")
         bones = np.zeros((self._bone_total, 12), dtype=np.float32)
+        features = np.zeros((max(self._feature_total, 1), 4), dtype=np.float32)
         for pose, layout in zip(poses, self._layout):
             transforms = np.asarray(pose.transforms, dtype=np.float32)
             if transforms.shape != (layout["bones"], 3, 4) and not (
@@ -334,16 +381,26 @@ class GLAvatarPoser:
                 raise RenderError("bone transforms must be finite")
             base = layout["bone_base"]
             bones[base:base + layout["bones"]] = transforms[:layout["bones"]].reshape(-1, 12)
+            if layout["features"]:
+                if (pose.features is None or np.shape(pose.features) != (layout["features"],)
+                        or not np.all(np.isfinite(pose.features))):
+                    raise RenderError(f"an avatar with correctives needs {layout['features']} "
+                                      "finite pose features")
+                start = layout["feature_base"]
+                features[start:start + layout["features"], 0] = pose.features
         r = self.renderer
         ctx = r.ctx
         try:
             ctx.__enter__()
             self._upload("pose_bones", bones, 3, "f4")
+            if self._feature_total:
+                self._upload("pose_features", features, 1, "f4")
             texture = r.texture
             posed = texture("pose_posed")
             posed.bind_to_image(0, read=False, write=True)
             for unit, name in enumerate(("pose_rest", "pose_blend", "pose_skin_index",
-                                         "pose_skin_weight", "pose_bones")):
+                                         "pose_skin_weight", "pose_bones", "pose_corr_index",
+                                         "pose_corr_basis", "pose_features")):
                 texture(name).use(unit)
             vp = self._vertex_program
             for pose, layout in zip(poses, self._layout):
@@ -356,7 +413,9 @@ class GLAvatarPoser:
                 set_uniforms(vp, vertex_count=layout["vertex_count"],
                               template_base=layout["template_base"],
                               blend_base=layout["blend_base"], bone_base=layout["bone_base"],
-                              posed_base=layout["posed_base"], active_count=len(active))
+                              posed_base=layout["posed_base"], active_count=len(active),
+                              corr_width=layout["corr_width"], corr_base=layout["corr_base"],
+                              feature_base=layout["feature_base"])
                 if "active_index" in vp:
                     vp["active_index"].write(index.tobytes())
                     vp["active_weight"].write(value.tobytes())

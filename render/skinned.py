@@ -7,13 +7,15 @@ What crosses from avatar/ to render/ to pose an avatar (render/ knows nothing of
   barycentric point, offset along the normal, rotation and scales in the triangle's frame,
   opacity, colour), with the avatar's shading.
 - ``SkinPose``, once per frame: the bones' skinning transforms (rest -> posed, from forward
-  kinematics on the CPU), the blendshape weights and the avatar's rigid placement.
+  kinematics on the CPU), the blendshape weights, the avatar's rigid placement, and, for an
+  avatar with ``Correctives``, the features that drive them.
 
 ``pose_gaussians(skinned, pose)`` is the reference: plain numpy, the maths every fast poser
 reproduces (``render.gl_pose``: compute shaders; ``render.cuda_pose``: torch on a device; each
 tested against this one, as the splatters are against ``render.reference``)::
 
     rest + sum_b w_b blendshape_b                     (float32)
+       + correctives: sum_m basis[v, m] * features[index[v, m]]   (when the avatar has them)
     linear blend skinning with the pose's transforms  (float32)
     per-triangle frames of the posed mesh             (float64: x along the first edge,
                                                        z along the normal, y = z x x)
@@ -43,6 +45,49 @@ from render.gaussians import Gaussians
 
 
 @dataclass(eq=False)
+class Correctives:
+    """Linear corrections of an avatar's rest mesh, driven per frame by a feature vector
+    (LCA's pose- and expression-dependent corrections, in the form a receiver without a GPU
+    can afford: correct the mesh, and every Gaussian bound to it inherits the correction).
+
+    ``index`` (V, M) int32: the M features that move each vertex (the rotations of the joints
+    near it, the blendshape weights that matter there; padded with any index and a zero
+    basis); ``basis`` (V, M, 3) float32 metres per unit feature; ``feature_count``: the
+    length D of ``SkinPose.features``. What a feature means is the avatar's business
+    (``avatar.avatar.pose_features``); render/ only applies
+
+        rest[v] += sum_m basis[v, m] * features[index[v, m]]   before skinning."""
+
+    index: np.ndarray
+    basis: np.ndarray
+    feature_count: int
+
+    def __post_init__(self) -> None:
+        self.index = np.ascontiguousarray(self.index, dtype=np.int32)
+        self.basis = np.ascontiguousarray(self.basis, dtype=np.float32)
+        v, m = self.index.shape
+        if self.basis.shape != (v, m, 3):
+            raise ValueError(f"corrective basis of shape {self.basis.shape}, expected "
+                             f"({v}, {m}, 3)")
+        if self.index.size and not 0 <= self.index.min() <= self.index.max() < self.feature_count:
+            raise ValueError(f"corrective feature index outside 0..{self.feature_count - 1}")
+
+    @property
+    def width(self) -> int:
+        """M: features per vertex."""
+        return int(self.index.shape[1])
+
+
+def corrective_offsets(correctives: Correctives, features: np.ndarray) -> np.ndarray:
+    """(V, 3) float32 rest-space offsets for a (D,) feature vector."""
+    features = np.asarray(features, dtype=np.float32).reshape(-1)
+    if features.shape != (correctives.feature_count,):
+        raise ValueError(f"{features.shape[0]} corrective features, expected "
+                         f"{correctives.feature_count}")
+    return np.einsum("vm,vmk->vk", features[correctives.index], correctives.basis)
+
+
+@dataclass(eq=False)
 class SkinnedGaussians:
     """One avatar's static arrays (float32 unless said).
 
@@ -54,6 +99,7 @@ class SkinnedGaussians:
     albedo / RGB or (N, K, 3) spherical harmonics.
     Shading: ``lambert`` (albedo lit by ``light_direction`` (3,) unit, in the avatar's
     space, with ``ambient`` and ``diffuse``) or baked colours as they are.
+    ``correctives``: the avatar's own ``Correctives`` of the template (None: none).
     Avatars on one template share its arrays (the same objects): posers store them once."""
 
     vertices: np.ndarray
@@ -72,6 +118,7 @@ class SkinnedGaussians:
     light_direction: tuple = (0.0, 1.0, 0.0)
     ambient: float = 1.0
     diffuse: float = 0.0
+    correctives: Correctives | None = None
 
     def __len__(self) -> int:
         return len(self.binding_face)
@@ -105,12 +152,14 @@ class SkinnedGaussians:
 @dataclass(eq=False)
 class SkinPose:
     """One frame of one avatar: ``transforms`` (J, 3, 4) skinning transforms (rest -> posed,
-    metres), ``blendshape_weights`` (B,) and ``world_from_avatar`` (4, 4) rigid placement
-    (None: identity)."""
+    metres), ``blendshape_weights`` (B,), ``world_from_avatar`` (4, 4) rigid placement
+    (None: identity) and ``features`` (D,) driving the avatar's correctives (None: the
+    avatar has none)."""
 
     transforms: np.ndarray
     blendshape_weights: np.ndarray
     world_from_avatar: np.ndarray | None = None
+    features: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -166,6 +215,10 @@ def shaped_vertices(vertices: np.ndarray, blendshapes: np.ndarray,
 def posed_mesh(skinned: SkinnedGaussians, pose: SkinPose) -> np.ndarray:
     """The template mesh (V, 3) for a pose: blendshapes, then skinning (before placement)."""
     shaped = shaped_vertices(skinned.vertices, skinned.blendshapes, pose.blendshape_weights)
+    if skinned.correctives is not None:
+        if pose.features is None:
+            raise ValueError("this avatar has correctives: its pose needs their features")
+        shaped += corrective_offsets(skinned.correctives, pose.features)
     return skin_points(shaped, skinned.skin_indices, skinned.skin_weights,
                        np.asarray(pose.transforms))
 

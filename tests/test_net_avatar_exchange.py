@@ -83,6 +83,23 @@ def test_the_receiver_fetches_verifies_caches_and_validates_the_senders_avatar(t
     assert not list((tmp_path / "cache").glob("*.part"))
 
 
+def test_an_avatar_with_correctives_crosses_the_call_whole(tmp_path, small_avatar):
+    from avatar.template import load_template
+    from tests.avatars import with_correctives
+
+    template = load_template()
+    data = with_correctives(load_avatar_file(small_avatar, template), template, seed=3)
+    path = tmp_path / "corrected.lca"
+    save_avatar_file(path, data)
+    sent = load_avatar_file(path, template)
+    results, got = asyncio.run(asyncio.wait_for(_exchange(tmp_path, path), 60))
+    assert [r[0] for r in results] == ["ready", "ready"]
+    for received in got:
+        assert received.corrective_bones == sent.corrective_bones
+        np.testing.assert_array_equal(received.corrective_index, sent.corrective_index)
+        np.testing.assert_array_equal(received.corrective_basis, sent.corrective_basis)
+
+
 def test_an_invalid_avatar_is_refused_and_the_default_stays(tmp_path):
     bogus = tmp_path / "bogus.lca"
     bogus.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}" + bytes(5000))
