@@ -70,6 +70,7 @@ _BLEND_INDEX = {name.lower(): i for i, name in enumerate(BLENDSHAPE_NAMES)}
 
 MAX_BUNDLE_DEPTH = 4
 UNKNOWN_NAMES_KEPT = 64
+UNKNOWN_NAME_CHARS = 64  # a name is kept (and shown) up to this length
 _VMC_TYPES = set(b"sfidh")  # the argument types VMC messages use
 _MAX_POSITION_M = 1000.0
 _BUNDLE_HEADER = b"#bundle\x00"
@@ -212,7 +213,9 @@ class VmcSender:
 
     def __init__(self, host: str, port: int, humanoid: Humanoid):
         self.encoder = VmcEncoder(humanoid)
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        # IPv4 first: "localhost" resolves to ::1 first, and VMC receivers listen on IPv4.
+        info = sorted(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM),
+                      key=lambda entry: entry[0] != socket.AF_INET)
         family, _, _, _, self.address = info[0]
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
@@ -351,6 +354,7 @@ class VmcDecoder:
 
     def _unknown(self, name: str) -> None:
         names = self.stats.unknown_names
+        name = name[:UNKNOWN_NAME_CHARS]
         if name in names or len(names) < UNKNOWN_NAMES_KEPT:
             names[name] = names.get(name, 0) + 1
 

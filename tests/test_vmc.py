@@ -258,12 +258,14 @@ def test_missing_bones_stay_at_rest_and_unknown_names_are_counted(humanoid):
     assert decoder.codes() is codes  # nothing new: the same frame
 
 
-def test_unknown_names_are_kept_for_a_bounded_number_of_names(humanoid):
+def test_unknown_names_are_kept_for_a_bounded_number_of_short_names(humanoid):
     decoder = vmc.VmcDecoder(humanoid)
     for i in range(500):
-        decoder.feed(_send_raw([("/VMC/Ext/Blend/Val", f"shape{i}", 0.5)]), 1.0)
+        decoder.feed(_send_raw([("/VMC/Ext/Blend/Val", f"shape{i}" + "x" * 5000, 0.5)]), 1.0)
     assert decoder.stats.unknown_blendshapes == 500
-    assert len(decoder.stats.unknown_names) == vmc.UNKNOWN_NAMES_KEPT
+    names = decoder.stats.unknown_names
+    assert len(names) == vmc.UNKNOWN_NAMES_KEPT
+    assert max(map(len, names)) == vmc.UNKNOWN_NAME_CHARS
 
 
 def test_a_larger_sender_stands_on_our_floor(humanoid):
@@ -387,3 +389,17 @@ def test_bad_endpoints_say_why(text):
     with pytest.raises(ValueError):
         vmc.parse_endpoint(text, "127.0.0.1")
 
+
+
+def test_a_sender_to_localhost_reaches_a_receiver_listening_on_ipv4(humanoid):
+    receiver = vmc.VmcReceiver("127.0.0.1", 0, humanoid)
+    sender = vmc.VmcSender("localhost", receiver.address[1], humanoid)
+    try:
+        sender.send(POSES["smile"].codes())
+        deadline = time.monotonic() + 5
+        while receiver.take() is None:
+            assert time.monotonic() < deadline, "nothing arrived"
+            time.sleep(0.001)
+    finally:
+        sender.close()
+        receiver.close()
