@@ -343,7 +343,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     elif vmc_in:
         from app.vmc_io import VmcCodesSource
 
-        live = VmcCodesSource(args.codes.removeprefix("vmc:"), "--codes vmc:")
+        live = VmcCodesSource(args.codes.removeprefix("vmc:"), "--codes")
     vmc_out = None
     if args.vmc_out:
         from app.vmc_io import open_sender

@@ -222,10 +222,9 @@ class Humanoid:
         else:
             if part == "Hand":
                 direction, t_direction = palm_along, _OUT
-            else:
-                finger = FINGERS.index(part.removesuffix("Proximal").removesuffix(
-                    "Intermediate").removesuffix("Distal")) + 1
-                joint = min(PHALANGES.index(part[len(FINGERS[finger - 1]):]) + 1, 2)
+            else:  # a phalanx, pivot fingerK-J: along its bone (a last one as its parent)
+                finger, joint = map(int, bone.pivot[6:-2].split("-"))
+                joint = min(joint, 2)
                 direction = h(f"finger{finger}-{joint + 1}") - h(f"finger{finger}-{joint}")
                 t_direction = _THUMB_OUT if finger == 1 else _OUT
             align = _frame(direction, palm_normal) @ _frame(t_direction, _DOWN).T

@@ -87,7 +87,7 @@ def test_track_vmc_mistakes_are_one_line(capsys, extra, message):
     assert err[-1].startswith("error: ") and message in err[-1], err
 
 
-def test_view_and_call_say_when_the_vmc_port_is_taken(display, capsys):
+def test_view_says_when_the_vmc_port_is_taken_or_wrong(display):
     taken = VmcReceiver("127.0.0.1", 0, Humanoid(load_template()))
     try:
         port = taken.address[1]
@@ -123,6 +123,18 @@ def test_view_shows_what_a_vmc_sender_sends(display, tmp_path, humanoid):
     differs = psnr_uint8(shots["vmc"][OVERLAY_ROWS:], rest_image[OVERLAY_ROWS:])
     print(f"VMC-driven view vs the pose: {same:.1f} dB; vs the rest pose: {differs:.1f} dB")
     assert same > 40 > differs
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--codes", "vmc:notaport"], "--codes: 'notaport': the port must be a number"),
+    (["--vmc-out", "127.0.0.1:0"], "--vmc-out: '127.0.0.1:0': the port must be within"),
+])
+def test_call_vmc_mistakes_are_one_line(tmp_path, capsys, extra, message):
+    args = ["call", "--room", "r", "--secret-file", str(tmp_path / "k"), "--audio", "none",
+            "--server", "ws://127.0.0.1:9/ws", "--duration", "1", *extra]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], err
 
 
 @pytest.mark.slow
