@@ -45,7 +45,8 @@ def add_parser(subparsers) -> None:
     source.add_argument("--codes", metavar="JSONL",
                         help="codes to send, one frame a line (looped), or vmc:[HOST:]PORT to "
                              "relay what a VMC sender (VSeeFace, XR Animator...) sends there "
-                             "(PORT alone listens on every interface); without --codes or "
+                             "(PORT alone listens on every interface; vmc: alone on port "
+                             "39539); without --codes or "
                              "--track we send nothing but still receive")
     parser.add_argument("--mirror", action="store_true",
                         help="with --track: move the avatar like a mirror image")
@@ -81,9 +82,10 @@ def add_parser(subparsers) -> None:
                              "SteamVR, Monado or Meta's Quest Link)")
     parser.add_argument("--xr-graphics", choices=("auto", "egl", "glx"), default="auto",
                         help="OpenGL binding for --xr (default: glx when DISPLAY is set, else egl)")
-    parser.add_argument("--vmc-out", metavar="HOST:PORT",
+    parser.add_argument("--vmc-out", metavar="HOST:PORT", nargs="?", const="39539",
                         help="send a participant's played-out codes over the VMC protocol to a "
-                             "VMC receiver (PORT alone: this machine; VMC's usual port 39539)")
+                             "VMC receiver (PORT alone: this machine; no value: this machine's "
+                             "port 39539, VMC's usual)")
     parser.add_argument("--vmc-of", metavar="NAME", default=None,
                         help="whose codes --vmc-out sends: a participant's name, or 'me' for "
                              "our own (default: the first remote participant)")
@@ -343,7 +345,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     elif vmc_in:
         from app.vmc_io import VmcCodesSource
 
-        live = VmcCodesSource(args.codes.removeprefix("vmc:"), "--codes")
+        live = VmcCodesSource(args.codes.removeprefix("vmc:") or "39539", "--codes")
     vmc_out = None
     if args.vmc_out:
         from app.vmc_io import open_sender

@@ -4,7 +4,6 @@ animation file. BVH for now (``avatar.bvh``); the rendered video of a recording 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,8 +19,7 @@ def add_parser(sub) -> None:
                     "--record DIR: one <name>-<id>.codes.jsonl per participant), as a BVH "
                     "animation of the template's skeleton: body, head, eyes and every finger, "
                     "offsets in centimetres, Euler angles in ZXY order, one BVH frame per "
-                    "codes frame at the codes' median frame interval.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "codes frame at the codes' median frame interval.")
     p.add_argument("source", metavar="SOURCE", type=Path,
                    help="codes JSONL file, or a recording folder")
     p.add_argument("--bvh", type=Path, metavar="OUT.bvh", help="write a BVH file here")

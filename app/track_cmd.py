@@ -28,11 +28,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("input", metavar="INPUT", help="image, folder, video file or camera[:N]")
     p.add_argument("--out", type=Path, help="codes JSONL file to write")
-    p.add_argument("--vmc", metavar="HOST:PORT",
+    p.add_argument("--vmc", metavar="HOST:PORT", nargs="?", const="39539",
                    help="also (or instead of --out) send every frame over the VMC protocol (OSC "
                         "over UDP) to a VMC receiver such as VSeeFace, Warudo, VNyan or a "
-                        "Blender/Unity/Unreal plugin; PORT alone is this machine (VMC's usual "
-                        "port: 39539)")
+                        "Blender/Unity/Unreal plugin; PORT alone is this machine; no value: "
+                        "this machine's port 39539, VMC's usual")
     p.add_argument("--preview", type=Path, help="also write a preview MP4 (landmarks | avatar)")
     p.add_argument("--mirror", action="store_true",
                    help="selfie mirroring: the avatar moves like your mirror image")

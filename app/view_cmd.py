@@ -45,11 +45,11 @@ def add_parser(subparsers) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--codes", type=Path, metavar="FILE.jsonl", help="codes to play")
     source.add_argument("--pose", metavar="NAME", help="a built-in pose (app/poses.py), e.g. wave")
-    source.add_argument("--vmc", metavar="[HOST:]PORT",
+    source.add_argument("--vmc", metavar="[HOST:]PORT", nargs="?", const="39539",
                         help="drive the avatar live from a VMC sender (VSeeFace, XR Animator, "
-                             "Virtual Motion Capture...) sending to this port (VMC's usual: "
-                             "39539; PORT alone listens on every interface, 127.0.0.1:PORT "
-                             "only on this machine)")
+                             "Virtual Motion Capture...) sending to this port (no value: VMC's "
+                             "usual 39539; PORT alone listens on every interface, "
+                             "127.0.0.1:PORT only on this machine)")
     p.add_argument("--backend", choices=("auto", "gl", "cuda", "reference"), default="auto",
                    help="renderer backend: auto is cuda when available, else gl "
                         "(default: %(default)s)")
