@@ -43,7 +43,10 @@ def add_parser(subparsers) -> None:
                         help="track a person live and send their codes: camera, camera:N, "
                              "camera:/dev/videoN, or a video file (played in real time)")
     source.add_argument("--codes", metavar="JSONL",
-                        help="codes to send, one frame a line (looped); without --codes or "
+                        help="codes to send, one frame a line (looped), or vmc:[HOST:]PORT to "
+                             "relay what a VMC sender (VSeeFace, XR Animator...) sends there "
+                             "(PORT alone listens on every interface; vmc: alone on port "
+                             "39539); without --codes or "
                              "--track we send nothing but still receive")
     parser.add_argument("--mirror", action="store_true",
                         help="with --track: move the avatar like a mirror image")
@@ -80,6 +83,13 @@ def add_parser(subparsers) -> None:
                              "SteamVR, Monado or Meta's Quest Link)")
     parser.add_argument("--xr-graphics", choices=("auto", "egl", "glx"), default="auto",
                         help="OpenGL binding for --xr (default: glx when DISPLAY is set, else egl)")
+    parser.add_argument("--vmc-out", metavar="HOST:PORT", nargs="?", const="39539",
+                        help="send a participant's played-out codes over the VMC protocol to a "
+                             "VMC receiver (PORT alone: this machine; no value: this machine's "
+                             "port 39539, VMC's usual)")
+    parser.add_argument("--vmc-of", metavar="NAME", default=None,
+                        help="whose codes --vmc-out sends: a participant's name, or 'me' for "
+                             "our own (default: the first remote participant)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     parser.set_defaults(func=run)
 
@@ -280,6 +290,18 @@ def _open_video(device: str):
     return player.video
 
 
+def _vmc_codes_of(who: str | None, ours, poses: dict, remotes: dict):
+    """The codes ``--vmc-out`` sends this tick: ours for 'me', else the named (or first)
+    remote participant's played-out codes; None when there are none."""
+    if who == "me":
+        return ours
+    for remote_id, codes in poses.items():
+        remote = remotes.get(remote_id)
+        if who is None or (remote is not None and remote.name == who):
+            return codes
+    return None
+
+
 def _write_json(path: Path, data: dict) -> None:
     from common.files import write_text
 
@@ -298,7 +320,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                         format="%(levelname)s %(name)s: %(message)s")
     if args.fps <= 0 or args.fps > 240:
         raise UserError("--fps must be within (0, 240]")
-    frames = _load_codes(args.codes) if args.codes else []
+    vmc_in = bool(args.codes) and args.codes.startswith("vmc:")
+    frames = _load_codes(args.codes) if args.codes and not vmc_in else []
     live = None
     headset = None
     if args.avatar and not Path(args.avatar).is_file():
@@ -325,6 +348,15 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     if args.track:
         live = _LiveTracker(args.track, args.mirror, say)
+    elif vmc_in:
+        from app.vmc_io import VmcCodesSource
+
+        live = VmcCodesSource(args.codes.removeprefix("vmc:") or "39539", "--codes")
+    vmc_out = None
+    if args.vmc_out:
+        from app.vmc_io import open_sender
+
+        vmc_out = open_sender(args.vmc_out, "--vmc-out")
     if args.xr:
         headset = _Headset(args.xr_graphics)
         say("headset ready: remote participants will stand 1.5 m in front of you")
@@ -361,7 +393,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
         say(f"joined as {call.id} with {len(call.remotes)} other participant(s)")
         if live is not None:
             live.start()
-            say(f"tracking {args.track}")
+            say(f"tracking {args.track}" if args.track else f"relaying {live.description}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -384,6 +416,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                 now = time.monotonic()
                 if args.duration and now - started >= args.duration:
                     break
+                codes = None
                 if live is not None:
                     codes = live.take()
                     if codes is not None:  # the tracker's capture time and frame count
@@ -397,6 +430,10 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                     names[remote_id] = remote.name
                 if headset is not None:
                     headset.update(poses, set(call.remotes))
+                if vmc_out is not None:
+                    relayed = _vmc_codes_of(args.vmc_of, codes, poses, call.remotes)
+                    if relayed is not None:
+                        vmc_out.send(relayed)
                 if poses:
                     if on_poses is not None:
                         on_poses(poses)
@@ -433,4 +470,9 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             headset.stop()
         if audio_track is not None:
             audio_track.stop()
+        if vmc_out is not None:
+            from app.vmc_io import sender_summary
+
+            say(sender_summary(vmc_out))
+            vmc_out.close()
     return 0

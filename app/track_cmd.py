@@ -29,7 +29,12 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("input", metavar="INPUT", help="image, folder, video file or camera[:N]")
-    p.add_argument("--out", type=Path, required=True, help="codes JSONL file to write")
+    p.add_argument("--out", type=Path, help="codes JSONL file to write")
+    p.add_argument("--vmc", metavar="HOST:PORT", nargs="?", const="39539",
+                   help="also (or instead of --out) send every frame over the VMC protocol (OSC "
+                        "over UDP) to a VMC receiver such as VSeeFace, Warudo, VNyan or a "
+                        "Blender/Unity/Unreal plugin; PORT alone is this machine; no value: "
+                        "this machine's port 39539, VMC's usual")
     p.add_argument("--preview", type=Path, help="also write a preview MP4 (landmarks | avatar)")
     p.add_argument("--mirror", action="store_true",
                    help="selfie mirroring: the avatar moves like your mirror image")
@@ -145,6 +150,13 @@ def run(args) -> int:
     from tracking.tracker import Tracker, track
 
     size = parse_size(args.size)
+    if args.out is None and args.vmc is None:
+        raise UserError("say where the codes go: --out codes.jsonl, --vmc HOST:PORT, or both")
+    vmc = None
+    if args.vmc:
+        from app.vmc_io import open_sender
+
+        vmc = open_sender(args.vmc, "--vmc")
     try:
         source = open_source(args.input, size=size, fps=args.fps)
     except SourceError as exc:
@@ -154,10 +166,12 @@ def run(args) -> int:
         source.close()
         raise UserError("--landmarks split tracks between video frames: use holistic (or "
                         "auto) for images")
-    print(f"tracking {source.description} -> {args.out}", file=sys.stderr)
-    out = _CodesFile(args.out)
+    targets = [str(t) for t in (args.out, args.vmc and f"VMC {args.vmc}") if t]
+    print(f"tracking {source.description} -> {' and '.join(targets)}", file=sys.stderr)
+    out = _CodesFile(args.out) if args.out else None
     preview = None
     ok = False
+    count = 0
     seen = np.zeros(len(PARTS), dtype=np.int64)
     start = time.monotonic()
     last_report = start
@@ -171,16 +185,20 @@ def run(args) -> int:
 
             events = lambda message: print(message, file=sys.stderr)  # noqa: E731
             for result in track(source, tracker, on_event=events, should_stop=should_stop):
-                out.write(result.codes)
+                count += 1
+                if out is not None:
+                    out.write(result.codes)
+                if vmc is not None:
+                    vmc.send(result.codes)
                 seen += result.codes.valid
                 if preview is not None:
                     preview.add(result)
                 now = time.monotonic()
                 if now - last_report >= 2.0:
-                    print(f"  {out.count} frames, {out.count / (now - start):.1f} fps",
+                    print(f"  {count} frames, {count / (now - start):.1f} fps",
                           file=sys.stderr)
                     last_report = now
-                if (args.max_frames and out.count >= args.max_frames) or should_stop():
+                if (args.max_frames and count >= args.max_frames) or should_stop():
                     break
         ok = True
     except KeyboardInterrupt:
@@ -188,15 +206,21 @@ def run(args) -> int:
         print("stopped", file=sys.stderr)
     finally:
         source.close()
-        out.close()
+        if out is not None:
+            out.close()
+        if vmc is not None:
+            from app.vmc_io import sender_summary
+
+            print(sender_summary(vmc), file=sys.stderr)
+            vmc.close()
         if preview is not None:
             preview.close(ok)
     skipped = getattr(source, "skipped", [])
     for _path, reason in skipped:
         print(f"skipped {reason}", file=sys.stderr)
     summary = ", ".join(f"{p} {n}" for p, n in zip(PARTS, seen))
-    print(f"wrote {out.count} frames to {args.out} (frames with each part: {summary})",
-          file=sys.stderr)
+    where = f"wrote {count} frames to {args.out}" if out is not None else f"tracked {count} frames"
+    print(f"{where} (frames with each part: {summary})", file=sys.stderr)
     if args.preview and ok:
         print(f"wrote preview {args.preview}", file=sys.stderr)
     return 0

@@ -47,6 +47,11 @@ def add_parser(subparsers) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--codes", type=Path, metavar="FILE.jsonl", help="codes to play")
     source.add_argument("--pose", metavar="NAME", help="a built-in pose (app/poses.py), e.g. wave")
+    source.add_argument("--vmc", metavar="[HOST:]PORT", nargs="?", const="39539",
+                        help="drive the avatar live from a VMC sender (VSeeFace, XR Animator, "
+                             "Virtual Motion Capture...) sending to this port (no value: VMC's "
+                             "usual 39539; PORT alone listens on every interface, "
+                             "127.0.0.1:PORT only on this machine)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="renderer backend: auto is cuda when available, else gl "
                         "(default: %(default)s)")
@@ -111,6 +116,8 @@ def duration_s(playback) -> float:
     """Seconds before the codes file or the pose's animation loops (0: a still pose)."""
     if playback.frames is not None:
         return playback.duration_s
+    if playback.pose is None:
+        return 0.0  # a live source (--vmc): nothing to play or pause
     return float(playback.pose.duration_s)
 
 
@@ -145,6 +152,11 @@ def load_source(args):
         if not frames:
             raise UserError(f"{args.codes}: no codes frames in the file")
         return avatar, CodesPlayback(frames=frames), f"{len(frames)} frames from {args.codes}"
+    if args.vmc is not None:
+        from app.vmc_io import VmcPlayback
+
+        playback = VmcPlayback(args.vmc, "--vmc")
+        return avatar, playback, "VMC on {}:{}".format(*playback.receiver.address)
     from app.poses import POSES
 
     name = args.pose or "rest"
@@ -166,6 +178,8 @@ def run(args) -> int:
     if getattr(args, "xr", False):
         from app.xr_view import run_xr_view
 
+        if args.vmc is not None:
+            raise UserError("--vmc drives the desktop viewer; with --xr it is not supported yet")
         return run_xr_view(args)
     width, height = parse_size(args.size)
     if args.screenshot_after is not None and args.screenshot_after < 1:
@@ -191,6 +205,11 @@ def run(args) -> int:
         return viewer.loop()
     finally:
         glfw.terminate()
+        if args.vmc is not None:
+            from app.vmc_io import receiver_summary
+
+            print(f"view: {receiver_summary(playback.receiver)}", file=sys.stderr)
+            playback.close()
 
 
 class Viewer:
