@@ -142,13 +142,6 @@ skip_part() {  # NAME REASON
 }
 
 # --- what this machine has ----------------------------------------------------------------
-"$PY" - "$WORK/meta.json" "$BUDGET" "$QUICK" "$OUTDIR" "$PY" "${ARGS[@]}" <<'EOF'
-import datetime, json, shlex, sys
-path, budget, quick, outdir, py, *args = sys.argv[1:]
-json.dump({"command": shlex.join(["bash", "bench/gpu_check.sh", *args]),
-           "started": datetime.datetime.now().isoformat(timespec="seconds"),
-           "budget_s": int(budget), "quick": quick == "1", "python": py}, open(path, "w"))
-EOF
 say "gpu_check: $(date -u +%FT%TZ) on $(hostname), ${NPROC} CPUs, budget ${BUDGET} s, output $OUTDIR"
 GPU=0
 if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q "^GPU "; then
@@ -160,6 +153,14 @@ else
         "record why they cannot run, the others run at small sizes"
     QUICK=1
 fi
+"$PY" - "$WORK/meta.json" "$BUDGET" "$QUICK" "$GPU" "$PY" "${ARGS[@]}" <<'EOF'
+import datetime, json, shlex, sys
+path, budget, quick, gpu, py, *args = sys.argv[1:]
+json.dump({"command": shlex.join(["bash", "bench/gpu_check.sh", *args]),
+           "started": datetime.datetime.now().isoformat(timespec="seconds"),
+           "mode": "gpu" if gpu == "1" else "dry run: no NVIDIA GPU present",
+           "budget_s": int(budget), "quick": quick == "1", "python": py}, open(path, "w"))
+EOF
 run_part probe 90 "$PY" bench/gpu_check_report.py probe --out "$WORK/probe.json"
 
 if ((QUICK)); then

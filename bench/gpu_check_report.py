@@ -219,6 +219,9 @@ def print_summary(report: dict, out: Path) -> None:
         print(f"tests {name}: {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped")
         for f in t["failures"][:5]:
             print(f"  FAILED {f['test']}: {f['message'].splitlines()[0] if f['message'] else ''}")
+    machine = report["render"]["machine"]
+    if machine:
+        print(f"GL renderer (render rows): {machine.get('gl_renderer')}")
     for row in report["render"]["rows"]:
         print(f"render {row['backend']:13s} {row['count']:>4s} {row['size']:20s} frame "
               f"{row['median_frame_ms']:8.2f} ms (pose {row['median_pose_ms']}, sort "
