@@ -21,7 +21,7 @@ says so, runs the parts that can run at small sizes, and exits 0 when they pass.
   --quick          small sizes and few frames: a smoke run (always so without a GPU)
   --budget S       seconds for the whole check (default 480); each part also has its own cap
   --only PARTS     comma-separated subset of: $PARTS
-                   (the probe always runs)
+                   (the probe and install always run, gsplat with cuda-tests or render-cuda)
   --python PY      the Python to run (default: \$PYTHON, else .venv/bin/python where it runs,
                    else python3; on the device machines python3 is the one with torch)
 
@@ -59,7 +59,10 @@ if [[ -n $ONLY ]]; then
         [[ ",$PARTS," == *",$part,"* ]] || die "unknown part '$part' in --only; parts: $PARTS"
     done
 fi
-want() { [[ -z $ONLY || ",$ONLY," == *",$1,"* ]]; }
+want() {  # the probe and install always run; the CUDA parts need gsplat built
+    [[ -z $ONLY || ",$ONLY," == *",$1,"* || $1 == install ]] && return 0
+    [[ $1 == gsplat && ( ",$ONLY," == *",cuda-tests,"* || ",$ONLY," == *",render-cuda,"* ) ]]
+}
 
 cd "$ROOT" || die "cannot enter $ROOT"
 if [[ -z $PY ]]; then
@@ -199,9 +202,7 @@ install_part() {
 }
 export -f install_part
 export PY SITE
-if ! want install; then
-    skip_part install "not asked for (--only)"
-elif ((GPU)); then
+if ((GPU)); then
     [[ -d .gpu ]] || say "warning: no .gpu folder here: run bash bench/gpu_prepare.sh on a" \
         "machine with network and carry .gpu"
     run_part install 90 bash -c install_part

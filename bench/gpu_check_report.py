@@ -62,6 +62,12 @@ def probe_torch() -> dict:
         return {"installed": False, "reason": str(exc)}
     info = {"installed": True, "version": torch.__version__, "cuda_build": torch.version.cuda,
             "cuda_available": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+    try:  # where torch's extension builder (gsplat's build) looks for the CUDA toolkit
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        info["cuda_home"] = CUDA_HOME
+    except Exception as exc:  # a diagnostic only: whatever went wrong is recorded
+        info["cuda_home"] = f"unknown: {exc}"
     if info["cuda_available"]:
         props = torch.cuda.get_device_properties(0)
         info.update(device=props.name, capability=f"{props.major}.{props.minor}",
@@ -107,6 +113,9 @@ def probe(out: Path) -> int:
     }
     rc, nvcc = _run(["nvcc", "--version"])
     info["nvcc"] = nvcc.splitlines()[-1] if rc == 0 and nvcc else None
+    info["nvcc_path"] = shutil.which("nvcc")
+    rc, cxx = _run(["c++", "--version"])
+    info["cxx"] = cxx.splitlines()[0] if rc == 0 and cxx else None
     try:
         import numpy
 
@@ -128,7 +137,8 @@ def probe(out: Path) -> int:
     print(f"python {info['python']['version']} ({sys.executable}), numpy {info['numpy']}, "
           + (f"torch {t['version']} (CUDA build {t['cuda_build']}, CUDA available: "
              f"{t['cuda_available']})" if t["installed"] else "no torch"))
-    print(f"nvcc: {info['nvcc'] or 'not found'}; gsplat: {info['gsplat']}")
+    print(f"nvcc: {info['nvcc'] or 'not found'} ({info['nvcc_path']}), torch's CUDA_HOME: "
+          f"{t.get('cuda_home')}; C++: {info['cxx']}; gsplat: {info['gsplat']}")
     gl = info["gl"]
     print("GL through EGL: " + (f"{gl['renderer']} ({gl['vendor']}, {gl['version']})"
                                 if gl["available"] else f"unavailable: {gl['reason']}"))
