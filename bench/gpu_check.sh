@@ -95,7 +95,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 export PYTHONUNBUFFERED=1
-export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+ORIGINAL_PYTHONPATH=${PYTHONPATH:-}
+export PYTHONPATH="$ROOT${ORIGINAL_PYTHONPATH:+:$ORIGINAL_PYTHONPATH}"
 export TORCH_EXTENSIONS_DIR=/tmp/splatcall-gpu/torch_extensions
 DEADLINE=$((BUDGET - 20))              # the rest is the summary's
 PHASE_END=$DEADLINE                    # lowered while the parts before the CUDA ones run
@@ -150,6 +151,9 @@ GPU=0
 if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q "^GPU "; then
     GPU=1
     say "NVIDIA GPU present: $(nvidia-smi -L | head -n 4 | tr '\n' ' ')"
+    # What install and gsplat put in $SITE; never on the path of a dry run (a left-over
+    # $SITE from another run must not change what it finds).
+    export PYTHONPATH="$ROOT:$SITE${ORIGINAL_PYTHONPATH:+:$ORIGINAL_PYTHONPATH}"
 else
     say "NO NVIDIA GPU PRESENT on this machine ($(command -v nvidia-smi >/dev/null \
         && echo 'nvidia-smi lists none' || echo 'no nvidia-smi')): a dry run; the CUDA parts" \
