@@ -317,10 +317,14 @@ wait_for_build() {
     record gsplat "$status" "$rc" "$took" "$BUILD_CAP" "$note"
     local whl
     whl=$(ls -t "$CACHE"/gsplat-*-linux_x86_64.whl 2>/dev/null | head -n 1)
-    if [[ $status == ok && -n $whl && $(stat -c %s "$whl") -le $((16 * 1024 * 1024)) ]] \
-        && grep -q '"built"' "$WORK/gsplat.json"; then
-        cp "$whl" "$OUTDIR/" && say "   the compiled wheel is in the output folder: put it in" \
-            ".gpu/wheels/ so that the next run skips the build"
+    if [[ $status == ok && -n $whl ]] && grep -q '"built"' "$WORK/gsplat.json"; then
+        if (($(stat -c %s "$whl") <= 16 * 1024 * 1024)); then  # what one returned file may be
+            cp "$whl" "$OUTDIR/" && say "   the compiled wheel is in the output folder: put" \
+                "it in .gpu/wheels/ so that the next run skips the build"
+        else
+            say "   the compiled wheel, $(du -m "$whl" | cut -f1) MiB, is over the 16 MiB a" \
+                "returned file may be: not copied to the output folder"
+        fi
     fi
 }
 
