@@ -9,7 +9,16 @@ several avatars) x image {512x512, 1920x1080, stereo 2 x 2064x2208} x backend. B
 - ``gl``: ``Avatar.pose`` in numpy, ``upload``, the same pipeline;
 - ``gl-raster``: as ``gl`` with the raster pipeline (points / quads blended back to front,
   the default on a GPU), at 100k / 512x512 only, for comparison;
-- ``cuda`` where an NVIDIA GPU is present; ``reference`` once, at 100k / 512x512.
+- ``cuda`` where an NVIDIA GPU is present (numpy posing, the image read back to host memory,
+  as ``backend.render`` returns it); ``reference`` once, at 100k / 512x512;
+- ``cuda-gpupose`` (when named): the avatars posed on the device by the torch poser
+  (``CudaBackend.poser``, ``render.cuda_pose``) and the image left there
+  (``render_device``), the path the viewer and the headset take; pose and draw each end with
+  ``torch.cuda.synchronize()``.
+
+Naming ``cuda`` or ``cuda-gpupose`` in ``--backends`` runs those (recorded under
+``skipped_backends`` with the reason where they cannot run); ``--no-cuda`` drops the cuda row
+that is otherwise added where an NVIDIA GPU is present.
 
 Medians of wall-clock and process CPU time (CPU time counts llvmpipe's worker threads too,
 so it says how much work a frame is even when other jobs share the CPU), and the load
@@ -217,6 +226,57 @@ def bench_backend(name: str, pose, cams, repeats: int) -> dict:
     return summarise(rows, gaussians=len(g))
 
 
+def bench_cuda_gpupose(avatar, count: int, cams, repeats: int) -> dict:
+    """The avatars of ``layout`` posed on the device and drawn into device images."""
+    import torch
+
+    from avatar.codes import Codes
+    from render.cuda import CudaBackend
+    from render.cuda_pose import DeviceGaussians
+
+    backend = CudaBackend()
+    n_avatars, keep, offsets = layout(avatar, count)
+    places = []
+    for x in offsets:
+        place = np.eye(4)
+        place[0, 3] = x
+        places.append(place)
+    keep_t = None if keep is None else torch.from_numpy(keep).to(backend.device)
+
+    def sync():
+        if backend.device.type == "cuda":
+            torch.cuda.synchronize(backend.device)
+
+    codes = Codes()
+
+    def pose():
+        parts = [backend.poser.pose(avatar.skinned, avatar.skin_pose(codes, place))
+                 for place in places]
+        if keep_t is not None:
+            last = parts[-1]
+            parts[-1] = DeviceGaussians(*(t[keep_t] for t in (
+                last.means, last.quats, last.scales, last.opacities, last.colors)))
+        g = parts[0] if len(parts) == 1 else DeviceGaussians.concatenate(parts)
+        sync()
+        return g
+
+    rows = []
+    for i in range(repeats + 1):  # the first frame uploads the avatar's arrays: not counted
+        g, pose_ms, pose_cpu = timed(pose)
+
+        def draw(g=g):
+            for cam in cams:
+                backend.render_device(g, cam, background=(0, 0, 0))
+            sync()
+
+        _, draw_ms, draw_cpu = timed(draw)
+        if i:
+            rows.append(dict(pose_ms=pose_ms, sort_ms=0.0, draw_ms=draw_ms, pose_cpu_ms=pose_cpu,
+                             sort_cpu_ms=0.0, draw_cpu_ms=draw_cpu))
+    backend.release()
+    return summarise(rows, gaussians=len(g))
+
+
 def summarise(rows, gaussians: int) -> dict:
     out = {"gaussians": gaussians, "repeats": len(rows)}
     for key in rows[0] if rows else ():
@@ -237,8 +297,11 @@ def main(argv=None) -> int:
     parser.add_argument("--counts", nargs="+", default=list(COUNTS), choices=list(COUNTS))
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--backends", nargs="+", default=["gl-gpupose", "gl", "gl-raster"],
-                        choices=["gl-gpupose", "gl", "gl-raster"],
-                        help="GL variants to run (cuda runs too where available)")
+                        choices=["gl-gpupose", "gl", "gl-raster", "cuda", "cuda-gpupose"],
+                        help="variants to run (cuda runs too where available unless a cuda "
+                        "variant is named or --no-cuda is given)")
+    parser.add_argument("--no-cuda", action="store_true",
+                        help="do not add the cuda row where an NVIDIA GPU is present")
     parser.add_argument("--sort", choices=["cpu", "gpu"], default="cpu",
                         help="GL depth sort: numpy radix on read-back means, or compute shaders")
     parser.add_argument("--stages", action="store_true", help="gl-gpupose: also time the tile "
@@ -252,15 +315,18 @@ def main(argv=None) -> int:
     from render.backends import BackendUnavailable
 
     avatar = load_avatar("default")
-    backends = list(args.backends)
+    named_cuda = [b for b in args.backends if b.startswith("cuda")]
+    backends = [b for b in args.backends if not b.startswith("cuda")]
     skipped = {}
-    try:
-        from render.cuda import CudaBackend
+    if named_cuda or not args.no_cuda:
+        try:
+            from render.cuda import CudaBackend
 
-        CudaBackend().release()
-        backends.append("cuda")
-    except BackendUnavailable as exc:
-        skipped["cuda"] = str(exc)
+            CudaBackend().release()
+            backends += named_cuda or ["cuda"]
+        except BackendUnavailable as exc:
+            for name in named_cuda or ["cuda"]:
+                skipped[name] = str(exc)
     results = []
     for count_name in args.counts:
         pose, n_avatars = scene(avatar, COUNTS[count_name])
@@ -279,6 +345,8 @@ def main(argv=None) -> int:
                     r = bench_gl(pose, cams, args.repeats, sort=args.sort)
                 elif backend == "gl-raster":
                     r = bench_gl(pose, cams, args.repeats, pipeline="raster", sort=args.sort)
+                elif backend == "cuda-gpupose":
+                    r = bench_cuda_gpupose(avatar, COUNTS[count_name], cams, args.repeats)
                 else:
                     r = bench_backend(backend, pose, cams, args.repeats)
                 r.update(backend=backend, count=count_name, size=size_name,
