@@ -53,7 +53,8 @@ def open_receiver(endpoint: str, option: str):
 def sender_summary(sender) -> str:
     s = sender.stats
     host, port = sender.address[:2]
-    line = f"VMC sent {s.frames} frames to {host}:{port} ({s.bytes / max(s.frames, 1):.0f} bytes a frame)"
+    line = (f"VMC sent {s.frames} frames to {host}:{port} "
+            f"({s.bytes / max(s.frames, 1):.0f} bytes a frame)")
     if s.send_errors:
         line += f", {s.send_errors} datagrams not sent ({s.last_error})"
     return line

@@ -206,7 +206,9 @@ class Humanoid:
             return np.eye(3)
         side = "L" if bone.name.startswith("Left") else "R"
         part = bone.name[4:] if side == "L" else bone.name[5:]
-        h = lambda name: self._head(name, side)
+
+        def h(name):
+            return self._head(name, side)
 
         palm_along = h("finger3-1") - h("wrist")
         palm_normal = np.cross(palm_along, h("finger2-1") - h("finger5-1"))
@@ -249,7 +251,8 @@ class Humanoid:
             if owner[j] < 0:
                 owner[j] = owner[p]
             world[j] = self.alignments[owner[j]].T
-            heads[j] = self.heads[j] if p < 0 else heads[p] + world[p] @ (self.heads[j] - self.heads[p])
+            heads[j] = (self.heads[j] if p < 0
+                        else heads[p] + world[p] @ (self.heads[j] - self.heads[p]))
         joints = heads[self.pivots]
         offsets = joints - np.where(self.parents[:, None] >= 0, joints[self.parents], 0.0)
         return offsets

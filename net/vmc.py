@@ -451,10 +451,11 @@ class VmcDecoder:
 def _part_bones() -> dict[str, np.ndarray]:
     """Humanoid bone indices whose arrival makes each codes part valid."""
     names = HUMAN_BONE_NAMES
-    fingers = lambda side: tuple(n for n in names
-                                 if n.startswith(side) and n.endswith(("Proximal",
-                                                                       "Intermediate",
-                                                                       "Distal")))
+
+    def fingers(side):
+        return tuple(n for n in names if n.startswith(side)
+                     and n.endswith(("Proximal", "Intermediate", "Distal")))
+
     left, right = fingers("Left"), fingers("Right")
     parts = {
         "gaze": ("LeftEye", "RightEye"),

@@ -149,7 +149,7 @@ def test_packets_follow_the_vmc_specification(humanoid):
     assert bones[0] == ("/VMC/Ext/Root/Pos", ",sfffffff", ["root", 0, 0, 0, 0, 0, 0, 1.0])
     assert all(m[:2] == ("/VMC/Ext/Bone/Pos", ",sfffffff") for m in bones[1:])
     assert sorted(m[2][0] for m in bones[1:]) == sorted(UNITY_BONES)
-    for address, _, args in bones[1:]:
+    for _address, _, args in bones[1:]:
         assert abs(math.hypot(*args[4:8]) - 1) < 1e-6  # unit quaternions, x y z w
 
     assert all(m[:2] == ("/VMC/Ext/Blend/Val", ",sf") for m in shapes[:-1])
@@ -196,7 +196,10 @@ def test_a_t_posed_sender_puts_our_arms_out_palms_down_and_legs_straight(humanoi
     codes = decoder.codes()
     skeleton = humanoid.rig.pose(humanoid.rig.local_rotations(codes))
     template = humanoid.rig.template
-    head = lambda name: skeleton.heads[template.bone_index(name)]
+
+    def head(name):
+        return skeleton.heads[template.bone_index(name)]
+
     forearm = head("wrist.L") - head("lowerarm01.L")
     assert np.dot(forearm / np.linalg.norm(forearm), [1, 0, 0]) > 0.999
     fingers = head("finger3-3.L") - head("finger3-1.L")
@@ -308,7 +311,8 @@ def mutations(rng: np.random.Generator, valid: list[bytes]):
         elif kind == 6:  # bundles nested deeper than any sender needs
             inner = bytes(base)
             for _ in range(int(rng.integers(1, 12))):
-                inner = b"#bundle\x00" + b"\x00" * 7 + b"\x01" + struct.pack(">i", len(inner)) + inner
+                inner = (b"#bundle\x00" + b"\x00" * 7 + b"\x01" + struct.pack(">i", len(inner))
+                         + inner)
             yield inner
         else:  # random bytes after a valid address
             yield b"/VMC/Ext/Bone/Pos\x00\x00\x00" + rng.bytes(int(rng.integers(0, 80)))
