@@ -27,7 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from avatar.avatar import DEFAULT_AVATAR_PATH, triangle_frames  # noqa: E402
+from avatar.avatar import DEFAULT_AVATAR_PATH  # noqa: E402
+from render.skinned import triangle_frames  # noqa: E402
 from avatar.codes import BLENDSHAPE_INDEX  # noqa: E402
 from avatar.lca import AvatarData, save_avatar_file  # noqa: E402
 from common.rotation import quat_from_axis_angle  # noqa: E402

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from render.backends import ReferenceBackend, RenderError
+from render.backends import ReferenceBackend
+from render.errors import RenderError
 from render.camera import Camera
 from render.cuda_interop import BackendGLRenderer, CudaRuntime, InteropUnavailable, TextureUpload
 from render.gaussians import Gaussians
