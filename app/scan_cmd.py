@@ -140,22 +140,31 @@ def view_shows_person(landmarks) -> tuple[bool, bool]:
     return upright, upright and facing
 
 
-def find_orientation(scan, person, floor, template_height):
-    """The first (up, facing) candidate whose render shows an upright person from the
-    front, as an initial placement; UserError if none does."""
-    from avatar.scanfit import facing_candidates, initial_placement, up_candidates
+def placed_view(scan, person, placement):
+    """The person's Gaussians (a sample of at most VIEW_GAUSSIANS) moved by ``placement``
+    into the template's space, for rendering."""
     from avatar.rotation import matrix_to_quat, quat_multiply
-    from app.render_cmd import preset_camera
-    from render.backends import get_backend
     from render.gaussians import Gaussians
-    from render.video import to_uint8
-    from tracking.landmarks import LandmarkDetector
 
-    points = scan.means[person]
     sample = np.flatnonzero(person)
     if len(sample) > VIEW_GAUSSIANS:
         sample = np.sort(np.random.default_rng(0).choice(sample, VIEW_GAUSSIANS, replace=False))
     view = scan.subset(sample)
+    q = matrix_to_quat(placement.rotation)
+    return Gaussians(placement.apply(view.means), quat_multiply(q, view.quats),
+                     view.scales * placement.scale, view.opacities, view.colors)
+
+
+def find_orientation(scan, person, floor, template_height):
+    """The first (up, facing) candidate whose render shows an upright person from the
+    front, as an initial placement; UserError if none does."""
+    from app.render_cmd import preset_camera
+    from avatar.scanfit import facing_candidates, initial_placement, up_candidates
+    from render.backends import get_backend
+    from render.video import to_uint8
+    from tracking.landmarks import LandmarkDetector
+
+    points = scan.means[person]
     camera = preset_camera("front", *VIEW_SIZE)
     backend = get_backend("gl")
     detector = LandmarkDetector(parts=("pose", "face"), backend="holistic",
@@ -165,10 +174,7 @@ def find_orientation(scan, person, floor, template_height):
         for up in up_candidates(points, floor):
             for index, facing in enumerate(facing_candidates(points, up)):
                 placement = initial_placement(points, up, facing, floor, template_height)
-                q = matrix_to_quat(placement.rotation)
-                placed = Gaussians(placement.apply(view.means), quat_multiply(q, view.quats),
-                                   view.scales * placement.scale, view.opacities,
-                                   view.colors)
+                placed = placed_view(scan, person, placement)
                 image = to_uint8(backend.render(placed, camera), (1.0, 1.0, 1.0))
                 upright, frontal = view_shows_person(detector.detect(image))
                 tried += 1
@@ -182,6 +188,66 @@ def find_orientation(scan, person, floor, template_height):
         backend.release()
     raise UserError(f"no standing person found in the scan: the tracker sees no upright body "
                     f"facing the camera in any of {tried} views of it")
+
+
+# Tracker landmarks -> the template bone whose head (joint) they mark.
+LANDMARK_JOINTS = {13: "lowerarm01.L", 14: "lowerarm01.R", 15: "wrist.L", 16: "wrist.R",
+                   25: "lowerleg01.L", 26: "lowerleg01.R", 27: "foot.L", 28: "foot.R"}
+LIMB_PAIRS = ((13, 15, 14, 16), (25, 27, 26, 28))  # (left a, left b, right a, right b)
+
+
+def _ray(camera, pixel):
+    """(origin, unit direction) in world space of the ray through an image point."""
+    direction_cv = np.array([(pixel[0] - camera.cx) / camera.fx,
+                             (pixel[1] - camera.cy) / camera.fy, 1.0])
+    direction = camera.cv_from_world[:3, :3].T @ direction_cv
+    return camera.position, direction / np.linalg.norm(direction)
+
+
+def triangulate(ray_a, ray_b) -> tuple[np.ndarray, float]:
+    """The midpoint of the closest points of two rays, and their distance apart."""
+    (c1, d1), (c2, d2) = ray_a, ray_b
+    matrix = np.array([[d1 @ d1, -d1 @ d2], [d1 @ d2, -d2 @ d2]])
+    t1, t2 = np.linalg.lstsq(matrix, np.array([(c2 - c1) @ d1, (c2 - c1) @ d2]), rcond=None)[0]
+    p1, p2 = c1 + t1 * d1, c2 + t2 * d2
+    return (p1 + p2) / 2, float(np.linalg.norm(p1 - p2))
+
+
+def find_joints(placed) -> dict[str, np.ndarray]:
+    """Elbows, wrists, knees and ankles of the placed person (template space), triangulated
+    from the tracker's landmarks in a front and a side render. In the side view the tracker
+    may swap left and right: each limb takes the pairing whose rays meet more closely."""
+    from app.render_cmd import preset_camera
+    from render.backends import get_backend
+    from render.video import to_uint8
+    from tracking.landmarks import LandmarkDetector
+
+    cameras = [preset_camera(kind, *VIEW_SIZE) for kind in ("front", "side")]
+    backend = get_backend("gl")
+    detector = LandmarkDetector(parts=("pose",), backend="holistic", static_image_mode=True)
+    try:
+        views = [detector.detect(to_uint8(backend.render(placed, camera), (1.0, 1.0, 1.0)))
+                 for camera in cameras]
+    finally:
+        detector.close()
+        backend.release()
+    if any(view.pose is None for view in views):
+        return {}
+    front, side = (view.pose[:, :2] for view in views)
+    joints = {}
+    for left_a, left_b, right_a, right_b in LIMB_PAIRS:
+        pairings = []
+        for swap in (False, True):
+            found, gap = {}, 0.0
+            for ours, theirs in ((left_a, right_a), (left_b, right_b), (right_a, left_a),
+                                 (right_b, left_b)):
+                point, miss = triangulate(_ray(cameras[0], front[ours]),
+                                          _ray(cameras[1], side[theirs if swap else ours]))
+                found[LANDMARK_JOINTS[ours]] = point
+                gap += miss
+            pairings.append((gap, found))
+        joints.update(min(pairings, key=lambda pairing: pairing[0])[1])
+    return joints
 
 
 # -- import ---------------------------------------------------------------------------------
@@ -219,9 +285,11 @@ def import_scan(path: Path, name: str, max_gaussians: int | None):
     _log(f"  {'a floor, and ' if floor is not None else ''}{int(person.sum()):,} Gaussians "
          f"in the largest lump ({time.monotonic() - started:.1f} s)")
     placement = find_orientation(scan, person, floor, template_height)
-    _log(f"  fitting the template ({time.monotonic() - started:.1f} s)")
+    joints = find_joints(placed_view(scan, person, placement))
+    _log(f"  {len(joints)} limb joints triangulated; fitting the template "
+         f"({time.monotonic() - started:.1f} s)")
     try:
-        fit = fit_template(placement.apply(scan.means[person]), template,
+        fit = fit_template(placement.apply(scan.means[person]), template, joints=joints,
                            progress=lambda step, total: _log(f"    step {step}/{total}"))
     except ScanFitError as exc:
         raise UserError(f"{path}: {exc}") from None

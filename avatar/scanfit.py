@@ -101,14 +101,26 @@ def _extent(points: np.ndarray) -> float:
     return float(np.linalg.norm(hi - lo))
 
 
-def find_floor(points: np.ndarray, seed: int = 0, iterations: int = 400) -> Plane | None:
-    """The floor: a plane spanning at least a third of the scan's extent, holding at least
-    1% of the centres, with 97% of the rest on one side. None if there is none."""
+def spread_sample(points: np.ndarray, cells: int = 150) -> np.ndarray:
+    """One centre per occupied cell of a grid ``cells`` wide over the scan: an even spread
+    over space, so a sparse floor is not drowned by a dense person."""
+    lo = np.percentile(points, 0.5, axis=0)
+    voxel = max(_extent(points) / cells, 1e-12)
+    keys = np.floor((points - lo) / voxel).astype(np.int64)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return points[np.sort(first)]
+
+
+def find_floor(points: np.ndarray, seed: int = 0, iterations: int = 300) -> Plane | None:
+    """The floor: a plane through a fifth of the scan's occupied space, spanning at least a
+    third of its extent, with 97% of the rest on one side. None if there is none."""
     rng = np.random.default_rng(seed)
-    sample = points[rng.choice(len(points), min(len(points), 40000), replace=False)]
+    sample = spread_sample(points)
+    if len(sample) < 10:
+        return None
     extent = _extent(sample)
     tol = 0.004 * extent
-    best, best_count = None, max(200, int(0.01 * len(sample)))
+    best, best_count = None, max(50, int(0.2 * len(sample)))
     for _ in range(iterations):
         a, b, c = sample[rng.choice(len(sample), 3, replace=False)]
         n = np.cross(b - a, c - a)
@@ -228,9 +240,12 @@ def _axis_angle_matrices(torch, aa):
 
 
 def fit_template(points: np.ndarray, template: Template, iterations: int = 120,
-                 progress=None, seed: int = 0) -> ScanFit:
+                 progress=None, seed: int = 0, joints: dict | None = None) -> ScanFit:
     """Pose and scale the template onto scan centres already roughly placed in its space
-    (``initial_placement``). Returns the posed template and the fit's quality."""
+    (``initial_placement``). ``joints`` (bone name -> (3,) position, e.g. triangulated
+    landmarks) pull those bones' heads while the limbs find their way, then more gently (a
+    hand hanging by the thigh is otherwise drawn onto it).
+    Returns the posed template and the fit's quality."""
     import torch
 
     threads = torch.get_num_threads()
@@ -238,12 +253,12 @@ def fit_template(points: np.ndarray, template: Template, iterations: int = 120,
     # measured 8x slower than one (14 s against 1.7 s for 30 steps).
     torch.set_num_threads(1)
     try:
-        return _fit_template(torch, points, template, iterations, progress, seed)
+        return _fit_template(torch, points, template, iterations, progress, seed, joints or {})
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit_template(torch, points, template, iterations, progress, seed) -> ScanFit:
+def _fit_template(torch, points, template, iterations, progress, seed, joints) -> ScanFit:
     from scipy.spatial import cKDTree
 
     rng = np.random.default_rng(seed)
@@ -254,6 +269,15 @@ def _fit_template(torch, points, template, iterations, progress, seed) -> ScanFi
     # scan against every surface vertex (scan -> template): sparser samples bias the fit by
     # their spacing (about 1 cm for 12k of 217k centres).
     verts = surface
+    # The torso (every vertex not carried by a limb) places the body as a whole first: the
+    # limbs' own poses would otherwise turn it (a walking stride turned the root by 22 deg).
+    limbs = {rig.bone_names.index(f"{bone}.{side}") for bone in ("upperleg01", "upperarm01")
+             for side in "LR"}
+    in_limb = np.zeros(len(rig.parents), dtype=bool)
+    for bone in range(1, len(rig.parents)):
+        in_limb[bone] = bone in limbs or in_limb[rig.parents[bone]]
+    dominant = template.skin_indices[verts, np.argmax(template.skin_weights[verts], axis=1)]
+    torso = torch.tensor(~in_limb[dominant])
     scan = points[rng.choice(len(points), min(len(points), 12000), replace=False)]
     scan_tree = cKDTree(points)
 
@@ -272,6 +296,9 @@ def _fit_template(torch, points, template, iterations, progress, seed) -> ScanFi
               template.skin_weights[verts])
     weights_t = torch.tensor(weights)
     scan_t = torch.tensor(scan, dtype=torch.float32)
+    joint_index = torch.tensor([rig.bone_names.index(name) for name in joints], dtype=torch.int64)
+    joint_target = torch.tensor(np.array(list(joints.values())).reshape(-1, 3),
+                                dtype=torch.float32)
     points_t = torch.tensor(points, dtype=torch.float32)
 
     bone_aa = torch.zeros((len(fitted), 3), requires_grad=True)
@@ -296,7 +323,8 @@ def _fit_template(torch, points, template, iterations, progress, seed) -> ScanFi
         blend = (weights_t @ torch.cat([rot, trans[..., None]], dim=2).reshape(-1, 12))
         blend = blend.reshape(-1, 3, 4)
         skinned = torch.einsum("vab,vb->va", blend[:, :, :3], rest) + blend[:, :, 3]
-        return torch.exp(log_scale) * skinned + shift
+        scale = torch.exp(log_scale)
+        return scale * skinned + shift, scale * head + shift
 
     def huber(d2, delta=0.02):
         d = torch.sqrt(d2 + 1e-12)
@@ -313,12 +341,13 @@ def _fit_template(torch, points, template, iterations, progress, seed) -> ScanFi
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, step_size)
     for step in range(iterations):
-        outward = 1.0 if step < half else 0.1
+        whole = step < iterations // 4
+        outward = 0.0 if whole else 1.0 if step < half else 0.1
         optimiser.zero_grad()
-        v = posed()
+        v, heads = posed()
         v_np = v.detach().numpy()
         d_v, to_scan = scan_tree.query(v_np, distance_upper_bound=0.3)
-        ok_v = torch.tensor(np.isfinite(d_v))
+        ok_v = torch.tensor(np.isfinite(d_v)) & (torso if whole else True)
         target = points_t[torch.tensor(np.where(np.isfinite(d_v), to_scan, 0))]
         d_s, to_vert = cKDTree(v_np).query(scan, distance_upper_bound=0.3)
         ok_s = torch.tensor(np.isfinite(d_s))
@@ -326,8 +355,11 @@ def _fit_template(torch, points, template, iterations, progress, seed) -> ScanFi
         loss = (huber(((v - target) ** 2).sum(1))[ok_v].mean()
                 + outward * huber(((scan_t - nearest) ** 2).sum(1))[ok_s].mean()
                 + 1e-3 * (bone_aa ** 2).sum())
+        if len(joint_index):
+            pull = 5.0 if step < half else 1.0
+            loss = loss + pull * ((heads[joint_index] - joint_target) ** 2).sum(1).mean()
         loss.backward()
-        if step < iterations // 4:
+        if whole:
             bone_aa.grad = None
         optimiser.step()
         scheduler.step()
