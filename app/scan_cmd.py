@@ -127,7 +127,14 @@ def view_shows_person(landmarks) -> tuple[bool, bool]:
     the person's left shoulder is on the image's right (measured: a back view finds no face
     and swaps the shoulders)."""
     from tracking.landmarks import (
-        LEFT_ANKLE, LEFT_HIP, LEFT_SHOULDER, NOSE, RIGHT_ANKLE, RIGHT_HIP, RIGHT_SHOULDER)
+        LEFT_ANKLE,
+        LEFT_HIP,
+        LEFT_SHOULDER,
+        NOSE,
+        RIGHT_ANKLE,
+        RIGHT_HIP,
+        RIGHT_SHOULDER,
+    )
 
     pose = landmarks.pose
     if pose is None:
@@ -264,8 +271,13 @@ def import_scan(path: Path, name: str, max_gaussians: int | None):
     """The .lca contents (AvatarData) made from a splat scan; UserError on a bad one."""
     from avatar.lca import AvatarData, codes_layout  # noqa: F401  (layout checked on save)
     from avatar.scanfit import (
-        ScanFitError, bind_scan, find_floor, fit_template, lca_bytes_per_gaussian,
-        person_points)
+        ScanFitError,
+        bind_scan,
+        find_floor,
+        fit_template,
+        lca_bytes_per_gaussian,
+        person_points,
+    )
     from avatar.splatfile import SplatFileError, format_of, read_splat_file
     from avatar.template import load_template
 

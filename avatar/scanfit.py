@@ -38,7 +38,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatar.avatar import triangle_frames
-from avatar.codes import BODY_BONES, HEAD_BONES
 from avatar.rig import Rig, skin_points
 from avatar.rotation import matrix_to_quat, quat_conjugate, quat_multiply
 from avatar.template import Template
@@ -243,8 +242,8 @@ def fit_template(points: np.ndarray, template: Template, iterations: int = 120,
                  progress=None, seed: int = 0, joints: dict | None = None) -> ScanFit:
     """Pose and scale the template onto scan centres already roughly placed in its space
     (``initial_placement``). ``joints`` (bone name -> (3,) position, e.g. triangulated
-    landmarks) pull those bones' heads while the limbs find their way, then more gently (a
-    hand hanging by the thigh is otherwise drawn onto it).
+    landmarks) pull those bones' heads while the limbs find their way, then let go (they
+    are good to a couple of centimetres; the surface is better).
     Returns the posed template and the fit's quality."""
     import torch
 
@@ -281,7 +280,10 @@ def _fit_template(torch, points, template, iterations, progress, seed, joints) -
     scan = points[rng.choice(len(points), min(len(points), 12000), replace=False)]
     scan_tree = cKDTree(points)
 
-    fitted = sorted(rig.body_index.tolist() + rig.head_index.tolist())
+    # The wrists stay as the forearms carry them: a hand hanging by the thigh otherwise turns
+    # into it (the nearest points are the thigh's).
+    wrists = {rig.bone_names.index(f"wrist.{side}") for side in "LR"}
+    fitted = sorted(set(rig.body_index.tolist() + rig.head_index.tolist()) - wrists)
     slot = np.zeros(len(rig.parents), dtype=np.int64)  # 0: identity, i + 1: fitted bone i
     slot[fitted] = np.arange(1, len(fitted) + 1)
     slot_t = torch.tensor(slot)
@@ -355,9 +357,8 @@ def _fit_template(torch, points, template, iterations, progress, seed, joints) -
         loss = (huber(((v - target) ** 2).sum(1))[ok_v].mean()
                 + outward * huber(((scan_t - nearest) ** 2).sum(1))[ok_s].mean()
                 + 1e-3 * (bone_aa ** 2).sum())
-        if len(joint_index):
-            pull = 5.0 if step < half else 1.0
-            loss = loss + pull * ((heads[joint_index] - joint_target) ** 2).sum(1).mean()
+        if len(joint_index) and step < half:
+            loss = loss + 5.0 * ((heads[joint_index] - joint_target) ** 2).sum(1).mean()
         loss.backward()
         if whole:
             bone_aa.grad = None
@@ -495,7 +496,7 @@ def rotate_sh(colors: np.ndarray, rotation: np.ndarray) -> np.ndarray:
         return colors
     from render.reference import sh_basis
 
-    degree = int(round(math.sqrt(colors.shape[1]))) - 1
+    degree = round(math.sqrt(colors.shape[1])) - 1
     rng = np.random.default_rng(0)
     dirs = rng.normal(size=(256, 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)

@@ -181,7 +181,7 @@ def _write_spz(path: Path, g: Gaussians) -> None:
 def _import_gsply():
     try:
         import gsply
-        import gsply.spz  # noqa: F401
+        import gsply.spz
     except ImportError:
         raise SplatFileError(".spz needs the gsply package: pip install -e '.[scan]'") from None
     return gsply
@@ -270,7 +270,7 @@ def read_ply_header(path: Path, size: int) -> tuple[str, int, list[tuple[str, st
 
 
 def _read_ply(path: Path, size: int) -> Gaussians:
-    from plyfile import PlyData
+    from plyfile import PlyData, PlyParseError
 
     _, count, props, _ = read_ply_header(path, size)
     names = [n for n, _ in props]
@@ -290,7 +290,7 @@ def _read_ply(path: Path, size: int) -> Gaussians:
                              "degree 1, 2 or 3 (9, 24 or 45 values)")
     try:
         vertex = PlyData.read(str(path))["vertex"].data
-    except Exception as exc:  # plyfile raises several kinds on malformed data
+    except (PlyParseError, ValueError, TypeError, IndexError, EOFError, OSError) as exc:
         raise SplatFileError(f"{path}: corrupt PLY data ({str(exc).splitlines()[0][:120]})") from None
     if len(vertex) != count:
         raise SplatFileError(f"{path}: read {len(vertex)} of {count} Gaussians")

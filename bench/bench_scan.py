@@ -21,11 +21,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.cli import main as cli  # noqa: E402
-from avatar.avatar import load_avatar  # noqa: E402
-from avatar.codes import Codes  # noqa: E402
-from avatar.splatfile import write_splat_file  # noqa: E402
-from render.gaussians import Gaussians  # noqa: E402
+from app.cli import main as cli
+from avatar.avatar import load_avatar
+from avatar.codes import Codes
+from avatar.splatfile import write_splat_file
+from render.gaussians import Gaussians
 
 
 def denser(g: Gaussians, count: int, seed: int = 0) -> Gaussians:
