@@ -311,7 +311,8 @@ def import_scan(path: Path, name: str, max_gaussians: int | None):
         raise UserError(f"{path}: does not look like a standing person: the body template "
                         f"covers {fit.coverage:.0%} of it at {fit.rms_m * 1000:.0f} mm RMS")
     body_from_scan = fit.refine(placement)
-    limit = max_gaussians or LCA_TARGET_BYTES // lca_bytes_per_gaussian(scan.colors)
+    # The header (names, provenance) takes a few kilobytes of the 20 MB.
+    limit = max_gaussians or (LCA_TARGET_BYTES - 65536) // lca_bytes_per_gaussian(scan.colors)
     bound = bind_scan(scan, body_from_scan, fit, template, limit, floor)
     if len(bound.face) == 0:
         raise UserError(f"{path}: no Gaussians lie on the fitted body")
