@@ -8,8 +8,9 @@ from app.cli import UserError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("avatar", help="inspect avatar (.lca) files",
-                       description="Inspect avatar files.")
+    p = sub.add_parser("avatar", help="inspect avatar (.lca) files, export and import splat scans",
+                       description="Inspect avatar files; export them as splat scans, or import a "
+                       "splat scan of a person as an avatar.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     info = actions.add_parser("info", help="print what an avatar file holds",
                               description="Print an avatar file's name, Gaussian count, bones, "
@@ -17,6 +18,9 @@ def add_parser(sub) -> None:
                               "embedded avatar.")
     info.add_argument("file", help="a .lca file, or 'default'")
     info.set_defaults(func=run_info)
+    from app.scan_cmd import add_parsers as add_scan_parsers
+
+    add_scan_parsers(actions)  # export and import: splat scans out and in
 
 
 def describe(path: Path) -> str:

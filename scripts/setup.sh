@@ -53,7 +53,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         # The CPU build of torch is enough for the template rebuild test; pinning it keeps pip
         # from pulling a multi-GB CUDA build where a local wheel exists.
         .venv/bin/python -m pip install -q "torch==2.13.0"
-        .venv/bin/python -m pip install -q -e ".[dev,create]"
+        .venv/bin/python -m pip install -q -e ".[dev,create,scan]"
     else
         .venv/bin/python -m pip install -q -e .
     fi
