@@ -37,11 +37,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.avatar import triangle_frames
-from avatar.rig import Rig, skin_points
-from common.rotation import matrix_to_quat, quat_conjugate, quat_multiply
+from avatar.rig import Rig
 from avatar.template import Template
+from common.rotation import matrix_to_quat, quat_conjugate, quat_multiply
 from render.gaussians import Gaussians
+from render.skinned import skin_points, triangle_frames
 
 # Template regions a scan sees (the inside of the eyes and mouth it does not).
 SURFACE_REGIONS = ("body", "head", "hand.R", "hand.L", "eye_front.L", "eye_front.R",
