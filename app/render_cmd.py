@@ -12,7 +12,9 @@ import numpy as np
 from app.cli import UserError, parse_size
 from render.backends import BACKENDS
 
-CAMERAS = ("front", "side", "orbit")
+CAMERAS = ("front", "side", "orbit", "portrait")
+PORTRAIT_DISTANCE_M = 1.1
+PORTRAIT_HEIGHT_M = 0.62  # what a portrait frame spans: the head and the shoulders
 FPS = 30.0
 AUDIO_RATE = 48000
 
@@ -36,7 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output file: .png (one frame) or .mp4")
     p.add_argument("--size", default="512x512", help="WIDTHxHEIGHT in pixels (default: 512x512)")
     p.add_argument("--camera", choices=CAMERAS, default="front",
-                   help="front, side (from the avatar's left) or orbit around it (default: front)")
+                   help="front, side (from the avatar's left), orbit around it, or portrait "
+                        "(head and shoulders, from the front of the first frame's face; "
+                        "default: front)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="renderer backend (default: the fastest available)")
     p.add_argument("--fps", type=float, default=FPS, help=f"video frame rate (default: {FPS:g})")
@@ -71,6 +75,31 @@ def preset_camera(kind: str, width: int, height: int, angle_rad: float = 0.0):
     eye = target + np.array([distance * math.sin(angle_rad), 0.12, distance * math.cos(angle_rad)])
     # Fit 2.1 m of height, or of width on a tall, narrow frame.
     fov = math.degrees(2 * math.atan(1.05 / distance * max(1.0, height / width)))
+    return Camera.look_at(eye, target, width, height, vertical_fov_deg=fov)
+
+
+def portrait_framing(avatar, codes) -> tuple[np.ndarray, np.ndarray]:
+    """(target, forward): the point a head-and-shoulders camera looks at (below the eyes, so
+    the shoulders are in) and the avatar's horizontal facing, for one codes frame."""
+    rig = avatar.rig
+    skeleton = rig.pose_codes(codes)
+    names = list(rig.bone_names)
+    eyes = skeleton.heads[[names.index("eye.L"), names.index("eye.R")]].mean(axis=0)
+    facing = skeleton.rotations[rig.root_index] @ np.array([0.0, 0.0, 1.0])
+    facing[1] = 0.0
+    norm = np.linalg.norm(facing)
+    forward = facing / norm if norm > 1e-6 else np.array([0.0, 0.0, 1.0])
+    return eyes - np.array([0.0, 0.12, 0.0]), forward
+
+
+def portrait_camera(avatar, codes, width: int, height: int):
+    """A head-and-shoulders camera in front of the avatar's face for one codes frame."""
+    from render.camera import Camera
+
+    target, forward = portrait_framing(avatar, codes)
+    eye = target + forward * PORTRAIT_DISTANCE_M + np.array([0.0, 0.03, 0.0])
+    half = PORTRAIT_HEIGHT_M / 2 * max(1.0, height / width)
+    fov = math.degrees(2 * math.atan(half / PORTRAIT_DISTANCE_M))
     return Camera.look_at(eye, target, width, height, vertical_fov_deg=fov)
 
 
@@ -140,11 +169,15 @@ def run(args) -> int:
         if suffix == ".mp4":
             writer = VideoWriter(args.out, width, height, fps=args.fps,
                                  audio_rate=AUDIO_RATE if audio is not None else None)
+        # A portrait camera stays where the first frame puts it: a steady frame, as a
+        # webcam is, rather than one that follows every nod.
+        portrait = (portrait_camera(avatar, frames[0], width, height)
+                    if args.camera == "portrait" else None)
         for index, codes in enumerate(frames):
             angle = 2 * math.pi * index / max(len(frames), 1) if args.camera == "orbit" else 0.0
             if args.camera == "orbit" and len(frames) == 1:
                 angle = math.radians(30)
-            camera = preset_camera(args.camera, width, height, angle)
+            camera = portrait or preset_camera(args.camera, width, height, angle)
             rgba = backend.render_skinned(avatar.skinned, avatar.skin_pose(codes), camera)
             image = to_uint8(rgba, background)
             if writer is None:

@@ -56,6 +56,9 @@ def add_parser(subparsers) -> None:
                    help="renderer backend: auto is cuda when available, else gl "
                         "(default: %(default)s)")
     p.add_argument("--size", default="960x720", metavar="WxH", help="window size in pixels")
+    p.add_argument("--camera", choices=("front", "portrait"), default="front",
+                   help="the starting view: the whole body, or head and shoulders "
+                        "(default: %(default)s)")
     p.add_argument("--screenshot", type=Path, default=None, metavar="FILE.png",
                    help="where the S key (or --screenshot-after) saves (default: "
                         "screenshot-<time>.png in the current folder)")
@@ -74,14 +77,16 @@ def add_parser(subparsers) -> None:
 class OrbitCamera:
     """A camera orbiting ``target`` at ``distance_m`` (yaw about +Y, pitch up), metres."""
 
-    def __init__(self):
+    def __init__(self, target=DEFAULT_TARGET, distance_m: float = DEFAULT_DISTANCE_M):
+        """``target`` and ``distance_m``: where R (reset) comes back to."""
+        self.home = (np.array(target, dtype=np.float64), float(distance_m))
         self.reset()
 
     def reset(self) -> None:
-        self.target = np.array(DEFAULT_TARGET, dtype=np.float64)
+        self.target = self.home[0].copy()
         self.yaw = 0.0  # 0: in front of the avatar (+Z), looking at it
         self.pitch = 0.0
-        self.distance_m = DEFAULT_DISTANCE_M
+        self.distance_m = self.home[1]
 
     def eye(self) -> np.ndarray:
         cp = math.cos(self.pitch)
@@ -259,6 +264,12 @@ class Viewer:
         except (BackendUnavailable, RenderError) as exc:
             raise UserError(str(exc)) from None
         self.orbit = OrbitCamera()
+        if args.camera == "portrait":
+            from app.render_cmd import PORTRAIT_HEIGHT_M, portrait_framing
+
+            target, _ = portrait_framing(avatar, playback.codes_at(0.0))
+            self.orbit = OrbitCamera(target, PORTRAIT_HEIGHT_M / 2
+                                     / math.tan(math.radians(VERTICAL_FOV_DEG) / 2))
         self.playing = duration_s(playback) > 0
         self.clock_s = 0.0
         self.frames_drawn = 0

@@ -108,3 +108,30 @@ def test_unknown_pose_is_refused_by_the_parser(capsys):
         main(["render", "--pose", "backflip", "--out", "x.png"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'backflip'" in capsys.readouterr().err
+
+
+def test_portrait_camera_frames_the_face_large_and_centred(tmp_path):
+    """A head-and-shoulders framing: at 512x512 the eyes land in the upper middle, about a
+    tenth of the frame apart (the full-body camera puts them some 15 px apart)."""
+    from app.render_cmd import portrait_camera, preset_camera
+    from avatar.avatar import load_avatar
+
+    avatar = load_avatar("default")
+    codes = POSES["talk"].codes(0.0)
+    names = list(avatar.rig.bone_names)
+    eyes = avatar.rig.pose_codes(codes).heads[[names.index("eye.L"), names.index("eye.R")]]
+
+    def pixels(camera):
+        cv = camera.cv_from_world @ np.c_[eyes, np.ones(2)].T
+        return (camera.intrinsics @ (cv[:3] / cv[2]))[:2].T
+
+    portrait = pixels(portrait_camera(avatar, codes, 512, 512))
+    full = pixels(preset_camera("front", 512, 512))
+    spacing, full_spacing = (float(np.linalg.norm(p[0] - p[1])) for p in (portrait, full))
+    assert 40 < spacing < 80 and full_spacing < 20
+    centre = portrait.mean(axis=0)
+    assert abs(centre[0] - 256) < 10 and 100 < centre[1] < 220
+    out = tmp_path / "portrait.png"
+    assert main(["render", "--pose", "talk", "--camera", "portrait", "--size", "96x96",
+                 "--backend", "gl", "--out", str(out)]) == 0
+    assert Image.open(out).size == (96, 96)

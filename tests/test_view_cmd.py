@@ -147,7 +147,8 @@ def viewer(display, monkeypatch, tmp_path):
     from app import view_cmd
 
     monkeypatch.setenv("DISPLAY", display)
-    args = argparse.Namespace(avatar="default", codes=None, pose="wave", vmc=None, backend="gl",
+    args = argparse.Namespace(avatar="default", codes=None, pose="wave", vmc=None, camera="front",
+                              backend="gl",
                               size="128x96", screenshot=tmp_path / "key.png",
                               screenshot_after=None, xr=False)
     avatar, playback, _ = view_cmd.load_source(args)
