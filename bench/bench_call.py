@@ -43,6 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common.files import write_text  # noqa: E402
+
 
 def full_codes(seq: int, t: float):
     from avatar.codes import PARTS, Codes
@@ -269,9 +271,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.worker:
         result = asyncio.run(participant(args))
-        tmp = Path(args.out + ".part")
-        tmp.write_text(json.dumps(result))
-        tmp.replace(args.out)
+        write_text(args.out, json.dumps(result))
         return 0
 
     from net.call import MESH_LIMIT
@@ -299,9 +299,7 @@ def main() -> int:
         "janus_unavailable_because": janus_reason,
         "rooms": rooms,
     }
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out)
+    write_text(out, json.dumps(report, indent=1))
     print(f"wrote {out}")
     return 0
 

@@ -52,6 +52,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common.files import write_text  # noqa: E402
+
 COUNTS = {"100k": 100_000, "300k": 300_000, "1M": 1_000_000}
 SIZES = {"512x512": [(512, 512)], "1920x1080": [(1920, 1080)],
          "stereo 2x2064x2208": [(2064, 2208), (2064, 2208)]}
@@ -384,9 +386,7 @@ def main(argv=None) -> int:
     }
     out = args.out or ROOT / "bench" / "results" / f"render-{host}-{datetime.date.today()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(json.dumps(report, indent=2))
-    os.replace(partial, out)
+    write_text(out, json.dumps(report, indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -39,6 +39,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from common.files import write_text  # noqa: E402
+
 ROOT = REPO / ".cache" / "xr-root"
 RUNTIME_DIR = "/tmp/splatcall-xr-bench"
 WARMUP = 3
@@ -135,9 +139,7 @@ def main() -> int:
         shutil.rmtree(runtime_dir, ignore_errors=True)
     results["load_average_after"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".part")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(args.out)
+    write_text(args.out, json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
     return 0
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The GPU check's bookkeeping (``bench/gpu_check.sh`` calls it; standard library only).
+"""The GPU check's bookkeeping (``bench/gpu_check.sh`` calls it; the standard library and the
+project's stdlib-only ``common/`` alone, so it runs before anything is installed).
 
     gpu_check_report.py probe  --out FILE     what this machine has: NVIDIA GPU, torch, gsplat, GL
     gpu_check_report.py record --work DIR --part NAME --status S [--rc N] [--seconds T]
@@ -25,6 +26,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common.files import write_text  # noqa: E402
 
 
 def _run(cmd: list[str], timeout: float = 20) -> tuple[int, str]:
@@ -260,9 +264,7 @@ def _read_json(path: Path):
 
 def _write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, path)
+    write_text(path, json.dumps(data, indent=2))
 
 
 def _cpu_name() -> str:
