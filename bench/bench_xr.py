@@ -79,7 +79,7 @@ def main() -> int:
 
     target = ROOT / "opt" / "splatcall"
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("app", "avatar", "render", "assets"):
+    for name in ("app", "avatar", "common", "render", "assets"):
         shutil.rmtree(target / name, ignore_errors=True)
         shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     proc_dir = ROOT / "proc"

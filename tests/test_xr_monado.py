@@ -23,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / ".cache" / "xr-root"
-SOURCES = ("app", "avatar", "render", "assets")
+SOURCES = ("app", "avatar", "common", "render", "assets")
 RUNTIME_DIR = "/tmp/splatcall-xr"         # inside the root
 BACKGROUND = np.array([20, 20, 26])       # DEFAULT_BACKGROUND (0.08, 0.08, 0.10) as bytes
 FRAMES = 60
