@@ -74,6 +74,7 @@ DATA_TIME_BASE = fractions.Fraction(1, 90000)
 AUDIO_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
 HEADER, EVENT, CODES, AVATAR = 1, 2, 3, 4
+_TS_WRAP_S = 2**33 / 90000  # MPEG-TS timestamps are 33 bits of a 90 kHz clock
 _FRAME = struct.Struct("<BHd")
 _AVATAR = struct.Struct("<B32sII")
 
@@ -127,6 +128,7 @@ class RecordingWriter:
         self.slots: dict[str, int] = {}      # participant id -> slot
         self.names: dict[int, str] = {}
         self.bytes_codes = 0
+        self._data_pts = 0
         wall = time.time()
         self._record(HEADER, json.dumps({
             "format": FORMAT, "version": VERSION, "fps": float(fps),
@@ -265,7 +267,9 @@ class RecordingWriter:
         packet = av.Packet(bytes([kind]) + body)
         packet.stream = self._data
         packet.time_base = DATA_TIME_BASE
-        packet.pts = packet.dts = int(round(max(0.0, t) * 90000))
+        # The muxer needs rising timestamps; a record's own time is in its body.
+        self._data_pts = max(self._data_pts, int(round(max(0.0, t) * 90000)))
+        packet.pts = packet.dts = self._data_pts
         try:
             self._container.mux(packet)
         except (OSError, av.FFmpegError, ValueError) as exc:
@@ -422,8 +426,10 @@ def read_recording(path: str | Path) -> Recording:
                 elif packet.stream.index in decoders and origin is not None:
                     slot = slot_of_stream[packet.stream.index]
                     for frame in decoders[packet.stream.index].decode(packet):
-                        start = int(round((float(frame.pts * frame.time_base) - origin)
-                                          * SAMPLE_RATE))
+                        seconds = float(frame.pts * frame.time_base) - origin
+                        if seconds > _TS_WRAP_S / 2:  # just before the origin: pts wrapped
+                            seconds -= _TS_WRAP_S
+                        start = int(round(seconds * SAMPLE_RATE))
                         audio_parts.setdefault(slot, []).append((start, frame_to_mono(frame)))
         except (av.FFmpegError, zlib.error, struct.error, wire.WireError, ValueError,
                 KeyError) as exc:
