@@ -136,7 +136,7 @@ def test_play_shows_both_participants_of_the_killed_recording(killed_recording, 
     shot = tmp_path / "play.png"
     result = subprocess.run(
         [sys.executable, "main.py", "play", str(path), "--backend", "gl", "--size", "640x360",
-         "--start", "2", "--screenshot", str(shot), "--screenshot-after", "3"],
+         "--start", "6", "--screenshot", str(shot), "--screenshot-after", "3"],
         cwd=ROOT, env=dict(os.environ, DISPLAY=display), capture_output=True, text=True,
         timeout=120)
     assert result.returncode == 0, result.stderr
