@@ -3,8 +3,8 @@
 Our codes come from a JSONL file (``--codes``, looped, re-stamped at ``--fps``); the
 tracker will be wired in by ``app``'s demo. What arrives from each remote participant is
 handed, once per display frame, to an ``on_poses(dict[remote_id, Codes])`` callback (the
-renderer's entry point) and, with ``--record DIR``, written as re-renderable codes
-(``DIR/<name>-<id>.codes.jsonl``, played-out poses) and audio (``DIR/<name>-<id>.wav``).
+renderer's entry point) and, with ``--record FILE``, written with every voice and avatar
+into one recording file (``app.recording``, ``net.recording``).
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--avatar", metavar="LCA", help="our own avatar, offered to the others")
     parser.add_argument("--avatar-cache", default=None,
                         help="where fetched avatars are kept (default ~/.cache/splatcall/avatars)")
-    parser.add_argument("--record", metavar="DIR",
-                        help="record each remote participant's played-out codes and audio here")
+    parser.add_argument("--record", metavar="FILE",
+                        help="record the call into this one file (MPEG-TS): everyone's codes, "
+                             "voices, avatars, names, join and leave times; replay it with "
+                             "main.py play, render it with main.py export")
     parser.add_argument("--duration", type=float, default=0.0,
                         help="leave after this many seconds (default: until Ctrl-C)")
     parser.add_argument("--stats", metavar="JSON",
@@ -228,50 +230,6 @@ def _token(args) -> str:
     raise UserError("give --token (from main.py serve --make-token ROOM) or --secret-file")
 
 
-class _Recorder:
-    """Per remote participant: played-out codes as JSONL (flushed every second, so a crash
-    loses at most a second) and audio as WAV."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self._codes: dict[str, object] = {}
-        self._audio: dict[str, object] = {}
-        self._flushed = time.monotonic()
-
-    def _stem(self, remote_id: str, name: str) -> str:
-        safe = "".join(c for c in name if c.isalnum() or c in "-_")[:32] or "guest"
-        return f"{safe}-{remote_id}"
-
-    def poses(self, poses: dict, names: dict) -> None:
-        for remote_id, codes in poses.items():
-            handle = self._codes.get(remote_id)
-            if handle is None:
-                path = self.directory / (
-                    f"{self._stem(remote_id, names.get(remote_id, ''))}.codes.jsonl")
-                handle = self._codes[remote_id] = path.open("a", encoding="utf-8")
-            handle.write(codes.to_json() + "\n")
-        if time.monotonic() - self._flushed > 1.0:
-            for handle in self._codes.values():
-                handle.flush()
-            self._flushed = time.monotonic()
-
-    def audio(self, remote_id: str, name: str, frame) -> None:
-        from net.audio import AudioRecorder
-
-        recorder = self._audio.get(remote_id)
-        if recorder is None:
-            recorder = self._audio[remote_id] = AudioRecorder(
-                self.directory / f"{self._stem(remote_id, name)}.wav")
-        recorder.write(frame)
-
-    def close(self) -> None:
-        for handle in self._codes.values():
-            handle.close()
-        for recorder in self._audio.values():
-            recorder.close()
-
-
 def _open_video(device: str):
     """A low-resolution webcam track, or a UserError saying why there is none."""
     from aiortc.contrib.media import MediaPlayer
@@ -343,7 +301,13 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                         avatar_path=args.avatar)
     if args.avatar_cache:
         config.avatar_cache_dir = Path(args.avatar_cache)
-    recorder = _Recorder(Path(args.record)) if args.record else None
+    recording = None
+    if args.record:
+        from app.recording import open_recording
+
+        recording = open_recording(args.record, args.fps, args.name)
+        recording.own_avatar(args.avatar)
+        audio_track = recording.voice_tee(audio_track)
     stats_path = Path(args.stats) if args.stats else None
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     if args.track:
@@ -368,11 +332,9 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                        "detail": detail})
         say(f"[{time.monotonic() - started:6.2f}s] {kind} {remote_id} {detail}")
 
-    names: dict[str, str] = {}
-
     def on_audio(remote_id: str, frame) -> None:
-        if recorder is not None:
-            recorder.audio(remote_id, names.get(remote_id, ""), frame)
+        if recording is not None:
+            recording.audio(remote_id, frame)
 
     async def main() -> None:
         if args.janus:
@@ -381,9 +343,15 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             call = JanusCall(args.janus, int(args.room), name=args.name, audio_track=audio_track,
                              host_addresses=addresses, on_audio=on_audio, on_event=on_event)
         else:
+            def on_avatar(remote_id: str, data) -> None:
+                if headset is not None:
+                    headset.avatar_arrived(remote_id, data)
+                if recording is not None:
+                    sha = call.avatars.remotes[remote_id].sha256
+                    recording.avatar_file(remote_id, call.avatars.cache_dir / f"{sha}.lca")
+
             call = Call(config, audio_track=audio_track, video_track=video_track,
-                        on_event=on_event, on_audio=on_audio,
-                        on_avatar=headset.avatar_arrived if headset is not None else None)
+                        on_event=on_event, on_audio=on_audio, on_avatar=on_avatar)
         say(f"joining room {args.room!r} at {args.janus or args.server} as {args.name!r}; "
             f"voice: {audio_note}")
         try:
@@ -426,19 +394,16 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                     call.send_codes(codes)
                 seq += 1
                 poses = call.poses(now)
-                for remote_id, remote in call.remotes.items():
-                    names[remote_id] = remote.name
+                if recording is not None:
+                    recording.tick(call.remotes, poses, codes)
                 if headset is not None:
                     headset.update(poses, set(call.remotes))
                 if vmc_out is not None:
                     relayed = _vmc_codes_of(args.vmc_of, codes, poses, call.remotes)
                     if relayed is not None:
                         vmc_out.send(relayed)
-                if poses:
-                    if on_poses is not None:
-                        on_poses(poses)
-                    if recorder is not None:
-                        recorder.poses(poses, names)
+                if poses and on_poses is not None:
+                    on_poses(poses)
                 if stats_path is not None and now - last_stats >= 1.0:
                     _write_json(stats_path, snapshot())
                     last_stats = now
@@ -457,8 +422,9 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             if stats_path is not None:
                 _write_json(stats_path, snapshot())
             await call.leave()
-            if recorder is not None:
-                recorder.close()
+            if recording is not None:
+                recording.close()
+                say(recording.error or f"recorded to {args.record}")
             say("left the call")
 
     try:

@@ -20,6 +20,7 @@ COMMANDS = {
     "track": "app.track_cmd",
     "render": "app.render_cmd",
     "view": "app.view_cmd",
+    "play": "app.play_cmd",
     "export": "app.export_cmd",
     "avatar": "app.avatar_cmd",
 }

@@ -1,5 +1,6 @@
-"""``main.py export``: codes (a JSONL file, or one participant of a recording folder) to an
-animation file. BVH for now (``avatar.bvh``); the rendered video of a recording will join it.
+"""``main.py export``: codes (a JSONL file, or one participant of a call recording) to a BVH
+animation (``avatar.bvh``), and a call recording (``call --record FILE``) to an MP4: H.264
+with every chosen participant side by side and AAC with every voice mixed (``app.replay``).
 """
 
 from __future__ import annotations
@@ -8,26 +9,41 @@ import sys
 from pathlib import Path
 
 from app.cli import UserError
+from render.backends import BACKENDS
 
 RECORDED_CODES = "*.codes.jsonl"  # what `call --record DIR` writes, one file a participant
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "export", help="export codes or a recorded participant as a BVH animation",
-        description="Export SOURCE, a codes JSONL file or a recording folder (main.py call "
-                    "--record DIR: one <name>-<id>.codes.jsonl per participant), as a BVH "
+        "export", help="export a recording as an MP4 video, or codes as a BVH animation",
+        description="Export a call recording (main.py call --record FILE) as an MP4 video "
+                    "(--out: everyone side by side, every voice mixed), or SOURCE (a codes "
+                    "JSONL file, a recording file, or an older recording folder of "
+                    "<name>-<id>.codes.jsonl files) as a BVH "
                     "animation of the template's skeleton: body, head, eyes and every finger, "
                     "offsets in centimetres, Euler angles in ZXY order, one BVH frame per "
                     "codes frame at the codes' median frame interval.")
     p.add_argument("source", metavar="SOURCE", type=Path,
-                   help="codes JSONL file, or a recording folder")
+                   help="a recording file, a codes JSONL file, or a recording folder")
     p.add_argument("--bvh", type=Path, metavar="OUT.bvh", help="write a BVH file here")
+    p.add_argument("--out", type=Path, metavar="OUT.mp4",
+                   help="render a recording to this MP4 (H.264 + AAC)")
+    p.add_argument("--size", default="960x540", metavar="WxH",
+                   help="video size (default 960x540)")
+    p.add_argument("--camera", choices=("front", "side", "orbit"), default="front",
+                   help="front, side (from the right, 60 degrees) or orbit (one turn over the "
+                        "video) (default: front)")
+    p.add_argument("--participants", metavar="NAMES",
+                   help="comma-separated names to show (default: everyone recorded)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="renderer backend for --out (default: the fastest available)")
     p.add_argument("--participant", metavar="NAME",
                    help="in a recording folder: whose codes (the start of the file name, "
                         "e.g. ana or ana-3f2c); needed when it holds more than one")
     p.add_argument("--fps", type=float, default=None,
-                   help="BVH frame rate (default: the codes' own rate)")
+                   help="BVH or video frame rate (default: the codes' own rate; for a "
+                        "recording, the call's)")
     p.set_defaults(func=run)
 
 
@@ -57,20 +73,47 @@ def codes_file(source: Path, participant: str | None) -> Path:
     return chosen[0]
 
 
+def recorded_frames(source: Path, participant: str | None) -> list:
+    """One participant's frames of a recording file, timed on the recording's clock."""
+    from app.replay import choose, load_recording
+
+    recording = load_recording(source)
+    everyone = choose(recording, None)
+    if participant is None:
+        if len(everyone) > 1:
+            raise UserError(f"{source} holds {len(everyone)} participants "
+                            f"({', '.join(p.name for p in everyone)}): choose one with "
+                            "--participant")
+        chosen = everyone
+    else:
+        chosen = choose(recording, participant)
+    (who,) = chosen[:1]
+    return [codes.replace(t=t) for t, codes in zip(who.times, who.frames)]
+
+
 def run(args) -> int:
+    from app.replay import is_recording
     from avatar.bvh import write_bvh
     from avatar.codes import CodesError, read_jsonl
     from avatar.template import load_template
 
-    if args.bvh is None:
-        raise UserError("say what to write: --bvh OUT.bvh (the only export format so far)")
     if args.fps is not None and not 0 < args.fps <= 1000:
         raise UserError("--fps must be within (0, 1000]")
-    path = codes_file(args.source, args.participant)
-    try:
-        frames = read_jsonl(path)
-    except CodesError as exc:
-        raise UserError(str(exc)) from None
+    if args.out is not None:
+        if args.bvh is not None:
+            raise UserError("give --out or --bvh, not both")
+        return export_video(args)
+    if args.bvh is None:
+        raise UserError("say what to write: --out OUT.mp4 (a recording) or --bvh OUT.bvh")
+    if args.source.is_file() and is_recording(args.source):
+        path = args.source
+        frames = recorded_frames(args.source, args.participant)
+    else:
+        path = codes_file(args.source, args.participant)
+        try:
+            frames = read_jsonl(path)
+        except CodesError as exc:
+            raise UserError(str(exc)) from None
     if not frames:
         raise UserError(f"{path}: no codes frames in the file")
     if not args.bvh.parent.is_dir():
@@ -87,3 +130,69 @@ def run(args) -> int:
         raise UserError(f"cannot write {args.bvh}: {exc.strerror or exc}") from None
     print(f"wrote {count} frames to {args.bvh}", file=sys.stderr)
     return 0
+
+
+def export_video(args) -> int:
+    """A recording as an MP4: ``round(duration * fps)`` frames and exactly as much audio."""
+    import math
+    import time
+
+    from app.cli import parse_size
+    from app.render_cmd import open_backend
+    from app.replay import Replay, SceneRenderer, audio_samples, choose, load_recording, \
+        scene_camera
+    from net.recording import SAMPLE_RATE
+    from render.video import VideoError, VideoWriter, to_uint8
+
+    width, height = parse_size(args.size)
+    if width % 2 or height % 2:
+        raise UserError(f"an MP4 needs an even --size, got {width}x{height}")
+    if args.out.suffix.lower() != ".mp4":
+        raise UserError(f"--out must end in .mp4, got {args.out.name!r}")
+    if not args.out.parent.is_dir():
+        raise UserError(f"cannot write {args.out}: the folder {args.out.parent} does not exist")
+    if not args.source.is_file() or not args.source.exists():
+        raise UserError(f"{args.source} is not a recording file")
+    recording = load_recording(args.source)
+    participants = choose(recording, args.participants)
+    replay = Replay(recording, participants)
+    fps = args.fps or replay.fps
+    frames = max(1, int(round(replay.duration_s * fps)))
+    samples = audio_samples(frames, fps)
+    backend = open_backend(args.backend)
+    background = (1.0, 1.0, 1.0)
+    names = ", ".join(s.participant.name or s.participant.id for s in replay.seats)
+    print(f"exporting {args.source} ({replay.duration_s:.2f} s; {names}) -> {args.out}: "
+          f"{frames} frames at {fps:g} fps, {width}x{height}, {backend.name} backend",
+          file=sys.stderr, flush=True)
+    scene = SceneRenderer(backend, replay)
+    writer = None
+    started = time.monotonic()
+    try:
+        writer = VideoWriter(args.out, width, height, fps=fps, audio_rate=SAMPLE_RATE)
+        for index in range(frames):
+            t = index / fps
+            angle = 2 * math.pi * index / frames if args.camera == "orbit" else 0.0
+            camera = scene_camera(args.camera, width, height, replay.width_m, angle)
+            writer.write(to_uint8(scene.render(t, camera, background), background))
+            if index % 10 == 9 or index == frames - 1:
+                _progress(index + 1, frames, time.monotonic() - started)
+        writer.write_audio(replay.mixed_voices(samples))
+        writer.close()
+        writer = None
+    except VideoError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        if writer is not None:
+            writer.abort()
+        backend.release()
+    print(f"\nwrote {frames} frames and {samples / SAMPLE_RATE:.3f} s of audio to {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def _progress(done: int, total: int, elapsed_s: float) -> None:
+    bar = "#" * int(30 * done / total)
+    left = elapsed_s / done * (total - done)
+    print(f"\r  [{bar:<30}] {done}/{total} frames, {left:.0f} s left", end="",
+          file=sys.stderr, flush=True)

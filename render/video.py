@@ -81,9 +81,9 @@ class VideoWriter:
             raise VideoError("this writer was opened without an audio track")
         samples = np.clip(np.asarray(samples, dtype=np.float32).ravel(), -1.0, 1.0)
         for start in range(0, len(samples), self.AUDIO_FRAME):
+            # A short last frame stays short (FFmpeg's AAC encoder takes one): the track then
+            # lasts exactly as long as the samples given.
             chunk = samples[start:start + self.AUDIO_FRAME]
-            if len(chunk) < self.AUDIO_FRAME:
-                chunk = np.pad(chunk, (0, self.AUDIO_FRAME - len(chunk)))
             frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
             frame.sample_rate = self.audio.rate
             frame.pts = self.audio_samples

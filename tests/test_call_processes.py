@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from avatar.codes import Codes, write_jsonl
 from common.rotation import quat_from_axis_angle
 from net.audio import dominant_frequency_hz
+from net.recording import read_recording
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,10 +48,7 @@ def _stats(path: Path) -> dict | None:
         return None
 
 
-def _wav_frequency(path: Path) -> float:
-    with av.open(str(path)) as container:
-        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
-    samples = samples.astype(np.float64) / 32768.0
+def _voice_frequency(samples: np.ndarray) -> float:
     assert len(samples) > 48000, f"only {len(samples)} samples recorded"
     return dominant_frequency_hz(samples[-96000:], 48000)
 
@@ -78,7 +75,7 @@ def test_two_processes_call_then_one_restarts(tmp_path):
         stats = tmp_path / f"{name}.json"
         proc = start("call", "--server", f"ws://127.0.0.1:{port}/ws", "--room", "test",
                      "--secret-file", str(secret), "--name", name, "--codes", str(codes_file),
-                     "--audio", f"tone:{tone}", "--record", str(tmp_path / f"rec-{name}"),
+                     "--audio", f"tone:{tone}", "--record", str(tmp_path / f"{name}.rec"),
                      "--stats", str(stats), "--duration", str(duration), "--loopback",
                      log=f"{name}.log")
         return proc, stats
@@ -132,14 +129,13 @@ def test_two_processes_call_then_one_restarts(tmp_path):
     assert second["codes"]["unique"] >= 4 * 60 and second["codes"]["lost"] == 0, second
     assert "bob" in gone
     # Voice: each side's tone at the far end (alice hears 1000 Hz, bob heard 440 Hz).
-    bob_heard = list((tmp_path / "rec-bob").glob("alice-*.wav"))
-    alice_heard = list((tmp_path / "rec-alice").glob("bob-*.wav"))
-    assert bob_heard and len(alice_heard) == 2
-    assert abs(_wav_frequency(bob_heard[0]) - 440) < 5
-    for wav in alice_heard:
-        assert abs(_wav_frequency(wav) - 1000) < 5
+    bob_rec = read_recording(tmp_path / "bob.rec")  # bob's second run rewrote it
+    alice_rec = read_recording(tmp_path / "alice.rec")
+    bob_heard = [p for p in bob_rec.participants if p.name == "alice"]
+    alice_heard = [p for p in alice_rec.participants if p.name == "bob"]
+    assert len(bob_heard) == 1 and len(alice_heard) == 2
+    assert abs(_voice_frequency(bob_rec.voice_of(bob_heard[0])) - 440) < 5
+    for who in alice_heard:
+        assert abs(_voice_frequency(alice_rec.voice_of(who)) - 1000) < 5
     # the played-out codes were recorded and are valid frames
-    recorded = list((tmp_path / "rec-bob").glob("alice-*.codes.jsonl"))
-    lines = recorded[0].read_text().splitlines()
-    assert len(lines) > 300
-    Codes.from_json(lines[-1])
+    assert len(alice_heard[0].frames) > 300 and isinstance(alice_heard[0].frames[-1], Codes)
