@@ -43,7 +43,8 @@ import numpy as np
 from avatar.codes import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, GAZE_LIMIT_RAD
 from avatar.template import Template
 from tracking.facemesh import (LEFT_EYE, LIPS, RIGHT_EYE, STABLE, Correspondence,
-                               load_correspondence, similarity)
+                               Response, load_correspondence, load_response,
+                               similarity)
 
 CAMERA_TO_WORLD = np.array([1.0, -1.0, -1.0])
 FACE_POINTS = 478  # mediapipe's face mesh with the iris refinement
@@ -82,6 +83,25 @@ OPEN_GAP_WINDOW_S = 3.0
 NOT_FITTED = tuple(n for n in BLENDSHAPE_NAMES if n.startswith("eyeLook")) + ("tongueOut",)
 
 
+def head_angles(head_rotation: np.ndarray) -> tuple[float, float]:
+    """(yaw, pitch) radians of a head rotation (3, 3): where the face's forward axis points
+    (yaw toward +X, pitch up)."""
+    forward = head_rotation[:, 2]
+    return float(np.arctan2(forward[0], forward[2])), float(np.arcsin(np.clip(forward[1], -1, 1)))
+
+
+def pose_features(yaw: float, pitch: float) -> np.ndarray:
+    """(9,) the cubic terms (no constant) of yaw and pitch (radians) that the neutral face's
+    pose deformation is fitted on."""
+    return np.array([yaw, pitch, yaw * yaw, yaw * pitch, pitch * pitch, yaw ** 3,
+                     yaw * yaw * pitch, yaw * pitch * pitch, pitch ** 3])
+
+
+def geometric_response(template: Template, correspondence: Correspondence) -> Response:
+    """The template's blendshape deltas at the landmarks' surface points, no pose term."""
+    return Response(correspondence.blendshape_basis(template), np.zeros((9, 478, 3)))
+
+
 @dataclass(eq=False)
 class FaceResult:
     """weights (52,) in [0, 1]; gaze (2, 2) yaw/pitch rad (rows left, right eye);
@@ -97,10 +117,15 @@ class FaceSolver:
     """``solve(face_points_px, t) -> FaceResult`` for one template and one person."""
 
     def __init__(self, template: Template, correspondence: Correspondence | None = None,
-                 calibration_s: float = 2.0):
+                 calibration_s: float = 2.0, response: Response | None = None):
         self.correspondence = correspondence or load_correspondence()
         self.neutral_reference = self.correspondence.neutral.astype(np.float64)
-        basis = self.correspondence.blendshape_basis(template).astype(np.float64)  # (52,478,3)
+        # Face mesh's measured response to the default template's shapes and to head pose
+        # (``facemesh.Response``); ``geometric_response`` (the surface's own motion, no pose
+        # correction) is what a template without a measured response falls back to.
+        self.response = response or load_response()
+        basis = self.response.blendshapes.astype(np.float64)  # (52, 478, 3)
+        self.pose_deformation = self.response.pose.reshape(len(self.response.pose), -1)
         self.fitted = np.array([n not in NOT_FITTED for n in BLENDSHAPE_NAMES])
         # Iris points ride on the eyeballs (gaze), not on the expression.
         self.expression_points = np.arange(468)
@@ -193,7 +218,11 @@ class FaceSolver:
         # height, depth), which differ from person to person and are not expression.
         stable = np.c_[rigid[STABLE], np.ones(len(STABLE))]
         affine, *_ = np.linalg.lstsq(stable, reference, rcond=None)
-        return np.c_[rigid, np.ones(len(rigid))] @ affine, r.T
+        aligned = np.c_[rigid, np.ones(len(rigid))] @ affine
+        # The neutral face's deformation with head pose, measured on renders, is not
+        # expression (at 30 degrees of yaw it read as 0.7-1.0 on brows, eyeWide, pucker).
+        correction = pose_features(*head_angles(r.T)) @ self.pose_deformation
+        return aligned - correction.reshape(-1, 3), r.T
 
     def fit(self, displacement: np.ndarray) -> np.ndarray:
         """Bounded least-squares weights (52,) for (478, 3) displacements (metres)."""
