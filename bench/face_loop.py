@@ -116,12 +116,15 @@ def render_loop(expressions=None, poses=None, lights=None, say=print) -> list[Ca
 
 
 def solve_cases(cases: list[Case], solver) -> np.ndarray:
-    """(n, 52) weights, each case solved as a photograph (against the template's neutral,
-    which is this face's own). NaN rows where face mesh found no face."""
+    """(n, 52) weights, each case solved as a photograph against the frontal neutral face
+    under the same light (``FaceSolver.calibrate``: what a video's calibration takes from
+    a person facing the camera). NaN rows where face mesh found no face."""
+    neutrals = {c.light: c.face_px for c in cases
+                if c.expression == "neutral" and c.yaw_deg == 0 and c.pitch_deg == 0}
     out = np.full((len(cases), len(BLENDSHAPE_NAMES)), np.nan)
     for i, case in enumerate(cases):
         if case.face_px is not None:
-            solver.recalibrate(start=False)
+            solver.calibrate(neutrals[case.light])
             out[i] = solver.solve(case.face_px).weights
     return out
 
