@@ -140,6 +140,8 @@ def score(cases: list[Case], weights: np.ndarray) -> dict:
     for name in SCORED:
         k = BLENDSHAPE_INDEX[name]
         posed = found & (truth[:, k] > 0)
+        if not posed.any():
+            continue
         err = np.abs(weights[posed, k] - truth[posed, k])
         calm = found & turned & (truth[:, k] == 0)
         result[name] = {"median": float(np.median(err)), "worst": float(err.max()),
@@ -155,7 +157,7 @@ def score(cases: list[Case], weights: np.ndarray) -> dict:
 def report(result: dict) -> str:
     lines = [f"{'shape':18s} {'median':>6s} {'worst':>6s} {'read':>5s} {'calm20-30 max':>13s} "
              f"{'p90':>5s}"]
-    for name in SCORED:
+    for name in (n for n in SCORED if n in result):
         r = result[name]
         lines.append(f"{name:18s} {r['median']:6.3f} {r['worst']:6.3f} {r['read']:5.2f} "
                      f"{r['calm_turned_max']:13.3f} {r['calm_turned_p90']:5.3f}")

@@ -135,6 +135,7 @@ class FaceSolver:
         basis = self.correspondence.blendshape_basis(template).astype(np.float64)  # (52,478,3)
         measured = [i for i, n in enumerate(BLENDSHAPE_NAMES) if n.startswith(MEASURED_SHAPES)]
         basis[measured] = self.response.blendshapes[measured]
+        self.blendshape_basis = basis  # (52, 478, 3) metres per unit weight, as fitted
         self.pose_deformation = self.response.pose.reshape(len(self.response.pose), -1)
         self.fitted = np.array([n not in NOT_FITTED for n in BLENDSHAPE_NAMES])
         # Iris points ride on the eyeballs (gaze), not on the expression.
