@@ -7,6 +7,10 @@ the template mesh: per landmark a triangle and barycentric weights, plus ``neutr
 478 landmarks as mediapipe placed them on that neutral face, in template metres (world
 axes, rest pose). Loaded with numpy alone.
 
+The response asset (``face_response.safetensors``, ``scripts/build_face_response.py``)
+holds how face mesh's aligned landmarks move with each blendshape and with head pose,
+measured on renders of the default avatar (``Response``).
+
 Landmark index groups used by the solvers are named here too.
 """
 
