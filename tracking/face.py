@@ -6,11 +6,15 @@ own blendshape basis. Per frame:
 1. Head pose: a similarity transform (Umeyama) maps the observed landmarks' stable points
    (forehead, nose bridge, temples; ``facemesh.STABLE``) onto the neutral reference; its
    rotation is the head's rotation. An affine fit on the same points then takes out the
-   face's proportions (identity, not expression).
+   face's proportions (identity, not expression). Face mesh's own deformation of a
+   neutral face with head pose (measured on renders, ``facemesh.Response.pose``, a cubic in
+   yaw and pitch) is subtracted.
 2. Expression: the aligned landmarks minus the person's neutral are the displacements to
    explain. The basis is the template's 52 blendshape deltas at the landmarks' surface
-   points (``facemesh.Correspondence``). Weights solve a bounded, lightly damped least
-   squares (0 <= w <= 1) by accelerated projected gradient over the 52x52 normal matrix.
+   points (``facemesh.Correspondence``), except for jawOpen and the smiles, whose columns
+   are face mesh's measured response to them (``MEASURED_SHAPES``). Weights solve a
+   bounded, lightly damped least squares (0 <= w <= 1) by accelerated projected gradient
+   over the 52x52 normal matrix.
    Depth rows count less (mediapipe's z is its weakest axis); eye-look shapes stay 0 (the
    eyes turn through ``gaze``), tongueOut too (never visible to face mesh). Every shape but
    jawOpen, the smiles and the blinks carries a sparsity penalty: it must explain
