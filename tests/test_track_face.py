@@ -24,7 +24,7 @@ CALM_SHAPES = ("brow", "eyeWide", "eyeSquint", "noseSneer", "cheek", "jawForward
 def solver_parts():
     template = load_template()
     solver = FaceSolver(template)
-    basis = solver.correspondence.blendshape_basis(template).astype(np.float64)
+    basis = solver.blendshape_basis
     return template, solver, basis
 
 

@@ -6,11 +6,15 @@ own blendshape basis. Per frame:
 1. Head pose: a similarity transform (Umeyama) maps the observed landmarks' stable points
    (forehead, nose bridge, temples; ``facemesh.STABLE``) onto the neutral reference; its
    rotation is the head's rotation. An affine fit on the same points then takes out the
-   face's proportions (identity, not expression).
+   face's proportions (identity, not expression). Face mesh's own deformation of a
+   neutral face with head pose (measured on renders, ``facemesh.Response.pose``, a cubic in
+   yaw and pitch) is subtracted.
 2. Expression: the aligned landmarks minus the person's neutral are the displacements to
    explain. The basis is the template's 52 blendshape deltas at the landmarks' surface
-   points (``facemesh.Correspondence``). Weights solve a bounded, lightly damped least
-   squares (0 <= w <= 1) by accelerated projected gradient over the 52x52 normal matrix.
+   points (``facemesh.Correspondence``), except for jawOpen and the smiles, whose columns
+   are face mesh's measured response to them (``MEASURED_SHAPES``). Weights solve a
+   bounded, lightly damped least squares (0 <= w <= 1) by accelerated projected gradient
+   over the 52x52 normal matrix.
    Depth rows count less (mediapipe's z is its weakest axis); eye-look shapes stay 0 (the
    eyes turn through ``gaze``), tongueOut too (never visible to face mesh). Every shape but
    jawOpen, the smiles and the blinks carries a sparsity penalty: it must explain
@@ -43,7 +47,8 @@ import numpy as np
 from avatar.codes import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, GAZE_LIMIT_RAD
 from avatar.template import Template
 from tracking.facemesh import (LEFT_EYE, LIPS, RIGHT_EYE, STABLE, Correspondence,
-                               load_correspondence, similarity)
+                               Response, load_correspondence, load_response,
+                               similarity)
 
 CAMERA_TO_WORLD = np.array([1.0, -1.0, -1.0])
 FACE_POINTS = 478  # mediapipe's face mesh with the iris refinement
@@ -79,7 +84,34 @@ EYEBALL_RADIUS_RATIO = 0.42  # eyeball radius / eye-corner width (12 mm / 28.5 m
 # close it by 0.62-0.78.
 BLINK_CLOSURE = (0.15, 0.55)
 OPEN_GAP_WINDOW_S = 3.0
+# Shapes fitted on face mesh's measured response rather than the surface's motion. On the
+# closed loop (bench/face_loop.py: 11 expressions x 8 head poses up to 30 degrees x 2
+# lights) the smiles read 0.47 of the truth on the surface basis, 0.96 on the measured one
+# (median error 0.45 -> 0.09), jawOpen 0.53 -> 1.06 (0.33 -> 0.09); the astronaut's smile
+# 0.50 -> 1.0. The measured response for every shape read calm faces worse (jwpIntro.mp4's
+# calm p90 max 0.30 -> 0.90, browInnerUp; a pucker on every turned neutral head) and the
+# small upper-face shapes no better (see docs/tracking.md).
+MEASURED_SHAPES = ("jawOpen", "mouthSmile")
 NOT_FITTED = tuple(n for n in BLENDSHAPE_NAMES if n.startswith("eyeLook")) + ("tongueOut",)
+
+
+def head_angles(head_rotation: np.ndarray) -> tuple[float, float]:
+    """(yaw, pitch) radians of a head rotation (3, 3): where the face's forward axis points
+    (yaw toward +X, pitch up)."""
+    forward = head_rotation[:, 2]
+    return float(np.arctan2(forward[0], forward[2])), float(np.arcsin(np.clip(forward[1], -1, 1)))
+
+
+def pose_features(yaw: float, pitch: float) -> np.ndarray:
+    """(9,) the cubic terms (no constant) of yaw and pitch (radians) that the neutral face's
+    pose deformation is fitted on."""
+    return np.array([yaw, pitch, yaw * yaw, yaw * pitch, pitch * pitch, yaw ** 3,
+                     yaw * yaw * pitch, yaw * pitch * pitch, pitch ** 3])
+
+
+def geometric_response(template: Template, correspondence: Correspondence) -> Response:
+    """The template's blendshape deltas at the landmarks' surface points, no pose term."""
+    return Response(correspondence.blendshape_basis(template), np.zeros((9, 478, 3)))
 
 
 @dataclass(eq=False)
@@ -97,10 +129,18 @@ class FaceSolver:
     """``solve(face_points_px, t) -> FaceResult`` for one template and one person."""
 
     def __init__(self, template: Template, correspondence: Correspondence | None = None,
-                 calibration_s: float = 2.0):
+                 calibration_s: float = 2.0, response: Response | None = None):
         self.correspondence = correspondence or load_correspondence()
         self.neutral_reference = self.correspondence.neutral.astype(np.float64)
+        # Face mesh's measured response to the default template's shapes and to head pose
+        # (``facemesh.Response``) for ``MEASURED_SHAPES``; the surface's own motion at the
+        # landmarks (``geometric_response``) for the rest.
+        self.response = response or load_response()
         basis = self.correspondence.blendshape_basis(template).astype(np.float64)  # (52,478,3)
+        measured = [i for i, n in enumerate(BLENDSHAPE_NAMES) if n.startswith(MEASURED_SHAPES)]
+        basis[measured] = self.response.blendshapes[measured]
+        self.blendshape_basis = basis  # (52, 478, 3) metres per unit weight, as fitted
+        self.pose_deformation = self.response.pose.reshape(len(self.response.pose), -1)
         self.fitted = np.array([n not in NOT_FITTED for n in BLENDSHAPE_NAMES])
         # Iris points ride on the eyeballs (gaze), not on the expression.
         self.expression_points = np.arange(468)
@@ -140,6 +180,15 @@ class FaceSolver:
         self._samples: list = []
         self._video = start
         self._recent_gaps: deque = deque()
+
+    def calibrate(self, neutral_points_px: np.ndarray) -> None:
+        """Take one photograph's face (478, 3) pixels as the person's neutral: its aligned
+        points, lid gaps and straight gaze; later frames are solved as photographs against it."""
+        aligned, _ = self.align(self._checked(neutral_points_px))
+        self.recalibrate(start=False)
+        self.neutral = aligned
+        self.open_gap = [self._eye_opening(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)]
+        self.gaze_zero = np.stack([self._gaze_raw(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)])
 
     @property
     def calibrated(self) -> bool:
@@ -193,7 +242,11 @@ class FaceSolver:
         # height, depth), which differ from person to person and are not expression.
         stable = np.c_[rigid[STABLE], np.ones(len(STABLE))]
         affine, *_ = np.linalg.lstsq(stable, reference, rcond=None)
-        return np.c_[rigid, np.ones(len(rigid))] @ affine, r.T
+        aligned = np.c_[rigid, np.ones(len(rigid))] @ affine
+        # The neutral face's deformation with head pose, measured on renders, is not
+        # expression (at 30 degrees of yaw it read as 0.7-1.0 on brows, eyeWide, pucker).
+        correction = pose_features(*head_angles(r.T)) @ self.pose_deformation
+        return aligned - correction.reshape(-1, 3), r.T
 
     def fit(self, displacement: np.ndarray) -> np.ndarray:
         """Bounded least-squares weights (52,) for (478, 3) displacements (metres)."""
@@ -233,14 +286,18 @@ class FaceSolver:
         offset = points[eye["iris"]] - centre
         return np.array([offset @ x_axis / width, offset @ up / width])
 
-    def solve(self, points_px: np.ndarray, t: float = 0.0) -> FaceResult:
-        """Weights, gaze and head rotation from (478, 3) face-mesh landmarks in pixels at
-        time ``t`` (seconds; only the calibration window uses it)."""
+    @staticmethod
+    def _checked(points_px: np.ndarray) -> np.ndarray:
         points_px = np.asarray(points_px, dtype=np.float64)
         if points_px.shape != (FACE_POINTS, 3) or not np.all(np.isfinite(points_px)):
             raise ValueError(f"face landmarks must be {FACE_POINTS} finite (x, y, z) points "
                              f"(mediapipe's refined face mesh), got shape {points_px.shape}")
-        aligned, head_rotation = self.align(points_px)
+        return points_px
+
+    def solve(self, points_px: np.ndarray, t: float = 0.0) -> FaceResult:
+        """Weights, gaze and head rotation from (478, 3) face-mesh landmarks in pixels at
+        time ``t`` (seconds; only the calibration window uses it)."""
+        aligned, head_rotation = self.align(self._checked(points_px))
         gaps = [self._eye_opening(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)]
         gaze_raw = np.stack([self._gaze_raw(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)])
         if self._calibrating:

@@ -7,6 +7,10 @@ the template mesh: per landmark a triangle and barycentric weights, plus ``neutr
 478 landmarks as mediapipe placed them on that neutral face, in template metres (world
 axes, rest pose). Loaded with numpy alone.
 
+The response asset (``face_response.safetensors``, ``scripts/build_face_response.py``)
+holds how face mesh's aligned landmarks move with each blendshape and with head pose,
+measured on renders of the default avatar (``Response``).
+
 Landmark index groups used by the solvers are named here too.
 """
 
@@ -24,6 +28,8 @@ from avatar.template import Template
 CORRESPONDENCE_PATH = (Path(__file__).resolve().parents[1] / "assets" / "tracking"
                        / "face_correspondence.safetensors")
 CORRESPONDENCE_FORMAT = "splatcall-face-correspondence/1"
+RESPONSE_PATH = CORRESPONDENCE_PATH.with_name("face_response.safetensors")
+RESPONSE_FORMAT = "splatcall-face-response/1"
 
 # Points that move little with expression: forehead, nose bridge, temples, outer face.
 STABLE = np.array([10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 127, 356, 234, 454, 21, 251, 54,
@@ -103,3 +109,50 @@ def similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarra
     scale = float(np.trace(np.diag(d) @ fix) / max(var, 1e-12))
     translation = mu_t - scale * rotation @ mu_s
     return scale, rotation, translation
+
+
+def mirror_points(points: np.ndarray, iterations: int = 10) -> np.ndarray:
+    """(N,) index of each face-mesh point's mirror twin, by nearest neighbour after fitting
+    the mirror image onto the face (a few rounds of rigid ICP: the face need not face the
+    x axis exactly)."""
+    mirrored = points * np.array([-1.0, 1.0, 1.0])
+    twin = np.arange(len(points))
+    for _ in range(iterations):
+        distances = np.linalg.norm(mirrored[:, None] - points[None], axis=2)
+        twin = np.argmin(distances, axis=1)
+        _, rotation, translation = similarity(mirrored, points[twin])
+        mirrored = mirrored @ rotation.T + translation
+    return twin
+
+
+@dataclass(eq=False)
+class Response:
+    """How face mesh's aligned landmarks respond, measured on renders of the default avatar
+    (``scripts/build_face_response.py``): ``blendshapes`` (52, 478, 3) metres per unit of
+    each weight; ``pose`` (K, 478, 3) metres per pose feature (``face.pose_features`` of the
+    head's yaw and pitch): the neutral face's deformation with head pose."""
+
+    blendshapes: np.ndarray
+    pose: np.ndarray
+
+
+def save_response(path: str | Path, blendshapes: np.ndarray, pose: np.ndarray,
+                  metadata: dict) -> None:
+    from avatar.assetfile import save_asset
+
+    save_asset(path, {"blendshapes": np.asarray(blendshapes, np.float32),
+                      "pose": np.asarray(pose, np.float32)}, "response",
+               {"format": RESPONSE_FORMAT, **metadata})
+
+
+def load_response(path: str | Path = RESPONSE_PATH) -> Response:
+    from avatar.assetfile import load_asset
+
+    tensors, _ = load_asset(path, "response", RESPONSE_FORMAT, FaceMeshError,
+                            "run scripts/build_face_response.py")
+    blendshapes, pose = tensors.get("blendshapes"), tensors.get("pose")
+    if blendshapes is None or blendshapes.shape != (52, 478, 3):
+        raise FaceMeshError(f"{path}: blendshapes missing or not shaped (52, 478, 3)")
+    if pose is None or pose.ndim != 3 or pose.shape[1:] != (478, 3):
+        raise FaceMeshError(f"{path}: pose missing or not shaped (K, 478, 3)")
+    return Response(blendshapes, pose)
