@@ -96,19 +96,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _load_codes(path: str):
-    from app.cli import UserError
-    from avatar.codes import CodesError, read_jsonl
-
-    try:
-        frames = list(read_jsonl(path))
-    except (OSError, CodesError) as exc:
-        raise UserError(f"cannot read codes from {path}: {exc}") from None
-    if not frames:
-        raise UserError(f"{path} holds no codes frames")
-    return frames
-
-
 class _LiveTracker:
     """The tracker on its own thread (mediapipe releases the GIL), so the call's event loop
     never waits for a frame: the loop sends whatever codes are newest at each tick."""
@@ -269,7 +256,7 @@ def _write_json(path: Path, data: dict) -> None:
 def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None) -> int:
     """Run a call until ``--duration`` or Ctrl-C. ``on_poses`` (for the app's renderer)
     receives ``{remote_id: Codes}`` once per display frame."""
-    from app.cli import UserError
+    from app.cli import UserError, read_codes
     from net.audio import open_audio_source
     from net.call import Call, CallConfig
     from net.signal_client import SignallingError
@@ -279,7 +266,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     if args.fps <= 0 or args.fps > 240:
         raise UserError("--fps must be within (0, 240]")
     vmc_in = bool(args.codes) and args.codes.startswith("vmc:")
-    frames = _load_codes(args.codes) if args.codes and not vmc_in else []
+    frames = read_codes(args.codes) if args.codes and not vmc_in else []
     live = None
     headset = None
     if args.avatar and not Path(args.avatar).is_file():

@@ -41,6 +41,20 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def read_codes(path) -> list:
+    """The codes frames of a JSONL file, or a one-line ``UserError`` naming it: unreadable,
+    invalid (the line and field, from ``CodesError``) or empty."""
+    from avatar.codes import CodesError, read_jsonl
+
+    try:
+        frames = list(read_jsonl(path))
+    except (CodesError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read codes from {path}: {exc}") from None
+    if not frames:
+        raise UserError(f"{path}: contains no codes frames")
+    return frames
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",

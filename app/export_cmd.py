@@ -94,7 +94,7 @@ def recorded_frames(source: Path, participant: str | None) -> list:
 def run(args) -> int:
     from app.replay import is_recording
     from avatar.bvh import write_bvh
-    from avatar.codes import CodesError, read_jsonl
+    from app.cli import read_codes
     from avatar.template import load_template
 
     if args.fps is not None and not 0 < args.fps <= 1000:
@@ -110,12 +110,9 @@ def run(args) -> int:
         frames = recorded_frames(args.source, args.participant)
     else:
         path = codes_file(args.source, args.participant)
-        try:
-            frames = read_jsonl(path)
-        except CodesError as exc:
-            raise UserError(str(exc)) from None
+        frames = read_codes(path)
     if not frames:
-        raise UserError(f"{path}: no codes frames in the file")
+        raise UserError(f"{path}: no codes frames for this participant")
     if not args.bvh.parent.is_dir():
         raise UserError(f"cannot write {args.bvh}: the folder {args.bvh.parent} does not exist")
 

@@ -105,16 +105,10 @@ def portrait_camera(avatar, codes, width: int, height: int):
 
 def load_frames(args) -> list:
     from app.poses import POSES
-    from avatar.codes import CodesError, read_jsonl
+    from app.cli import read_codes
 
     if args.codes is not None:
-        try:
-            frames = read_jsonl(args.codes)
-        except CodesError as exc:
-            raise UserError(str(exc)) from None
-        if not frames:
-            raise UserError(f"{args.codes}: contains no codes frames")
-        return frames
+        return read_codes(args.codes)
     return POSES[args.pose or "rest"].frames(args.fps)
 
 

@@ -80,14 +80,11 @@ def _log(message: str) -> None:
 
 def export_codes(args):
     from app.poses import POSES
-    from avatar.codes import CodesError, read_jsonl
+    from app.cli import read_codes
 
     if args.codes is None:
         return POSES[args.pose or "rest"].codes(args.time)
-    try:
-        frames = read_jsonl(args.codes)
-    except CodesError as exc:
-        raise UserError(str(exc)) from None
+    frames = read_codes(args.codes)
     if not 0 <= args.frame < len(frames):
         raise UserError(f"{args.codes}: has {len(frames)} frame(s); "
                         f"--frame {args.frame} is not one")

@@ -142,7 +142,7 @@ def load_source(args):
     from app.cli import UserError
     from app.xr_view import CodesPlayback
     from avatar.avatar import load_avatar
-    from avatar.codes import CodesError, read_jsonl
+    from app.cli import read_codes
     from avatar.lca import AvatarFileError
 
     try:
@@ -150,12 +150,7 @@ def load_source(args):
     except (AvatarFileError, OSError) as exc:
         raise UserError(f"cannot load the avatar {args.avatar!r}: {exc}") from None
     if args.codes is not None:
-        try:
-            frames = read_jsonl(args.codes)
-        except (CodesError, OSError, ValueError) as exc:
-            raise UserError(f"cannot read codes from {args.codes}: {exc}") from None
-        if not frames:
-            raise UserError(f"{args.codes}: no codes frames in the file")
+        frames = read_codes(args.codes)
         return avatar, CodesPlayback(frames=frames), f"{len(frames)} frames from {args.codes}"
     if args.vmc is not None:
         from app.vmc_io import VmcPlayback

@@ -272,9 +272,8 @@ def add_xr_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_source(args) -> tuple[object, CodesPlayback, str]:
-    from app.cli import UserError
+    from app.cli import UserError, read_codes
     from avatar.avatar import load_avatar
-    from avatar.codes import CodesError, read_jsonl
     from avatar.lca import AvatarFileError
 
     try:
@@ -283,12 +282,7 @@ def _load_source(args) -> tuple[object, CodesPlayback, str]:
         raise UserError(f"cannot load the avatar: {exc}") from None
     codes_path = getattr(args, "codes", None)
     if codes_path:
-        try:
-            frames = read_jsonl(codes_path)
-        except CodesError as exc:
-            raise UserError(str(exc)) from None
-        if not frames:
-            raise UserError(f"{codes_path}: no codes frames in the file")
+        frames = read_codes(codes_path)
         return avatar, CodesPlayback(frames=frames), f"codes from {codes_path}"
     from app.poses import POSES
 
