@@ -327,16 +327,10 @@ class Call:
         remote = self.remotes.get(remote_id)
         if remote is None:
             return
-        if isinstance(message, str) and '"hello"' in message[:40]:
-            import json
-
-            try:
-                name = json.loads(message).get("name")
-                if isinstance(name, str) and not remote.name:
-                    remote.name = name[:64]
-            except (ValueError, AttributeError):
-                pass
-        self.avatars.handle(remote_id, message)
+        self.avatars.handle(remote_id, message)  # rate-limited, parsed with limits
+        said = self.avatars.remotes.get(remote_id)
+        if said is not None and said.name and not remote.name:
+            remote.name = said.name  # printable: see common.names
 
     # -- reporting -----------------------------------------------------------------------
     def stats(self) -> dict:
