@@ -63,7 +63,7 @@ def loads(text: str | bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
     except JSONLimitError:
         raise
     except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise JSONLimitError(f"not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+        raise JSONLimitError(f"not JSON: {str(exc).splitlines()[0][:120]}") from None
     if depth(value) > max_depth:
         raise JSONLimitError(f"JSON nested more than {max_depth} deep")
     return value

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 import aiohttp
+
+from common import safejson
 
 
 class SignallingError(ConnectionError):
@@ -84,7 +85,13 @@ class SignallingClient:
         assert self._ws is not None
         message = await self._ws.receive()
         if message.type == aiohttp.WSMsgType.TEXT:
-            data = json.loads(message.data)
+            try:
+                data = safejson.loads(message.data, 1 << 20)
+            except ValueError as exc:
+                raise SignallingError("bad-message", f"the server sent {exc}") from None
+            if not isinstance(data, dict):
+                raise SignallingError("bad-message", "the server sent a message that is not "
+                                      "a JSON object")
             if data.get("type") == "error" and data.get("code") != "unknown-peer":
                 # A fatal refusal: the close follows.
                 raise SignallingError(str(data.get("code")), str(data.get("message")))

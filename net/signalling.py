@@ -23,13 +23,14 @@ within a few seconds.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
+
+from common import safejson
 
 from net.tokens import TokenError, check_token
 
@@ -204,9 +205,9 @@ class SignallingServer:
                                f"{self.limits.max_message_bytes}")
             return None
         try:
-            data = json.loads(message.data)
-        except json.JSONDecodeError:
-            await self._refuse(ws, "bad-message", "message is not JSON")
+            data = safejson.loads(message.data, self.limits.max_message_bytes)
+        except ValueError as exc:  # malformed, too deep, numbers of thousands of digits
+            await self._refuse(ws, "bad-message", f"message refused: {exc}")
             return None
         if not isinstance(data, dict):
             await self._refuse(ws, "bad-message", "message must be a JSON object")

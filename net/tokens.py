@@ -17,6 +17,7 @@ import secrets
 import time
 from pathlib import Path
 
+from common import safejson
 from common.files import replacing
 SECRET_BYTES = 32
 
@@ -55,7 +56,7 @@ def check_token(secret: bytes, token: object, room: str, now: float | None = Non
     expected = hmac.new(secret, payload.encode("ascii", "replace"), hashlib.sha256).digest()
     try:
         given = _unb64(signature)
-        claims = json.loads(_unb64(payload))
+        claims = safejson.loads(_unb64(payload), 1024)
     except (ValueError, UnicodeDecodeError):
         raise TokenError("invalid", "the join token is malformed") from None
     if not hmac.compare_digest(given, expected):
