@@ -70,11 +70,18 @@ def check_token(secret: bytes, token: object, room: str, now: float | None = Non
         raise TokenError("wrong-room", f"the join token is for another room, not {room!r}")
 
 
+MAX_SECRET_BYTES = 1024
+
+
 def load_or_create_secret(path: str | Path) -> bytes:
     """The server secret stored at ``path`` (created, readable only by its owner, if missing)."""
     path = Path(path).expanduser()
     if path.exists():
-        secret = path.read_bytes().strip()
+        with path.open("rb") as handle:
+            secret = handle.read(MAX_SECRET_BYTES + 1).strip()
+        if len(secret) > MAX_SECRET_BYTES or not all(33 <= b < 127 for b in secret):
+            raise ValueError(f"{path}: not a secret file (one line of at most "
+                             f"{MAX_SECRET_BYTES} printable characters)")
         if len(secret) < 16:
             raise ValueError(f"{path}: the secret is too short (at least 16 bytes)")
         return secret
