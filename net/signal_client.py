@@ -45,9 +45,14 @@ class SignallingClient:
         ``SignallingError`` if the server refuses or cannot be reached."""
         self._session = aiohttp.ClientSession()
         try:
-            self._ws = await self._session.ws_connect(
-                self.url, heartbeat=5.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-                max_msg_size=1 << 20)
+            try:  # a port that accepts TCP but never answers the handshake must not hang us
+                self._ws = await asyncio.wait_for(self._session.ws_connect(
+                    self.url, heartbeat=5.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                    max_msg_size=1 << 20), self.connect_timeout_s)
+            except asyncio.TimeoutError:
+                raise SignallingError("unreachable", f"the signalling server at {self.url} "
+                                      "did not answer the websocket handshake within "
+                                      f"{self.connect_timeout_s:g} s") from None
             await self._ws.send_json({"type": "join", "room": self.room, "token": self.token,
                                       "name": self.name})
             welcome = await asyncio.wait_for(self._next(), self.connect_timeout_s)
