@@ -115,3 +115,11 @@ def test_bad_input_gives_one_error_line_and_leaves_nothing_behind(files, capsys,
     assert words in lines[0], lines[0]
     left = {p.name for p in files.iterdir()} - before - {"k"}
     assert not left, f"left behind: {left}"
+
+
+def test_tracking_an_image_with_no_person_warns(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (320, 240), (90, 120, 150)).save(tmp_path / "wall.png")
+    assert main(["track", str(tmp_path / "wall.png"), "--out", str(tmp_path / "c.jsonl")]) == 0
+    assert "warning: no person found" in capsys.readouterr().err
