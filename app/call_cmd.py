@@ -227,7 +227,7 @@ def _token(args) -> str:
             secret = load_or_create_secret(args.secret_file)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot use the secret file {args.secret_file}: {exc}") from None
-        return make_token(secret, args.room, identity=args.name[:64] or None)
+        return make_token(secret, args.room)  # a fresh identity: two of us may share a name
     raise UserError("give --token, --token-file or SPLATCALL_TOKEN (from main.py serve "
                     "--make-token ROOM) or --secret-file")
 

@@ -43,6 +43,7 @@ CHUNK_BYTES = 16 * 1024
 SEND_BACKLOG_BYTES = 1 << 20
 DEFAULT_MAX_AVATAR_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_CACHE_BYTES = 1024 * 1024 * 1024
+STALE_PART_S = 3600.0
 MAX_CONTROL_TEXT_BYTES = 4096   # our longest control message (hello with a long name) is ~250
 _CHUNK_TAG = b"\x01"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -303,6 +304,10 @@ class AvatarExchange:
         """Delete the least recently used cached avatars until the cache is within
         ``max_cache_bytes`` (``keep``, the one just used, stays whatever its size)."""
         try:
+            stale = time.time() - STALE_PART_S  # a fetch cut off by a crash long ago
+            for part in self.cache_dir.glob("*.part"):
+                if part.stat().st_mtime < stale:
+                    part.unlink(missing_ok=True)
             files = [(p.stat().st_mtime, p.stat().st_size, p)
                      for p in self.cache_dir.glob("*.lca") if p.is_file()]
         except OSError:

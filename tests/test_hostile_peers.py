@@ -55,9 +55,8 @@ async def _call_with(tmp_path, avatar_paths, then=None, max_cache_bytes=None):
                           token=make_token(SECRET, "r"), name=name,
                           host_addresses=["127.0.0.1"], **extra)
 
-    receiver = Call(config("receiver", avatar_cache_dir=tmp_path / "cache"))
-    if max_cache_bytes is not None:
-        receiver.avatars.max_cache_bytes = max_cache_bytes
+    extra = {} if max_cache_bytes is None else {"max_avatar_cache_bytes": max_cache_bytes}
+    receiver = Call(config("receiver", avatar_cache_dir=tmp_path / "cache", **extra))
     await receiver.join()
     senders, verdicts = [], []
     for i, path in enumerate(avatar_paths):
