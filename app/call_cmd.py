@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--room", required=True, help="room name")
     auth = parser.add_mutually_exclusive_group()
     auth.add_argument("--token", help="join token (from main.py serve --make-token ROOM)")
+    auth.add_argument("--token-file", metavar="FILE",
+                      help="read the join token from this file (keeps it out of `ps`); "
+                           "the SPLATCALL_TOKEN environment variable works too")
     auth.add_argument("--secret-file",
                       help="mint our own token with the server's secret file (same machine)")
     parser.add_argument("--name", default=os.environ.get("USER", "guest"),
@@ -206,6 +209,17 @@ def _token(args) -> str:
 
     if args.token:
         return args.token
+    if args.token_file:
+        try:
+            with open(args.token_file, "rb") as handle:
+                token = handle.read(4096).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read a token from {args.token_file}: {exc}") from None
+        if not token or len(token) > 1024:
+            raise UserError(f"{args.token_file} holds no join token")
+        return token
+    if os.environ.get("SPLATCALL_TOKEN"):
+        return os.environ["SPLATCALL_TOKEN"].strip()
     if args.secret_file:
         from net.tokens import load_or_create_secret
 
@@ -213,8 +227,9 @@ def _token(args) -> str:
             secret = load_or_create_secret(args.secret_file)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot use the secret file {args.secret_file}: {exc}") from None
-        return make_token(secret, args.room, 24 * 3600.0)
-    raise UserError("give --token (from main.py serve --make-token ROOM) or --secret-file")
+        return make_token(secret, args.room)  # a fresh identity: two of us may share a name
+    raise UserError("give --token, --token-file or SPLATCALL_TOKEN (from main.py serve "
+                    "--make-token ROOM) or --secret-file")
 
 
 def _open_video(device: str):

@@ -31,8 +31,22 @@ def add_parser(subparsers) -> None:
                         help="largest signalling message accepted, in KiB (default 64)")
     parser.add_argument("--make-token", metavar="ROOM", default=None,
                         help="print a join token for ROOM and exit")
-    parser.add_argument("--token-ttl", type=float, default=24 * 3600.0,
-                        help="lifetime of a token made with --make-token, seconds (default a day)")
+    parser.add_argument("--token-ttl", type=float, default=3600.0,
+                        help="lifetime of a token made with --make-token, seconds (default an "
+                             "hour)")
+    parser.add_argument("--identity", metavar="NAME", default=None,
+                        help="with --make-token: who the token admits (default: a random "
+                             "identity); one connection per identity, revocable with --revoke")
+    parser.add_argument("--revoked-file", metavar="FILE", default=None,
+                        help="identities shut out, one a line; re-read when it changes, and "
+                             "members it names are dropped (default: none)")
+    parser.add_argument("--revoke", metavar="IDENTITY", default=None,
+                        help="add IDENTITY to --revoked-file and exit")
+    parser.add_argument("--cert", metavar="PEM", default=None,
+                        help="TLS certificate: serve wss:// (needed whenever the server is "
+                             "reached over an untrusted network)")
+    parser.add_argument("--key", metavar="PEM", default=None,
+                        help="the private key of --cert")
     parser.add_argument("-v", "--verbose", action="store_true", help="log joins and refusals")
     parser.set_defaults(func=run)
 
@@ -53,12 +67,36 @@ def run(args: argparse.Namespace) -> int:
     from net.signalling import ServerLimits, SignallingServer
     from net.tokens import make_token
 
+    if args.revoke is not None:
+        if not args.revoked_file:
+            raise UserError("--revoke needs --revoked-file")
+        if not args.revoke.strip() or "\n" in args.revoke or len(args.revoke) > 64:
+            raise UserError("an identity has 1 to 64 characters on one line")
+        try:
+            with open(args.revoked_file, "a", encoding="utf-8") as handle:
+                handle.write(args.revoke.strip() + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write {args.revoked_file}: {exc.strerror}") from None
+        return 0
+    if (args.cert is None) != (args.key is None):
+        raise UserError("--cert and --key go together")
     secret = _secret(args.secret_file)
     if args.make_token is not None:
         if not args.make_token or len(args.make_token) > 64:
             raise UserError("a room name has 1 to 64 characters")
-        print(make_token(secret, args.make_token, args.token_ttl))
+        if args.identity is not None and not 0 < len(args.identity) <= 64:
+            raise UserError("an identity has 1 to 64 characters")
+        print(make_token(secret, args.make_token, args.token_ttl, identity=args.identity))
         return 0
+    ssl_context = None
+    if args.cert:
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.cert, args.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UserError(f"cannot use --cert {args.cert} / --key {args.key}: {exc}") from None
     if not 1 <= args.port <= 65535:
         raise UserError(f"port {args.port} is not in 1..65535")
     if args.max_participants < 2:
@@ -69,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
                           max_message_bytes=args.max_message_kb * 1024)
 
     async def serve() -> None:
-        server = SignallingServer(secret, limits)
+        server = SignallingServer(secret, limits, revoked_path=args.revoked_file)
         try:
-            port = await server.start(args.host, args.port)
+            port = await server.start(args.host, args.port, ssl_context=ssl_context)
         except OSError as exc:
             raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-        print(f"signalling server on ws://{args.host}:{port}/ws "
+        print(f"signalling server on {'wss' if ssl_context else 'ws'}://{args.host}:{port}/ws "
               f"(up to {limits.max_participants} per room); Ctrl-C stops it", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

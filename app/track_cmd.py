@@ -221,6 +221,9 @@ def run(args) -> int:
     summary = ", ".join(f"{p} {n}" for p, n in zip(PARTS, seen))
     where = f"wrote {count} frames to {args.out}" if out is not None else f"tracked {count} frames"
     print(f"{where} (frames with each part: {summary})", file=sys.stderr)
+    if count and not seen.any():
+        print(f"warning: no person found in {args.input}: every frame is the rest pose",
+              file=sys.stderr)
     if args.preview and ok:
         print(f"wrote preview {args.preview}", file=sys.stderr)
     return 0

@@ -254,10 +254,12 @@ class Codes:
 
     @classmethod
     def from_json(cls, text: str) -> "Codes":
+        from common.safejson import loads
+
         try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CodesError(f"not JSON: {exc.msg} at column {exc.colno}") from None
+            d = loads(text, MAX_LINE_BYTES)
+        except ValueError as exc:  # JSONLimitError: malformed, too big, too deep, huge numbers
+            raise CodesError(str(exc)) from None
         return cls.from_json_dict(d)
 
     # -- lossless binary form ----------------------------------------------------------
@@ -328,6 +330,10 @@ def _as_array(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+# One codes frame in JSON is about 6 KB (write_jsonl); a line 100x that is not a frame.
+MAX_LINE_BYTES = 1 << 20
+
+
 def read_jsonl(path: str | Path) -> list[Codes]:
     """All frames of a codes JSONL file. Errors name the file and line."""
     return list(iter_jsonl(path))
@@ -340,7 +346,11 @@ def iter_jsonl(path: str | Path) -> Iterator[Codes]:
     except OSError as exc:
         raise CodesError(f"cannot read codes file {path}: {exc.strerror}") from None
     with handle:
-        for number, raw in enumerate(handle, 1):
+        number = 0
+        while raw := handle.readline(MAX_LINE_BYTES + 1):  # a 1 GB line is never read whole
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise CodesError(f"{path}:{number}: line longer than {MAX_LINE_BYTES} bytes")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:

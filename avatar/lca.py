@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from common.files import replacing
+from common.safejson import loads as json_loads
 from avatar.codes import BLENDSHAPE_NAMES, BODY_BONES, HAND_BONES, HEAD_BONES
 
 FORMAT = "lca"
@@ -55,6 +56,16 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_GAUSSIANS = 4_000_000
 MAX_HEADER_BYTES = 1024 * 1024
 SHADING_MODES = ("lambert", "baked")
+# Bounds relative to the template body's height (1.63 m for the shipped template), so one
+# participant's avatar cannot freeze everyone else's renderer. Measured on the default
+# avatar (217,200 Gaussians): largest scale 0.011 m (0.007 heights), largest offset 0.02 m,
+# footprint (render_footprint_m2) 53 m^2 = 20 heights^2; one avatar scaled to 30,000 m took
+# 216 s a 512x512 frame against 0.5 s. The limits leave a scanned avatar 10x room.
+MAX_SCALE_OF_BODY = 0.1
+MAX_OFFSET_OF_BODY = 0.1
+DEFAULT_FOOTPRINT_BODIES = 20.0
+MAX_FOOTPRINT_BODIES = 200.0
+DEFAULT_BODY_HEIGHT_M = 1.8  # when no template is given to check against
 _FLOATS = (np.float16, np.float32)
 
 
@@ -171,11 +182,11 @@ def read_header(path: str | Path) -> tuple[dict, dict]:
     if size > MAX_FILE_BYTES:
         raise AvatarFileError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES} byte limit")
     try:
-        header = json.loads(header_bytes.decode("utf-8"))
-        meta = json.loads(header["__metadata__"]["lca"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        header = json_loads(header_bytes, MAX_HEADER_BYTES)
+        meta = json_loads(header["__metadata__"]["lca"], MAX_HEADER_BYTES)
+    except (ValueError, KeyError, TypeError):  # JSONLimitError is a ValueError
         raise AvatarFileError(
-            f"{path}: not an avatar file (no lca metadata in the header)") from None
+            f"{path}: not an avatar file (no readable lca metadata in the header)") from None
     if not isinstance(meta, dict) or not isinstance(header, dict):
         raise AvatarFileError(f"{path}: corrupt metadata")
     header.pop("__metadata__", None)
@@ -205,6 +216,12 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
     extra = set(header) - expected
     if extra:
         raise AvatarFileError(f"{path}: unexpected tensors {sorted(extra)}")
+    for name in expected:
+        shape = header[name]["shape"]
+        if (not isinstance(shape, list) or len(shape) > 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                           for v in shape)):
+            raise AvatarFileError(f"{path}: tensor {name!r} has a malformed shape {shape!r}"[:200])
     for name, shape in expected_shapes.items():
         if tuple(header[name]["shape"]) != shape:
             raise AvatarFileError(f"{path}: {name} has shape {header[name]['shape']}, "
@@ -214,7 +231,7 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         from safetensors.numpy import load_file
 
         tensors = load_file(str(path))
-    except (SafetensorError, ValueError, OSError, TypeError) as exc:
+    except (SafetensorError, ValueError, OSError, TypeError, OverflowError) as exc:
         raise AvatarFileError(f"{path}: corrupt tensor data ({str(exc).splitlines()[0]})") from None
 
     if tensors["binding_face"].dtype not in (np.int32, np.int64):
@@ -262,6 +279,10 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         if (any(ref[k] != actual[k] for k in actual)
                 or list(meta["bone_names"]) != list(template.bone_names)):
             raise AvatarFileError(f"{path}: made for another template ({ref['name']}: {ref})")
+    body_height_m = (float(np.ptp(template.vertices[:, 1])) if template is not None
+                     else DEFAULT_BODY_HEIGHT_M)
+    check_render_cost(path, arrays["local_scales"], arrays["binding_offset"],
+                      arrays["opacities"], body_height_m)
     correctives = {}
     if corrective is not None:
         correctives = _check_correctives(path, meta, arrays)
@@ -270,6 +291,39 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         shading=meta["shading"], licence=meta["licence"], attribution=meta["attribution"],
         provenance=meta["provenance"], **arrays, **correctives,
     )
+
+
+def render_footprint_m2(local_scales: np.ndarray, opacities: np.ndarray) -> float:
+    """The area the Gaussians cover at rest, m^2: per Gaussian, the 3-sigma ellipse of its two
+    largest axes (pi * 3 s1 * 3 s2), weighted by opacity. A splatting renderer's work grows
+    with this area (pixels touched per Gaussian), whatever the camera, so it bounds the cost
+    of a frame of the avatar relative to any other."""
+    ordered = np.sort(np.asarray(local_scales, np.float64), axis=1)
+    return float(np.sum(np.pi * 9.0 * ordered[:, 2] * ordered[:, 1]
+                        * np.asarray(opacities, np.float64)))
+
+
+def check_render_cost(path, local_scales: np.ndarray, binding_offset: np.ndarray,
+                      opacities: np.ndarray, body_height_m: float) -> None:
+    """Refuse Gaussians too big or too far from the body for the body they ride on, and an
+    avatar whose frame would cost far more to render than a normal one (see the limits)."""
+    biggest = float(local_scales.max())
+    if biggest > MAX_SCALE_OF_BODY * body_height_m:
+        raise AvatarFileError(
+            f"{path}: a Gaussian {biggest:.3g} m across is too big for a "
+            f"{body_height_m:.2f} m body (limit {MAX_SCALE_OF_BODY * body_height_m:.3g} m)")
+    furthest = float(np.abs(binding_offset).max())
+    if furthest > MAX_OFFSET_OF_BODY * body_height_m:
+        raise AvatarFileError(
+            f"{path}: a Gaussian {furthest:.3g} m off the body surface is too far "
+            f"(limit {MAX_OFFSET_OF_BODY * body_height_m:.3g} m)")
+    footprint = render_footprint_m2(local_scales, opacities)
+    limit = MAX_FOOTPRINT_BODIES * body_height_m ** 2
+    if footprint > limit:
+        raise AvatarFileError(
+            f"{path}: too costly to render: its Gaussians cover {footprint:.4g} m^2 at rest, "
+            f"over the limit of {limit:.4g} m^2 (the default avatar covers about "
+            f"{DEFAULT_FOOTPRINT_BODIES * body_height_m ** 2:.3g})")
 
 
 def corrective_feature_count(bone_count: int) -> int:
@@ -315,6 +369,8 @@ def _check_meta(path: Path, meta: dict) -> None:
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise AvatarFileError(f"{path}: metadata field {key!r} is missing or not a "
                                   f"{kind.__name__}")
+    if meta["gaussian_count"] == 0:
+        raise AvatarFileError(f"{path}: holds no Gaussians (nothing to render)")
     if not 0 <= meta["gaussian_count"] <= MAX_GAUSSIANS:
         raise AvatarFileError(f"{path}: gaussian_count {meta['gaussian_count']} is out of range")
     if meta["shading"] not in SHADING_MODES:

@@ -9,6 +9,14 @@ the file in its cache under its hash, and validates it like any ``.lca`` file (t
 ``validate`` callback, by default ``avatar.lca.load_avatar_file``) before handing it on.
 Until then, and whenever any step fails, the default avatar stands in.
 
+A peer may be hostile. Its avatar is validated against the template we pose with (index
+ranges, counts, Gaussian sizes and offsets relative to the body, opacities, a render-cost
+bound: ``avatar.lca.check_render_cost``); the verdict is remembered per hash, so naming the
+same avatar again costs nothing (no second hash, no second validation). Text messages from
+each peer are rate-limited (``ControlRateLimit``) and size-limited, and parsed with depth
+limits (``common.safejson``). The cache holds at most ``max_cache_bytes``: the least
+recently used files go first, and a file that fails validation is deleted at once.
+
 Messages (JSON text): ``hello``, ``avatar-get``, ``avatar-end``, ``avatar-error``;
 binary messages are ``b"\\x01" + chunk`` and are accepted only while a fetch is under way.
 """
@@ -21,15 +29,22 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from common import safejson
+from common.names import printable
 
 log = logging.getLogger("splatcall.avatar_exchange")
 
 CHUNK_BYTES = 16 * 1024
 SEND_BACKLOG_BYTES = 1 << 20
 DEFAULT_MAX_AVATAR_BYTES = 128 * 1024 * 1024
+DEFAULT_MAX_CACHE_BYTES = 1024 * 1024 * 1024
+STALE_PART_S = 3600.0
+MAX_CONTROL_TEXT_BYTES = 4096   # our longest control message (hello with a long name) is ~250
 _CHUNK_TAG = b"\x01"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -43,9 +58,33 @@ def file_sha256(path: str | Path) -> str:
 
 
 def default_validate(path: Path) -> Any:
+    """The avatar in ``path`` (an ``AvatarData``), checked against the shipped template that
+    the receiver will pose it with, or ``AvatarFileError``."""
     from avatar.lca import load_avatar_file
+    from avatar.template import load_template
 
-    return load_avatar_file(path)
+    return load_avatar_file(path, load_template())
+
+
+class ControlRateLimit:
+    """A token bucket: ``burst`` messages at once, then ``per_s`` a second. Honest peers send
+    a hello and an avatar-get or two per connection; 20 a burst and 2 a second leave them
+    far from the limit while 300 hellos in a row cost the receiver 20 handlings."""
+
+    def __init__(self, burst: float = 20.0, per_s: float = 2.0):
+        self.burst, self.per_s = burst, per_s
+        self.tokens, self.stamp = burst, time.monotonic()
+        self.dropped = 0
+
+    def allow(self, now_s: float | None = None) -> bool:
+        now_s = time.monotonic() if now_s is None else now_s
+        self.tokens = min(self.burst, self.tokens + (now_s - self.stamp) * self.per_s)
+        self.stamp = now_s
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.dropped += 1
+        return False
 
 
 @dataclass
@@ -56,6 +95,7 @@ class RemoteAvatar:
 
     sha256: str = ""
     size: int = 0
+    name: str = ""   # the display name from its hello, made printable
     status: str = "default"
     reason: str = ""
     avatar: Any = None
@@ -64,6 +104,7 @@ class RemoteAvatar:
     _part: Path | None = None
     _handle: Any = None
     _digest: Any = None
+    _limit: ControlRateLimit | None = None
 
 
 class AvatarExchange:
@@ -76,7 +117,8 @@ class AvatarExchange:
                  backlog: Callable[[str], int] | None = None,
                  validate: Callable[[Path], Any] = default_validate,
                  max_bytes: int = DEFAULT_MAX_AVATAR_BYTES,
-                 on_ready: Callable[[str, Any], None] | None = None):
+                 on_ready: Callable[[str, Any], None] | None = None,
+                 max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES):
         self.own_path = Path(own_avatar) if own_avatar else None
         self.own_sha = file_sha256(self.own_path) if self.own_path else ""
         self.own_size = self.own_path.stat().st_size if self.own_path else 0
@@ -86,9 +128,14 @@ class AvatarExchange:
         self.validate = validate
         self.max_bytes = max_bytes
         self.on_ready = on_ready
+        self.max_cache_bytes = max_cache_bytes
         self.remotes: dict[str, RemoteAvatar] = {}
+        # sha256 -> (validated avatar, "") or (None, reason): each hash is checked once
+        self.verdicts: dict[str, tuple[Any, str]] = {}
+        self.validations = 0  # how many times an avatar was hashed from cache or validated
         self._tasks: set[asyncio.Task] = set()
         self.served = 0  # how many times we sent our avatar
+        self._serving: set[str] = set()
 
     # -- our side -----------------------------------------------------------------------
     def hello(self, remote_id: str, name: str) -> None:
@@ -114,26 +161,39 @@ class AvatarExchange:
             self.served += 1
         except OSError as exc:
             self._send(remote_id, json.dumps({"type": "avatar-error", "message": str(exc)}))
+        finally:
+            self._serving.discard(remote_id)
 
     # -- their side ----------------------------------------------------------------------
     def handle(self, remote_id: str, message: str | bytes) -> None:
         """Handle one control-channel message from ``remote_id``. Never raises on bad input."""
-        remote = self.remotes.setdefault(remote_id, RemoteAvatar())
+        remote = self.remotes.get(remote_id)
+        if remote is None:
+            remote = self.remotes[remote_id] = RemoteAvatar(_limit=ControlRateLimit())
         if isinstance(message, bytes):
             self._chunk(remote_id, remote, message)
             return
+        if not remote._limit.allow():
+            if remote._limit.dropped in (1, 100, 10000):
+                log.warning("%s: over the control message rate limit, %d dropped",
+                            remote_id, remote._limit.dropped)
+            return
         try:
-            data = json.loads(message)
-        except ValueError:
-            log.info("%s: control message is not JSON", remote_id)
+            data = safejson.loads(message, MAX_CONTROL_TEXT_BYTES)
+        except ValueError as exc:
+            log.info("%s: control message refused: %s", remote_id, exc)
             return
         if not isinstance(data, dict):
             return
         kind = data.get("type")
         if kind == "hello":
+            remote.name = printable(data.get("name")) or remote.name
             self._hello(remote_id, remote, data.get("avatar"))
         elif kind == "avatar-get":
+            if remote_id in self._serving:
+                return  # one copy at a time per peer: a flood of gets sends one avatar
             if self.own_path is not None and data.get("sha256") == self.own_sha:
+                self._serving.add(remote_id)
                 self._spawn(self._serve(remote_id))
             else:
                 self._send(remote_id, json.dumps({"type": "avatar-error",
@@ -144,6 +204,9 @@ class AvatarExchange:
             self._refuse(remote, f"the sender could not send it: {data.get('message')}")
 
     def _hello(self, remote_id: str, remote: RemoteAvatar, offer) -> None:
+        if (isinstance(offer, dict) and offer.get("sha256") == remote.sha256
+                and remote.status in ("fetching", "ready")):
+            return  # the same avatar again: already on its way or in use
         self._abort(remote)
         if offer is None:
             remote.status, remote.sha256 = "default", ""
@@ -158,10 +221,17 @@ class AvatarExchange:
         if size > self.max_bytes:
             self._refuse(remote, f"avatar of {size} bytes is over the {self.max_bytes} byte limit")
             return
+        if sha in self.verdicts:  # seen before in this call: no second hash or validation
+            avatar, reason = self.verdicts[sha]
+            if avatar is None:
+                self._refuse(remote, reason)
+            else:
+                self._accept(remote_id, remote, avatar, self.cache_dir / f"{sha}.lca")
+            return
         cached = self.cache_dir / f"{sha}.lca"
-        if cached.is_file() and cached.stat().st_size == size and file_sha256(cached) == sha:
-            remote.status = "fetching"  # from the cache: validate as if it had just arrived
-            self._spawn(self._validate(remote_id, remote, cached))
+        if cached.is_file() and cached.stat().st_size == size:
+            remote.status = "fetching"  # from the cache: hash and validate as if just arrived
+            self._spawn(self._validate(remote_id, remote, cached, check_hash=True))
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         remote.status, remote.received = "fetching", 0
@@ -196,16 +266,61 @@ class AvatarExchange:
         remote._part = None
         self._spawn(self._validate(remote_id, remote, final))
 
-    async def _validate(self, remote_id: str, remote: RemoteAvatar, path: Path) -> None:
+    def _hash_and_validate(self, path: Path, sha: str, check_hash: bool) -> Any:
+        if check_hash and file_sha256(path) != sha:
+            raise ValueError("the cached file does not match its hash")
+        return self.validate(path)
+
+    async def _validate(self, remote_id: str, remote: RemoteAvatar, path: Path,
+                        check_hash: bool = False) -> None:
+        sha = remote.sha256
+        self.validations += 1
         try:
-            avatar = await asyncio.get_running_loop().run_in_executor(None, self.validate, path)
+            avatar = await asyncio.get_running_loop().run_in_executor(
+                None, self._hash_and_validate, path, sha, check_hash)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the default avatar
-            self._refuse(remote, f"the avatar is not a valid avatar file: {exc}")
+            reason = f"the avatar is not a valid avatar file: {str(exc)[:300]}"
+            self.verdicts[sha] = (None, reason)
+            path.unlink(missing_ok=True)  # never keep a refused file in the cache
+            if remote.sha256 == sha and remote.status == "fetching":
+                self._refuse(remote, reason)
             return
+        self.verdicts[sha] = (avatar, "")
+        try:
+            os.utime(path)  # most recently used: evicted last
+        except OSError:
+            pass
+        self._evict(keep=path)
+        if remote.sha256 == sha and remote.status == "fetching":
+            self._accept(remote_id, remote, avatar, path)
+
+    def _accept(self, remote_id: str, remote: RemoteAvatar, avatar: Any, path: Path) -> None:
         remote.status, remote.avatar, remote.path = "ready", avatar, path
         log.info("%s: avatar %s ready", remote_id, remote.sha256[:12])
         if self.on_ready is not None:
             self.on_ready(remote_id, avatar)
+
+    def _evict(self, keep: Path) -> None:
+        """Delete the least recently used cached avatars until the cache is within
+        ``max_cache_bytes`` (``keep``, the one just used, stays whatever its size)."""
+        try:
+            stale = time.time() - STALE_PART_S  # a fetch cut off by a crash long ago
+            for part in self.cache_dir.glob("*.part"):
+                if part.stat().st_mtime < stale:
+                    part.unlink(missing_ok=True)
+            files = [(p.stat().st_mtime, p.stat().st_size, p)
+                     for p in self.cache_dir.glob("*.lca") if p.is_file()]
+        except OSError:
+            return
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files, key=lambda f: f[0]):
+            if total <= self.max_cache_bytes:
+                break
+            if path == keep:
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+            log.info("avatar cache: evicted %s", path.name)
 
     def _refuse(self, remote: RemoteAvatar, reason: str) -> None:
         log.warning("avatar refused, keeping the default: %s", reason)

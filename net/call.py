@@ -31,7 +31,12 @@ import numpy as np
 from avatar.codes import Codes
 from net import wire
 from net.audio import VOICE_BITRATE, use_voice_bitrate
-from net.avatar_exchange import DEFAULT_MAX_AVATAR_BYTES, AvatarExchange, default_validate
+from net.avatar_exchange import (
+    DEFAULT_MAX_AVATAR_BYTES,
+    DEFAULT_MAX_CACHE_BYTES,
+    AvatarExchange,
+    default_validate,
+)
 from net.loopback import use_host_addresses
 from net.peer import Peer
 from net.playout import PlayoutBuffer, PlayoutConfig
@@ -54,6 +59,7 @@ class CallConfig:
     avatar_path: str | Path | None = None      # our own .lca, offered to the others
     avatar_cache_dir: str | Path = Path.home() / ".cache" / "splatcall" / "avatars"
     max_avatar_bytes: int = DEFAULT_MAX_AVATAR_BYTES
+    max_avatar_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES  # least recently used go first
     validate_avatar: Callable[[Path], Any] = default_validate
     remote_sdp_filter: Callable[[str], str] | None = None  # test harnesses (lossy relay)
     voice_bitrate: int = VOICE_BITRATE        # Opus bits per second
@@ -141,7 +147,7 @@ class Call:
         self.avatars = AvatarExchange(
             config.avatar_path, config.avatar_cache_dir, send=self._send_control,
             backlog=self._control_backlog, validate=config.validate_avatar,
-            max_bytes=config.max_avatar_bytes,
+            max_bytes=config.max_avatar_bytes, max_cache_bytes=config.max_avatar_cache_bytes,
             on_ready=lambda rid, av: (on_avatar and on_avatar(rid, av),
                                       self._event("avatar", rid, "ready")))
         self._signal_task: asyncio.Task | None = None
@@ -327,16 +333,10 @@ class Call:
         remote = self.remotes.get(remote_id)
         if remote is None:
             return
-        if isinstance(message, str) and '"hello"' in message[:40]:
-            import json
-
-            try:
-                name = json.loads(message).get("name")
-                if isinstance(name, str) and not remote.name:
-                    remote.name = name[:64]
-            except (ValueError, AttributeError):
-                pass
-        self.avatars.handle(remote_id, message)
+        self.avatars.handle(remote_id, message)  # rate-limited, parsed with limits
+        said = self.avatars.remotes.get(remote_id)
+        if said is not None and said.name and not remote.name:
+            remote.name = said.name  # printable: see common.names
 
     # -- reporting -----------------------------------------------------------------------
     def stats(self) -> dict:

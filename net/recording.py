@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from avatar.codes import Codes
+from common import safejson
 from net import wire
 
 log = logging.getLogger("splatcall.recording")
@@ -386,13 +387,13 @@ def read_recording(path: str | Path) -> Recording:
                     if header is None:
                         if kind != HEADER:
                             raise RecordingError(f"{path} is not a splatcall recording")
-                        header = json.loads(body)
+                        header = safejson.loads(body, 1 << 20)
                         if header.get("format") != FORMAT:
                             raise RecordingError(f"{path} is not a splatcall recording")
                         origin = float(packet.pts * packet.time_base)
                         continue
                     if kind == EVENT:
-                        event = json.loads(body)
+                        event = safejson.loads(body, 1 << 20)
                         slot = int(event["slot"])
                         if event["event"] == "join":
                             p = Participant(slot, event["id"], event["name"], event["t"])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 import aiohttp
+
+from common import safejson
 
 
 class SignallingError(ConnectionError):
@@ -44,9 +45,14 @@ class SignallingClient:
         ``SignallingError`` if the server refuses or cannot be reached."""
         self._session = aiohttp.ClientSession()
         try:
-            self._ws = await self._session.ws_connect(
-                self.url, heartbeat=5.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
-                max_msg_size=1 << 20)
+            try:  # a port that accepts TCP but never answers the handshake must not hang us
+                self._ws = await asyncio.wait_for(self._session.ws_connect(
+                    self.url, heartbeat=5.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                    max_msg_size=1 << 20), self.connect_timeout_s)
+            except asyncio.TimeoutError:
+                raise SignallingError("unreachable", f"the signalling server at {self.url} "
+                                      "did not answer the websocket handshake within "
+                                      f"{self.connect_timeout_s:g} s") from None
             await self._ws.send_json({"type": "join", "room": self.room, "token": self.token,
                                       "name": self.name})
             welcome = await asyncio.wait_for(self._next(), self.connect_timeout_s)
@@ -84,7 +90,13 @@ class SignallingClient:
         assert self._ws is not None
         message = await self._ws.receive()
         if message.type == aiohttp.WSMsgType.TEXT:
-            data = json.loads(message.data)
+            try:
+                data = safejson.loads(message.data, 1 << 20)
+            except ValueError as exc:
+                raise SignallingError("bad-message", f"the server sent {exc}") from None
+            if not isinstance(data, dict):
+                raise SignallingError("bad-message", "the server sent a message that is not "
+                                      "a JSON object")
             if data.get("type") == "error" and data.get("code") != "unknown-peer":
                 # A fatal refusal: the close follows.
                 raise SignallingError(str(data.get("code")), str(data.get("message")))

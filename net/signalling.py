@@ -12,26 +12,38 @@ Protocol (JSON text messages on ``ws://HOST:PORT/ws``):
   ``{"type": "signal", "from": ID, "data": {...}}`` to that member of the same room.
 - server -> client on refusal: ``{"type": "error", "code": C, "message": M}`` and, for fatal
   ones, a close with code ``CLOSE_CODES[C]``. Codes: bad-token, expired-token, wrong-room,
-  room-full, too-large, rate-limited, bad-message, join-timeout (fatal); unknown-peer (not).
+  room-full, too-large, rate-limited, bad-message, join-timeout, revoked-token, replaced
+  (another connection with the same token identity took this one's place), idle (fatal);
+  unknown-peer (not).
 
 Limits protect the server from careless and hostile clients: a participant limit per room,
 a message size limit, a token-bucket rate limit, a join timeout, and websocket heartbeats so
 that a client that vanishes without closing (pulled cable, killed laptop) leaves its room
-within a few seconds.
+within a few seconds. Against squatting: a token admits one identity (``net.tokens``), and
+a second connection with it replaces the first; identities listed in the ``revoked_path``
+file are shut out (the file is read again when it changes, and members it names are
+dropped); a member that has not sent a single signal within ``idle_s`` of another member
+being there to talk to (a newcomer offers to everyone at once, the others answer) is
+dropped. Names are made printable (``common.names``) before they reach a log or a peer.
+``/health`` answers "ok" to anyone, and room counts only with ``?token=`` a token for the
+room named "health". ``start(..., ssl_context=)`` serves wss://.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
-from net.tokens import TokenError, check_token
+from common import safejson
+
+from common.names import printable
+from net.tokens import TokenError, check_token, read_revoked
 
 log = logging.getLogger("splatcall.signalling")
 
@@ -44,8 +56,12 @@ CLOSE_CODES = {
     "rate-limited": 4006,
     "bad-message": 4007,
     "join-timeout": 4008,
+    "revoked-token": 4009,
+    "replaced": 4010,
+    "idle": 4011,
 }
-_TOKEN_CODES = {"invalid": "bad-token", "expired": "expired-token", "wrong-room": "wrong-room"}
+_TOKEN_CODES = {"invalid": "bad-token", "expired": "expired-token", "wrong-room": "wrong-room",
+                "revoked": "revoked-token"}
 MAX_NAME_CHARS = 64
 MAX_ROOM_CHARS = 64
 
@@ -58,6 +74,7 @@ class ServerLimits:
     message_burst: int = 60
     join_timeout_s: float = 5.0
     heartbeat_s: float = 5.0
+    idle_s: float = 30.0                # a member with someone to talk to must signal by then
 
 
 @dataclass
@@ -66,15 +83,22 @@ class _Member:
     name: str
     ws: web.WebSocketResponse
     tokens: float
+    identity: str = ""
     refilled_at: float = field(default_factory=time.monotonic)
+    expect_since: float | None = None   # someone to talk to since then, and no signal yet
 
 
 class SignallingServer:
     """An aiohttp application holding rooms in memory. ``secret`` signs join tokens."""
 
-    def __init__(self, secret: bytes, limits: ServerLimits | None = None):
+    def __init__(self, secret: bytes, limits: ServerLimits | None = None,
+                 revoked_path=None):
         self.secret = secret
         self.limits = limits or ServerLimits()
+        self.revoked_path = revoked_path
+        self.revoked: set[str] = set()
+        self._revoked_stamp: float | None = None
+        self._sweeper: asyncio.Task | None = None
         self.rooms: dict[str, dict[str, _Member]] = {}
         self.app = web.Application()
         self.app.router.add_get("/ws", self._handle)
@@ -83,16 +107,48 @@ class SignallingServer:
         self.port: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on ``host:port`` (0 picks a free port); returns the port."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context=None) -> int:
+        """Listen on ``host:port`` (0 picks a free port), over TLS (wss://) when
+        ``ssl_context`` is given; returns the port."""
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._check_revoked()
+        self._sweeper = asyncio.ensure_future(self._sweep())
         return self.port
 
+    # -- squatters: revoked identities and idle members ------------------------------------
+    def _check_revoked(self) -> None:
+        if self.revoked_path is None:
+            return
+        try:
+            stamp = os.stat(self.revoked_path).st_mtime
+        except OSError:
+            stamp = None
+        if stamp != self._revoked_stamp:
+            self._revoked_stamp = stamp
+            self.revoked = read_revoked(self.revoked_path) if stamp is not None else set()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.limits.idle_s / 4))
+            self._check_revoked()
+            now = time.monotonic()
+            for room in list(self.rooms.values()):
+                for member in list(room.values()):
+                    if member.identity in self.revoked:
+                        await self._refuse(member.ws, "revoked-token", "the join token was revoked")
+                    elif (member.expect_since is not None
+                          and now - member.expect_since > self.limits.idle_s):
+                        await self._refuse(member.ws, "idle", "no peer connection attempted in "
+                                           f"{self.limits.idle_s:g} s")
+
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for room in list(self.rooms.values()):
             for member in list(room.values()):
                 await member.ws.close(code=1001, message=b"server shutting down")
@@ -101,7 +157,12 @@ class SignallingServer:
             self._runner = None
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"rooms": len(self.rooms),
+        try:
+            check_token(self.secret, request.query.get("token"), "health",
+                        revoked=self.revoked)
+        except TokenError:
+            return web.json_response({"status": "ok"})  # strangers learn nothing more
+        return web.json_response({"status": "ok", "rooms": len(self.rooms),
                                   "participants": sum(len(r) for r in self.rooms.values())})
 
     # -- one client -----------------------------------------------------------------------
@@ -128,6 +189,7 @@ class SignallingServer:
                 await self._refuse(ws, "bad-message", "the first message must be a join")
                 return ws
             room_name, name = join.get("room"), join.get("name", "")
+            name = printable(name, MAX_NAME_CHARS + 1) if isinstance(name, str) else name
             if (not isinstance(room_name, str) or not room_name
                     or len(room_name) > MAX_ROOM_CHARS or not isinstance(name, str)
                     or len(name) > MAX_NAME_CHARS):
@@ -135,10 +197,17 @@ class SignallingServer:
                                    "and an optional name (up to 64 chars)")
                 return ws
             try:
-                check_token(self.secret, join.get("token"), room_name)
+                identity = check_token(self.secret, join.get("token"), room_name,
+                                       revoked=self.revoked)
             except TokenError as exc:
                 await self._refuse(ws, _TOKEN_CODES[exc.reason], str(exc))
                 return ws
+            room = self.rooms.setdefault(room_name, {})
+            for other in list(room.values()):
+                if other.identity == identity:  # the same token again: take its place
+                    await self._refuse(other.ws, "replaced", "another connection joined "
+                                       "with this token")
+                    await self._remove(room_name, other)
             room = self.rooms.setdefault(room_name, {})
             if len(room) >= limits.max_participants:
                 await self._refuse(ws, "room-full", f"room {room_name!r} is full "
@@ -147,10 +216,16 @@ class SignallingServer:
                     self.rooms.pop(room_name, None)
                 return ws
             member = _Member(id=secrets.token_hex(4), name=name, ws=ws,
-                             tokens=float(limits.message_burst))
+                             tokens=float(limits.message_burst), identity=identity)
             peers = [{"id": m.id, "name": m.name} for m in room.values()]
             room[member.id] = member
-            log.info("%s (%s) joined %s, %d now", member.id, name, room_name, len(room))
+            now = time.monotonic()
+            if len(room) > 1:  # everyone now has someone to talk to
+                for other in room.values():
+                    if other.expect_since is None:
+                        other.expect_since = now
+            log.info("%s (%s) joined %s, %d now", member.id, name, printable(room_name),
+                     len(room))
             await ws.send_json({"type": "welcome", "id": member.id, "room": room_name,
                                 "peers": peers})
             for other in list(room.values()):
@@ -171,15 +246,20 @@ class SignallingServer:
                 if kind != "signal" or not isinstance(data.get("to"), str):
                     await self._refuse(ws, "bad-message", f"unknown message type {kind!r}")
                     break
+                member.expect_since = None  # it is talking to its peers
                 target = room.get(data["to"])
                 if target is None:
-                    await ws.send_json({"type": "error", "code": "unknown-peer",
-                                        "message": f"no participant {data['to']!r} here"})
+                    await self._send(member, {"type": "error", "code": "unknown-peer",
+                                              "message": "no participant "
+                                              f"{printable(data['to'])!r} here"})
                     continue
                 await self._send(target, {"type": "signal", "from": member.id,
                                           "data": data.get("data")})
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client went away mid-write: its membership ends below
+        except Exception as exc:  # noqa: BLE001 - one client's trouble must not end others'
+            log.warning("a client's connection failed: %s: %s", type(exc).__name__,
+                        printable(str(exc), 200))
         finally:
             if member is not None:
                 await self._remove(room_name, member)
@@ -204,9 +284,9 @@ class SignallingServer:
                                f"{self.limits.max_message_bytes}")
             return None
         try:
-            data = json.loads(message.data)
-        except json.JSONDecodeError:
-            await self._refuse(ws, "bad-message", "message is not JSON")
+            data = safejson.loads(message.data, self.limits.max_message_bytes)
+        except ValueError as exc:  # malformed, too deep, numbers of thousands of digits
+            await self._refuse(ws, "bad-message", f"message refused: {exc}")
             return None
         if not isinstance(data, dict):
             await self._refuse(ws, "bad-message", "message must be a JSON object")
@@ -228,13 +308,13 @@ class SignallingServer:
         try:
             await ws.send_json({"type": "error", "code": code, "message": message})
             await ws.close(code=CLOSE_CODES[code], message=code.encode("ascii"))
-        except (ConnectionResetError, RuntimeError):
+        except (ConnectionError, RuntimeError):
             pass
 
     async def _send(self, member: _Member, message: dict) -> None:
         try:
             await member.ws.send_json(message)
-        except (ConnectionResetError, RuntimeError):
+        except (ConnectionError, RuntimeError):
             pass  # it is leaving; its own handler removes it
 
     async def _remove(self, room_name: str, member: _Member) -> None:

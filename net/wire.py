@@ -214,6 +214,12 @@ def decode(data: bytes) -> Codes:
         raise WireError(f"packet decodes to an invalid frame: {exc}") from None
 
 
+# A minute at 60 frames a second: more loss than that in a row is a new stream, not a gap.
+MAX_SEQ_JUMP = 3600
+RESYNC_PACKETS = 8   # consecutive packets, each at most RESYNC_GAP after the one before
+RESYNC_GAP = 64
+
+
 @dataclass
 class PacketDecoder:
     """Decodes packets for a receiver: a malformed packet is counted and dropped (``None``),
@@ -223,6 +229,9 @@ class PacketDecoder:
     malformed: int = 0
     last_error: str = ""
     errors_by_kind: dict[str, int] = field(default_factory=dict)
+    highest_seq: int | None = None
+    _jump_seq: int | None = None   # the last packet refused for a jump, and how many in a
+    _jump_run: int = 0             # row followed it closely (a real restart of the stream)
 
     def decode(self, data) -> Codes | None:
         try:
@@ -233,8 +242,31 @@ class PacketDecoder:
         except Exception as exc:  # noqa: BLE001 - a hostile peer must never crash the receiver
             self._count(f"unexpected {type(exc).__name__}: {exc}")
             return None
+        if not self._plausible(codes.seq):
+            self._count(f"sequence jump from {self.highest_seq} to {codes.seq}")
+            return None
         self.decoded += 1
         return codes
+
+    def _plausible(self, seq: int) -> bool:
+        """Whether ``seq`` is within ``MAX_SEQ_JUMP`` of the stream so far. A packet that
+        happens to decode with a random seq is dropped instead of moving the receiver's
+        sequence tracking by billions; ``RESYNC_PACKETS`` packets in a row that follow each
+        other closely from somewhere else (the sender really jumped) are taken as the new
+        stream."""
+        if self.highest_seq is None or abs(seq - self.highest_seq) <= MAX_SEQ_JUMP:
+            self.highest_seq = seq if self.highest_seq is None else max(self.highest_seq, seq)
+            self._jump_seq, self._jump_run = None, 0
+            return True
+        if self._jump_seq is not None and 0 < seq - self._jump_seq <= RESYNC_GAP:
+            self._jump_run += 1
+        else:
+            self._jump_run = 1
+        self._jump_seq = seq
+        if self._jump_run >= RESYNC_PACKETS:
+            self.highest_seq, self._jump_seq, self._jump_run = seq, None, 0
+            return True
+        return False
 
     def _count(self, message: str) -> None:
         self.malformed += 1

@@ -28,7 +28,7 @@ def test_make_token_admits_to_its_room(tmp_path, capsys):
     (["--audio", "tone:abc"], "not a number"),
     (["--codes", "/no/such.jsonl"], "cannot read codes"),
     (["--fps", "0"], "--fps"),
-    (["--avatar", "/no/such.lca"], "does not exist"),
+    (["--avatar", "/no/such.lca"], "no such file"),
     (["--video", "/dev/no-such-camera"], "no camera"),
     ([], "cannot reach the signalling server"),
 ])

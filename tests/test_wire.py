@@ -136,6 +136,7 @@ def test_fuzz_random_and_mutated_packets():
             elif rng.random() < 0.05:
                 packet += rng.bytes(int(rng.integers(1, 8)))
             packet = bytes(packet)
+        decoder.highest_seq = None  # content checks here; the sequence bound is tested below
         codes = decoder.decode(packet)
         if codes is not None:
             accepted += 1
@@ -145,3 +146,27 @@ def test_fuzz_random_and_mutated_packets():
     assert decoder.malformed > 20_000 and accepted > 20_000
     assert not any(k.startswith("unexpected") for k in decoder.errors_by_kind), \
         decoder.errors_by_kind
+
+
+def test_a_stray_packet_with_a_far_sequence_number_does_not_move_the_receiver():
+    from net.wire import MAX_SEQ_JUMP, PacketDecoder
+
+    decoder = PacketDecoder()
+    for seq in range(100):
+        assert decoder.decode(wire.encode(Codes(seq=seq, t=seq / 60))) is not None
+    stray = decoder.decode(wire.encode(Codes(seq=3_918_443_796 % (1 << 32), t=2.0)))
+    assert stray is None and decoder.highest_seq == 99 and decoder.malformed == 1
+    assert "sequence jump" in decoder.last_error
+    assert decoder.decode(wire.encode(Codes(seq=99 + MAX_SEQ_JUMP, t=2.0))) is not None
+
+
+def test_a_sender_that_really_jumps_is_followed_after_a_few_packets():
+    from net.wire import RESYNC_PACKETS, PacketDecoder
+
+    decoder = PacketDecoder()
+    decoder.decode(wire.encode(Codes(seq=10, t=0.0)))
+    results = [decoder.decode(wire.encode(Codes(seq=1_000_000 + i, t=1.0 + i / 60)))
+               for i in range(RESYNC_PACKETS + 2)]
+    assert all(r is None for r in results[:RESYNC_PACKETS - 1])
+    assert all(r is not None for r in results[RESYNC_PACKETS - 1:])
+    assert decoder.highest_seq == 1_000_000 + RESYNC_PACKETS + 1
