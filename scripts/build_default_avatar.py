@@ -40,7 +40,7 @@ SEED = 20261124
 SKIN = (0.87, 0.66, 0.55)
 SHIRT = (0.16, 0.42, 0.58)
 TROUSERS = (0.20, 0.21, 0.27)
-SHOES = (0.13, 0.11, 0.10)
+SHOES = (0.30, 0.19, 0.12)  # brown leather
 HAIR = (0.23, 0.15, 0.09)
 BROW = (0.30, 0.20, 0.13)
 LIPS = (0.74, 0.42, 0.42)
@@ -80,9 +80,77 @@ KNUCKLE_DARKNESS = 0.2
 SIDE_DARKNESS = 0.3
 FINGER_RADIUS_M = 0.012
 
-SHIRT_BONES = ("spine", "clavicle", "shoulder01", "upperarm01")
-TROUSER_BONES = ("root", "pelvis", "upperleg", "lowerleg")
-SHOE_BONES = ("foot", "toe")
+# Clothes (rest pose, metres). The crew neckline: a sphere about the neck (it meets the
+# skin at a steep angle all round, so the edge is clean; lower at the front); sleeves end
+# across the upper arm at SLEEVE_M from the shoulder joint; a level hem a little above the
+# hip joints; the trousers end and the shoes begin at a level line.
+NECKLINE_CENTRE = (0.0, 1.46, 0.0)
+NECKLINE_RADIUS_M = 0.122
+SLEEVE_M = 0.11
+HEM_ABOVE_HIPS_M = 0.09
+SHOE_TOP_M = 0.085
+SOLE_M = 0.016
+SOLE = (0.10, 0.09, 0.085)
+EDGE_BAND_M = 0.008
+SKIN_PART, SHIRT_PART, TROUSERS_PART, SHOES_PART = range(4)
+ARM_BONES = ("upperarm", "lowerarm", "wrist", "finger", "metacarpal")
+
+
+class Garments:
+    """Which garment covers each point of the body at rest: skin, shirt, trousers or shoes,
+    by level planes and one plane across each upper arm (smooth edges), with the arms told
+    from the torso by their interpolated skin weights."""
+
+    def __init__(self, t: Template):
+        self.t = t
+        weights = np.zeros((len(t.vertices), len(t.bone_names)), np.float32)
+        np.put_along_axis(weights, t.skin_indices, t.skin_weights, axis=1)
+        arm_bones = [i for i, n in enumerate(t.bone_names) if n.startswith(ARM_BONES)]
+        self.arm_weight = weights[:, arm_bones].sum(1)
+        self.hem_y = float(t.bone_heads[0, 1]) + HEM_ABOVE_HIPS_M
+        self.shoulders, self.arm_axes = [], []
+        for side in "LR":
+            start = t.bone_heads[t.bone_index(f"upperarm01.{side}")].astype(np.float64)
+            end = t.bone_heads[t.bone_index(f"lowerarm01.{side}")].astype(np.float64)
+            self.shoulders.append(start)
+            self.arm_axes.append((end - start) / np.linalg.norm(end - start))
+
+    def part(self, points, face_ids, bary) -> np.ndarray:
+        arm = np.einsum("nk,nk->n", self.arm_weight[self.t.faces[face_ids]], bary) > 0.5
+        side = (points[:, 0] < 0).astype(int)  # 0: the left (+X) arm
+        along = np.einsum("nk,nk->n", points - np.array(self.shoulders)[side],
+                          np.array(self.arm_axes)[side])
+        y = points[:, 1]
+        out = np.full(len(points), SKIN_PART)
+        below_neck = np.linalg.norm(points - NECKLINE_CENTRE, axis=1) > NECKLINE_RADIUS_M
+        shirt = (y > self.hem_y) & below_neck & ~(arm & (along > SLEEVE_M))
+        out[shirt] = SHIRT_PART
+        out[~arm & (y <= self.hem_y) & (y >= SHOE_TOP_M)] = TROUSERS_PART
+        out[~arm & (y < SHOE_TOP_M)] = SHOES_PART
+        return out
+
+    def edge_distance(self, points) -> np.ndarray:
+        """Distance (m) to the nearest garment edge (each rule's own measure, near enough)."""
+        side = (points[:, 0] < 0).astype(int)
+        along = np.einsum("nk,nk->n", points - np.array(self.shoulders)[side],
+                          np.array(self.arm_axes)[side])
+        y = points[:, 1]
+        return np.min([np.abs(np.linalg.norm(points - NECKLINE_CENTRE, axis=1) - NECKLINE_RADIUS_M),
+                       np.abs(along - SLEEVE_M), np.abs(y - self.hem_y),
+                       np.abs(y - SHOE_TOP_M)], axis=0)
+
+    def keep(self, part: int, band_m: float | None = None):
+        """A ``where`` for one part; with ``band_m``, only within that of an edge."""
+        if band_m is not None:
+            return lambda p, _n, f, bary: ((self.part(p, f, bary) == part)
+                                           & (self.edge_distance(p) < band_m))
+        return lambda p, _n, f, bary: self.part(p, f, bary) == part
+
+    @staticmethod
+    def shoe_colour(points, normals) -> np.ndarray:
+        """Leather uppers over a dark sole (the bottom few centimetres and the tread)."""
+        sole = (points[:, 1] < SOLE_M) | (normals[:, 1] < -0.7)
+        return np.where(sole[:, None], SOLE, SHOES)
 
 
 def dominant_bone_per_face(t: Template) -> np.ndarray:
@@ -295,10 +363,17 @@ class Builder:
         self.parts: list[dict] = []
 
     def add(self, faces, count, colors, thickness=0.25, size=1.0, offset=(0.0, 0.0), opacity=0.95,
-            elongation=1.0, jitter=0.03):
+            elongation=1.0, jitter=0.03, where=None, direction=None, edge=None):
         """Disc-like Gaussians on the surface. ``colors``: a colour or a function of the
         sample's rest positions and its triangle's rest normal (M, 3), (M, 3) -> (M, 3). Size
-        is relative to the mean spacing."""
+        is relative to the mean spacing. ``where``: a function of the samples' rest positions,
+        normals, triangles and barycentrics -> bool (M,), keeping only those (``count`` is
+        then the count over all of ``faces``): a part's edge is decided per Gaussian, so it
+        is as smooth as the rule, not the mesh. ``direction``: a function of the rest positions
+        (M, 3) -> (M, 3) that the long axis follows (projected on the surface; random when
+        None). ``edge``: a function of the rest positions -> the distance (m, M) to the
+        part's edge: Gaussians nearer to it than their size shrink to half that distance,
+        so the edge stays sharp instead of ragged by a Gaussian's width."""
         if len(faces) == 0 or count <= 0:
             return
         face_ids, bary = sample_surface(self.rng, self.t, np.asarray(faces), count)
@@ -307,13 +382,29 @@ class Builder:
         sigma = 0.9 * spacing * size
         positions = np.einsum("nk,nkj->nj", bary, self.t.vertices[self.t.faces[face_ids]])
         normals = self.frames[face_ids][:, :, 2]
+        if where is not None:
+            keep = where(positions, normals, face_ids, bary)
+            face_ids, bary, positions, normals = (face_ids[keep], bary[keep], positions[keep],
+                                                  normals[keep])
+            count = len(face_ids)
+            if count == 0:
+                return
         base = colors(positions, normals) if callable(colors) else np.tile(colors, (count, 1))
         base = base * (1 + self.rng.normal(0, jitter, (count, 1)))  # subtle texture
         angle = self.rng.uniform(0, np.pi, count)
+        if direction is not None:
+            d = direction(positions)
+            frames = self.frames[face_ids]
+            angle = np.arctan2(np.einsum("nk,nk->n", d, frames[:, :, 1]),
+                               np.einsum("nk,nk->n", d, frames[:, :, 0]))
+            angle += self.rng.normal(0, 0.15, count)
         local_quats = quat_from_axis_angle(np.tile([0.0, 0.0, 1.0], (count, 1)), angle)
         scales = np.stack([sigma * elongation * np.ones(count), sigma * np.ones(count),
                            sigma * thickness * np.ones(count)], 1)
         scales *= self.rng.uniform(0.85, 1.15, (count, 1))
+        if edge is not None:
+            limit = np.maximum(0.5 * edge(positions), 0.15 * sigma)
+            scales *= np.minimum(1.0, limit / scales[:, 1])[:, None]
         self.parts.append({
             "binding_face": face_ids.astype(np.int32),
             "binding_bary": bary.astype(np.float32),
@@ -331,12 +422,8 @@ class Builder:
 def build(t: Template) -> AvatarData:
     b = Builder(t)
     bone_of_face = dominant_bone_per_face(t)
-    bone_names = np.array(t.bone_names)[bone_of_face]
     region = np.array(t.region_names)[t.face_regions]
     centroid = t.vertices[t.faces].mean(1)
-
-    def bone_starts(prefixes):
-        return np.array([any(n.startswith(p) for p in prefixes) for n in bone_names])
 
     eye_l = t.bone_heads[t.bone_index("eye.L")]
     eye_r = t.bone_heads[t.bone_index("eye.R")]
@@ -369,13 +456,11 @@ def build(t: Template) -> AvatarData:
                 - 0.15 * np.maximum(brow_x - 0.045, 0))
              & (brow_x > 0.008) & (brow_x < 0.062) & ~scalp)
 
-    # The waistband: a level line a little above the hip joints, not the skin-weight border.
-    waist_y = t.bone_heads[0, 1] + 0.09
-    shirt = body & bone_starts(SHIRT_BONES) & (centroid[:, 1] > waist_y)
-    trousers = body & (bone_starts(TROUSER_BONES)
-                       | (bone_starts(SHIRT_BONES) & (centroid[:, 1] <= waist_y)))
-    shoes = bone_starts(SHOE_BONES) | np.isin(region, ["foot.L", "foot.R"])
+    # Clothes, decided per Gaussian by smooth rules on the rest shape (not per triangle, whose
+    # ragged edges read as torn cloth): see Garments.
+    garments = Garments(t)
     hands = np.isin(region, ["hand.L", "hand.R"])
+    dressed = body | np.isin(region, ["foot.L", "foot.R"])
     # Lids: a finely sampled band of skin and lid rim around each eye opening with a dark
     # upper lash line and a fainter lower one, so that face mesh sees closed eyes as a lash
     # line and open ones as a framed eye (coarse skin alone hid the lids' edges).
@@ -385,7 +470,7 @@ def build(t: Template) -> AvatarData:
         eyes[side] = eye_lids(t, region, side)
         lids |= lid_band(t, region, side, eyes[side], centroid)
     # (The eye sockets behind the eyeballs are never seen: only their rims, in ``lids``.)
-    skin = (body & ~shirt & ~trousers & ~shoes) | (head & ~scalp & ~lips & ~lids) | hands
+    skin = (head & ~scalp & ~lips & ~lids) | hands
 
     ids = np.flatnonzero
     # Counts follow the detail each part needs; fingers and face get denser sampling.
@@ -396,7 +481,9 @@ def build(t: Template) -> AvatarData:
         return np.where(p[:, :1] > 0, hand_colour(p, n, axes["L"]), hand_colour(p, n, axes["R"]))
 
     b.add(ids(hands), 24000, hands_colour, size=0.95)
-    b.add(ids(skin & body), 22000, SKIN)
+    # Over the whole body each pass keeps its own part: counts are over all of ``dressed``
+    # (about 92k Gaussians in all).
+    b.add(ids(dressed), 95000, SKIN, where=garments.keep(SKIN_PART), edge=garments.edge_distance)
     b.add(ids(lips), 2500, LIPS)
     for side in "LR":
         band = lids & np.isin(region, ["head", f"eye_cavity.{side}"]) & (
@@ -405,9 +492,16 @@ def build(t: Template) -> AvatarData:
         b.add(ids(band), LID_GAUSSIANS, lambda p, _, e=eyes[side]: lid_colour(p, e), size=1.3,
               offset=(0.0002, 0.0005))
     b.add(ids(brows), 2500, BROW, offset=(0.0005, 0.0015), size=0.8, elongation=2.0, thickness=0.4)
-    b.add(ids(shirt & ~shoes), 36000, SHIRT, size=1.05, offset=(0.0, 0.002))
-    b.add(ids(trousers & ~shoes), 34000, TROUSERS, size=1.05, offset=(0.0, 0.002))
-    b.add(ids(shoes), 9000, SHOES, offset=(0.0, 0.002))
+    for part, colour in ((SHIRT_PART, SHIRT), (TROUSERS_PART, TROUSERS)):
+        b.add(ids(dressed), 95000, colour, size=1.05, offset=(0.0, 0.002),
+              where=garments.keep(part), edge=garments.edge_distance)
+    # The shrunken Gaussians at the edges leave gaps: a finer band fills them.
+    for part, colour in ((SKIN_PART, SKIN), (SHIRT_PART, SHIRT), (TROUSERS_PART, TROUSERS)):
+        b.add(ids(dressed), 600000, colour, offset=(0.0, 0.002 if part else 0.0),
+              where=garments.keep(part, EDGE_BAND_M), edge=garments.edge_distance)
+    # Shoes: denser, bigger and further off the skin, so the toes merge into one shoe.
+    b.add(ids(dressed), 260000, garments.shoe_colour, size=1.3, offset=(0.003, 0.006),
+          thickness=0.4, where=garments.keep(SHOES_PART), edge=garments.edge_distance)
     b.add(ids(np.isin(region, ["mouth_cavity"])), 2500, MOUTH)
     b.add(ids(region == "tongue"), 1500, TONGUE)
 
