@@ -43,9 +43,10 @@ TROUSERS = (0.20, 0.21, 0.27)
 SHOES = (0.30, 0.19, 0.12)  # brown leather
 HAIR = (0.23, 0.15, 0.09)
 BROW = (0.30, 0.20, 0.13)
-LIPS = (0.74, 0.42, 0.42)
-SCLERA = (0.95, 0.94, 0.92)
-IRIS = (0.33, 0.22, 0.12)
+LIPS = (0.76, 0.50, 0.47)  # close to the skin: a strong red made the lips pout
+SCLERA = (0.98, 0.97, 0.95)
+IRIS = (0.45, 0.32, 0.17)
+LIMBUS = (0.20, 0.14, 0.08)  # the darker ring round the iris
 PUPIL = (0.03, 0.03, 0.03)
 MOUTH = (0.35, 0.12, 0.13)
 TONGUE = (0.62, 0.30, 0.32)
@@ -56,11 +57,11 @@ LASHES = (0.08, 0.06, 0.05)
 LID_TRAVEL_M = 0.002
 LID_BAND_M = 0.013
 LID_RIM_M = 0.002
-UPPER_LASH_M = 0.003
+UPPER_LASH_M = 0.0025
 LOWER_LASH_M = 0.0008
 LOWER_LASH_DARKNESS = 0.4
 LID_GAUSSIANS = 7000  # per eye: fine enough that the lash lines stay sharp
-EYEBALL_SINK_M = 0.0015
+EYEBALL_SINK_M = 0.0008
 BLINK = {"L": "eyeBlinkLeft", "R": "eyeBlinkRight"}
 # Hands: palms and finger pads lighter and pinker than the backs, nails, creases at the
 # joints and darker finger sides, so that a hand tracker tells the back of a curled finger
@@ -484,14 +485,16 @@ def build(t: Template) -> AvatarData:
     # Over the whole body each pass keeps its own part: counts are over all of ``dressed``
     # (about 92k Gaussians in all).
     b.add(ids(dressed), 95000, SKIN, where=garments.keep(SKIN_PART), edge=garments.edge_distance)
-    b.add(ids(lips), 2500, LIPS)
+    # A little into the face: the template's lips are full at rest (they read as a pout).
+    b.add(ids(lips), 2500, LIPS, offset=(-0.0015, -0.001))
     for side in "LR":
         band = lids & np.isin(region, ["head", f"eye_cavity.{side}"]) & (
             np.sign(centroid[:, 0]) == (1 if side == "L" else -1))
         # Lifted a little off the skin so the thin closed lid hides the eyeball behind it.
         b.add(ids(band), LID_GAUSSIANS, lambda p, _, e=eyes[side]: lid_colour(p, e), size=1.3,
               offset=(0.0002, 0.0005))
-    b.add(ids(brows), 2500, BROW, offset=(0.0005, 0.0015), size=0.8, elongation=2.0, thickness=0.4)
+    b.add(ids(brows), 4000, BROW, offset=(0.0005, 0.0015), size=0.7, elongation=3.0, thickness=0.4,
+          direction=lambda p: np.tile([1.0, 0.0, 0.0], (len(p), 1)), opacity=0.85)
     for part, colour in ((SHIRT_PART, SHIRT), (TROUSERS_PART, TROUSERS)):
         b.add(ids(dressed), 95000, colour, size=1.05, offset=(0.0, 0.002),
               where=garments.keep(part), edge=garments.edge_distance)
@@ -507,9 +510,22 @@ def build(t: Template) -> AvatarData:
 
     # Hair: the scalp painted dark, then layers of strands standing off it.
     b.add(ids(scalp), 9000, HAIR, jitter=0.08)
-    for layer, (lo, hi) in enumerate([(0.002, 0.008), (0.007, 0.014), (0.012, 0.02)]):
-        b.add(ids(scalp), 11000 - 2000 * layer, HAIR, offset=(lo, hi), size=1.6, elongation=2.5,
-              thickness=0.5, opacity=0.8, jitter=0.12)
+    crown = head_center + np.array([0.0, 0.11, -0.02])
+
+    def hair_flow(p):  # strands fall from the crown, swept a little to the side and back
+        d = p - crown
+        d[:, 0] += 0.35 * np.abs(d[:, 1]) * np.sign(d[:, 0] + 1e-9)
+        d[:, 1] -= 0.05
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    def hair_colour(p, _):  # strands of slightly different shades
+        shade = 1 + 0.25 * np.sin(p[:, 0] * 900 + p[:, 2] * 700) * np.cos(p[:, 1] * 500)
+        return np.asarray(HAIR) * shade[:, None]
+
+    for layer, (lo, hi) in enumerate([(0.002, 0.007), (0.006, 0.012), (0.011, 0.017)]):
+        b.add(ids(scalp), 13000 - 2500 * layer, hair_colour, offset=(lo, hi), size=1.5,
+              elongation=4.0, thickness=0.35, opacity=0.85 - 0.1 * layer, jitter=0.12,
+              direction=hair_flow)
 
     # Eyes: colour by the angle from each eye's forward (+Z) axis.
     for side, centre in (("L", eye_l), ("R", eye_r)):
@@ -517,7 +533,8 @@ def build(t: Template) -> AvatarData:
             d = p - centre
             cos = d[:, 2] / np.linalg.norm(d, axis=1)
             out = np.tile(SCLERA, (len(p), 1))
-            out[cos > np.cos(np.radians(25))] = IRIS
+            out[cos > np.cos(np.radians(25))] = LIMBUS
+            out[cos > np.cos(np.radians(23))] = IRIS
             out[cos > np.cos(np.radians(10))] = PUPIL
             return out
 
