@@ -43,7 +43,7 @@ TROUSERS = (0.20, 0.21, 0.27)
 SHOES = (0.30, 0.19, 0.12)  # brown leather
 HAIR = (0.23, 0.15, 0.09)
 BROW = (0.30, 0.20, 0.13)
-LIPS = (0.76, 0.50, 0.47)  # close to the skin: a strong red made the lips pout
+LIPS = (0.74, 0.42, 0.42)  # lighter lips lose the contrast mediapipe reads the jaw by
 SCLERA = (0.98, 0.97, 0.95)
 IRIS = (0.45, 0.32, 0.17)
 LIMBUS = (0.20, 0.14, 0.08)  # the darker ring round the iris
@@ -485,8 +485,7 @@ def build(t: Template) -> AvatarData:
     # Over the whole body each pass keeps its own part: counts are over all of ``dressed``
     # (about 92k Gaussians in all).
     b.add(ids(dressed), 95000, SKIN, where=garments.keep(SKIN_PART), edge=garments.edge_distance)
-    # A little into the face: the template's lips are full at rest (they read as a pout).
-    b.add(ids(lips), 2500, LIPS, offset=(-0.0015, -0.001))
+    b.add(ids(lips), 2500, LIPS)
     for side in "LR":
         band = lids & np.isin(region, ["head", f"eye_cavity.{side}"]) & (
             np.sign(centroid[:, 0]) == (1 if side == "L" else -1))
