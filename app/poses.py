@@ -88,13 +88,19 @@ class _Builder:
         s = "LR"[side]
         axis = curl_axis(side)
         for finger in range(2, 6):
-            for joint, angle in ((1, 1.5), (2, 1.0), (3, 0.8)):
+            # A closed fist: knuckles about 90 degrees, middle joints past 100, the last 70.
+            for joint, angle in ((1, 1.55), (2, 1.85), (3, 1.2)):
                 self.rotate(f"finger{finger}-{joint}.{s}", axis, amount * angle)
         thumb = THUMB_DIRECTION_L if side == 0 else mirror(THUMB_DIRECTION_L)
         palm = PALM_NORMAL_L if side == 0 else mirror(PALM_NORMAL_L)
-        self.rotate(f"finger1-1.{s}", np.cross(thumb, palm), amount * 0.5)
-        self.rotate(f"finger1-2.{s}", np.cross(thumb, palm), amount * 0.6)
-        self.rotate(f"finger1-3.{s}", np.cross(thumb, palm), amount * 0.7)
+        # The thumb folds across the front of the curled fingers (it flexes toward the palm
+        # and swings in across it), not up beside them.
+        finger = FINGER_DIRECTION_L if side == 0 else mirror(FINGER_DIRECTION_L)
+        across = np.cross(thumb, palm)
+        self.rotate(f"finger1-1.{s}", across, amount * 0.7)
+        self.rotate(f"finger1-1.{s}", finger, amount * (0.5 if side == 0 else -0.5))
+        self.rotate(f"finger1-2.{s}", across, amount * 0.8)
+        self.rotate(f"finger1-3.{s}", across, amount * 0.6)
         return self
 
     def build(self, **extra) -> Codes:

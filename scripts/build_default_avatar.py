@@ -40,12 +40,13 @@ SEED = 20261124
 SKIN = (0.87, 0.66, 0.55)
 SHIRT = (0.16, 0.42, 0.58)
 TROUSERS = (0.20, 0.21, 0.27)
-SHOES = (0.13, 0.11, 0.10)
+SHOES = (0.30, 0.19, 0.12)  # brown leather
 HAIR = (0.23, 0.15, 0.09)
 BROW = (0.30, 0.20, 0.13)
-LIPS = (0.74, 0.42, 0.42)
-SCLERA = (0.95, 0.94, 0.92)
-IRIS = (0.33, 0.22, 0.12)
+LIPS = (0.74, 0.42, 0.42)  # lighter lips lose the contrast mediapipe reads the jaw by
+SCLERA = (0.98, 0.97, 0.95)
+IRIS = (0.45, 0.32, 0.17)
+LIMBUS = (0.20, 0.14, 0.08)  # the darker ring round the iris
 PUPIL = (0.03, 0.03, 0.03)
 MOUTH = (0.35, 0.12, 0.13)
 TONGUE = (0.62, 0.30, 0.32)
@@ -56,11 +57,11 @@ LASHES = (0.08, 0.06, 0.05)
 LID_TRAVEL_M = 0.002
 LID_BAND_M = 0.013
 LID_RIM_M = 0.002
-UPPER_LASH_M = 0.003
+UPPER_LASH_M = 0.0025
 LOWER_LASH_M = 0.0008
 LOWER_LASH_DARKNESS = 0.4
 LID_GAUSSIANS = 7000  # per eye: fine enough that the lash lines stay sharp
-EYEBALL_SINK_M = 0.0015
+EYEBALL_SINK_M = 0.0008
 BLINK = {"L": "eyeBlinkLeft", "R": "eyeBlinkRight"}
 # Hands: palms and finger pads lighter and pinker than the backs, nails, creases at the
 # joints and darker finger sides, so that a hand tracker tells the back of a curled finger
@@ -80,9 +81,77 @@ KNUCKLE_DARKNESS = 0.2
 SIDE_DARKNESS = 0.3
 FINGER_RADIUS_M = 0.012
 
-SHIRT_BONES = ("spine", "clavicle", "shoulder01", "upperarm01")
-TROUSER_BONES = ("root", "pelvis", "upperleg", "lowerleg")
-SHOE_BONES = ("foot", "toe")
+# Clothes (rest pose, metres). The crew neckline: a sphere about the neck (it meets the
+# skin at a steep angle all round, so the edge is clean; lower at the front); sleeves end
+# across the upper arm at SLEEVE_M from the shoulder joint; a level hem a little above the
+# hip joints; the trousers end and the shoes begin at a level line.
+NECKLINE_CENTRE = (0.0, 1.46, 0.0)
+NECKLINE_RADIUS_M = 0.122
+SLEEVE_M = 0.11
+HEM_ABOVE_HIPS_M = 0.09
+SHOE_TOP_M = 0.085
+SOLE_M = 0.016
+SOLE = (0.10, 0.09, 0.085)
+EDGE_BAND_M = 0.008
+SKIN_PART, SHIRT_PART, TROUSERS_PART, SHOES_PART = range(4)
+ARM_BONES = ("upperarm", "lowerarm", "wrist", "finger", "metacarpal")
+
+
+class Garments:
+    """Which garment covers each point of the body at rest: skin, shirt, trousers or shoes,
+    by level planes and one plane across each upper arm (smooth edges), with the arms told
+    from the torso by their interpolated skin weights."""
+
+    def __init__(self, t: Template):
+        self.t = t
+        weights = np.zeros((len(t.vertices), len(t.bone_names)), np.float32)
+        np.put_along_axis(weights, t.skin_indices, t.skin_weights, axis=1)
+        arm_bones = [i for i, n in enumerate(t.bone_names) if n.startswith(ARM_BONES)]
+        self.arm_weight = weights[:, arm_bones].sum(1)
+        self.hem_y = float(t.bone_heads[0, 1]) + HEM_ABOVE_HIPS_M
+        self.shoulders, self.arm_axes = [], []
+        for side in "LR":
+            start = t.bone_heads[t.bone_index(f"upperarm01.{side}")].astype(np.float64)
+            end = t.bone_heads[t.bone_index(f"lowerarm01.{side}")].astype(np.float64)
+            self.shoulders.append(start)
+            self.arm_axes.append((end - start) / np.linalg.norm(end - start))
+
+    def part(self, points, face_ids, bary) -> np.ndarray:
+        arm = np.einsum("nk,nk->n", self.arm_weight[self.t.faces[face_ids]], bary) > 0.5
+        side = (points[:, 0] < 0).astype(int)  # 0: the left (+X) arm
+        along = np.einsum("nk,nk->n", points - np.array(self.shoulders)[side],
+                          np.array(self.arm_axes)[side])
+        y = points[:, 1]
+        out = np.full(len(points), SKIN_PART)
+        below_neck = np.linalg.norm(points - NECKLINE_CENTRE, axis=1) > NECKLINE_RADIUS_M
+        shirt = (y > self.hem_y) & below_neck & ~(arm & (along > SLEEVE_M))
+        out[shirt] = SHIRT_PART
+        out[~arm & (y <= self.hem_y) & (y >= SHOE_TOP_M)] = TROUSERS_PART
+        out[~arm & (y < SHOE_TOP_M)] = SHOES_PART
+        return out
+
+    def edge_distance(self, points) -> np.ndarray:
+        """Distance (m) to the nearest garment edge (each rule's own measure, near enough)."""
+        side = (points[:, 0] < 0).astype(int)
+        along = np.einsum("nk,nk->n", points - np.array(self.shoulders)[side],
+                          np.array(self.arm_axes)[side])
+        y = points[:, 1]
+        return np.min([np.abs(np.linalg.norm(points - NECKLINE_CENTRE, axis=1) - NECKLINE_RADIUS_M),
+                       np.abs(along - SLEEVE_M), np.abs(y - self.hem_y),
+                       np.abs(y - SHOE_TOP_M)], axis=0)
+
+    def keep(self, part: int, band_m: float | None = None):
+        """A ``where`` for one part; with ``band_m``, only within that of an edge."""
+        if band_m is not None:
+            return lambda p, _n, f, bary: ((self.part(p, f, bary) == part)
+                                           & (self.edge_distance(p) < band_m))
+        return lambda p, _n, f, bary: self.part(p, f, bary) == part
+
+    @staticmethod
+    def shoe_colour(points, normals) -> np.ndarray:
+        """Leather uppers over a dark sole (the bottom few centimetres and the tread)."""
+        sole = (points[:, 1] < SOLE_M) | (normals[:, 1] < -0.7)
+        return np.where(sole[:, None], SOLE, SHOES)
 
 
 def dominant_bone_per_face(t: Template) -> np.ndarray:
@@ -295,10 +364,17 @@ class Builder:
         self.parts: list[dict] = []
 
     def add(self, faces, count, colors, thickness=0.25, size=1.0, offset=(0.0, 0.0), opacity=0.95,
-            elongation=1.0, jitter=0.03):
+            elongation=1.0, jitter=0.03, where=None, direction=None, edge=None):
         """Disc-like Gaussians on the surface. ``colors``: a colour or a function of the
         sample's rest positions and its triangle's rest normal (M, 3), (M, 3) -> (M, 3). Size
-        is relative to the mean spacing."""
+        is relative to the mean spacing. ``where``: a function of the samples' rest positions,
+        normals, triangles and barycentrics -> bool (M,), keeping only those (``count`` is
+        then the count over all of ``faces``): a part's edge is decided per Gaussian, so it
+        is as smooth as the rule, not the mesh. ``direction``: a function of the rest positions
+        (M, 3) -> (M, 3) that the long axis follows (projected on the surface; random when
+        None). ``edge``: a function of the rest positions -> the distance (m, M) to the
+        part's edge: Gaussians nearer to it than their size shrink to half that distance,
+        so the edge stays sharp instead of ragged by a Gaussian's width."""
         if len(faces) == 0 or count <= 0:
             return
         face_ids, bary = sample_surface(self.rng, self.t, np.asarray(faces), count)
@@ -307,13 +383,29 @@ class Builder:
         sigma = 0.9 * spacing * size
         positions = np.einsum("nk,nkj->nj", bary, self.t.vertices[self.t.faces[face_ids]])
         normals = self.frames[face_ids][:, :, 2]
+        if where is not None:
+            keep = where(positions, normals, face_ids, bary)
+            face_ids, bary, positions, normals = (face_ids[keep], bary[keep], positions[keep],
+                                                  normals[keep])
+            count = len(face_ids)
+            if count == 0:
+                return
         base = colors(positions, normals) if callable(colors) else np.tile(colors, (count, 1))
         base = base * (1 + self.rng.normal(0, jitter, (count, 1)))  # subtle texture
         angle = self.rng.uniform(0, np.pi, count)
+        if direction is not None:
+            d = direction(positions)
+            frames = self.frames[face_ids]
+            angle = np.arctan2(np.einsum("nk,nk->n", d, frames[:, :, 1]),
+                               np.einsum("nk,nk->n", d, frames[:, :, 0]))
+            angle += self.rng.normal(0, 0.15, count)
         local_quats = quat_from_axis_angle(np.tile([0.0, 0.0, 1.0], (count, 1)), angle)
         scales = np.stack([sigma * elongation * np.ones(count), sigma * np.ones(count),
                            sigma * thickness * np.ones(count)], 1)
         scales *= self.rng.uniform(0.85, 1.15, (count, 1))
+        if edge is not None:
+            limit = np.maximum(0.5 * edge(positions), 0.15 * sigma)
+            scales *= np.minimum(1.0, limit / scales[:, 1])[:, None]
         self.parts.append({
             "binding_face": face_ids.astype(np.int32),
             "binding_bary": bary.astype(np.float32),
@@ -331,12 +423,8 @@ class Builder:
 def build(t: Template) -> AvatarData:
     b = Builder(t)
     bone_of_face = dominant_bone_per_face(t)
-    bone_names = np.array(t.bone_names)[bone_of_face]
     region = np.array(t.region_names)[t.face_regions]
     centroid = t.vertices[t.faces].mean(1)
-
-    def bone_starts(prefixes):
-        return np.array([any(n.startswith(p) for p in prefixes) for n in bone_names])
 
     eye_l = t.bone_heads[t.bone_index("eye.L")]
     eye_r = t.bone_heads[t.bone_index("eye.R")]
@@ -369,13 +457,11 @@ def build(t: Template) -> AvatarData:
                 - 0.15 * np.maximum(brow_x - 0.045, 0))
              & (brow_x > 0.008) & (brow_x < 0.062) & ~scalp)
 
-    # The waistband: a level line a little above the hip joints, not the skin-weight border.
-    waist_y = t.bone_heads[0, 1] + 0.09
-    shirt = body & bone_starts(SHIRT_BONES) & (centroid[:, 1] > waist_y)
-    trousers = body & (bone_starts(TROUSER_BONES)
-                       | (bone_starts(SHIRT_BONES) & (centroid[:, 1] <= waist_y)))
-    shoes = bone_starts(SHOE_BONES) | np.isin(region, ["foot.L", "foot.R"])
+    # Clothes, decided per Gaussian by smooth rules on the rest shape (not per triangle, whose
+    # ragged edges read as torn cloth): see Garments.
+    garments = Garments(t)
     hands = np.isin(region, ["hand.L", "hand.R"])
+    dressed = body | np.isin(region, ["foot.L", "foot.R"])
     # Lids: a finely sampled band of skin and lid rim around each eye opening with a dark
     # upper lash line and a fainter lower one, so that face mesh sees closed eyes as a lash
     # line and open ones as a framed eye (coarse skin alone hid the lids' edges).
@@ -385,7 +471,7 @@ def build(t: Template) -> AvatarData:
         eyes[side] = eye_lids(t, region, side)
         lids |= lid_band(t, region, side, eyes[side], centroid)
     # (The eye sockets behind the eyeballs are never seen: only their rims, in ``lids``.)
-    skin = (body & ~shirt & ~trousers & ~shoes) | (head & ~scalp & ~lips & ~lids) | hands
+    skin = (head & ~scalp & ~lips & ~lids) | hands
 
     ids = np.flatnonzero
     # Counts follow the detail each part needs; fingers and face get denser sampling.
@@ -396,7 +482,15 @@ def build(t: Template) -> AvatarData:
         return np.where(p[:, :1] > 0, hand_colour(p, n, axes["L"]), hand_colour(p, n, axes["R"]))
 
     b.add(ids(hands), 24000, hands_colour, size=0.95)
-    b.add(ids(skin & body), 22000, SKIN)
+    # Over the whole body each pass keeps its own part: counts are over all of ``dressed``
+    # (about 100k Gaussians in all). The skin's count keeps at least main's density on the
+    # arms (22000 on its 0.195 m2 of skin, 113k per m2; here 124k): at 95000 (72k per m2,
+    # Gaussians a quarter wider) the coarser wrists beside the hands turned the below view's
+    # fist (the hands' own Gaussians unchanged) from 20 to 47 degrees median in
+    # test_track_media. The fists' readings move by several degrees with any change around
+    # the hands (150000 read the front fist 28.1 against a limit of 28; 140000 and 165000
+    # pass every view, 165000 with the most room on the front view).
+    b.add(ids(dressed), 165000, SKIN, where=garments.keep(SKIN_PART), edge=garments.edge_distance)
     b.add(ids(lips), 2500, LIPS)
     for side in "LR":
         band = lids & np.isin(region, ["head", f"eye_cavity.{side}"]) & (
@@ -404,18 +498,39 @@ def build(t: Template) -> AvatarData:
         # Lifted a little off the skin so the thin closed lid hides the eyeball behind it.
         b.add(ids(band), LID_GAUSSIANS, lambda p, _, e=eyes[side]: lid_colour(p, e), size=1.3,
               offset=(0.0002, 0.0005))
-    b.add(ids(brows), 2500, BROW, offset=(0.0005, 0.0015), size=0.8, elongation=2.0, thickness=0.4)
-    b.add(ids(shirt & ~shoes), 36000, SHIRT, size=1.05, offset=(0.0, 0.002))
-    b.add(ids(trousers & ~shoes), 34000, TROUSERS, size=1.05, offset=(0.0, 0.002))
-    b.add(ids(shoes), 9000, SHOES, offset=(0.0, 0.002))
+    b.add(ids(brows), 4000, BROW, offset=(0.0005, 0.0015), size=0.7, elongation=3.0, thickness=0.4,
+          direction=lambda p: np.tile([1.0, 0.0, 0.0], (len(p), 1)), opacity=0.85)
+    for part, colour in ((SHIRT_PART, SHIRT), (TROUSERS_PART, TROUSERS)):
+        b.add(ids(dressed), 95000, colour, size=1.05, offset=(0.0, 0.002),
+              where=garments.keep(part), edge=garments.edge_distance)
+    # The shrunken Gaussians at the edges leave gaps: a finer band fills them.
+    for part, colour in ((SKIN_PART, SKIN), (SHIRT_PART, SHIRT), (TROUSERS_PART, TROUSERS)):
+        b.add(ids(dressed), 600000, colour, offset=(0.0, 0.002 if part else 0.0),
+              where=garments.keep(part, EDGE_BAND_M), edge=garments.edge_distance)
+    # Shoes: denser, bigger and further off the skin, so the toes merge into one shoe.
+    b.add(ids(dressed), 260000, garments.shoe_colour, size=1.3, offset=(0.003, 0.006),
+          thickness=0.4, where=garments.keep(SHOES_PART), edge=garments.edge_distance)
     b.add(ids(np.isin(region, ["mouth_cavity"])), 2500, MOUTH)
     b.add(ids(region == "tongue"), 1500, TONGUE)
 
     # Hair: the scalp painted dark, then layers of strands standing off it.
     b.add(ids(scalp), 9000, HAIR, jitter=0.08)
-    for layer, (lo, hi) in enumerate([(0.002, 0.008), (0.007, 0.014), (0.012, 0.02)]):
-        b.add(ids(scalp), 11000 - 2000 * layer, HAIR, offset=(lo, hi), size=1.6, elongation=2.5,
-              thickness=0.5, opacity=0.8, jitter=0.12)
+    crown = head_center + np.array([0.0, 0.11, -0.02])
+
+    def hair_flow(p):  # strands fall from the crown, swept a little to the side and back
+        d = p - crown
+        d[:, 0] += 0.35 * np.abs(d[:, 1]) * np.sign(d[:, 0] + 1e-9)
+        d[:, 1] -= 0.05
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    def hair_colour(p, _):  # strands of slightly different shades
+        shade = 1 + 0.25 * np.sin(p[:, 0] * 900 + p[:, 2] * 700) * np.cos(p[:, 1] * 500)
+        return np.asarray(HAIR) * shade[:, None]
+
+    for layer, (lo, hi) in enumerate([(0.002, 0.007), (0.006, 0.012), (0.011, 0.017)]):
+        b.add(ids(scalp), 13000 - 2500 * layer, hair_colour, offset=(lo, hi), size=1.5,
+              elongation=4.0, thickness=0.35, opacity=0.85 - 0.1 * layer, jitter=0.12,
+              direction=hair_flow)
 
     # Eyes: colour by the angle from each eye's forward (+Z) axis.
     for side, centre in (("L", eye_l), ("R", eye_r)):
@@ -423,7 +538,8 @@ def build(t: Template) -> AvatarData:
             d = p - centre
             cos = d[:, 2] / np.linalg.norm(d, axis=1)
             out = np.tile(SCLERA, (len(p), 1))
-            out[cos > np.cos(np.radians(25))] = IRIS
+            out[cos > np.cos(np.radians(25))] = LIMBUS
+            out[cos > np.cos(np.radians(23))] = IRIS
             out[cos > np.cos(np.radians(10))] = PUPIL
             return out
 
