@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -93,6 +94,9 @@ def add_parser(subparsers) -> None:
                         help="whose codes --vmc-out sends: a participant's name, or 'me' for "
                              "our own (default: the first remote participant)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    from app.call_window import add_window_arguments
+
+    add_window_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -118,6 +122,7 @@ class _LiveTracker:
         self.mirror = mirror
         self.say = say
         self._latest = None
+        self.tracker = None
         self._taken_seq = -1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracker", daemon=True)
@@ -130,12 +135,20 @@ class _LiveTracker:
         from tracking.tracker import Tracker, track
 
         with Tracker(mirror=self.mirror) as tracker:
+            self.tracker = tracker
             for result in track(self.source, tracker, on_event=self.say,
                                 should_stop=self._stop.is_set):
                 self._latest = result.codes
                 self.frames += 1
                 if self._stop.is_set():
                     break
+
+    def recalibrate(self) -> str:
+        """Take the face's neutral again (the window's N key); what happened, in words."""
+        if self.tracker is None:
+            return "the tracker has not started yet"
+        self.tracker.recalibrate()
+        return "recalibrating: look at the camera with a neutral face"
 
     def take(self):
         """The newest codes if they are new since the last call, else None."""
@@ -258,6 +271,11 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     receives ``{remote_id: Codes}`` once per display frame."""
     from app.cli import UserError, read_codes
     from net.audio import open_audio_source
+    from app.call_window import (MicControl, no_window_reason, open_call_window,
+                                 run_with_window, toggle_recording)
+    from app.speakers import VOICE_HEAD_START_S, VoiceMixer, open_speakers
+    from avatar.codes import Codes
+    from net.audio import frame_to_mono
     from net.call import Call, CallConfig
     from net.signal_client import SignallingError
 
@@ -272,10 +290,28 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     if args.avatar and not Path(args.avatar).is_file():
         raise UserError(f"avatar file {args.avatar} does not exist")
     try:
-        audio_track, audio_note = open_audio_source(args.audio)
+        audio_track, audio_note = open_audio_source(args.audio, args.mic)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     video_track = _open_video(args.video) if args.video else None
+    window, controls, monitor, mic = None, None, None, None
+    stats_path = Path(args.stats) if args.stats else None
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    no_window = no_window_reason(args)
+    if no_window is None:
+        window, controls, monitor = open_call_window(args, recalibrate=lambda: (
+            live.recalibrate() if isinstance(live, _LiveTracker)
+            else "only a live tracker (--track) can be recalibrated"))
+        if audio_track is not None:
+            audio_track = mic = MicControl(audio_track, controls, monitor)
+    elif not args.xr:
+        say(no_window)
+    mixer = VoiceMixer()
+    speakers, speakers_note = open_speakers(mixer, args.speaker)
+    if speakers is None:
+        logging.getLogger("splatcall.call").warning("%s: the call goes on without sound",
+                                                    speakers_note)
+    playout_delay_s: dict[str, float] = {}
     if args.janus:
         if not args.room.isdigit():
             raise UserError("with --janus, --room must be a number (a VideoRoom id)")
@@ -294,9 +330,11 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
 
         recording = open_recording(args.record, args.fps, args.name)
         recording.own_avatar(args.avatar)
-        audio_track = recording.voice_tee(audio_track)
-    stats_path = Path(args.stats) if args.stats else None
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+        if mic is not None:
+            mic.seen = recording.own_voice
+            monitor.recording = args.record
+        else:
+            audio_track = recording.voice_tee(audio_track)
     if args.track:
         live = _LiveTracker(args.track, args.mirror, say)
     elif vmc_in:
@@ -322,8 +360,18 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     def on_audio(remote_id: str, frame) -> None:
         if recording is not None:
             recording.audio(remote_id, frame)
+        if speakers is not None or monitor is not None:
+            samples = frame_to_mono(frame)
+            if monitor is not None:
+                monitor.voice(remote_id, samples)
+            if speakers is not None:
+                mixer.push(remote_id, samples, time.monotonic(),
+                           playout_delay_s.get(remote_id, 0.0) - VOICE_HEAD_START_S)
+
+    leave = threading.Event()  # the window closed, Ctrl-C or SIGTERM with a window
 
     async def main() -> None:
+        nonlocal recording
         if args.janus:
             from net.janus import JanusCall
 
@@ -333,6 +381,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             def on_avatar(remote_id: str, data) -> None:
                 if headset is not None:
                     headset.avatar_arrived(remote_id, data)
+                if window is not None:
+                    window.avatar_arrived(remote_id, data)
                 if recording is not None:
                     sha = call.avatars.remotes[remote_id].sha256
                     recording.avatar_file(remote_id, call.avatars.cache_dir / f"{sha}.lca")
@@ -351,8 +401,9 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             say(f"tracking {args.track}" if args.track else f"relaying {live.description}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        if window is None:  # with a window the main thread has the signals (call_window)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
         period = 1.0 / args.fps
         seq = 0
         next_frame = time.monotonic()
@@ -367,20 +418,30 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             return data
 
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not leave.is_set():
                 now = time.monotonic()
                 if args.duration and now - started >= args.duration:
                     break
                 codes = None
                 if live is not None:
-                    codes = live.take()
-                    if codes is not None:  # the tracker's capture time and frame count
-                        call.send_codes(codes)
+                    codes = live.take()  # the tracker's capture time and frame count
                 elif frames:
                     codes = frames[seq % len(frames)].replace(t=now, seq=seq % 2**32)
+                if codes is not None:
+                    if controls is not None and controls.camera_off:
+                        codes = Codes(t=codes.t, seq=codes.seq)  # neutral, same timing
                     call.send_codes(codes)
                 seq += 1
                 poses = call.poses(now)
+                for remote_id, remote in call.remotes.items():
+                    playout_delay_s[remote_id] = remote.playout.delay_s
+                mixer.keep_only(call.remotes)
+                if controls is not None and controls.take("record"):
+                    recording = toggle_recording(recording, args, call, mic, monitor)
+                if monitor is not None:
+                    monitor.note = recording.error if recording is not None and \
+                        recording.error else monitor.note
+                    monitor.tick(call.remotes, poses, codes, now)
                 if recording is not None:
                     recording.tick(call.remotes, poses, codes)
                 if headset is not None:
@@ -415,8 +476,17 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             say("left the call")
 
     try:
-        asyncio.run(main())
+        if window is None:
+            asyncio.run(main())
+        else:
+            run_with_window(window, lambda: asyncio.run(main()), leave.set, min(args.fps, 60.0))
     finally:
+        if window is not None:
+            import glfw
+
+            glfw.terminate()
+        if speakers is not None:
+            speakers.close()
         if live is not None:
             live.stop()
         if headset is not None:
