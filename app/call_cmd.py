@@ -269,13 +269,12 @@ def _write_json(path: Path, data: dict) -> None:
 def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None) -> int:
     """Run a call until ``--duration`` or Ctrl-C. ``on_poses`` (for the app's renderer)
     receives ``{remote_id: Codes}`` once per display frame."""
-    from app.cli import UserError, read_codes
-    from net.audio import open_audio_source
     from app.call_window import (MicControl, no_window_reason, open_call_window,
                                  run_with_window, toggle_recording)
+    from app.cli import UserError, read_codes
     from app.speakers import VOICE_HEAD_START_S, VoiceMixer, open_speakers
     from avatar.codes import Codes
-    from net.audio import frame_to_mono
+    from net.audio import frame_to_mono, open_audio_source
     from net.call import Call, CallConfig
     from net.signal_client import SignallingError
 
@@ -294,6 +293,18 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     except ValueError as exc:
         raise UserError(str(exc)) from None
     video_track = _open_video(args.video) if args.video else None
+    if args.janus:
+        if not args.room.isdigit():
+            raise UserError("with --janus, --room must be a number (a VideoRoom id)")
+        token = ""
+    else:
+        token = _token(args)
+    addresses = ["127.0.0.1"] if args.loopback else (args.ice_address or None)
+    config = CallConfig(url=args.server, room=args.room, token=token, name=args.name,
+                        ice_servers=args.stun, host_addresses=addresses,
+                        avatar_path=args.avatar)
+    if args.avatar_cache:
+        config.avatar_cache_dir = Path(args.avatar_cache)
     window, controls, monitor, mic = None, None, None, None
     stats_path = Path(args.stats) if args.stats else None
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
@@ -311,19 +322,9 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     if speakers is None:
         logging.getLogger("splatcall.call").warning("%s: the call goes on without sound",
                                                     speakers_note)
-    playout_delay_s: dict[str, float] = {}
-    if args.janus:
-        if not args.room.isdigit():
-            raise UserError("with --janus, --room must be a number (a VideoRoom id)")
-        token = ""
     else:
-        token = _token(args)
-    addresses = ["127.0.0.1"] if args.loopback else (args.ice_address or None)
-    config = CallConfig(url=args.server, room=args.room, token=token, name=args.name,
-                        ice_servers=args.stun, host_addresses=addresses,
-                        avatar_path=args.avatar)
-    if args.avatar_cache:
-        config.avatar_cache_dir = Path(args.avatar_cache)
+        say(f"speakers: {speakers_note}")
+    playout_delay_s: dict[str, float] = {}
     recording = None
     if args.record:
         from app.recording import open_recording
@@ -415,6 +416,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             data.update({"joined_s": joined_at - started if joined_at else None,
                          "events": events, "uptime_s": time.monotonic() - started,
                          "fps": args.fps})
+            if speakers is not None:
+                data["speakers"] = speakers.summary()
             return data
 
         try:

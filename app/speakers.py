@@ -104,6 +104,7 @@ class Speakers:
         self.mixer = mixer
         self.underflows = 0
         self.blocks = 0
+        self.voiced_blocks = 0  # blocks with a voice in them (peak above 1/1000)
         self.latency_s = 0.0
 
         def callback(outdata, frames, when, status) -> None:
@@ -112,8 +113,11 @@ class Speakers:
             # The DAC plays this buffer (outputBufferDacTime - currentTime) from now.
             ahead = max(0.0, when.outputBufferDacTime - when.currentTime) \
                 if when.outputBufferDacTime else self.latency_s
-            outdata[:, 0] = mixer.mix(time.monotonic() + ahead, frames)
+            mixed = mixer.mix(time.monotonic() + ahead, frames)
+            outdata[:, 0] = mixed
             self.blocks += 1
+            if len(mixed) and float(np.abs(mixed).max()) > 1e-3:
+                self.voiced_blocks += 1
 
         self.stream = sounddevice.OutputStream(
             samplerate=SAMPLE_RATE, channels=1, dtype="float32", device=device,
@@ -121,6 +125,11 @@ class Speakers:
         self.latency_s = float(self.stream.latency)
         self.device_name = sounddevice.query_devices(self.stream.device)["name"]
         self.stream.start()
+
+    def summary(self) -> dict:
+        return {"device": self.device_name, "latency_ms": self.latency_s * 1000,
+                "blocks": self.blocks, "voiced_blocks": self.voiced_blocks,
+                "underflows": self.underflows}
 
     def close(self) -> None:
         self.stream.stop()

@@ -1,0 +1,230 @@
+"""The call window and the call's sound: real ``main.py serve`` and ``main.py call``
+processes on loopback, the window under a real X server (Xvfb) with Mesa's OpenGL, the
+voices through PortAudio into ALSA's null device; the fades, the mixer's schedule and the
+opacity of a faded avatar checked directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.call_window import (BACKGROUND, FADE_S, SELF_BACKGROUND, SELF_VIEW_FRACTION,
+                             RateMeter, fade_opacity, fade_step, seat_x)
+from app.speakers import RESYNC_S, SAMPLE_RATE, VoiceMixer
+from avatar.codes import Codes, write_jsonl
+from common.rotation import quat_from_axis_angle
+from tests.test_view_cmd import display  # noqa: F401 - the Xvfb fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+# ALSA's null device as the default card: PortAudio opens it and plays into nothing.
+NULL_ALSA = ("</usr/share/alsa/alsa.conf>\npcm.!default { type null }\n"
+             "ctl.!default { type hw card 0 }\n")
+
+
+# -- the pure parts ------------------------------------------------------------------------------
+def test_an_avatar_fades_in_over_the_fade_time_and_out_again():
+    opacity, steps = 0.0, 0
+    while opacity < 1.0:
+        opacity = fade_step(opacity, True, 1 / 60)
+        steps += 1
+    assert steps == pytest.approx(FADE_S * 60, abs=1)
+    opacity = fade_step(opacity, False, FADE_S / 2)
+    assert opacity == pytest.approx(0.5)
+    assert fade_step(opacity, False, FADE_S) == 0.0
+
+
+def test_the_fade_curve_runs_from_nothing_to_whole_and_only_grows():
+    fades = np.linspace(0, 1, 101)
+    opacities = [fade_opacity(f) for f in fades]
+    assert opacities[0] == 0.0 and opacities[-1] == 1.0
+    assert np.all(np.diff(opacities) > 0)
+
+
+def test_seats_are_centred_and_spaced():
+    assert seat_x(0, 1) == 0.0
+    xs = [seat_x(i, 3) for i in range(3)]
+    assert xs[0] == -xs[2] and xs[1] == 0.0 and xs[2] - xs[1] == pytest.approx(0.9)
+
+
+def test_the_codes_rate_is_measured_from_a_growing_count():
+    meter = RateMeter()
+    for i in range(40):
+        meter.update(i * 15, i * 0.25)  # 60 a second
+    assert meter.rate == pytest.approx(60.0)
+
+
+def test_a_voice_plays_exactly_its_delay_after_it_arrived():
+    mixer = VoiceMixer()
+    tone = np.sin(np.arange(1, 961) * 0.1).astype(np.float32) * 0.5  # no zero sample
+    start = mixer.push("a", tone, arrival_s=10.0, delay_s=0.080)
+    assert start == pytest.approx(10.080)
+    # The block that plays from 10.07 s: 10 ms of silence, then the frame's first samples.
+    out = mixer.mix(10.070, 960)
+    first = np.flatnonzero(out)[0]
+    assert first == pytest.approx(0.010 * SAMPLE_RATE, abs=1)
+    np.testing.assert_allclose(out[first:], tone[:960 - first], atol=1e-6)
+    # The next frame, 20 ms later with a little jitter, follows without a gap or overlap.
+    assert mixer.push("a", tone, arrival_s=10.025, delay_s=0.080) == pytest.approx(10.100)
+
+
+def test_two_voices_are_mixed_and_a_late_stream_starts_again_from_now():
+    mixer = VoiceMixer()
+    ones = np.full(480, 0.25, np.float32)
+    mixer.push("a", ones, 0.0, 0.05)
+    mixer.push("b", ones, 0.0, 0.05)
+    np.testing.assert_allclose(mixer.mix(0.05, 480), 0.5)
+    # After a gap longer than RESYNC_S the schedule restarts at arrival + delay.
+    late = 1.0 + RESYNC_S
+    assert mixer.push("a", ones, late, 0.05) == pytest.approx(late + 0.05)
+    mixer.keep_only({"b"})
+    assert not mixer.mix(late + 0.05, 480).any()
+
+
+def test_a_faded_avatar_draws_with_its_opacity_on_the_gl_renderer_as_in_numpy():
+    from avatar.avatar import load_avatar
+    from render.backends import poser_for
+    from render.gl import GLSplatRenderer
+    from render.reference import render
+    from render.skinned import PosedAvatars, pose_gaussians
+
+    from app.view_cmd import OrbitCamera
+
+    avatar = load_avatar("default")
+    skinned = avatar.skinned.subset(np.arange(0, len(avatar.skinned), 20))
+    camera = OrbitCamera().camera(96, 96)
+    renderer = GLSplatRenderer()
+    poser = poser_for("gl")
+    images = {}
+    for opacity in (1.0, 0.02, 0.0):
+        pose = avatar.skin_pose(Codes())
+        pose.opacity = opacity
+        renderer.show(PosedAvatars((skinned,), (poser.pose(skinned, pose),)))
+        images[opacity] = renderer.render(None, camera)[..., 3]
+        numpy_alpha = render(pose_gaussians(skinned, pose), camera)[..., 3]
+        assert np.abs(images[opacity] - numpy_alpha).mean() < 0.01, opacity
+    # Overlapping Gaussians still add up to nearly opaque here and there: compare coverage.
+    assert 0.05 < images[0.02].mean() / images[1.0].mean() < 0.8
+    assert images[0.0].max() == 0.0
+
+
+# -- real processes ----------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stats(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+def test_a_call_window_shows_the_remote_the_self_view_and_the_overlay_and_plays_the_voice(
+        tmp_path, display):  # noqa: F811
+    frames = [Codes(seq=i, head=np.tile(quat_from_axis_angle([0, 1, 0], 0.3 * np.sin(i / 20)),
+                                        (4, 1)).astype(np.float32),
+                    face=np.full(52, (i % 60) / 60, np.float32)) for i in range(120)]
+    codes_file = tmp_path / "codes.jsonl"
+    write_jsonl(codes_file, frames)
+    (tmp_path / "asound.conf").write_text(NULL_ALSA)
+    port = _free_port()
+    secret = tmp_path / "secret.key"
+    base = dict(os.environ, PYTHONUNBUFFERED="1")
+    base.pop("DISPLAY", None)
+    base.pop("WAYLAND_DISPLAY", None)
+    procs = []
+
+    def start(*args, log, env=base):
+        proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=ROOT, env=env,
+                                stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    def call(name, tone, duration, *extra, env=base):
+        return start("call", "--server", f"ws://127.0.0.1:{port}/ws", "--room", "w",
+                     "--secret-file", str(secret), "--name", name, "--codes", str(codes_file),
+                     "--audio", f"tone:{tone}", "--duration", str(duration), "--loopback",
+                     "--fps", "30", *extra, log=f"{name}.log", env=env)
+
+    shot = tmp_path / "window.png"
+    try:
+        start("serve", "--port", str(port), "--secret-file", str(secret), log="serve.log")
+        _wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
+        # alice: no display and no sound card: one line each, and the call goes on headless.
+        alice_stats = tmp_path / "alice.json"
+        alice = call("alice", 440, 40, "--stats", str(alice_stats))
+        _wait_for(lambda: (_stats(alice_stats) or {}).get("joined_s") is not None, 30,
+                  "alice to join")
+        # bob: a window on the X server, the voices into ALSA's null device.
+        bob_stats = tmp_path / "bob.json"
+        bob = call("bob", 1000, 30, "--stats", str(bob_stats), "--screenshot", str(shot),
+                   "--screenshot-at", "10",
+                   env=dict(base, DISPLAY=display, ALSA_CONFIG_PATH=str(tmp_path / "asound.conf")))
+        assert bob.wait(timeout=120) == 0, (tmp_path / "bob.log").read_text()
+        alice.terminate()
+        assert alice.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    alice_log = (tmp_path / "alice.log").read_text()
+    bob_log = (tmp_path / "bob.log").read_text()
+    assert sum("running headless" in line for line in alice_log.splitlines()) == 1, alice_log
+    assert sum("without sound" in line for line in alice_log.splitlines()) == 1, alice_log
+    assert "screenshot saved" in bob_log, bob_log
+    # The voice reached the speakers: PortAudio asked for blocks and alice's tone was in them.
+    speakers = _stats(bob_stats)["speakers"]
+    assert speakers["blocks"] > 100 and speakers["voiced_blocks"] > 50, speakers
+
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    height, width, _ = image.shape
+    assert (width, height) == (960, 540)
+    background = np.array(BACKGROUND) * 255
+    # The remote avatar in the middle of the window: many pixels far from the background.
+    middle = image[height // 4:, width // 3:2 * width // 3]
+    assert (np.abs(middle - background).sum(axis=2) > 60).mean() > 0.3
+    # The self-view in the bottom-right corner: its own background and an avatar on it.
+    w = int(width * SELF_VIEW_FRACTION)
+    corner = image[height - 8 - min(w * 4 // 3, height // 2):height - 8, width - 8 - w:width - 8]
+    self_bg = np.array(SELF_BACKGROUND) * 255
+    near_bg = (np.abs(corner - self_bg).sum(axis=2) < 12).mean()
+    assert 0.1 < near_bg < 0.9, near_bg
+    # The overlay's text in the top-left corner: white letters on a dark box.
+    text = image[:40, :250]
+    assert (text.min(axis=2) > 200).mean() > 0.02
+    assert (text.max(axis=2) < 40).mean() > 0.3
+
+
+def test_devices_lists_the_null_sound_device_and_says_when_there_is_none(tmp_path):
+    (tmp_path / "asound.conf").write_text(NULL_ALSA)
+    run = [sys.executable, "main.py", "devices"]
+    with_null = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, ALSA_CONFIG_PATH=str(tmp_path / "asound.conf")))
+    assert with_null.returncode == 0
+    lines = with_null.stdout.splitlines()
+    speakers = lines[lines.index("speakers:") + 1:]
+    assert any("default" in line and "ALSA" in line for line in speakers), with_null.stdout
+    assert lines[0] == "cameras:"
