@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -269,8 +268,8 @@ def _write_json(path: Path, data: dict) -> None:
 def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None) -> int:
     """Run a call until ``--duration`` or Ctrl-C. ``on_poses`` (for the app's renderer)
     receives ``{remote_id: Codes}`` once per display frame."""
-    from app.call_window import (MicControl, no_window_reason, open_call_window,
-                                 run_with_window, toggle_recording)
+    from app.call_window import (CallMonitor, MicControl, no_window_reason, open_call_window,
+                                 toggle_recording)
     from app.cli import UserError, read_codes
     from app.speakers import VOICE_HEAD_START_S, VoiceMixer, open_speakers
     from avatar.codes import Codes
@@ -310,13 +309,14 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     no_window = no_window_reason(args)
     if no_window is None:
-        window, controls, monitor = open_call_window(args, recalibrate=lambda: (
-            live.recalibrate() if isinstance(live, _LiveTracker)
-            else "only a live tracker (--track) can be recalibrated"))
-        if audio_track is not None:
-            audio_track = mic = MicControl(audio_track, controls, monitor)
+        window = open_call_window(args, say)  # its own process: see app.call_window
     elif not args.xr:
         say(no_window)
+    if window is not None:
+        controls = window.controls
+        monitor = CallMonitor(controls)
+        if audio_track is not None:
+            audio_track = mic = MicControl(audio_track, controls, monitor)
     mixer = VoiceMixer()
     speakers, speakers_note = open_speakers(mixer, args.speaker)
     if speakers is None:
@@ -369,8 +369,6 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                 mixer.push(remote_id, samples, time.monotonic(),
                            playout_delay_s.get(remote_id, 0.0) - VOICE_HEAD_START_S)
 
-    leave = threading.Event()  # the window closed, Ctrl-C or SIGTERM with a window
-
     async def main() -> None:
         nonlocal recording
         if args.janus:
@@ -382,10 +380,10 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             def on_avatar(remote_id: str, data) -> None:
                 if headset is not None:
                     headset.avatar_arrived(remote_id, data)
+                sha = call.avatars.remotes[remote_id].sha256
                 if window is not None:
-                    window.avatar_arrived(remote_id, data)
+                    window.avatar(remote_id, call.avatars.cache_dir / f"{sha}.lca")
                 if recording is not None:
-                    sha = call.avatars.remotes[remote_id].sha256
                     recording.avatar_file(remote_id, call.avatars.cache_dir / f"{sha}.lca")
 
             call = Call(config, audio_track=audio_track, video_track=video_track,
@@ -402,9 +400,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             say(f"tracking {args.track}" if args.track else f"relaying {live.description}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        if window is None:  # with a window the main thread has the signals (call_window)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         period = 1.0 / args.fps
         seq = 0
         next_frame = time.monotonic()
@@ -421,7 +418,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             return data
 
         try:
-            while not stop.is_set() and not leave.is_set():
+            while not stop.is_set():
                 now = time.monotonic()
                 if args.duration and now - started >= args.duration:
                     break
@@ -439,12 +436,20 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                 for remote_id, remote in call.remotes.items():
                     playout_delay_s[remote_id] = remote.playout.delay_s
                 mixer.keep_only(call.remotes)
-                if controls is not None and controls.take("record"):
-                    recording = toggle_recording(recording, args, call, mic, monitor)
-                if monitor is not None:
-                    monitor.note = recording.error if recording is not None and \
-                        recording.error else monitor.note
+                if window is not None:
+                    window.poll()
+                    if window.closed:
+                        say("the window was closed: leaving")
+                        break
+                    if controls.take("record"):
+                        recording = toggle_recording(recording, args, call, mic, monitor)
+                    if controls.take("recalibrate"):
+                        monitor.note = (live.recalibrate() if isinstance(live, _LiveTracker)
+                                        else "only a live tracker (--track) recalibrates")
+                    if recording is not None and recording.error:
+                        monitor.note = recording.error
                     monitor.tick(call.remotes, poses, codes, now)
+                    window.show(monitor.latest)
                 if recording is not None:
                     recording.tick(call.remotes, poses, codes)
                 if headset is not None:
@@ -479,15 +484,10 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             say("left the call")
 
     try:
-        if window is None:
-            asyncio.run(main())
-        else:
-            run_with_window(window, lambda: asyncio.run(main()), leave.set, min(args.fps, 60.0))
+        asyncio.run(main())
     finally:
         if window is not None:
-            import glfw
-
-            glfw.terminate()
+            window.stop()
         if speakers is not None:
             speakers.close()
         if live is not None:

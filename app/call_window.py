@@ -21,6 +21,7 @@ Gaussians, ``SkinPose.opacity``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import signal
 import sys
@@ -284,34 +285,50 @@ def framing(count: int, width: int, height: int) -> tuple[np.ndarray, float]:
 
 
 SELF_VIEW_FROM_M = 1.0    # the self-view draws the Gaussians above this height at rest
-SELF_VIEW_KEEP = 0.5      # ... the larger half of them (it is a thumbnail)
+SELF_VIEW_STRIDE = 2      # ... every second one of them (it is a thumbnail)
 
 
 def upper_body(avatar):
     """The self-view's ``SkinnedGaussians``: those above SELF_VIEW_FROM_M in the rest pose
     (it shows head and shoulders; projecting the legs it never shows cost as much as
-    drawing), the SELF_VIEW_KEEP of them with the largest opacity x area (fine detail is
-    lost in a thumbnail). Measured on the default avatar: 217k -> 146k -> 73k Gaussians. A
-    hand raised from below the cut is not drawn there."""
+    drawing), every SELF_VIEW_STRIDE-th of them: the default avatar 217k -> 146k -> 73k.
+    with their areas doubled to close the holes. Keeping the larger half instead (opacity x
+    area) lost the face, which is made of small Gaussians. A hand raised from below the cut
+    is not drawn there."""
     rest = avatar.pose(Codes())
     skinned = avatar.skinned
     above = np.flatnonzero(rest.means[:, 1] > SELF_VIEW_FROM_M)
     if not len(above):
         return skinned
-    scales = np.sort(skinned.local_scales[above], axis=1)
-    weight = skinned.opacities[above] * scales[:, 2] * scales[:, 1]
-    largest = np.argsort(-weight)[:max(1, int(len(above) * SELF_VIEW_KEEP))]
-    return skinned.subset(np.sort(above[largest]))
+    thinned = skinned.subset(above[::SELF_VIEW_STRIDE])
+    # Each kept Gaussian covers for the one dropped beside it: area x STRIDE.
+    return dataclasses.replace(thinned, local_scales=thinned.local_scales
+                               * np.float32(math.sqrt(SELF_VIEW_STRIDE)))
 
 
-def make_window(args, own_avatar, monitor: CallMonitor, controls: CallControls,
-                on_recalibrate, width: int, height: int):
-    """The ``CallWindow`` (a ``view`` viewer subclass drawing with the GL backend)."""
+@dataclass
+class WindowOptions:
+    """What the window process is started with (picklable)."""
+
+    room: str
+    width: int
+    height: int
+    fps: float                      # the most frames a second it draws
+    avatar: str | None = None       # our avatar file (None: the default)
+    screenshot: Path | None = None  # where S and screenshot_at save
+    screenshot_at: float | None = None  # seconds after joining
+
+
+def make_window(options: WindowOptions, own_avatar, mailbox):
+    """The ``CallWindow`` (a ``view`` viewer subclass drawing with the GL backend).
+    ``mailbox``: ``latest`` (the newest ``CallSnapshot``), ``send(message)`` to the call,
+    ``receive()`` taking in what the call sent (``_WindowMailbox``)."""
     import glfw
 
     from app.cli import UserError
     from app.view_cmd import Overlay, Viewer
     from avatar.avatar import Avatar, load_avatar
+    from avatar.lca import AvatarFileError, load_avatar_file
     from avatar.template import load_template
     from render.gl import GLSplatRenderer
     from render.skinned import PosedAvatars
@@ -324,9 +341,10 @@ def make_window(args, own_avatar, monitor: CallMonitor, controls: CallControls,
     class CallWindow(Viewer):
         def __init__(self):
             view_args = argparse.Namespace(backend="gl", camera="front",
-                                           screenshot=args.screenshot, screenshot_after=None)
-            super().__init__(view_args, own_avatar, _Still(), width, height, None)
-            glfw.set_window_title(self.window, f"splatcall - room {args.room}")
+                                           screenshot=options.screenshot, screenshot_after=None)
+            super().__init__(view_args, own_avatar, _Still(), options.width, options.height,
+                             None)
+            glfw.set_window_title(self.window, f"splatcall - room {options.room}")
             self.template = load_template()
             self.default_avatar = load_avatar("default", self.template)
             self.avatars: dict[str, object] = {}  # remote id -> its own Avatar, once arrived
@@ -343,23 +361,26 @@ def make_window(args, own_avatar, monitor: CallMonitor, controls: CallControls,
             self._stats = Overlay(self.ctx)
             self.show_help = False
             self.message, self.message_until = "", 0.0
-            self.screenshot_at = args.screenshot_at
-            self.closed = threading.Event()
+            self.screenshot_at = options.screenshot_at
             self._joins = 0
             self._last_draw = time.perf_counter()
             self._fit(1)
 
         def _fit(self, count: int) -> None:
             w, h = glfw.get_framebuffer_size(self.window)
-            target, distance = framing(count, w or width, h or height)
+            target, distance = framing(count, w or options.width, h or options.height)
             from app.view_cmd import OrbitCamera
 
             self.orbit = OrbitCamera(target, distance)
             self._fitted = count
 
-        def avatar_arrived(self, remote_id: str, data) -> None:
-            """A remote's own avatar (call thread): it replaces the default at the next frame."""
-            self.avatars[remote_id] = Avatar(data, self.template)
+        def avatar_arrived(self, remote_id: str, path: str) -> None:
+            """A remote's own avatar (its validated file): it replaces the default."""
+            try:
+                self.avatars[remote_id] = Avatar(load_avatar_file(path, self.template),
+                                                 self.template)
+            except (AvatarFileError, OSError) as exc:
+                self.say(f"cannot show {remote_id}'s avatar: {exc}")
 
         def say(self, text: str, seconds: float = 3.0) -> None:
             self.message, self.message_until = text, time.perf_counter() + seconds
@@ -370,17 +391,18 @@ def make_window(args, own_avatar, monitor: CallMonitor, controls: CallControls,
         def _on_key(self, window, key, scancode, action, mods):
             if action not in (glfw.PRESS, glfw.REPEAT):
                 return
+            snap = mailbox.latest
             if key == glfw.KEY_M:
-                controls.mic_muted = not controls.mic_muted
-                self.say("microphone muted" if controls.mic_muted else "microphone on")
+                mailbox.send(("set", "mic_muted", not snap.mic_muted))
+                self.say("microphone muted" if not snap.mic_muted else "microphone on")
             elif key == glfw.KEY_C:
-                controls.camera_off = not controls.camera_off
-                self.say("camera off: your avatar holds a neutral pose" if controls.camera_off
-                         else "camera on")
+                mailbox.send(("set", "camera_off", not snap.camera_off))
+                self.say("camera off: your avatar holds a neutral pose"
+                         if not snap.camera_off else "camera on")
             elif key == glfw.KEY_O:
-                controls.request("record")
+                mailbox.send(("request", "record"))
             elif key == glfw.KEY_N:
-                self.say(on_recalibrate())
+                mailbox.send(("request", "recalibrate"))
             elif key == glfw.KEY_F1 or (key == glfw.KEY_SLASH and mods & glfw.MOD_SHIFT):
                 self.show_help = not self.show_help
             elif key == glfw.KEY_R:
@@ -391,15 +413,20 @@ def make_window(args, own_avatar, monitor: CallMonitor, controls: CallControls,
                 glfw.set_window_should_close(window, True)
 
         # -- the loop -----------------------------------------------------------------------
-        def run(self, call_done: threading.Event, fps: float) -> None:
-            """Draw at up to ``fps`` until the window closes or the call ends."""
+        def run(self) -> None:
+            """Draw at up to ``options.fps`` until the window closes or the call ends."""
             self.screenshot_requested = False
-            period = 1.0 / fps
-            while not glfw.window_should_close(self.window) and not call_done.is_set():
+            period = 1.0 / options.fps
+            while not glfw.window_should_close(self.window):
                 started = time.perf_counter()
+                for remote_id, path in mailbox.receive():
+                    self.avatar_arrived(remote_id, path)
+                if mailbox.stopped:
+                    break
                 self.draw_frame()
                 self.frames_drawn += 1
-                snap = monitor.latest
+                mailbox.send(("want",))  # one snapshot in flight: the call never waits
+                snap = mailbox.latest
                 if self.screenshot_at is not None and snap.uptime_s >= self.screenshot_at:
                     self.screenshot_at = None
                     self.screenshot_requested = True
@@ -409,7 +436,6 @@ def make_window(args, own_avatar, monitor: CallMonitor, controls: CallControls,
                 glfw.swap_buffers(self.window)
                 glfw.poll_events()
                 time.sleep(max(0.0, period - (time.perf_counter() - started)))
-            self.closed.set()
 
         def update_seats(self, snap: CallSnapshot, dt_s: float) -> list[tuple[str, _Seat]]:
             """Fade everyone one frame on; the seats still (partly) visible, in join order."""
@@ -437,7 +463,7 @@ def make_window(args, own_avatar, monitor: CallMonitor, controls: CallControls,
         def draw_frame(self) -> None:
             now = time.perf_counter()
             dt, self._last_draw = now - self._last_draw, now
-            snap = monitor.latest
+            snap = mailbox.latest
             fb_w, fb_h = glfw.get_framebuffer_size(self.window)
             if fb_w == 0 or fb_h == 0:
                 return
@@ -565,28 +591,24 @@ def make_window(args, own_avatar, monitor: CallMonitor, controls: CallControls,
         raise UserError(f"cannot open the call window: {exc}") from None
 
 
-def open_call_window(args, recalibrate) -> tuple:
-    """(window, controls, monitor) for ``main.py call`` on this display, or a UserError.
-    ``recalibrate()`` (the N key) says in words what it did."""
-    import glfw
-
+def open_call_window(args, say) -> WindowLink | None:
+    """The window process for ``main.py call``, open and drawing (its first snapshot
+    pending), or None when it could not open (``say`` gets one line why; the call goes on
+    headless). Bad options are a UserError."""
     from app.cli import UserError, parse_size
-    from avatar.avatar import load_avatar
-    from avatar.lca import AvatarFileError
 
     width, height = parse_size(args.window_size)
     if args.screenshot_at is not None and args.screenshot_at < 0:
         raise UserError("--screenshot-at must be 0 or more seconds")
-    try:
-        own = load_avatar(args.avatar or "default")
-    except (AvatarFileError, OSError) as exc:
-        raise UserError(f"cannot load the avatar {args.avatar!r}: {exc}") from None
-    if not glfw.init():
-        raise UserError("cannot open the display; use --no-window to run headless")
-    controls = CallControls()
-    monitor = CallMonitor(controls)
-    window = make_window(args, own, monitor, controls, recalibrate, width, height)
-    return window, controls, monitor
+    options = WindowOptions(args.room, width, height, min(args.fps, 60.0), args.avatar,
+                            args.screenshot, args.screenshot_at)
+    link = WindowLink(options)
+    error = link.wait_ready(WINDOW_START_S)
+    if error:
+        link.stop()
+        say(f"{error}: running headless")
+        return None
+    return link
 
 
 def toggle_recording(recording, args, call, mic, monitor: CallMonitor):
@@ -625,35 +647,142 @@ def toggle_recording(recording, args, call, mic, monitor: CallMonitor):
     return recording
 
 
-def run_with_window(window, call_main, stop_call, fps: float) -> None:
-    """Run ``call_main`` (a function running the call to its end) on a thread and the window
-    here until either ends. Closing the window, Ctrl-C or SIGTERM call ``stop_call`` (the
-    call leaves); an exception of the call is raised here."""
-    done = threading.Event()
-    failure: list[BaseException] = []
+WINDOW_START_S = 120.0  # the window process imports, loads the avatar and opens GL
 
-    def call_thread() -> None:
+
+class WindowLink:
+    """The call's side of the window process (multiprocessing, spawned): snapshots go out
+    one at a time as the window asks for them, so a slow window never makes the call wait
+    (nor fills the pipe); keys come back as ``CallControls`` settings and requests. The
+    window is a process, not a thread: Mesa runs the GL work inside moderngl's calls, which
+    hold the GIL, and a probe thread beside the window measured gaps of 155-250 ms (p99, max)
+    while it drew: the call's event loop would have stalled as long."""
+
+    def __init__(self, options: WindowOptions):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # a clean process for GL and glfw
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=window_main, args=(options, child),
+                                       name="call-window", daemon=True)
+        self.process.start()
+        child.close()
+        self.controls = CallControls()
+        self.closed = False        # the user closed the window (or it died)
+        self._wanted = False
+
+    def wait_ready(self, timeout_s: float) -> str | None:
+        """None once the window is open, else why it is not."""
+        if not self._conn.poll(timeout_s):
+            return "the call window did not open in time"
         try:
-            call_main()
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            failure.append(exc)
-        finally:
-            done.set()
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            return "the call window's process ended"
+        if message[0] == "error":
+            return message[1]
+        self._wanted = True
+        return None
 
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop_call())
-    thread = threading.Thread(target=call_thread, name="call", daemon=True)
-    thread.start()
+    def poll(self) -> None:
+        """Take in what the window said (call's thread, each tick; never blocks)."""
+        try:
+            while not self.closed and self._conn.poll():
+                message = self._conn.recv()
+                if message[0] == "want":
+                    self._wanted = True
+                elif message[0] == "set":
+                    setattr(self.controls, message[1], bool(message[2]))
+                elif message[0] == "request":
+                    self.controls.request(message[1])
+                elif message[0] == "closed":
+                    self.closed = True
+        except (EOFError, OSError):
+            self.closed = True
+
+    def show(self, snapshot: CallSnapshot) -> None:
+        if self._wanted and not self.closed:
+            self._send(("snapshot", snapshot))
+            self._wanted = False
+
+    def avatar(self, remote_id: str, path: Path) -> None:
+        self._send(("avatar", remote_id, str(path)))
+
+    def _send(self, message) -> None:
+        try:
+            self._conn.send(message)
+        except (BrokenPipeError, OSError):
+            self.closed = True
+
+    def stop(self) -> None:
+        self._send(("stop",))
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        self._conn.close()
+
+
+class _WindowMailbox:
+    """The window process's side of the pipe."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.latest = CallSnapshot()
+        self.stopped = False
+
+    def send(self, message) -> None:
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, OSError):
+            self.stopped = True
+
+    def receive(self) -> list[tuple[str, str]]:
+        """Take in everything the call sent; returns the avatars that arrived."""
+        avatars = []
+        try:
+            while self.conn.poll():
+                message = self.conn.recv()
+                if message[0] == "snapshot":
+                    self.latest = message[1]
+                elif message[0] == "avatar":
+                    avatars.append((message[1], message[2]))
+                elif message[0] == "stop":
+                    self.stopped = True
+        except (EOFError, OSError):
+            self.stopped = True  # the call process is gone
+        return avatars
+
+
+def window_main(options: WindowOptions, conn) -> None:
+    """The window process: open the window, draw until the call stops it or it is closed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the call's to handle
+    mailbox = _WindowMailbox(conn)
     try:
-        window.run(done, fps)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_call()
-        while thread.is_alive():
+        import glfw
+
+        from avatar.avatar import load_avatar
+        from avatar.lca import AvatarFileError
+
+        try:
+            own = load_avatar(options.avatar or "default")
+        except (AvatarFileError, OSError) as exc:
+            mailbox.send(("error", f"cannot load the avatar {options.avatar!r}: {exc}"))
+            return
+        if not glfw.init():
+            mailbox.send(("error", "cannot open the display"))
+            return
+        try:
             try:
-                thread.join(0.2)
-            except KeyboardInterrupt:
-                stop_call()
-        signal.signal(signal.SIGTERM, previous)
-    if failure:
-        raise failure[0]
+                window = make_window(options, own, mailbox)
+            except Exception as exc:  # noqa: BLE001 - UserError and GL failures alike
+                mailbox.send(("error", str(exc)))
+                return
+            mailbox.send(("ready",))
+            window.run()
+            if not mailbox.stopped:
+                mailbox.send(("closed",))
+        finally:
+            glfw.terminate()
+    finally:
+        conn.close()

@@ -3,12 +3,13 @@ one remote default avatar, its codes new every frame (the ``wave`` pose), at 960
 GL backend, under a real X server (the DISPLAY given, else a private Xvfb).
 
 No network: the window draws a ``CallSnapshot`` made here as the call's tick would make it
-(the window is the same object the call uses). Per frame the window poses the remote on the
-GPU, sorts, draws, poses and draws the self-view in its corner, draws the overlay and
-finishes GL. Reports the median and 90th percentile frame time after 5 warm-up frames, also
-split into its parts with ``--parts``.
+(the window is the object the call's window process runs). Per frame the window poses the
+remote on the GPU, sorts, draws, redraws the self-view in its corner (5 times a second),
+draws the overlay and finishes GL. Reports the median and 90th percentile frame time after
+5 warm-up frames; ``--screenshot`` saves the last frame to look at.
 
     .venv/bin/python bench/bench_call_window.py [--frames 60] [--size 960x540]
+        [--screenshot FILE.png]
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--size", default="960x540")
+    parser.add_argument("--screenshot", type=Path, default=None)
     args = parser.parse_args()
     xvfb = start_xvfb()
     try:
@@ -57,21 +59,32 @@ def main() -> int:
             xvfb.wait(timeout=10)
 
 
+class Mailbox:
+    """The window's mailbox with no call behind it: the benchmark sets ``latest``."""
+
+    stopped = False
+    latest = None
+
+    def send(self, message) -> None:
+        pass
+
+    def receive(self) -> list:
+        return []
+
+
 def measure(args) -> int:
     import glfw
 
-    from app.call_window import CallControls, CallMonitor, CallSnapshot, RemoteView, make_window
+    from app.call_window import CallSnapshot, RemoteView, WindowOptions, make_window
     from app.cli import parse_size
     from app.poses import POSES
     from avatar.avatar import load_avatar
 
     width, height = parse_size(args.size)
     glfw.init()
-    controls = CallControls()
-    monitor = CallMonitor(controls)
-    window_args = argparse.Namespace(room="bench", screenshot=None, screenshot_at=None)
+    monitor = Mailbox()
     own = load_avatar("default")
-    window = make_window(window_args, own, monitor, controls, lambda: "", width, height)
+    window = make_window(WindowOptions("bench", width, height, 1000.0), own, monitor)
     wave = POSES["wave"]
     times = []
     try:
@@ -85,6 +98,9 @@ def measure(args) -> int:
             glfw.swap_buffers(window.window)
             glfw.poll_events()
             times.append(time.perf_counter() - start)
+        if args.screenshot is not None:
+            window.args.screenshot = args.screenshot
+            window.save_screenshot()
     finally:
         glfw.terminate()
     ms = np.array(times[5:]) * 1000
