@@ -268,8 +268,8 @@ def _write_json(path: Path, data: dict) -> None:
 def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None) -> int:
     """Run a call until ``--duration`` or Ctrl-C. ``on_poses`` (for the app's renderer)
     receives ``{remote_id: Codes}`` once per display frame."""
-    from app.call_window import (CallMonitor, MicControl, no_window_reason, open_call_window,
-                                 toggle_recording)
+    from app.call_window import (CallMonitor, MicControl, check_window_arguments,
+                                 no_window_reason, open_call_window, toggle_recording)
     from app.cli import UserError, read_codes
     from app.speakers import VOICE_HEAD_START_S, VoiceMixer, open_speakers
     from avatar.codes import Codes
@@ -307,6 +307,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     window, controls, monitor, mic = None, None, None, None
     stats_path = Path(args.stats) if args.stats else None
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    check_window_arguments(args)
     no_window = no_window_reason(args)
     if no_window is None:
         window = open_call_window(args, say)  # its own process: see app.call_window

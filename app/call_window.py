@@ -557,7 +557,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self._stats.draw(self.ctx.screen, self._text, (fb_w, fb_h))
             if self.show_help:
                 self._help.draw(self.ctx.screen, HELP, (fb_w, fb_h),
-                                at=(fb_w // 2 - 170, fb_h // 2 - 80))
+                                at=(max(0, fb_w // 2 - 170), max(0, fb_h // 2 - 80)))
 
         def overlay_text(self, snap: CallSnapshot) -> str:
             lines = []
@@ -591,15 +591,24 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
         raise UserError(f"cannot open the call window: {exc}") from None
 
 
+def check_window_arguments(args) -> None:
+    """A UserError for a bad window option, display or not."""
+    from app.cli import UserError, parse_size
+
+    parse_size(args.window_size)
+    if args.screenshot_at is not None and not args.screenshot_at >= 0:
+        raise UserError("--screenshot-at must be 0 or more seconds")
+    if args.speaker is not None and not args.speaker.strip():
+        raise UserError("--speaker needs a device (see main.py devices)")
+
+
 def open_call_window(args, say) -> WindowLink | None:
     """The window process for ``main.py call``, open and drawing (its first snapshot
     pending), or None when it could not open (``say`` gets one line why; the call goes on
     headless). Bad options are a UserError."""
-    from app.cli import UserError, parse_size
+    from app.cli import parse_size
 
     width, height = parse_size(args.window_size)
-    if args.screenshot_at is not None and args.screenshot_at < 0:
-        raise UserError("--screenshot-at must be 0 or more seconds")
     options = WindowOptions(args.room, width, height, min(args.fps, 60.0), args.avatar,
                             args.screenshot, args.screenshot_at)
     link = WindowLink(options)

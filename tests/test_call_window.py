@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from app.call_window import (BACKGROUND, FADE_S, SELF_BACKGROUND, SELF_VIEW_FRACTION,
-                             RateMeter, fade_opacity, fade_step, seat_x)
+                             CallSnapshot, RateMeter, RemoteView, fade_opacity, fade_step,
+                             seat_x)
 from app.speakers import RESYNC_S, SAMPLE_RATE, VoiceMixer
 from avatar.codes import Codes, write_jsonl
 from common.rotation import quat_from_axis_angle
@@ -228,3 +229,103 @@ def test_devices_lists_the_null_sound_device_and_says_when_there_is_none(tmp_pat
     speakers = lines[lines.index("speakers:") + 1:]
     assert any("default" in line and "ALSA" in line for line in speakers), with_null.stdout
     assert lines[0] == "cameras:"
+
+
+# -- the window in this process (keys, help, fades) -----------------------------------------------
+class _Mailbox:
+    """The window's side of the pipe with no call behind it: what it sends is kept."""
+
+    stopped = False
+
+    def __init__(self):
+        self.latest = CallSnapshot()
+        self.sent = []
+
+    def send(self, message) -> None:
+        self.sent.append(message)
+
+    def receive(self) -> list:
+        return []
+
+
+@pytest.fixture
+def call_window(display, monkeypatch):  # noqa: F811
+    import glfw
+
+    from app.call_window import WindowOptions, make_window
+    from avatar.avatar import load_avatar
+
+    monkeypatch.setenv("DISPLAY", display)
+    assert glfw.init()
+    mailbox = _Mailbox()
+    window = make_window(WindowOptions("test", 320, 180, 60.0), load_avatar("default"), mailbox)
+    yield window, mailbox
+    glfw.terminate()
+
+
+def _pixels(window) -> np.ndarray:
+    import glfw
+
+    width, height = glfw.get_framebuffer_size(window.window)
+    raw = window.ctx.screen.read(viewport=(0, 0, width, height), components=3)
+    return np.frombuffer(raw, np.uint8).reshape(height, width, 3)[::-1].astype(int)
+
+
+def test_the_window_keys_ask_the_call_and_f1_shows_the_help(call_window):
+    import glfw
+
+    window, mailbox = call_window
+    mailbox.latest = CallSnapshot(mic_muted=False, camera_off=True)
+    for key in (glfw.KEY_M, glfw.KEY_C, glfw.KEY_O, glfw.KEY_N):
+        window._on_key(window.window, key, 0, glfw.PRESS, 0)
+    assert mailbox.sent == [("set", "mic_muted", True), ("set", "camera_off", False),
+                            ("request", "record"), ("request", "recalibrate")]
+    window.draw_frame()
+    without = _pixels(window)
+    window._on_key(window.window, glfw.KEY_F1, 0, glfw.PRESS, 0)
+    window.draw_frame()
+    with_help = _pixels(window)
+    centre = (slice(60, 120), slice(100, 220))
+    # The help's dark box over the background, white letters on it.
+    assert (np.abs(with_help[centre] - without[centre]).sum(axis=2) > 40).mean() > 0.5
+    assert (with_help[centre].min(axis=2) > 200).mean() > 0.005
+    window._on_key(window.window, glfw.KEY_ESCAPE, 0, glfw.PRESS, 0)
+    assert glfw.window_should_close(window.window)
+
+
+def test_a_remote_fades_in_when_its_codes_start_and_out_when_they_stop(call_window):
+    window, mailbox = call_window
+    background = np.array(BACKGROUND) * 255
+
+    def covered(receiving: bool) -> float:
+        view = RemoteView("r", "remote", Codes(), receiving, 50.0, 30.0, 60.0, 0.0, 0.0)
+        mailbox.latest = CallSnapshot([view])
+        window.draw_frame()
+        middle = _pixels(window)[60:170, 120:200]
+        return float((np.abs(middle - background).sum(axis=2) > 60).mean())
+
+    window._last_draw = time.perf_counter()
+    first = covered(True)
+    time.sleep(FADE_S + 0.1)
+    solid = covered(True)
+    assert first < 0.5 * solid and solid > 0.3, (first, solid)
+    time.sleep(FADE_S / 2)
+    half = covered(False)  # its codes stopped: fading out
+    assert half < solid
+    time.sleep(FADE_S)
+    assert covered(False) < 0.02
+    mailbox.latest = CallSnapshot()  # and it left
+    window.draw_frame()
+    assert not window.seats
+
+
+def test_bad_window_options_are_one_line_errors(tmp_path, capsys):
+    from app.cli import main
+
+    base = ["call", "--room", "r", "--secret-file", str(tmp_path / "k"), "--audio", "none",
+            "--server", "ws://127.0.0.1:9/ws", "--duration", "1", "--no-window"]
+    for extra, message in ((["--window-size", "5x5"], "--size"),
+                           (["--screenshot-at", "-1"], "--screenshot-at")):
+        assert main(base + extra) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and message in err[-1], err
