@@ -42,7 +42,8 @@ SPEAKING_LEVEL = 0.02   # voice RMS above this (about -34 dBFS) shows as speakin
 FRAMING_TARGET = (0.0, 1.25, 0.0)  # chest height: head and torso in view, metres
 FRAMING_VERTICAL_M = 1.3           # metres of height the starting view shows at the avatar
 SELF_VIEW_FRACTION = 0.25          # the self-view's width, a fraction of the window's
-SELF_VIEW_PERIOD_S = 0.2           # the self-view is redrawn at 5 Hz
+SELF_VIEW_PERIOD_S = 0.2           # the self-view is redrawn at 5 Hz at most,
+SELF_VIEW_EVERY = 3                # and on one frame in 3 at most (when frames are slow)
 TEXT_PERIOD_S = 0.25               # the overlay's numbers change 4 times a second
 BACKGROUND = (0.12, 0.12, 0.14)
 SELF_BACKGROUND = (0.2, 0.2, 0.24)
@@ -286,24 +287,45 @@ def framing(count: int, width: int, height: int) -> tuple[np.ndarray, float]:
 
 SELF_VIEW_FROM_M = 1.0    # the self-view draws the Gaussians above this height at rest
 SELF_VIEW_STRIDE = 2      # ... every second one of them (it is a thumbnail)
+# (stride, from this many pixels a metre): the level of detail of the remote avatars.
+LOD_PIXELS_PER_M = ((1, 800.0), (2, 300.0), (4, 0.0))
+
+
+def thinned(skinned, stride: int, keep=None):
+    """Every ``stride``-th Gaussian of ``skinned`` (of those in ``keep``, default all), each
+    with ``stride`` times its area to cover for the ones dropped beside it: a level of
+    detail. Keeping the larger Gaussians instead (opacity x area) lost the face, which is
+    made of small ones."""
+    keep = np.arange(len(skinned)) if keep is None else np.asarray(keep)
+    if stride == 1 and len(keep) == len(skinned):
+        return skinned
+    kept = skinned.subset(keep[::stride])
+    return dataclasses.replace(kept, local_scales=kept.local_scales
+                               * np.float32(math.sqrt(stride)))
+
+
+def lod_stride(pixels_per_m: float) -> int:
+    """How thin (``thinned``) an avatar drawn at ``pixels_per_m`` may be. Measured on the
+    default avatar in the 960x540 window's framing (415 px/m; bench/bench_call_window.py,
+    2026-12-06): stride 2 drew 108k of 217k Gaussians in 131 ms instead of 180 at 44.4 dB
+    PSNR against the full avatar (35.5 dB over its own pixels); stride 4, 95 ms at 38.4
+    (29.9) dB."""
+    for stride, threshold in LOD_PIXELS_PER_M:
+        if pixels_per_m >= threshold:
+            return stride
+    return LOD_PIXELS_PER_M[-1][0]
 
 
 def upper_body(avatar):
     """The self-view's ``SkinnedGaussians``: those above SELF_VIEW_FROM_M in the rest pose
     (it shows head and shoulders; projecting the legs it never shows cost as much as
-    drawing), every SELF_VIEW_STRIDE-th of them: the default avatar 217k -> 146k -> 73k.
-    with their areas doubled to close the holes. Keeping the larger half instead (opacity x
-    area) lost the face, which is made of small Gaussians. A hand raised from below the cut
-    is not drawn there."""
+    drawing), thinned by SELF_VIEW_STRIDE: the default avatar 217k -> 146k -> 73k. A hand
+    raised from below the cut is not drawn there."""
     rest = avatar.pose(Codes())
-    skinned = avatar.skinned
     above = np.flatnonzero(rest.means[:, 1] > SELF_VIEW_FROM_M)
     if not len(above):
-        return skinned
-    thinned = skinned.subset(above[::SELF_VIEW_STRIDE])
-    # Each kept Gaussian covers for the one dropped beside it: area x STRIDE.
-    return dataclasses.replace(thinned, local_scales=thinned.local_scales
-                               * np.float32(math.sqrt(SELF_VIEW_STRIDE)))
+        return avatar.skinned
+    return thinned(avatar.skinned, SELF_VIEW_STRIDE, above)
 
 
 @dataclass
@@ -353,9 +375,10 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self._self_skinned = (upper_body(own_avatar),)
             self._self_codes_key = None
             self._self_target = None
-            self._self_drawn_at = -1.0
+            self._self_drawn_at, self._self_drawn_frame = -1.0, -SELF_VIEW_EVERY
             self._text, self._text_at = "", -1.0
             self._skinned_cache: dict[tuple, tuple] = {}
+            self._lod: dict[tuple, tuple] = {}  # (id(avatar), stride) -> (avatar, thinned)
             self._labels: list = []
             self._help = Overlay(self.ctx)
             self._stats = Overlay(self.ctx)
@@ -470,23 +493,30 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             seated = self.update_seats(snap, dt)
             if len(seated) > self._fitted:
                 self._fit(len(seated))  # someone joined: widen the view to hold the row
+            camera = self.orbit.camera(fb_w, fb_h)
+            stride = lod_stride(camera.fy / self.orbit.distance_m)
             parts, skinned = [], []
             for index, (remote_id, seat) in enumerate(seated):
                 if seat.opacity <= 0.0:
                     continue
                 avatar = self.avatars.get(remote_id, self.default_avatar)
+                # Keyed by id, holding the avatar: its id cannot be reused while cached.
+                kept = self._lod.get((id(avatar), stride))
+                if kept is None:
+                    kept = self._lod[(id(avatar), stride)] = (avatar, thinned(avatar.skinned,
+                                                                             stride))
+                lod = kept[1]
                 place = np.eye(4)
                 place[0, 3] = seat_x(index, len(seated))
                 pose = avatar.skin_pose(seat.codes, place)
                 pose.opacity = fade_opacity(seat.opacity)
-                parts.append(self.poser.pose(avatar.skinned, pose))
-                skinned.append(avatar.skinned)
+                parts.append(self.poser.pose(lod, pose))
+                skinned.append(lod)
             key = tuple(id(s) for s in skinned)
             skinned_tuple = self._skinned_cache.get(key)
             if skinned_tuple is None:
                 self._skinned_cache = {key: tuple(skinned)}  # keep one: uploads when it changes
                 skinned_tuple = self._skinned_cache[key]
-            camera = self.orbit.camera(fb_w, fb_h)
             screen = self.ctx.screen
             if parts:
                 self.renderer.show(PosedAvatars(skinned_tuple, tuple(parts)))
@@ -504,8 +534,9 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
 
         def draw_self_view(self, snap: CallSnapshot, fb_w: int, fb_h: int) -> None:
             """Our avatar, head and shoulders from the front (as the others see us), in the
-            bottom-right corner. Redrawn into its texture SELF_VIEW_PERIOD_S apart: posing and
-            drawing a whole avatar each frame took a third of the frame on llvmpipe."""
+            bottom-right corner. Redrawn into its texture SELF_VIEW_PERIOD_S and
+            SELF_VIEW_EVERY frames apart at least: posing and drawing a whole avatar each frame
+            took a third of the frame on llvmpipe."""
             from render.camera import Camera
 
             w = max(16, int(fb_w * SELF_VIEW_FRACTION))
@@ -516,9 +547,10 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                     self._self_target.release()
                 self._self_target = self.ctx.framebuffer(
                     color_attachments=[self.ctx.texture((w, h), 4)])
-                self._self_drawn_at = -1.0
-            if now - self._self_drawn_at >= SELF_VIEW_PERIOD_S:
-                self._self_drawn_at = now
+                self._self_drawn_at, self._self_drawn_frame = -1.0, -SELF_VIEW_EVERY
+            if (now - self._self_drawn_at >= SELF_VIEW_PERIOD_S
+                    and self.frames_drawn - self._self_drawn_frame >= SELF_VIEW_EVERY):
+                self._self_drawn_at, self._self_drawn_frame = now, self.frames_drawn
                 codes = Codes() if snap.camera_off or snap.own_codes is None else snap.own_codes
                 if codes is not self._self_codes_key:
                     self._self_codes_key = codes

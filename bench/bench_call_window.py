@@ -85,6 +85,18 @@ def measure(args) -> int:
     monitor = Mailbox()
     own = load_avatar("default")
     window = make_window(WindowOptions("bench", width, height, 1000.0), own, monitor)
+    parts: dict[str, list] = {"self-view": [], "overlay": []}
+
+    def timed(name, draw):
+        def run(*a):
+            start = time.perf_counter()
+            draw(*a)
+            window.ctx.finish()
+            parts[name].append(time.perf_counter() - start)
+        return run
+
+    window.draw_self_view = timed("self-view", window.draw_self_view)
+    window.draw_text = timed("overlay", window.draw_text)
     wave = POSES["wave"]
     times = []
     try:
@@ -108,6 +120,10 @@ def measure(args) -> int:
           f"posed every frame + self-view + overlay, GL backend: median {np.median(ms):.1f} ms "
           f"({1000 / np.median(ms):.1f} fps), p90 {np.percentile(ms, 90):.1f} ms over "
           f"{len(ms)} frames")
+    split = {name: np.array(values[5:]) * 1000 for name, values in parts.items()}
+    print("  of which: " + ", ".join(f"{name} median {np.median(v):.1f} ms" for name, v
+                                     in split.items()) + "; the rest is the remote's pose, sort"
+          " and draw")
     return 0
 
 
