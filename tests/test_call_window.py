@@ -248,19 +248,28 @@ class _Mailbox:
         return []
 
 
-@pytest.fixture
-def call_window(display, monkeypatch):  # noqa: F811
+def _in_fresh_process(check, x_display: str) -> None:
+    """Run ``check(x_display)`` in a new interpreter: a glfw (GLX) window in a process that
+    already made a standalone (EGL) context, as other tests here do, ends it with an X error
+    (Xlib exits the process)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(check, x_display).result(timeout=300)
+
+
+def _open_window(x_display: str):
     import glfw
 
     from app.call_window import WindowOptions, make_window
     from avatar.avatar import load_avatar
 
-    monkeypatch.setenv("DISPLAY", display)
+    os.environ["DISPLAY"] = x_display
     assert glfw.init()
     mailbox = _Mailbox()
     window = make_window(WindowOptions("test", 320, 180, 60.0), load_avatar("default"), mailbox)
-    yield window, mailbox
-    glfw.terminate()
+    return window, mailbox
 
 
 def _pixels(window) -> np.ndarray:
@@ -271,10 +280,10 @@ def _pixels(window) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(height, width, 3)[::-1].astype(int)
 
 
-def test_the_window_keys_ask_the_call_and_f1_shows_the_help(call_window):
+def _check_keys_and_help(x_display: str) -> None:
     import glfw
 
-    window, mailbox = call_window
+    window, mailbox = _open_window(x_display)
     mailbox.latest = CallSnapshot(mic_muted=False, camera_off=True)
     for key in (glfw.KEY_M, glfw.KEY_C, glfw.KEY_O, glfw.KEY_N):
         window._on_key(window.window, key, 0, glfw.PRESS, 0)
@@ -291,10 +300,17 @@ def test_the_window_keys_ask_the_call_and_f1_shows_the_help(call_window):
     assert (with_help[centre].min(axis=2) > 200).mean() > 0.005
     window._on_key(window.window, glfw.KEY_ESCAPE, 0, glfw.PRESS, 0)
     assert glfw.window_should_close(window.window)
+    glfw.terminate()
 
 
-def test_a_remote_fades_in_when_its_codes_start_and_out_when_they_stop(call_window):
-    window, mailbox = call_window
+def test_the_window_keys_ask_the_call_and_f1_shows_the_help(display):  # noqa: F811
+    _in_fresh_process(_check_keys_and_help, display)
+
+
+def _check_fades(x_display: str) -> None:
+    import glfw
+
+    window, mailbox = _open_window(x_display)
     background = np.array(BACKGROUND) * 255
 
     def covered(receiving: bool) -> float:
@@ -317,6 +333,11 @@ def test_a_remote_fades_in_when_its_codes_start_and_out_when_they_stop(call_wind
     mailbox.latest = CallSnapshot()  # and it left
     window.draw_frame()
     assert not window.seats
+    glfw.terminate()
+
+
+def test_a_remote_fades_in_when_its_codes_start_and_out_when_they_stop(display):  # noqa: F811
+    _in_fresh_process(_check_fades, display)
 
 
 def test_bad_window_options_are_one_line_errors(tmp_path, capsys):
