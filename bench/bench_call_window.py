@@ -6,10 +6,12 @@ No network: the window draws a ``CallSnapshot`` made here as the call's tick wou
 (the window is the object the call's window process runs). Per frame the window poses the
 remote on the GPU, sorts, draws, redraws the self-view in its corner (5 times a second),
 draws the overlay and finishes GL. Reports the median and 90th percentile frame time after
-5 warm-up frames; ``--screenshot`` saves the last frame to look at.
+5 warm-up frames, and the process CPU time a frame (llvmpipe's threads included: the
+measure the other jobs on a shared machine disturb least); ``--screenshot`` saves the last
+frame to look at.
 
     .venv/bin/python bench/bench_call_window.py [--frames 60] [--size 960x540]
-        [--screenshot FILE.png]
+        [--screenshot FILE.png] [--full-detail]
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--size", default="960x540")
     parser.add_argument("--screenshot", type=Path, default=None)
+    parser.add_argument("--full-detail", action="store_true",
+                        help="draw every Gaussian of the remote (no level of detail)")
     args = parser.parse_args()
     xvfb = start_xvfb()
     try:
@@ -80,6 +84,10 @@ def measure(args) -> int:
     from app.poses import POSES
     from avatar.avatar import load_avatar
 
+    import app.call_window
+
+    if args.full_detail:
+        app.call_window.LOD_PIXELS_PER_M = ((1, 0.0),)
     width, height = parse_size(args.size)
     glfw.init()
     monitor = Mailbox()
@@ -98,28 +106,33 @@ def measure(args) -> int:
     window.draw_self_view = timed("self-view", window.draw_self_view)
     window.draw_text = timed("overlay", window.draw_text)
     wave = POSES["wave"]
-    times = []
+    times, cpu = [], []
     try:
         for frame in range(args.frames + 5):
             codes = wave.codes_at(frame / 30).replace(seq=frame)
             monitor.latest = CallSnapshot(
                 [RemoteView("r1", "remote", codes, True, 60.0, 40.0, 60.0, 0.0, 0.1)],
                 own_codes=codes, tracker_fps=30.0, mic_level=0.1)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             window.draw_frame()
             glfw.swap_buffers(window.window)
             glfw.poll_events()
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         if args.screenshot is not None:
             window.args.screenshot = args.screenshot
             window.save_screenshot()
     finally:
         glfw.terminate()
     ms = np.array(times[5:]) * 1000
-    print(f"call window {width}x{height}, one remote default avatar ({len(own):,} Gaussians) "
+    detail = " full detail" if args.full_detail else ""
+    print(f"call window {width}x{height}{detail}, one remote default avatar "
+          f"({len(own):,} Gaussians) "
           f"posed every frame + self-view + overlay, GL backend: median {np.median(ms):.1f} ms "
           f"({1000 / np.median(ms):.1f} fps), p90 {np.percentile(ms, 90):.1f} ms over "
           f"{len(ms)} frames")
+    print(f"  process CPU a frame (llvmpipe's threads included): median "
+          f"{np.median(cpu[5:]) * 1000:.1f} ms; load average {os.getloadavg()[0]:.1f}")
     split = {name: np.array(values[5:]) * 1000 for name, values in parts.items()}
     print("  of which: " + ", ".join(f"{name} median {np.median(v):.1f} ms" for name, v
                                      in split.items()) + "; the rest is the remote's pose, sort"
