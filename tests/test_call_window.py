@@ -350,3 +350,30 @@ def test_bad_window_options_are_one_line_errors(tmp_path, capsys):
         assert main(base + extra) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error: ") and message in err[-1], err
+
+
+def test_a_missing_speaker_is_one_reason_and_the_null_device_plays_what_is_mixed(tmp_path):
+    (tmp_path / "asound.conf").write_text(NULL_ALSA)
+    script = """
+import time
+import numpy as np
+from app.speakers import VoiceMixer, open_speakers
+mixer = VoiceMixer()
+speakers, why = open_speakers(mixer, "no-such-speaker")
+assert speakers is None and "no-such-speaker" in why, why
+speakers, note = open_speakers(mixer, None)
+assert speakers is not None, note
+tone = (0.5 * np.sin(np.arange(48000) * 0.05)).astype(np.float32)
+mixer.push("a", tone, time.monotonic(), 0.1)
+time.sleep(1.5)
+speakers.close()
+summary = speakers.summary()
+# ALSA's null device takes blocks as fast as they come (it keeps no time), so only this
+# holds: the tone (0.1-1.1 s from now) was in some blocks, and blocks after it were silent.
+assert 0 < summary["voiced_blocks"] < summary["blocks"], summary
+print("ok", summary)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60,
+                          env=dict(os.environ, ALSA_CONFIG_PATH=str(tmp_path / "asound.conf")))
+    assert done.returncode == 0 and "ok" in done.stdout, done.stdout + done.stderr
