@@ -377,3 +377,48 @@ print("ok", summary)
                           text=True, timeout=60,
                           env=dict(os.environ, ALSA_CONFIG_PATH=str(tmp_path / "asound.conf")))
     assert done.returncode == 0 and "ok" in done.stdout, done.stdout + done.stderr
+
+
+def _window_process(parent_pid: int) -> int | None:
+    """The pid of the call's window process (a spawned child running spawn_main)."""
+    children = Path(f"/proc/{parent_pid}/task/{parent_pid}/children")
+    for pid in children.read_text().split() if children.exists() else []:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"spawn_main" in part for part in cmdline) and not any(
+                b"resource_tracker" in part for part in cmdline):
+            return int(pid)
+    return None
+
+
+@pytest.mark.slow
+def test_when_the_window_goes_away_the_call_leaves_cleanly(tmp_path, display):  # noqa: F811
+    port = _free_port()
+    secret = tmp_path / "secret.key"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DISPLAY=display)
+    server = subprocess.Popen([sys.executable, "main.py", "serve", "--port", str(port),
+                               "--secret-file", str(secret)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stats = tmp_path / "bob.json"
+    bob = None
+    try:
+        _wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
+        bob = subprocess.Popen(
+            [sys.executable, "main.py", "call", "--server", f"ws://127.0.0.1:{port}/ws",
+             "--room", "w", "--secret-file", str(secret), "--name", "bob", "--audio", "none",
+             "--duration", "120", "--loopback", "--stats", str(stats)],
+            cwd=ROOT, env=env, stdout=open(tmp_path / "bob.log", "w"), stderr=subprocess.STDOUT)
+        _wait_for(lambda: (_stats(stats) or {}).get("joined_s") is not None, 60, "bob to join")
+        window = _wait_for(lambda: _window_process(bob.pid), 30, "the window process")
+        os.kill(window, 9)
+        assert bob.wait(timeout=30) == 0
+    finally:
+        for proc in (server, bob):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    log = (tmp_path / "bob.log").read_text()
+    assert "the window was closed: leaving" in log and "left the call" in log, log
+    assert _stats(stats)["uptime_s"] < 60
