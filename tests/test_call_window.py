@@ -422,3 +422,26 @@ def test_when_the_window_goes_away_the_call_leaves_cleanly(tmp_path, display):  
     log = (tmp_path / "bob.log").read_text()
     assert "the window was closed: leaving" in log and "left the call" in log, log
     assert _stats(stats)["uptime_s"] < 60
+
+
+def test_the_record_key_starts_a_recording_here_and_stops_it(tmp_path, monkeypatch):
+    import argparse
+
+    from app.call_window import CallControls, CallMonitor, toggle_recording
+    from net.call import Call, CallConfig
+    from net.recording import read_recording
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(fps=30.0, name="bob", avatar=None)
+    call = Call(CallConfig(url="ws://127.0.0.1:9/ws", room="r", token="t", name="bob",
+                           avatar_cache_dir=tmp_path / "cache"))
+    monitor = CallMonitor(CallControls())
+    recording = toggle_recording(None, args, call, None, monitor)
+    assert recording is not None and monitor.recording.startswith("call-")
+    for i in range(30):
+        recording.tick({}, {}, Codes(t=i / 30, seq=i))
+    assert toggle_recording(recording, args, call, None, monitor) is None
+    assert monitor.recording is None and "recording stopped" in monitor.note
+    (written,) = tmp_path.glob("call-*.ts")
+    (me,) = read_recording(written).participants
+    assert me.name == "bob" and len(me.frames) == 30
