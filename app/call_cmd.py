@@ -271,7 +271,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     from app.call_window import (CallMonitor, MicControl, check_window_arguments,
                                  no_window_reason, open_call_window, toggle_recording)
     from app.cli import UserError, read_codes
-    from app.speakers import VOICE_HEAD_START_S, VoiceMixer, open_speakers
+    from app.speakers import VoiceMixer, open_speakers, voice_delay_s
     from avatar.codes import Codes
     from net.audio import frame_to_mono, open_audio_source
     from net.call import Call, CallConfig
@@ -367,8 +367,9 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             if monitor is not None:
                 monitor.voice(remote_id, samples)
             if speakers is not None:
-                mixer.push(remote_id, samples, time.monotonic(),
-                           playout_delay_s.get(remote_id, 0.0) - VOICE_HEAD_START_S)
+                mixer.push(remote_id, samples, time.monotonic(), voice_delay_s(
+                    playout_delay_s.get(remote_id, 0.0),
+                    window.display_s if window is not None else 0.0))
 
     async def main() -> None:
         nonlocal recording

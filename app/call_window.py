@@ -448,7 +448,9 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                     break
                 self.draw_frame()
                 self.frames_drawn += 1
-                mailbox.send(("want",))  # one snapshot in flight: the call never waits
+                # One snapshot in flight: the call never waits. The frame time goes with it:
+                # the voice waits that much more (app.speakers.voice_delay_s).
+                mailbox.send(("want", self.frame_ms / 1000))
                 snap = mailbox.latest
                 if self.screenshot_at is not None and snap.uptime_s >= self.screenshot_at:
                     self.screenshot_at = None
@@ -710,6 +712,7 @@ class WindowLink:
         child.close()
         self.controls = CallControls()
         self.closed = False        # the user closed the window (or it died)
+        self.display_s = 0.0       # the window's frame time: a pose shows this much later
         self._wanted = False
 
     def wait_ready(self, timeout_s: float) -> str | None:
@@ -732,6 +735,7 @@ class WindowLink:
                 message = self._conn.recv()
                 if message[0] == "want":
                     self._wanted = True
+                    self.display_s = float(message[1])
                 elif message[0] == "set":
                     setattr(self.controls, message[1], bool(message[2]))
                 elif message[0] == "request":

@@ -1,11 +1,11 @@
 """The voices of a call on the speakers: mixed, each delayed like its avatar.
 
 Every remote voice frame (48 kHz, 20 ms, from ``net.call``'s ``on_audio``) is scheduled to
-play at ``arrival + delay``: ``delay`` is that remote's codes playout delay
-(``net.playout.PlayoutBuffer.delay_s``), the time its codes wait between arriving and being
-shown, less ``VOICE_HEAD_START_S``. So the voice waits as long as the avatar does and lips and
-voice stay together. The device's own output latency is taken into account: the mixer is
-asked for the samples that will reach the DAC at a given ``time.monotonic()``.
+play at ``arrival + voice_delay_s(...)``: the time that remote's codes wait between arriving
+and being shown (``net.playout.PlayoutBuffer.delay_s``, plus the window's frame time) less
+how much later the voice arrives than its codes (``AUDIO_PATH_EXTRA_S``, measured). The
+device's own output latency is taken into account: the mixer is asked for the samples that
+will reach the DAC at a given ``time.monotonic()``.
 
 The device is a PortAudio output stream (PyPI ``sounddevice``, Debian ``libportaudio2``): a
 kept library with a callback on its own thread, its DAC time per buffer, and device listing
@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 SAMPLE_RATE = 48000
-# A voice frame leaves the sender 20 ms after its first sample is captured (Opus packs 20 ms),
-# codes leave at capture: the voice already arrives that much behind its codes.
-VOICE_HEAD_START_S = 0.020
+# The voice arrives this much later than the codes of the same instant (no tracking latency):
+# 20 ms of Opus packing, the codec's delay and aiortc's audio jitter buffer, which holds 4
+# packets (80 ms) before it plays. Measured by bench/bench_lipsync.py on loopback,
+# 2026-12-06: 110 and 113 ms (see docs/BENCHMARKS.md).
+AUDIO_PATH_EXTRA_S = 0.110
 # A stream's schedule is kept while its frames keep within this of where they should start
 # (network jitter); beyond it (a gap, a new delay) the stream starts again from now.
 RESYNC_S = 0.060
@@ -34,6 +36,14 @@ RESYNC_S = 0.060
 class _Chunk:
     start_s: float        # monotonic time its first sample plays
     samples: np.ndarray   # (n,) float32 mono
+
+
+def voice_delay_s(playout_delay_s: float, display_s: float) -> float:
+    """How long a voice frame waits after it arrives so it plays with its avatar: the codes
+    wait ``playout_delay_s`` in their buffer and ``display_s`` more to be drawn, but the voice
+    arrives AUDIO_PATH_EXTRA_S behind them; never negative (a voice already later than its
+    avatar plays at once)."""
+    return max(0.0, playout_delay_s + display_s - AUDIO_PATH_EXTRA_S)
 
 
 class VoiceMixer:

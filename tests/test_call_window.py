@@ -77,6 +77,15 @@ def test_a_voice_plays_exactly_its_delay_after_it_arrived():
     assert mixer.push("a", tone, arrival_s=10.025, delay_s=0.080) == pytest.approx(10.100)
 
 
+def test_a_voice_waits_for_its_avatar_less_what_its_path_already_took():
+    from app.speakers import AUDIO_PATH_EXTRA_S, voice_delay_s
+
+    # The avatar shows 50 ms after its codes arrive and is drawn in 150: the voice, arriving
+    # AUDIO_PATH_EXTRA_S behind the codes, waits the rest.
+    assert voice_delay_s(0.050, 0.150) == pytest.approx(0.200 - AUDIO_PATH_EXTRA_S)
+    assert voice_delay_s(0.030, 0.0) == 0.0  # already later than its avatar: at once
+
+
 def test_two_voices_are_mixed_and_a_late_stream_starts_again_from_now():
     mixer = VoiceMixer()
     ones = np.full(480, 0.25, np.float32)
