@@ -149,9 +149,12 @@ class Speakers:
 def open_speakers(mixer: VoiceMixer, device: str | None) -> tuple[Speakers | None, str]:
     """(Speakers, description) or (None, why no sound will play)."""
     try:
-        import sounddevice  # noqa: F401 - raises OSError without libportaudio2
+        import sounddevice  # raises OSError without libportaudio2
     except OSError as exc:
         return None, f"no sound output: {exc} (Debian: apt install libportaudio2)"
+    if device is None and not any(info["max_output_channels"] > 0
+                                  for info in sounddevice.query_devices()):
+        return None, "no sound output device found"
     try:
         chosen: str | int | None = int(device) if device and device.isdigit() else device
         speakers = Speakers(mixer, chosen)
