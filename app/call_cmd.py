@@ -308,6 +308,12 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     stats_path = Path(args.stats) if args.stats else None
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     check_window_arguments(args)
+    recording = None
+    if args.record:
+        from app.recording import open_recording
+
+        recording = open_recording(args.record, args.fps, args.name)
+        recording.own_avatar(args.avatar)
     no_window = no_window_reason(args)
     if no_window is None:
         window = open_call_window(args, say)  # its own process: see app.call_window
@@ -318,21 +324,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
         monitor = CallMonitor(controls)
         if audio_track is not None:
             audio_track = mic = MicControl(audio_track, controls, monitor)
-    mixer = VoiceMixer()
-    speakers, speakers_note = open_speakers(mixer, args.speaker)
-    if speakers is None:
-        logging.getLogger("splatcall.call").warning("%s: the call goes on without sound",
-                                                    speakers_note)
-    else:
-        say(f"speakers: {speakers_note}")
-    playout_delay_s: dict[str, float] = {}
-    recording = None
-    if args.record:
-        from app.recording import open_recording
-
-        recording = open_recording(args.record, args.fps, args.name)
-        recording.own_avatar(args.avatar)
-        if mic is not None:
+    if recording is not None:
+        if mic is not None:  # our voice as sent: silence while muted
             mic.seen = recording.own_voice
             monitor.recording = args.record
         else:
@@ -351,6 +344,14 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     if args.xr:
         headset = _Headset(args.xr_graphics)
         say("headset ready: remote participants will stand 1.5 m in front of you")
+    mixer = VoiceMixer()
+    speakers, speakers_note = open_speakers(mixer, args.speaker)
+    if speakers is None:
+        logging.getLogger("splatcall.call").warning("%s: the call goes on without sound",
+                                                    speakers_note)
+    else:
+        say(f"speakers: {speakers_note}")
+    playout_delay_s: dict[str, float] = {}
     events: list[dict] = []
     started = time.monotonic()
 
