@@ -1,12 +1,15 @@
 """The call in a window (glfw): the remote participants side by side, a self-view, an overlay.
 
-Threads: the window runs on the main thread (glfw wants its events there, and the GL
-context lives on one thread) and the call's asyncio loop on a thread of its own. Drawing a
-frame takes 20-40 ms of CPU with Mesa; polled from an asyncio task it would hold the event
-loop that long each frame, delaying the codes, RTCP and voice frames aiortc handles there.
-The two meet through plain objects: once per call tick ``CallMonitor.tick`` makes a
-``CallSnapshot`` (numbers copied on the call's thread, swapped in by one assignment) that
-the window draws; the window's keys set ``CallControls`` flags the call's tick reads.
+Processes: the window is a process of its own (``WindowLink`` spawns ``window_main``), the
+call's asyncio loop stays on the main thread of the call's process. Drawing a frame takes
+100-300 ms of CPU with Mesa's llvmpipe here, and Mesa does that work inside moderngl's
+calls, which hold the GIL: on a thread of the call's process (or polled from an asyncio
+task) the window stalled the event loop that long, delaying the codes, RTCP and voice that
+aiortc handles there (measured: a probe thread saw 155-250 ms gaps; 13 of 786 codes frames
+lost, none in a separate process). Once per call tick ``CallMonitor.tick`` makes a
+``CallSnapshot`` (plain numbers and codes, picklable); it goes through a pipe when the
+window asks for the next one, and the window's keys come back as ``CallControls`` settings
+and requests that the call's tick reads.
 
 Keys: M mute the microphone, C camera off (our avatar holds a neutral pose), O start/stop
 recording, S screenshot, N recalibrate the face's neutral, R reset the view, F1 or ? help,
