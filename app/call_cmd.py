@@ -96,6 +96,9 @@ def add_parser(subparsers) -> None:
                         help="whose codes --vmc-out sends: a participant's name, or 'me' for "
                              "our own (default: the first remote participant)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    from app.call_window import add_window_arguments
+
+    add_window_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -121,6 +124,7 @@ class _LiveTracker:
         self.mirror = mirror
         self.say = say
         self._latest = None
+        self.tracker = None
         self._taken_seq = -1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracker", daemon=True)
@@ -133,12 +137,20 @@ class _LiveTracker:
         from tracking.tracker import Tracker, track
 
         with Tracker(mirror=self.mirror) as tracker:
+            self.tracker = tracker
             for result in track(self.source, tracker, on_event=self.say,
                                 should_stop=self._stop.is_set):
                 self._latest = result.codes
                 self.frames += 1
                 if self._stop.is_set():
                     break
+
+    def recalibrate(self) -> str:
+        """Take the face's neutral again (the window's N key); what happened, in words."""
+        if self.tracker is None:
+            return "the tracker has not started yet"
+        self.tracker.recalibrate()
+        return "recalibrating: look at the camera with a neutral face"
 
     def take(self):
         """The newest codes if they are new since the last call, else None."""
@@ -271,8 +283,12 @@ def _write_json(path: Path, data: dict) -> None:
 def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None) -> int:
     """Run a call until ``--duration`` or Ctrl-C. ``on_poses`` (for the app's renderer)
     receives ``{remote_id: Codes}`` once per display frame."""
+    from app.call_window import (CallMonitor, MicControl, check_window_arguments,
+                                 no_window_reason, open_call_window, toggle_recording)
     from app.cli import UserError, read_codes
-    from net.audio import open_audio_source
+    from app.speakers import VoiceMixer, open_speakers, voice_delay_s
+    from avatar.codes import Codes
+    from net.audio import frame_to_mono, open_audio_source
     from net.call import Call, CallConfig
     from net.signal_client import SignallingError
 
@@ -287,7 +303,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     if args.avatar and not Path(args.avatar).is_file():
         raise UserError(f"avatar file {args.avatar} does not exist")
     try:
-        audio_track, audio_note = open_audio_source(args.audio)
+        audio_track, audio_note = open_audio_source(args.audio, args.mic)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     video_track = _open_video(args.video) if args.video else None
@@ -303,15 +319,32 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                         avatar_path=args.avatar)
     if args.avatar_cache:
         config.avatar_cache_dir = Path(args.avatar_cache)
+    window, controls, monitor, mic = None, None, None, None
+    stats_path = Path(args.stats) if args.stats else None
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    check_window_arguments(args)
     recording = None
     if args.record:
         from app.recording import open_recording
 
         recording = open_recording(args.record, args.fps, args.name)
         recording.own_avatar(args.avatar)
-        audio_track = recording.voice_tee(audio_track)
-    stats_path = Path(args.stats) if args.stats else None
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    no_window = no_window_reason(args)
+    if no_window is None:
+        window = open_call_window(args, say)  # its own process: see app.call_window
+    elif not args.xr:
+        say(no_window)
+    if window is not None:
+        controls = window.controls
+        monitor = CallMonitor(controls)
+        if audio_track is not None:
+            audio_track = mic = MicControl(audio_track, controls, monitor)
+    if recording is not None:
+        if mic is not None:  # our voice as sent: silence while muted
+            mic.seen = recording.own_voice
+            monitor.recording = args.record
+        else:
+            audio_track = recording.voice_tee(audio_track)
     if args.track:
         live = _LiveTracker(args.track, args.mirror, say)
     elif vmc_in:
@@ -326,6 +359,14 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     if args.xr:
         headset = _Headset(args.xr_graphics)
         say("headset ready: remote participants will stand 1.5 m in front of you")
+    mixer = VoiceMixer()
+    speakers, speakers_note = open_speakers(mixer, args.speaker)
+    if speakers is None:
+        logging.getLogger("splatcall.call").warning("%s: the call goes on without sound",
+                                                    speakers_note)
+    else:
+        say(f"speakers: {speakers_note}")
+    playout_delay_s: dict[str, float] = {}
     events: list[dict] = []
     started = time.monotonic()
 
@@ -337,8 +378,17 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     def on_audio(remote_id: str, frame) -> None:
         if recording is not None:
             recording.audio(remote_id, frame)
+        if speakers is not None or monitor is not None:
+            samples = frame_to_mono(frame)
+            if monitor is not None:
+                monitor.voice(remote_id, samples)
+            if speakers is not None:
+                mixer.push(remote_id, samples, time.monotonic(), voice_delay_s(
+                    playout_delay_s.get(remote_id, 0.0),
+                    window.display_s if window is not None else 0.0))
 
     async def main() -> None:
+        nonlocal recording
         if args.janus:
             from net.janus import JanusCall
 
@@ -348,8 +398,10 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             def on_avatar(remote_id: str, data) -> None:
                 if headset is not None:
                     headset.avatar_arrived(remote_id, data)
+                sha = call.avatars.remotes[remote_id].sha256
+                if window is not None:
+                    window.avatar(remote_id, call.avatars.cache_dir / f"{sha}.lca")
                 if recording is not None:
-                    sha = call.avatars.remotes[remote_id].sha256
                     recording.avatar_file(remote_id, call.avatars.cache_dir / f"{sha}.lca")
 
             call = Call(config, audio_track=audio_track, video_track=video_track,
@@ -379,6 +431,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             data.update({"joined_s": joined_at - started if joined_at else None,
                          "events": events, "uptime_s": time.monotonic() - started,
                          "fps": args.fps})
+            if speakers is not None:
+                data["speakers"] = speakers.summary()
             return data
 
         try:
@@ -388,14 +442,32 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                     break
                 codes = None
                 if live is not None:
-                    codes = live.take()
-                    if codes is not None:  # the tracker's capture time and frame count
-                        call.send_codes(codes)
+                    codes = live.take()  # the tracker's capture time and frame count
                 elif frames:
                     codes = frames[seq % len(frames)].replace(t=now, seq=seq % 2**32)
+                if codes is not None:
+                    if controls is not None and controls.camera_off:
+                        codes = Codes(t=codes.t, seq=codes.seq)  # neutral, same timing
                     call.send_codes(codes)
                 seq += 1
                 poses = call.poses(now)
+                for remote_id, remote in call.remotes.items():
+                    playout_delay_s[remote_id] = remote.playout.delay_s
+                mixer.keep_only(call.remotes)
+                if window is not None:
+                    window.poll()
+                    if window.closed:
+                        say("the window was closed: leaving")
+                        break
+                    if controls.take("record"):
+                        recording = toggle_recording(recording, args, call, mic, monitor)
+                    if controls.take("recalibrate"):
+                        monitor.note = (live.recalibrate() if isinstance(live, _LiveTracker)
+                                        else "only a live tracker (--track) recalibrates")
+                    if recording is not None and recording.error:
+                        monitor.note = recording.error
+                    monitor.tick(call.remotes, poses, codes, now)
+                    window.show(monitor.latest)
                 if recording is not None:
                     recording.tick(call.remotes, poses, codes)
                 if headset is not None:
@@ -432,6 +504,10 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     try:
         asyncio.run(main())
     finally:
+        if window is not None:
+            window.stop()
+        if speakers is not None:
+            speakers.close()
         if live is not None:
             live.stop()
         if headset is not None:

@@ -27,6 +27,7 @@ COMMANDS = {
     "play": "app.play_cmd",
     "export": "app.export_cmd",
     "avatar": "app.avatar_cmd",
+    "devices": "app.devices_cmd",
 }
 
 

@@ -76,9 +76,13 @@ class CallRecording:
             return
         self.writer.avatar(remote_id, data)
 
+    def own_voice(self, frame) -> None:
+        """A frame of our outgoing voice (for a track wrapped elsewhere)."""
+        self.writer.audio(SELF, frame)
+
     def voice_tee(self, track: MediaStreamTrack | None) -> MediaStreamTrack | None:
         """Our outgoing voice, recorded on its way out."""
-        return None if track is None else VoiceTee(track, lambda f: self.writer.audio(SELF, f))
+        return None if track is None else VoiceTee(track, self.own_voice)
 
     def close(self) -> None:
         self.writer.close()

@@ -390,17 +390,19 @@ class Viewer:
 
 
 class Overlay:
-    """A line of text in the top-left corner (PIL's built-in bitmap font, as a texture)."""
+    """Lines of text in the top-left corner, or ``at`` pixels from it (PIL's built-in bitmap
+    font, as a texture)."""
 
     def __init__(self, ctx):
         self.ctx = ctx
         self.program = ctx.program(
             vertex_shader="""#version 330
                 uniform vec4 rect;   // x, y, w, h in NDC
+                uniform bool rows_up; // the texture's first row is its bottom (GL-drawn)
                 out vec2 uv;
                 void main() {
                     vec2 c = vec2(gl_VertexID & 1, gl_VertexID >> 1);
-                    uv = vec2(c.x, 1.0 - c.y);
+                    uv = vec2(c.x, rows_up ? c.y : 1.0 - c.y);
                     gl_Position = vec4(rect.xy + c * rect.zw, 0.0, 1.0);
                 }""",
             fragment_shader="""#version 330
@@ -412,8 +414,7 @@ class Overlay:
         self.texture = None
         self.text = None
 
-    def draw(self, fbo, text: str, size) -> None:
-        import moderngl
+    def draw(self, fbo, text: str, size, at=(0, 0)) -> None:
         from PIL import Image, ImageDraw, ImageFont
 
         if text != self.text:
@@ -427,12 +428,22 @@ class Overlay:
                 self.texture.release()
             self.texture = self.ctx.texture(img.size, 4, rgba.tobytes(), dtype="f4")
             self.text = text
+        self.draw_texture(fbo, self.texture, size, at)
+
+    def draw_texture(self, fbo, texture, size, at=(0, 0), rows_up: bool = False) -> None:
+        """``texture`` (premultiplied RGBA) at its own size, ``at`` pixels from the top left
+        of ``fbo`` (``size`` pixels); ``rows_up`` for a texture GL drew into."""
+        import moderngl
+
         w, h = size
-        tw, th = self.texture.size
+        tw, th = texture.size
         fbo.use()
         self.ctx.viewport = (0, 0, w, h)
         self.ctx.enable(moderngl.BLEND)
         self.ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
-        self.program["rect"].value = (-1.0, 1.0 - 2.0 * th / h, 2.0 * tw / w, 2.0 * th / h)
-        self.texture.use(0)
+        x, y = at
+        self.program["rect"].value = (-1.0 + 2.0 * x / w, 1.0 - 2.0 * (y + th) / h,
+                                      2.0 * tw / w, 2.0 * th / h)
+        self.program["rows_up"].value = rows_up
+        texture.use(0)
         self.vao.render(moderngl.TRIANGLE_STRIP, vertices=4)

@@ -89,11 +89,12 @@ class SilenceTrack(ToneTrack):
         super().__init__(frequency_hz=0.0, amplitude=0.0)
 
 
-def _open_microphone():
-    """The default microphone as an aiortc track, or None (with the reasons) if none opens."""
+def _open_microphone(device: str = "default"):
+    """The microphone ``device`` (PulseAudio, else ALSA) as an aiortc track, or None (with the
+    reasons) if none opens."""
     from aiortc.contrib.media import MediaPlayer
 
-    attempts = [("default", "pulse"), ("default", "alsa")]
+    attempts = [(device, "pulse"), (device, "alsa")]
     reasons = []
     for device, fmt in attempts:
         try:
@@ -106,8 +107,10 @@ def _open_microphone():
     return None, "; ".join(reasons)
 
 
-def open_audio_source(spec: str) -> tuple[MediaStreamTrack | None, str]:
-    """The outgoing audio track for ``spec`` and a one-line description of it.
+def open_audio_source(spec: str, mic_device: str = "default"
+                      ) -> tuple[MediaStreamTrack | None, str]:
+    """The outgoing audio track for ``spec`` and a one-line description of it (``mic``:
+    the input ``mic_device``).
 
     Raises ``ValueError`` for a bad spec or an unreadable file (a user error); a missing
     microphone is not an error: it logs a warning and returns a ``SilenceTrack``."""
@@ -115,7 +118,7 @@ def open_audio_source(spec: str) -> tuple[MediaStreamTrack | None, str]:
     if spec == "none":
         return None, "no audio"
     if spec == "mic":
-        track, detail = _open_microphone()
+        track, detail = _open_microphone(mic_device)
         if track is None:
             log.warning("no microphone could be opened (%s): sending silence", detail)
             return SilenceTrack(), "silence (no microphone found)"

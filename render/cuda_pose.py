@@ -195,7 +195,10 @@ class TorchAvatarPoser:
                 light, ambient, diffuse = static["lambert"]
                 lit = ambient + diffuse * torch.clamp(normals @ light, 0, 1)
                 colors = torch.clamp(colors * lit[:, None], 0, 1)
-        posed = DeviceGaussians(means, quats, scales, static["opacities"], colors)
+        opacities = static["opacities"]
+        if pose.opacity != 1.0:
+            opacities = opacities * float(pose.opacity)
+        posed = DeviceGaussians(means, quats, scales, opacities, colors)
         return posed if pose.world_from_avatar is None else place(posed, pose.world_from_avatar)
 
     def upload(self, binding: SkinnedGaussians) -> dict:

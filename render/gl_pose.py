@@ -121,6 +121,7 @@ uniform float diffuse;
 uniform mat3 place_rotation;
 uniform vec3 place_translation;
 uniform vec4 place_quat;     // wxyz of place_rotation
+uniform float opacity_scale; // SkinPose.opacity: fading in and out
 {TEXEL_GLSL}
 vec4 quat_multiply(vec4 a, vec4 b) {{  // Hamilton product, wxyz
     return vec4(a.x * b.x - a.y * b.y - a.z * b.z - a.w * b.w,
@@ -173,7 +174,7 @@ void main() {{
     mean = place_rotation * mean + place_translation;
     quat = quat_multiply(place_quat, quat);
     ivec2 at = ivec2(int(g % {ROW}u), int(g / {ROW}u));
-    imageStore(params, at, vec4(mean, so.w));
+    imageStore(params, at, vec4(mean, so.w * opacity_scale));
     imageStore(params, at + ivec2(0, param_rows), quat);
     imageStore(params, at + ivec2(0, 2 * param_rows), vec4(scale, 0.0));
 #if WRITE_COLORS
@@ -438,6 +439,7 @@ class GLAvatarPoser:
                               light=tuple(map(float, binding.light_direction)),
                               ambient=float(binding.ambient), diffuse=float(binding.diffuse),
                               place_translation=tuple(map(float, place[:3, 3])),
+                              opacity_scale=float(pose.opacity),
                               place_quat=tuple(map(float, matrix_to_quat(place[:3, :3]))))
                 if "place_rotation" in gp:
                     gp["place_rotation"].write(

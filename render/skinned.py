@@ -153,13 +153,15 @@ class SkinnedGaussians:
 class SkinPose:
     """One frame of one avatar: ``transforms`` (J, 3, 4) skinning transforms (rest -> posed,
     metres), ``blendshape_weights`` (B,), ``world_from_avatar`` (4, 4) rigid placement
-    (None: identity) and ``features`` (D,) driving the avatar's correctives (None: the
-    avatar has none)."""
+    (None: identity), ``features`` (D,) driving the avatar's correctives (None: the
+    avatar has none) and ``opacity`` scaling every Gaussian's opacity (1: as made; a call
+    fades participants in and out with it)."""
 
     transforms: np.ndarray
     blendshape_weights: np.ndarray
     world_from_avatar: np.ndarray | None = None
     features: np.ndarray | None = None
+    opacity: float = 1.0
 
 
 @dataclass(eq=False)
@@ -255,6 +257,9 @@ def place_gaussians(gaussians: Gaussians, world_from_avatar: np.ndarray) -> Gaus
 def pose_gaussians(skinned: SkinnedGaussians, pose: SkinPose) -> Gaussians:
     """World-space Gaussians of one avatar for one pose: the reference poser."""
     posed = gaussians_on_mesh(skinned, posed_mesh(skinned, pose))
+    if pose.opacity != 1.0:
+        posed = Gaussians(posed.means, posed.quats, posed.scales,
+                          posed.opacities * np.float32(pose.opacity), posed.colors)
     if pose.world_from_avatar is None:
         return posed
     return place_gaussians(posed, pose.world_from_avatar)

@@ -1,0 +1,836 @@
+"""The call in a window (glfw): the remote participants side by side, a self-view, an overlay.
+
+Processes: the window is a process of its own (``WindowLink`` spawns ``window_main``), the
+call's asyncio loop stays on the main thread of the call's process. Drawing a frame takes
+100-300 ms of CPU with Mesa's llvmpipe here, and Mesa does that work inside moderngl's
+calls, which hold the GIL: on a thread of the call's process (or polled from an asyncio
+task) the window stalled the event loop that long, delaying the codes, RTCP and voice that
+aiortc handles there (measured: a probe thread saw 155-250 ms gaps; 13 of 786 codes frames
+lost, none in a separate process). Once per call tick ``CallMonitor.tick`` makes a
+``CallSnapshot`` (plain numbers and codes, picklable); it goes through a pipe when the
+window asks for the next one, and the window's keys come back as ``CallControls`` settings
+and requests that the call's tick reads.
+
+Keys: M mute the microphone, C camera off (our avatar holds a neutral pose), O start/stop
+recording, S screenshot, N recalibrate the face's neutral, R reset the view, F1 or ? help,
+Esc or Q leave; left drag orbits, right/middle drag pans, the wheel zooms.
+
+Remote participants stand ``SPACING_M`` apart in the order they joined, facing us, framed
+from the waist up at eye height as if across a table. Each fades in over ``FADE_S`` when its
+codes start, and out when it leaves or its codes stop for ``SILENT_S`` (the opacity of its
+Gaussians, ``SkinPose.opacity``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiortc import MediaStreamTrack
+
+from avatar.codes import Codes
+
+SPACING_M = 0.9
+FADE_S = 0.5            # fade in and out this long
+SILENT_S = 1.0          # no codes this long: the participant fades out (it holds meanwhile)
+SPEAKING_LEVEL = 0.02   # voice RMS above this (about -34 dBFS) shows as speaking
+FRAMING_TARGET = (0.0, 1.25, 0.0)  # chest height: head and torso in view, metres
+FRAMING_VERTICAL_M = 1.3           # metres of height the starting view shows at the avatar
+SELF_VIEW_FRACTION = 0.25          # the self-view's width, a fraction of the window's
+SELF_VIEW_PERIOD_S = 0.2           # the self-view is redrawn at 5 Hz at most,
+SELF_VIEW_EVERY = 3                # and on one frame in 3 at most (when frames are slow)
+TEXT_PERIOD_S = 0.25               # the overlay's numbers change 4 times a second
+BACKGROUND = (0.12, 0.12, 0.14)
+SELF_BACKGROUND = (0.2, 0.2, 0.24)
+HELP = ("keys:\n"
+        "  M      mute / unmute the microphone\n"
+        "  C      camera off / on (your avatar holds a neutral pose)\n"
+        "  O      start / stop recording\n"
+        "  S      screenshot\n"
+        "  N      recalibrate your face's neutral\n"
+        "  R      reset the view\n"
+        "  F1 ?   this help\n"
+        "  Esc Q  leave the call\n"
+        "mouse: left drag orbit, right drag pan, wheel zoom")
+
+
+def add_window_arguments(parser) -> None:
+    """The window's and the sound's options of ``main.py call``."""
+    parser.add_argument("--no-window", action="store_true",
+                        help="run headless even when there is a display")
+    parser.add_argument("--window-size", default="960x540", metavar="WxH",
+                        help="the call window's size in pixels (default 960x540)")
+    parser.add_argument("--screenshot", type=Path, default=None, metavar="FILE.png",
+                        help="where the window's S key (or --screenshot-at) saves (default: "
+                             "screenshot-<time>.png in the current folder)")
+    parser.add_argument("--screenshot-at", type=float, default=None, metavar="S",
+                        help="save a screenshot of the window this many seconds after joining")
+    parser.add_argument("--speaker", metavar="DEVICE", default=None,
+                        help="play the voices on this output (index or name from main.py "
+                             "devices; default: the system's default output)")
+    parser.add_argument("--mic", metavar="DEVICE", default="default",
+                        help="with --audio mic: the ALSA or PulseAudio input device "
+                             "(default: default)")
+
+
+# -- between the threads ---------------------------------------------------------------------
+class CallControls:
+    """What the window asks of the call. Flags are read on the call's thread each tick;
+    requests (``record``, ``recalibrate``) are taken once."""
+
+    def __init__(self):
+        self.mic_muted = False
+        self.camera_off = False
+        self._requests: set[str] = set()
+        self._lock = threading.Lock()
+
+    def request(self, what: str) -> None:
+        with self._lock:
+            self._requests.add(what)
+
+    def take(self, what: str) -> bool:
+        with self._lock:
+            if what in self._requests:
+                self._requests.discard(what)
+                return True
+            return False
+
+
+@dataclass
+class RemoteView:
+    """One remote participant as the window shows it."""
+
+    id: str
+    name: str
+    codes: Codes | None          # played out this tick (None: nothing yet, or held too long)
+    receiving: bool              # codes arrived within SILENT_S
+    latency_ms: float | None     # capture to display estimate: transit + playout delay
+    playout_ms: float            # the playout buffer's delay
+    codes_hz: float
+    loss_fraction: float
+    voice_level: float           # RMS of the newest voice frame, 0..1
+
+
+@dataclass
+class CallSnapshot:
+    remotes: list[RemoteView] = field(default_factory=list)
+    own_codes: Codes | None = None
+    tracker_fps: float = 0.0
+    mic_level: float = 0.0
+    mic_muted: bool = False
+    camera_off: bool = False
+    recording: str | None = None  # the file being recorded, or None
+    note: str = ""                # the newest message for the overlay (recording errors...)
+    uptime_s: float = 0.0
+
+
+class RateMeter:
+    """Events a second from a growing count, smoothed over about a second."""
+
+    def __init__(self):
+        self._last: tuple[float, int] | None = None
+        self.rate = 0.0
+
+    def update(self, count: int, now_s: float) -> float:
+        if self._last is not None:
+            t0, c0 = self._last
+            if now_s - t0 >= 0.25:
+                rate = (count - c0) / (now_s - t0)
+                self.rate = rate if self.rate == 0 else 0.5 * self.rate + 0.5 * rate
+                self._last = (now_s, count)
+        else:
+            self._last = (now_s, count)
+        return self.rate
+
+
+def voice_level(samples: np.ndarray) -> float:
+    """RMS of float samples in [-1, 1]."""
+    return float(np.sqrt(np.mean(np.square(samples)))) if len(samples) else 0.0
+
+
+class CallMonitor:
+    """Made and fed on the call's thread: ``tick`` once per call tick, ``voice`` per voice
+    frame; ``latest`` is the newest ``CallSnapshot`` (replaced whole, never mutated)."""
+
+    def __init__(self, controls: CallControls):
+        self.controls = controls
+        self.latest = CallSnapshot()
+        self.voice_levels: dict[str, float] = {}
+        self.mic_level = 0.0
+        self.note = ""
+        self.recording: str | None = None
+        self._rates: dict[str, RateMeter] = {}
+        self._own_rate = RateMeter()
+        self._own_count = 0
+        self._own_codes: Codes | None = None
+        self._started = time.monotonic()
+
+    def voice(self, remote_id: str, samples: np.ndarray) -> None:
+        self.voice_levels[remote_id] = voice_level(samples)
+
+    def tick(self, remotes: dict, poses: dict, own_codes: Codes | None, now_s: float) -> None:
+        if own_codes is not None:
+            self._own_count += 1
+            self._own_codes = own_codes
+        views = []
+        for remote_id, remote in list(remotes.items()):
+            stats = remote.stats
+            recent = list(stats.transit_s)[-20:]
+            transit = float(np.median(recent)) if recent else None
+            delay = remote.playout.delay_s
+            # Sender and receiver clocks agree only on one machine; elsewhere the transit is
+            # meaningless and only the playout delay is shown.
+            latency = (transit + delay) * 1000 if transit is not None and 0 <= transit < 2 \
+                else None
+            receiving = stats.last_arrival is not None and now_s - stats.last_arrival < SILENT_S
+            rate = self._rates.setdefault(remote_id, RateMeter()).update(stats.unique, now_s)
+            expected = 0 if stats.first_seq is None else stats.highest_seq - stats.first_seq + 1
+            views.append(RemoteView(
+                remote_id, remote.name or remote_id, poses.get(remote_id), receiving, latency,
+                delay * 1000, rate if receiving else 0.0,
+                stats.lost / expected if expected else 0.0,
+                self.voice_levels.get(remote_id, 0.0)))
+        for gone in set(self._rates) - set(remotes):
+            del self._rates[gone]
+        self.latest = CallSnapshot(
+            views, self._own_codes, self._own_rate.update(self._own_count, now_s),
+            self.mic_level, self.controls.mic_muted, self.controls.camera_off, self.recording,
+            self.note, now_s - self._started)
+
+
+class MicControl(MediaStreamTrack):
+    """The outgoing voice track wrapped: measures its level, sends silence while muted, and
+    shows every frame (as sent) to ``seen`` when set (a recording started from the window)."""
+
+    kind = "audio"
+
+    def __init__(self, source, controls: CallControls, monitor: CallMonitor):
+        super().__init__()
+        self.source, self.controls, self.monitor = source, controls, monitor
+        self.seen = None
+
+    async def recv(self):
+        from net.audio import frame_to_mono
+
+        frame = await self.source.recv()
+        if self.controls.mic_muted:
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+            self.monitor.mic_level = 0.0
+        else:
+            self.monitor.mic_level = voice_level(frame_to_mono(frame))
+        if self.seen is not None:
+            self.seen(frame)
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
+# -- the window --------------------------------------------------------------------------------
+def no_window_reason(args) -> str | None:
+    """Why the call runs without a window (None: it opens one)."""
+    if args.no_window:
+        return "no window (--no-window)"
+    if args.xr:
+        return "no window (the headset shows the call)"
+    from app.view_cmd import no_display_reason
+
+    reason = no_display_reason()
+    return f"{reason}: running headless" if reason else None
+
+
+@dataclass
+class _Seat:
+    opacity: float = 0.0
+    codes: Codes | None = None
+    name: str = ""
+    order: int = 0
+
+
+def fade_step(opacity: float, showing: bool, dt_s: float) -> float:
+    """The opacity ``dt_s`` later: towards 1 while ``showing``, else towards 0, FADE_S for
+    the whole way."""
+    step = dt_s / FADE_S
+    return min(1.0, opacity + step) if showing else max(0.0, opacity - step)
+
+
+def fade_opacity(fade: float) -> float:
+    """The opacity scale for a fade fraction (0 gone .. 1 there). Gaussians overlap many deep
+    on an avatar: scaled by 0.1 the default avatar still covered 91 % of the pixels it covers
+    at 1 (0.05: 82 %, 0.02: 56 %, measured at 192x192), so a linear scale would hold it
+    almost solid and pop it away at the end; an exponential curve fades what one sees."""
+    return fade * 100.0 ** (fade - 1.0)
+
+
+def seat_x(index: int, count: int) -> float:
+    """Where seat ``index`` of ``count`` stands along X, metres (the row centred)."""
+    return (index - (count - 1) / 2) * SPACING_M
+
+
+def framing(count: int, width: int, height: int) -> tuple[np.ndarray, float]:
+    """(orbit target, distance) showing FRAMING_VERTICAL_M of height and the row's width."""
+    from app.view_cmd import VERTICAL_FOV_DEG
+
+    half_v = math.radians(VERTICAL_FOV_DEG) / 2
+    half_h = math.atan(math.tan(half_v) * width / max(height, 1))
+    row_m = max(1, count) * SPACING_M
+    distance = max(FRAMING_VERTICAL_M / 2 / math.tan(half_v), (row_m / 2) / math.tan(half_h))
+    return np.array(FRAMING_TARGET), distance
+
+
+SELF_VIEW_FROM_M = 1.0    # the self-view draws the Gaussians above this height at rest
+SELF_VIEW_STRIDE = 2      # ... every second one of them (it is a thumbnail)
+# (stride, from this many pixels a metre): the level of detail of the remote avatars.
+LOD_PIXELS_PER_M = ((1, 800.0), (2, 300.0), (4, 0.0))
+
+
+def thinned(skinned, stride: int, keep=None):
+    """Every ``stride``-th Gaussian of ``skinned`` (of those in ``keep``, default all), each
+    with ``stride`` times its area to cover for the ones dropped beside it: a level of
+    detail. Keeping the larger Gaussians instead (opacity x area) lost the face, which is
+    made of small ones."""
+    keep = np.arange(len(skinned)) if keep is None else np.asarray(keep)
+    if stride == 1 and len(keep) == len(skinned):
+        return skinned
+    kept = skinned.subset(keep[::stride])
+    return dataclasses.replace(kept, local_scales=kept.local_scales
+                               * np.float32(math.sqrt(stride)))
+
+
+def lod_stride(pixels_per_m: float) -> int:
+    """How thin (``thinned``) an avatar drawn at ``pixels_per_m`` may be. Measured on the
+    default avatar in the 960x540 window's framing (415 px/m; bench/bench_call_window.py,
+    2026-12-06): stride 2 drew 108k of 217k Gaussians in 131 ms instead of 180 at 44.4 dB
+    PSNR against the full avatar (35.5 dB over its own pixels); stride 4, 95 ms at 38.4
+    (29.9) dB."""
+    for stride, threshold in LOD_PIXELS_PER_M:
+        if pixels_per_m >= threshold:
+            return stride
+    return LOD_PIXELS_PER_M[-1][0]
+
+
+def upper_body(avatar):
+    """The self-view's ``SkinnedGaussians``: those above SELF_VIEW_FROM_M in the rest pose
+    (it shows head and shoulders; projecting the legs it never shows cost as much as
+    drawing), thinned by SELF_VIEW_STRIDE: the default avatar 217k -> 146k -> 73k. A hand
+    raised from below the cut is not drawn there."""
+    rest = avatar.pose(Codes())
+    above = np.flatnonzero(rest.means[:, 1] > SELF_VIEW_FROM_M)
+    if not len(above):
+        return avatar.skinned
+    return thinned(avatar.skinned, SELF_VIEW_STRIDE, above)
+
+
+@dataclass
+class WindowOptions:
+    """What the window process is started with (picklable)."""
+
+    room: str
+    width: int
+    height: int
+    fps: float                      # the most frames a second it draws
+    avatar: str | None = None       # our avatar file (None: the default)
+    screenshot: Path | None = None  # where S and screenshot_at save
+    screenshot_at: float | None = None  # seconds after joining
+
+
+def make_window(options: WindowOptions, own_avatar, mailbox):
+    """The ``CallWindow`` (a ``view`` viewer subclass drawing with the GL backend).
+    ``mailbox``: ``latest`` (the newest ``CallSnapshot``), ``send(message)`` to the call,
+    ``receive()`` taking in what the call sent (``_WindowMailbox``)."""
+    import glfw
+
+    from app.cli import UserError
+    from app.view_cmd import Overlay, Viewer
+    from avatar.avatar import Avatar, load_avatar
+    from avatar.lca import AvatarFileError, load_avatar_file
+    from avatar.template import load_template
+    from render.gl import GLSplatRenderer
+    from render.skinned import PosedAvatars
+
+    class _Still:
+        frames: list = []
+        pose = None
+        duration_s = 0.0
+
+    class CallWindow(Viewer):
+        def __init__(self):
+            view_args = argparse.Namespace(backend="gl", camera="front",
+                                           screenshot=options.screenshot, screenshot_after=None)
+            super().__init__(view_args, own_avatar, _Still(), options.width, options.height,
+                             None)
+            glfw.set_window_title(self.window, f"splatcall - room {options.room}")
+            self.template = load_template()
+            self.default_avatar = load_avatar("default", self.template)
+            self.avatars: dict[str, object] = {}  # remote id -> its own Avatar, once arrived
+            self.seats: dict[str, _Seat] = {}
+            self.self_renderer = GLSplatRenderer(self.ctx)
+            self._self_skinned = (upper_body(own_avatar),)
+            self._self_codes_key = None
+            self._self_target = None
+            self._self_drawn_at, self._self_drawn_frame = -1.0, -SELF_VIEW_EVERY
+            self._text, self._text_at = "", -1.0
+            self._skinned_cache: dict[tuple, tuple] = {}
+            self._lod: dict[tuple, tuple] = {}  # (id(avatar), stride) -> (avatar, thinned)
+            self._labels: list = []
+            self._help = Overlay(self.ctx)
+            self._stats = Overlay(self.ctx)
+            self.show_help = False
+            self.message, self.message_until = "", 0.0
+            self.screenshot_at = options.screenshot_at
+            self._joins = 0
+            self._last_draw = time.perf_counter()
+            self._fit(1)
+
+        def _fit(self, count: int) -> None:
+            w, h = glfw.get_framebuffer_size(self.window)
+            target, distance = framing(count, w or options.width, h or options.height)
+            from app.view_cmd import OrbitCamera
+
+            self.orbit = OrbitCamera(target, distance)
+            self._fitted = count
+
+        def avatar_arrived(self, remote_id: str, path: str) -> None:
+            """A remote's own avatar (its validated file): it replaces the default."""
+            try:
+                self.avatars[remote_id] = Avatar(load_avatar_file(path, self.template),
+                                                 self.template)
+            except (AvatarFileError, OSError) as exc:
+                self.say(f"cannot show {remote_id}'s avatar: {exc}")
+
+        def say(self, text: str, seconds: float = 3.0) -> None:
+            self.message, self.message_until = text, time.perf_counter() + seconds
+            self._text_at = -1.0
+            print(f"call: {text}", file=sys.stderr, flush=True)
+
+        # -- input --------------------------------------------------------------------------
+        def _on_key(self, window, key, scancode, action, mods):
+            if action not in (glfw.PRESS, glfw.REPEAT):
+                return
+            snap = mailbox.latest
+            if key == glfw.KEY_M:
+                mailbox.send(("set", "mic_muted", not snap.mic_muted))
+                self.say("microphone muted" if not snap.mic_muted else "microphone on")
+            elif key == glfw.KEY_C:
+                mailbox.send(("set", "camera_off", not snap.camera_off))
+                self.say("camera off: your avatar holds a neutral pose"
+                         if not snap.camera_off else "camera on")
+            elif key == glfw.KEY_O:
+                mailbox.send(("request", "record"))
+            elif key == glfw.KEY_N:
+                mailbox.send(("request", "recalibrate"))
+            elif key == glfw.KEY_F1 or (key == glfw.KEY_SLASH and mods & glfw.MOD_SHIFT):
+                self.show_help = not self.show_help
+            elif key == glfw.KEY_R:
+                self._fit(max(1, len(self.seats)))
+            elif key == glfw.KEY_S:
+                self.screenshot_requested = True
+            elif key in (glfw.KEY_ESCAPE, glfw.KEY_Q):
+                glfw.set_window_should_close(window, True)
+
+        # -- the loop -----------------------------------------------------------------------
+        def run(self) -> None:
+            """Draw at up to ``options.fps`` until the window closes or the call ends."""
+            self.screenshot_requested = False
+            period = 1.0 / options.fps
+            while not glfw.window_should_close(self.window):
+                started = time.perf_counter()
+                for remote_id, path in mailbox.receive():
+                    self.avatar_arrived(remote_id, path)
+                if mailbox.stopped:
+                    break
+                self.draw_frame()
+                self.frames_drawn += 1
+                # One snapshot in flight: the call never waits. The frame time goes with it:
+                # the voice waits that much more (app.speakers.voice_delay_s).
+                mailbox.send(("want", self.frame_ms / 1000))
+                snap = mailbox.latest
+                if self.screenshot_at is not None and snap.uptime_s >= self.screenshot_at:
+                    self.screenshot_at = None
+                    self.screenshot_requested = True
+                if self.screenshot_requested:
+                    self.screenshot_requested = False
+                    self.say(f"screenshot saved to {self.save_screenshot()}")
+                glfw.swap_buffers(self.window)
+                glfw.poll_events()
+                time.sleep(max(0.0, period - (time.perf_counter() - started)))
+
+        def update_seats(self, snap: CallSnapshot, dt_s: float) -> list[tuple[str, _Seat]]:
+            """Fade everyone one frame on; the seats still (partly) visible, in join order."""
+            present = {view.id: view for view in snap.remotes}
+            for remote_id, view in present.items():
+                seat = self.seats.get(remote_id)
+                if seat is None:
+                    self._joins += 1
+                    seat = self.seats[remote_id] = _Seat(order=self._joins)
+                seat.name = view.name
+                if view.codes is not None:
+                    seat.codes = view.codes
+                showing = view.receiving and seat.codes is not None
+                seat.opacity = fade_step(seat.opacity, showing, dt_s)
+            for remote_id in list(self.seats):
+                if remote_id not in present:
+                    seat = self.seats[remote_id]
+                    seat.opacity = fade_step(seat.opacity, False, dt_s)
+                    if seat.opacity <= 0.0:
+                        del self.seats[remote_id]
+                        self.avatars.pop(remote_id, None)
+            return sorted(((i, s) for i, s in self.seats.items() if s.codes is not None),
+                          key=lambda item: item[1].order)
+
+        def draw_frame(self) -> None:
+            now = time.perf_counter()
+            dt, self._last_draw = now - self._last_draw, now
+            snap = mailbox.latest
+            fb_w, fb_h = glfw.get_framebuffer_size(self.window)
+            if fb_w == 0 or fb_h == 0:
+                return
+            seated = self.update_seats(snap, dt)
+            if len(seated) > self._fitted:
+                self._fit(len(seated))  # someone joined: widen the view to hold the row
+            camera = self.orbit.camera(fb_w, fb_h)
+            stride = lod_stride(camera.fy / self.orbit.distance_m)
+            parts, skinned = [], []
+            for index, (remote_id, seat) in enumerate(seated):
+                if seat.opacity <= 0.0:
+                    continue
+                avatar = self.avatars.get(remote_id, self.default_avatar)
+                # Keyed by id, holding the avatar: its id cannot be reused while cached.
+                kept = self._lod.get((id(avatar), stride))
+                if kept is None:
+                    kept = self._lod[(id(avatar), stride)] = (avatar, thinned(avatar.skinned,
+                                                                             stride))
+                lod = kept[1]
+                place = np.eye(4)
+                place[0, 3] = seat_x(index, len(seated))
+                pose = avatar.skin_pose(seat.codes, place)
+                pose.opacity = fade_opacity(seat.opacity)
+                parts.append(self.poser.pose(lod, pose))
+                skinned.append(lod)
+            key = tuple(id(s) for s in skinned)
+            skinned_tuple = self._skinned_cache.get(key)
+            if skinned_tuple is None:
+                self._skinned_cache = {key: tuple(skinned)}  # keep one: uploads when it changes
+                skinned_tuple = self._skinned_cache[key]
+            screen = self.ctx.screen
+            if parts:
+                self.renderer.show(PosedAvatars(skinned_tuple, tuple(parts)))
+                self.renderer.sort_for(camera.position, camera.forward)
+                self.renderer.draw(camera, screen, background=BACKGROUND)
+            else:
+                screen.use()
+                self.ctx.viewport = (0, 0, fb_w, fb_h)
+                screen.clear(*BACKGROUND, 1.0)
+            self.draw_self_view(snap, fb_w, fb_h)
+            self.draw_labels(seated, camera, fb_w, fb_h)
+            self.draw_text(snap, fb_w, fb_h)
+            self.ctx.finish()
+            self.frame_ms = 0.8 * self.frame_ms + 0.2 * (time.perf_counter() - now) * 1e3
+
+        def draw_self_view(self, snap: CallSnapshot, fb_w: int, fb_h: int) -> None:
+            """Our avatar, head and shoulders from the front (as the others see us), in the
+            bottom-right corner. Redrawn into its texture SELF_VIEW_PERIOD_S and
+            SELF_VIEW_EVERY frames apart at least: posing and drawing a whole avatar each frame
+            took a third of the frame on llvmpipe."""
+            from render.camera import Camera
+
+            w = max(16, int(fb_w * SELF_VIEW_FRACTION))
+            h = min(max(16, int(w * 4 / 3)), fb_h // 2)
+            now = time.perf_counter()
+            if self._self_target is None or self._self_target.size != (w, h):
+                if self._self_target is not None:
+                    self._self_target.release()
+                self._self_target = self.ctx.framebuffer(
+                    color_attachments=[self.ctx.texture((w, h), 4)])
+                self._self_drawn_at, self._self_drawn_frame = -1.0, -SELF_VIEW_EVERY
+            if (now - self._self_drawn_at >= SELF_VIEW_PERIOD_S
+                    and self.frames_drawn - self._self_drawn_frame >= SELF_VIEW_EVERY):
+                self._self_drawn_at, self._self_drawn_frame = now, self.frames_drawn
+                codes = Codes() if snap.camera_off or snap.own_codes is None else snap.own_codes
+                if codes is not self._self_codes_key:
+                    self._self_codes_key = codes
+                    posed = self.poser.pose(self._self_skinned[0], own_avatar.skin_pose(codes))
+                    self.self_renderer.show(self.poser.combine(self._self_skinned, [posed]))
+                camera = Camera.look_at(np.array([0.0, 1.5, 1.1]), np.array([0.0, 1.45, 0.0]),
+                                        w, h, vertical_fov_deg=30.0)
+                self.self_renderer.sort_for(camera.position, camera.forward)
+                self.self_renderer.draw(camera, self._self_target, background=SELF_BACKGROUND)
+            self._stats.draw_texture(self.ctx.screen, self._self_target.color_attachments[0],
+                                     (fb_w, fb_h), at=(fb_w - w - 8, fb_h - h - 8), rows_up=True)
+
+        def draw_labels(self, seated, camera, fb_w: int, fb_h: int) -> None:
+            while len(self._labels) < len(seated):
+                self._labels.append(Overlay(self.ctx))
+            cv = camera.cv_from_world
+            for index, (_, seat) in enumerate(seated):
+                if seat.opacity <= 0.05:
+                    continue
+                # Under the avatar's chest, kept inside the window.
+                point = cv @ np.array([seat_x(index, len(seated)), 0.9, 0.0, 1.0])
+                if point[2] <= 0.1:
+                    continue
+                u = camera.fx * point[0] / point[2] + camera.cx
+                v = camera.fy * point[1] / point[2] + camera.cy
+                self._labels[index].draw(
+                    self.ctx.screen, seat.name, (fb_w, fb_h),
+                    at=(int(u) - 3 * len(seat.name), int(min(max(v, 0), fb_h - 40))))
+
+        def draw_text(self, snap: CallSnapshot, fb_w: int, fb_h: int) -> None:
+            # Drawing the text into its texture costs milliseconds: numbers change 4 times a
+            # second (readable, too), anything else as it happens.
+            now = time.perf_counter()
+            if now - self._text_at >= TEXT_PERIOD_S:
+                self._text, self._text_at = self.overlay_text(snap), now
+            self._stats.draw(self.ctx.screen, self._text, (fb_w, fb_h))
+            if self.show_help:
+                self._help.draw(self.ctx.screen, HELP, (fb_w, fb_h),
+                                at=(max(0, fb_w // 2 - 170), max(0, fb_h // 2 - 80)))
+
+        def overlay_text(self, snap: CallSnapshot) -> str:
+            lines = []
+            for view in snap.remotes:
+                latency = (f"{view.latency_ms:4.0f} ms" if view.latency_ms is not None
+                           else f"buffer {view.playout_ms:3.0f} ms")
+                speaking = "  SPEAKING" if view.voice_level > SPEAKING_LEVEL else ""
+                state = "" if view.receiving else "  (no codes)"
+                lines.append(f"{view.name}: {latency}  {view.codes_hz:4.1f} codes/s  "
+                             f"loss {view.loss_fraction * 100:4.1f}%  voice "
+                             f"{view.voice_level:.2f}{speaking}{state}")
+            if not snap.remotes:
+                lines.append("waiting for others to join")
+            mic = "MUTED" if snap.mic_muted else f"{snap.mic_level:.2f}"
+            lines.append(f"you: tracker {snap.tracker_fps:4.1f} fps  mic {mic}"
+                         f"{'  camera off' if snap.camera_off else ''}"
+                         f"{'  REC ' + snap.recording if snap.recording else ''}"
+                         f"  draw {self.frame_ms:4.1f} ms")
+            if snap.note:
+                lines.append(snap.note)
+            if self.message and time.perf_counter() < self.message_until:
+                lines.append(self.message)
+            lines.append("F1 or ? for help")
+            return "\n".join(lines)
+
+    try:
+        return CallWindow()
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - GL context creation fails many ways
+        raise UserError(f"cannot open the call window: {exc}") from None
+
+
+def check_window_arguments(args) -> None:
+    """A UserError for a bad window option, display or not."""
+    from app.cli import UserError, parse_size
+
+    parse_size(args.window_size)
+    if args.screenshot_at is not None and not args.screenshot_at >= 0:
+        raise UserError("--screenshot-at must be 0 or more seconds")
+    if args.speaker is not None and not args.speaker.strip():
+        raise UserError("--speaker needs a device (see main.py devices)")
+
+
+def open_call_window(args, say) -> WindowLink | None:
+    """The window process for ``main.py call``, open and drawing (its first snapshot
+    pending), or None when it could not open (``say`` gets one line why; the call goes on
+    headless). Bad options are a UserError."""
+    from app.cli import parse_size
+
+    width, height = parse_size(args.window_size)
+    options = WindowOptions(args.room, width, height, min(args.fps, 60.0), args.avatar,
+                            args.screenshot, args.screenshot_at)
+    link = WindowLink(options)
+    error = link.wait_ready(WINDOW_START_S)
+    if error:
+        link.stop()
+        say(f"{error}: running headless")
+        return None
+    return link
+
+
+def toggle_recording(recording, args, call, mic, monitor: CallMonitor):
+    """The window's O key: stop ``recording``, or start one (``call-<time>.ts`` here, with
+    our avatar and the remote avatars already fetched); returns the recording now running
+    (None: none). Failures go to the overlay, the call goes on."""
+    from app.cli import UserError
+    from app.recording import open_recording
+
+    if recording is not None:
+        if mic is not None:
+            mic.seen = None
+        recording.close()
+        monitor.note = recording.error or f"recording stopped: {monitor.recording}"
+        monitor.recording = None
+        return None
+    path = time.strftime("call-%Y%m%d-%H%M%S.ts")
+    try:
+        recording = open_recording(path, args.fps, args.name)
+    except UserError as exc:
+        monitor.note = str(exc)
+        return None
+    recording.own_avatar(args.avatar)
+    from net.call import Call
+
+    if isinstance(call, Call):  # the SFU (net.janus) exchanges no avatars yet
+        exchange = call.avatars
+        for remote_id, remote in exchange.remotes.items():
+            path = exchange.cache_dir / f"{remote.sha256}.lca"
+            if remote.sha256 and path.is_file():
+                recording.avatar_file(remote_id, path)
+    if mic is not None:
+        mic.seen = recording.own_voice
+    monitor.recording = path
+    monitor.note = f"recording to {path}"
+    return recording
+
+
+WINDOW_START_S = 120.0  # the window process imports, loads the avatar and opens GL
+
+
+class WindowLink:
+    """The call's side of the window process (multiprocessing, spawned): snapshots go out
+    one at a time as the window asks for them, so a slow window never makes the call wait
+    (nor fills the pipe); keys come back as ``CallControls`` settings and requests. The
+    window is a process, not a thread: Mesa runs the GL work inside moderngl's calls, which
+    hold the GIL, and a probe thread beside the window measured gaps of 155-250 ms (p99, max)
+    while it drew: the call's event loop would have stalled as long."""
+
+    def __init__(self, options: WindowOptions):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # a clean process for GL and glfw
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=window_main, args=(options, child),
+                                       name="call-window", daemon=True)
+        self.process.start()
+        child.close()
+        self.controls = CallControls()
+        self.closed = False        # the user closed the window (or it died)
+        self.display_s = 0.0       # the window's frame time: a pose shows this much later
+        self._wanted = False
+
+    def wait_ready(self, timeout_s: float) -> str | None:
+        """None once the window is open, else why it is not."""
+        if not self._conn.poll(timeout_s):
+            return "the call window did not open in time"
+        try:
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            return "the call window's process ended"
+        if message[0] == "error":
+            return message[1]
+        self._wanted = True
+        return None
+
+    def poll(self) -> None:
+        """Take in what the window said (call's thread, each tick; never blocks)."""
+        try:
+            while not self.closed and self._conn.poll():
+                message = self._conn.recv()
+                if message[0] == "want":
+                    self._wanted = True
+                    self.display_s = float(message[1])
+                elif message[0] == "set":
+                    setattr(self.controls, message[1], bool(message[2]))
+                elif message[0] == "request":
+                    self.controls.request(message[1])
+                elif message[0] == "closed":
+                    self.closed = True
+        except (EOFError, OSError):
+            self.closed = True
+
+    def show(self, snapshot: CallSnapshot) -> None:
+        if self._wanted and not self.closed:
+            self._send(("snapshot", snapshot))
+            self._wanted = False
+
+    def avatar(self, remote_id: str, path: Path) -> None:
+        self._send(("avatar", remote_id, str(path)))
+
+    def _send(self, message) -> None:
+        try:
+            self._conn.send(message)
+        except (BrokenPipeError, OSError):
+            self.closed = True
+
+    def stop(self) -> None:
+        self._send(("stop",))
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        self._conn.close()
+
+
+class _WindowMailbox:
+    """The window process's side of the pipe."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.latest = CallSnapshot()
+        self.stopped = False
+
+    def send(self, message) -> None:
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, OSError):
+            self.stopped = True
+
+    def receive(self) -> list[tuple[str, str]]:
+        """Take in everything the call sent; returns the avatars that arrived."""
+        avatars = []
+        try:
+            while self.conn.poll():
+                message = self.conn.recv()
+                if message[0] == "snapshot":
+                    self.latest = message[1]
+                elif message[0] == "avatar":
+                    avatars.append((message[1], message[2]))
+                elif message[0] == "stop":
+                    self.stopped = True
+        except (EOFError, OSError):
+            self.stopped = True  # the call process is gone
+        return avatars
+
+
+def window_main(options: WindowOptions, conn) -> None:
+    """The window process: open the window, draw until the call stops it or it is closed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the call's to handle
+    mailbox = _WindowMailbox(conn)
+    try:
+        import glfw
+
+        from avatar.avatar import load_avatar
+        from avatar.lca import AvatarFileError
+
+        try:
+            own = load_avatar(options.avatar or "default")
+        except (AvatarFileError, OSError) as exc:
+            mailbox.send(("error", f"cannot load the avatar {options.avatar!r}: {exc}"))
+            return
+        if not glfw.init():
+            mailbox.send(("error", "cannot open the display"))
+            return
+        try:
+            try:
+                window = make_window(options, own, mailbox)
+            except Exception as exc:  # noqa: BLE001 - UserError and GL failures alike
+                mailbox.send(("error", str(exc)))
+                return
+            mailbox.send(("ready",))
+            window.run()
+            if not mailbox.stopped:
+                mailbox.send(("closed",))
+        finally:
+            glfw.terminate()
+    finally:
+        conn.close()
