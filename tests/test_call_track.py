@@ -1,5 +1,6 @@
 """`main.py call --track`: a participant tracked live from a real clip (paced like a camera)
-calls another process through `main.py serve`; the receiver records what it played out."""
+calls another process through `main.py serve`; the receiver records what it played out (one
+recording file, net/recording.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from avatar.codes import read_jsonl
+from net.recording import read_recording
 from tests.media import media_path
 from tests.test_call_processes import ROOT, _free_port, _wait_for
 
@@ -31,7 +32,7 @@ def test_live_tracked_codes_cross_the_call(tmp_path):
         _wait_for(lambda: _port_open(port), 20, "the signalling server")
         receiver_log = open(tmp_path / "receiver.log", "w")
         procs.append(subprocess.Popen([sys.executable, "main.py", "call", *common, "--name", "bob",
-                                       "--record", str(tmp_path / "rec"), "--duration", "25"],
+                                       "--record", str(tmp_path / "call.ts"), "--duration", "25"],
                                       cwd=ROOT, env=env, stdout=receiver_log,
                                       stderr=subprocess.STDOUT))
         sender = subprocess.run([sys.executable, "main.py", "call", *common, "--name", "alice",
@@ -44,9 +45,10 @@ def test_live_tracked_codes_cross_the_call(tmp_path):
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
-    recorded = list((tmp_path / "rec").glob("alice-*.codes.jsonl"))
+    recording = read_recording(tmp_path / "call.ts")
+    recorded = [p for p in recording.participants if p.name == "alice"]
     assert recorded, (tmp_path / "receiver.log").read_text()[-2000:]
-    frames = read_jsonl(recorded[0])
+    frames = recorded[0].frames
     assert len(frames) > 100
     face_valid = np.mean([c.is_valid("face") for c in frames])
     jaw = np.array([c.blendshape("jawOpen") for c in frames if c.is_valid("face")])

@@ -93,7 +93,8 @@ def test_call_command_through_janus(janus, tmp_path):
     import sys
     from pathlib import Path
 
-    from avatar.codes import read_jsonl, write_jsonl
+    from avatar.codes import write_jsonl
+    from net.recording import read_recording
 
     codes = tmp_path / "codes.jsonl"
     write_jsonl(codes, [Codes(seq=i, face=np.full(52, (i % 30) / 30, np.float32))
@@ -102,15 +103,16 @@ def test_call_command_through_janus(janus, tmp_path):
     common = ["main.py", "call", "--janus", janus.url, "--room", "5151", "--ice-address",
               janus.client_address, "--codes", str(codes), "--duration", "8", "--fps", "30"]
     procs = [subprocess.Popen([sys.executable, *common, "--name", name, "--audio", f"tone:{tone}",
-                               "--record", str(tmp_path / name)], cwd=root,
+                               "--record", str(tmp_path / f"{name}.ts")], cwd=root,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for name, tone in (("ann", 400), ("ben", 700))]
     outputs = [p.communicate(timeout=90)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
-    for name in ("ann", "ben"):
-        recorded = list((tmp_path / name).glob("*.codes.jsonl"))
-        assert recorded, outputs
-        frames = read_jsonl(recorded[0])
+    for name, other in (("ann", "ben"), ("ben", "ann")):
+        recording = read_recording(tmp_path / f"{name}.ts")
+        remote = [p for p in recording.participants if p.name == other]
+        assert remote, outputs
+        frames = remote[0].frames
         assert len(frames) > 60, (name, len(frames))
         assert len({round(c.blendshape("jawOpen"), 2) for c in frames}) > 5  # the codes vary
-        assert list((tmp_path / name).glob("*.wav"))
+        assert np.abs(recording.voice_of(remote[0])).max() > 0.01  # the other's tone
