@@ -314,8 +314,8 @@ def _fit_template(torch, points, template, iterations, progress, seed, joints,
         {"params": [bone_aa], "lr": 0.03}, {"params": [root_aa], "lr": 0.01},
         {"params": [shift], "lr": 0.005}, {"params": [log_scale], "lr": 0.003}])
 
-    def posed_by(bone_aa, root_aa, shift, log_scale):
-        # Forward kinematics one depth level at a time (as avatar.rig does), then skinning.
+    def bones_by(bone_aa, root_aa):
+        # Forward kinematics one depth level at a time (as avatar.rig does).
         local = torch.cat([torch.eye(3)[None], _axis_angle_matrices(torch, bone_aa)])[slot_t]
         root = _axis_angle_matrices(torch, root_aa[None])
         rot = torch.cat([root, local[1:]])
@@ -324,12 +324,21 @@ def _fit_template(torch, points, template, iterations, progress, seed, joints,
             rot = rot.index_copy(0, index, rot[parent] @ rot[index])
             head = head.index_copy(0, index, head[parent]
                                    + torch.einsum("nab,nb->na", rot[parent], offsets[index]))
-        trans = head - torch.einsum("jab,jb->ja", rot, rest_heads)
+        return rot, head, head - torch.einsum("jab,jb->ja", rot, rest_heads)
+
+    def posed_by(bone_aa, root_aa, shift, log_scale):
+        rot, head, trans = bones_by(bone_aa, root_aa)
         blend = (weights_t @ torch.cat([rot, trans[..., None]], dim=2).reshape(-1, 12))
         blend = blend.reshape(-1, 3, 4)
         skinned = torch.einsum("vab,vb->va", blend[:, :, :3], rest) + blend[:, :, 3]
         scale = torch.exp(log_scale)
         return scale * skinned + shift, scale * head + shift
+
+    def transforms_by(bone_aa, root_aa, shift, log_scale):
+        # (J, 3, 4) rest -> fitted bone transforms, scaled and shifted (skin weights sum to 1)
+        rot, _, trans = bones_by(bone_aa, root_aa)
+        scale = torch.exp(log_scale)
+        return torch.cat([scale * rot, (scale * trans + shift)[..., None]], dim=2)
 
     def posed():
         return posed_by(bone_aa, root_aa, shift, log_scale)
@@ -374,8 +383,9 @@ def _fit_template(torch, points, template, iterations, progress, seed, joints,
             progress(step + 1, iterations)
 
     if refine_steps:
-        _refine(torch, posed_by, [bone_aa, root_aa, shift, log_scale], points,
-                np.searchsorted(surface, surface_faces), refine_steps, rng)
+        _refine(torch, transforms_by, [bone_aa, root_aa, shift, log_scale], weights,
+                template.vertices[verts], np.searchsorted(surface, surface_faces), points,
+                refine_steps, rng)
     with torch.no_grad():
         root = _axis_angle_matrices(torch, root_aa[None])[0].numpy()
         local = np.tile(np.array([1.0, 0, 0, 0]), (len(rig.parents), 1))
@@ -407,28 +417,44 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
-def _refine(torch, posed_by, params, points, faces, steps, rng, reach=0.03, sample=20000):
+def _refine(torch, transforms_by, params, weights, rest, faces, points, steps, rng,
+            reach=0.03, sample=20000):
     """ICP to finish the fit: Levenberg-Marquardt steps on point-to-plane distances, both
     ways (each surface vertex to its nearest scan centre, a sample of the centres to their
     nearest vertex), along the posed template's vertex normals, pairs further apart than
     ``reach`` left out. Adam's noisy gradient steps stop centimetres short; these converge
-    to the nearest-point optimum in a few steps. ``params`` are updated in place."""
+    to the nearest-point optimum in a few steps. ``transforms_by(*params)`` gives the (J, 3, 4)
+    bone transforms, ``weights`` (V, J) the skinning of the ``rest`` (V, 3) surface vertices
+    (``faces`` index them). ``params`` are updated in place."""
     from scipy.spatial import cKDTree
     from torch.func import jacfwd
 
     sizes = [p.numel() for p in params]
     shapes = [p.shape for p in params]
     x = torch.cat([p.detach().reshape(-1) for p in params]).double()
+    homogeneous = np.c_[rest, np.ones(len(rest))].astype(np.float64)
+    weights = weights.astype(np.float64)
+
+    def matrices_of(flat):
+        parts = torch.split(flat, sizes)
+        return transforms_by(*(part.reshape(shape) for part, shape in zip(parts, shapes)))
 
     def vertices_of(flat):
-        parts = torch.split(flat.float(), sizes)
-        return posed_by(*(part.reshape(shape) for part, shape in zip(parts, shapes)))[0]
+        with torch.no_grad():
+            blend = (weights @ matrices_of(flat.float()).double().numpy().reshape(-1, 12))
+        return np.einsum("vab,vb->va", blend.reshape(-1, 3, 4), homogeneous)
+
+    def jacobian(flat):
+        # (V, 3, P): bone transforms' Jacobian (forward mode: a hundred-odd parameters, a
+        # hundred-odd bones), then blended by the skin weights: one matrix product.
+        d = jacfwd(matrices_of)(flat.float()).double().numpy()      # (J, 3, 4, P)
+        blend = (weights @ d.reshape(len(d), -1)).reshape(len(rest), 3, 4, -1)
+        return np.einsum("vabp,vb->vap", blend, homogeneous)
 
     tree = cKDTree(points)
     scan = points[rng.choice(len(points), min(len(points), sample), replace=False)]
     damping = 1e-3
-    with torch.no_grad():
-        v = vertices_of(x).double().numpy()
+    v = vertices_of(x)
 
     def residuals(v):
         normals = _vertex_normals(v, faces)
@@ -439,27 +465,26 @@ def _refine(torch, posed_by, params, points, faces, steps, rng, reach=0.03, samp
         # residual = n . (v - q): vertex rows, then centre rows (each term weighted by count)
         rows = np.concatenate([ok_v, to_vert[ok_s]])
         targets = np.concatenate([points[to_scan[ok_v]], scan[ok_s]])
-        weights = np.concatenate([np.full(len(ok_v), 1 / max(len(ok_v), 1)),
+        rooted = np.concatenate([np.full(len(ok_v), 1 / max(len(ok_v), 1)),
                                   np.full(len(ok_s), 1 / max(len(ok_s), 1))])
-        return rows, normals[rows], targets, np.sqrt(weights)
+        return rows, normals[rows], targets, np.sqrt(rooted)
 
-    def cost(v, rows, normals, targets, weights):
-        return float(np.sum((weights * ((v[rows] - targets) * normals).sum(1)) ** 2))
+    def cost(v, rows, normals, targets, root_w):
+        return float(np.sum((root_w * ((v[rows] - targets) * normals).sum(1)) ** 2))
 
     for _ in range(steps):
-        rows, normals, targets, weights = residuals(v)
-        r = weights * ((v[rows] - targets) * normals).sum(1)
-        jac = jacfwd(vertices_of)(x).double().numpy()          # (V, 3, P)
-        j = weights[:, None] * np.einsum("rd,rdp->rp", normals, jac[rows])
+        rows, normals, targets, root_w = residuals(v)
+        r = root_w * ((v[rows] - targets) * normals).sum(1)
+        jac = jacobian(x)
+        j = root_w[:, None] * np.einsum("rd,rdp->rp", normals, jac[rows])
         jtj, jtr = j.T @ j, j.T @ r
-        base = cost(v, rows, normals, targets, weights)
+        base = cost(v, rows, normals, targets, root_w)
         while damping < 1e6:
             step = np.linalg.solve(jtj + damping * (np.diag(np.diag(jtj)) + 1e-9 * np.eye(len(x))),
                                    -jtr)
             trial = x + torch.from_numpy(step)
-            with torch.no_grad():
-                v_trial = vertices_of(trial).double().numpy()
-            if cost(v_trial, rows, normals, targets, weights) < base:
+            v_trial = vertices_of(trial)
+            if cost(v_trial, rows, normals, targets, root_w) < base:
                 x, v, damping = trial, v_trial, max(damping / 3, 1e-6)
                 break
             damping *= 4
