@@ -303,6 +303,7 @@ def import_scan(path: Path, name: str, max_gaussians: int | None):
          f"({time.monotonic() - started:.1f} s)")
     try:
         fit = fit_template(placement.apply(scan.means[person]), template, joints=joints,
+                           floor=floor is not None,
                            progress=lambda step, total: _log(f"    step {step}/{total}"))
     except ScanFitError as exc:
         raise UserError(f"{path}: {exc}") from None
