@@ -300,10 +300,12 @@ def import_scan(path: Path, name: str, max_gaussians: int | None):
          f"({time.monotonic() - started:.1f} s)")
     try:
         fit = fit_template(placement.apply(scan.means[person]), template, joints=joints,
+                           floor=floor is not None,
                            progress=lambda step, total: _log(f"    step {step}/{total}"))
     except ScanFitError as exc:
         raise UserError(f"{path}: {exc}") from None
-    _log(f"  fit: {fit.rms_m * 1000:.1f} mm RMS, {fit.coverage:.0%} of the template covered "
+    _log(f"  fit: {fit.rms_m * 1000:.1f} mm RMS, {fit.thickness_m * 1000:+.1f} mm thicker than "
+         f"the template, {fit.coverage:.0%} of it covered "
          f"({time.monotonic() - started:.1f} s)")
     if fit.coverage < MIN_COVERAGE or fit.rms_m > MAX_RMS_M:
         raise UserError(f"{path}: does not look like a standing person: the body template "
@@ -334,7 +336,8 @@ def import_scan(path: Path, name: str, max_gaussians: int | None):
             "dropped_over_limit": bound.dropped_thinning,
             "scan_units_per_metre": round(1.0 / body_from_scan.scale, 6),
             "fit_rms_mm": round(fit.rms_m * 1000, 2), "fit_coverage": round(fit.coverage, 3),
-            "shape": "template (scaled to the scan's height; not fitted)",
+            "shape": f"template scaled to the scan, {fit.thickness_m * 1000:+.1f} mm thicker "
+                     "(in the offsets); no other shape fitted",
         })
 
 
