@@ -5,13 +5,11 @@ and restarted rejoins, and the other side recovers."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,31 +19,9 @@ from avatar.codes import Codes, write_jsonl
 from common.rotation import quat_from_axis_angle
 from net.audio import dominant_frequency_hz
 from net.recording import read_recording
+from tests.processes import free_port, read_stats, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stats(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _voice_frequency(samples: np.ndarray) -> float:
@@ -60,7 +36,7 @@ def test_two_processes_call_then_one_restarts(tmp_path):
               for i in range(120)]
     codes_file = tmp_path / "codes.jsonl"
     write_jsonl(codes_file, frames)
-    port = _free_port()
+    port = free_port()
     secret = tmp_path / "secret.key"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs: list[subprocess.Popen] = []
@@ -82,18 +58,18 @@ def test_two_processes_call_then_one_restarts(tmp_path):
 
     try:
         start("serve", "--port", str(port), "--secret-file", str(secret), log="serve.log")
-        _wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
         alice, alice_stats = participant("alice", 440, 28)
-        _wait_for(lambda: (_stats(alice_stats) or {}).get("joined_s") is not None, 30,
+        wait_for(lambda: (read_stats(alice_stats) or {}).get("joined_s") is not None, 30,
                   "alice to join")
         bob, bob_stats = participant("bob", 1000, 60)
         # Let bob run until he has 11 s of codes, then kill him without warning.
-        _wait_for(lambda: any(r["codes"]["unique"] >= 660 for r in
-                              (_stats(bob_stats) or {}).get("remotes", {}).values()),
+        wait_for(lambda: any(r["codes"]["unique"] >= 660 for r in
+                              (read_stats(bob_stats) or {}).get("remotes", {}).values()),
                   40, "bob to receive 11 s of codes")
         bob.send_signal(signal.SIGKILL)
         bob.wait()
-        before = _stats(bob_stats)
+        before = read_stats(bob_stats)
         (remote,) = before["remotes"].values()
         assert remote["name"] == "alice"
         assert remote["connect_s"] < 1.0, remote
@@ -104,7 +80,7 @@ def test_two_processes_call_then_one_restarts(tmp_path):
         # bob comes back as a new process
         bob2, bob2_stats = participant("bob", 1000, 6)
         assert bob2.wait(timeout=60) == 0
-        after = _stats(bob2_stats)
+        after = read_stats(bob2_stats)
         (remote2,) = after["remotes"].values() if after["remotes"] else [after["departed"][-1]]
         assert remote2["connect_s"] < 1.0
         assert remote2["codes"]["unique"] > 4 * 60 and remote2["codes"]["lost"] == 0
@@ -119,7 +95,7 @@ def test_two_processes_call_then_one_restarts(tmp_path):
                     proc.kill()
                     proc.wait()
 
-    final = _stats(alice_stats)
+    final = read_stats(alice_stats)
     gone = {d["name"]: d for d in final["departed"]}
     # alice saw bob's crash as a departure, and bob's second run too (he left after 6 s)
     assert len(final["departed"]) == 2, final["departed"]

@@ -13,13 +13,13 @@ import pytest
 
 from net.recording import read_recording
 from tests.media import media_path
-from tests.test_call_processes import ROOT, _free_port, _wait_for
+from tests.processes import ROOT, free_port, wait_for
 
 
 @pytest.mark.slow
 def test_live_tracked_codes_cross_the_call(tmp_path):
     clip = media_path("jwpIntro.mp4")
-    port = _free_port()
+    port = free_port()
     secret = tmp_path / "secret.key"
     env = dict(os.environ, PYTHONUNBUFFERED="1", GLOG_minloglevel="2")
     common = ["--server", f"ws://127.0.0.1:{port}/ws", "--room", "live", "--secret-file",
@@ -29,7 +29,7 @@ def test_live_tracked_codes_cross_the_call(tmp_path):
         procs.append(subprocess.Popen([sys.executable, "main.py", "serve", "--port", str(port),
                                        "--secret-file", str(secret)], cwd=ROOT, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait_for(lambda: _port_open(port), 20, "the signalling server")
+        wait_for(lambda: _port_open(port), 20, "the signalling server")
         receiver_log = open(tmp_path / "receiver.log", "w")
         procs.append(subprocess.Popen([sys.executable, "main.py", "call", *common, "--name", "bob",
                                        "--record", str(tmp_path / "call.ts"), "--duration", "25"],

@@ -5,7 +5,6 @@ opacity of a faded avatar checked directly."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from app.speakers import RESYNC_S, SAMPLE_RATE, VoiceMixer
 from avatar.codes import Codes, write_jsonl
 from common.rotation import quat_from_axis_angle
 from tests.test_view_cmd import display  # noqa: F401 - the Xvfb fixture
+from tests.processes import free_port, read_stats, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # ALSA's null device as the default card: PortAudio opens it and plays into nothing.
@@ -127,27 +127,6 @@ def test_a_faded_avatar_draws_with_its_opacity_on_the_gl_renderer_as_in_numpy():
 
 
 # -- real processes ----------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stats(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 @pytest.mark.slow
@@ -159,7 +138,7 @@ def test_a_call_window_shows_the_remote_the_self_view_and_the_overlay_and_plays_
     codes_file = tmp_path / "codes.jsonl"
     write_jsonl(codes_file, frames)
     (tmp_path / "asound.conf").write_text(NULL_ALSA)
-    port = _free_port()
+    port = free_port()
     secret = tmp_path / "secret.key"
     base = dict(os.environ, PYTHONUNBUFFERED="1")
     base.pop("DISPLAY", None)
@@ -181,11 +160,11 @@ def test_a_call_window_shows_the_remote_the_self_view_and_the_overlay_and_plays_
     shot = tmp_path / "window.png"
     try:
         start("serve", "--port", str(port), "--secret-file", str(secret), log="serve.log")
-        _wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
         # alice: no display and no sound card: one line each, and the call goes on headless.
         alice_stats = tmp_path / "alice.json"
         alice = call("alice", 440, 40, "--stats", str(alice_stats))
-        _wait_for(lambda: (_stats(alice_stats) or {}).get("joined_s") is not None, 30,
+        wait_for(lambda: (read_stats(alice_stats) or {}).get("joined_s") is not None, 30,
                   "alice to join")
         # bob: a window on the X server, the voices into ALSA's null device.
         bob_stats = tmp_path / "bob.json"
@@ -206,7 +185,7 @@ def test_a_call_window_shows_the_remote_the_self_view_and_the_overlay_and_plays_
     assert sum("without sound" in line for line in alice_log.splitlines()) == 1, alice_log
     assert "screenshot saved" in bob_log, bob_log
     # The voice reached the speakers: PortAudio asked for blocks and alice's tone was in them.
-    speakers = _stats(bob_stats)["speakers"]
+    speakers = read_stats(bob_stats)["speakers"]
     assert speakers["blocks"] > 100 and speakers["voiced_blocks"] > 50, speakers
 
     image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
@@ -404,7 +383,7 @@ def _window_process(parent_pid: int) -> int | None:
 
 @pytest.mark.slow
 def test_when_the_window_goes_away_the_call_leaves_cleanly(tmp_path, display):  # noqa: F811
-    port = _free_port()
+    port = free_port()
     secret = tmp_path / "secret.key"
     env = dict(os.environ, PYTHONUNBUFFERED="1", DISPLAY=display)
     server = subprocess.Popen([sys.executable, "main.py", "serve", "--port", str(port),
@@ -413,14 +392,14 @@ def test_when_the_window_goes_away_the_call_leaves_cleanly(tmp_path, display):  
     stats = tmp_path / "bob.json"
     bob = None
     try:
-        _wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
         bob = subprocess.Popen(
             [sys.executable, "main.py", "call", "--server", f"ws://127.0.0.1:{port}/ws",
              "--room", "w", "--secret-file", str(secret), "--name", "bob", "--audio", "none",
              "--duration", "120", "--loopback", "--stats", str(stats)],
             cwd=ROOT, env=env, stdout=open(tmp_path / "bob.log", "w"), stderr=subprocess.STDOUT)
-        _wait_for(lambda: (_stats(stats) or {}).get("joined_s") is not None, 60, "bob to join")
-        window = _wait_for(lambda: _window_process(bob.pid), 30, "the window process")
+        wait_for(lambda: (read_stats(stats) or {}).get("joined_s") is not None, 60, "bob to join")
+        window = wait_for(lambda: _window_process(bob.pid), 30, "the window process")
         os.kill(window, 9)
         assert bob.wait(timeout=30) == 0
     finally:
@@ -430,7 +409,7 @@ def test_when_the_window_goes_away_the_call_leaves_cleanly(tmp_path, display):  
                 proc.wait()
     log = (tmp_path / "bob.log").read_text()
     assert "the window was closed: leaving" in log and "left the call" in log, log
-    assert _stats(stats)["uptime_s"] < 60
+    assert read_stats(stats)["uptime_s"] < 60
 
 
 def test_the_record_key_starts_a_recording_here_and_stops_it(tmp_path, monkeypatch):

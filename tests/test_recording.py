@@ -6,7 +6,6 @@ failure paths: an unwritable path refused up front, a full disk reported without
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -24,31 +23,9 @@ from avatar.codes import write_jsonl
 from net.audio import dominant_frequency_hz
 from net.recording import RecordingWriter, read_recording
 from tests.test_view_cmd import display  # noqa: F401 - the Xvfb fixture
+from tests.processes import free_port, read_stats, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stats(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +37,7 @@ def killed_recording(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("call")
     write_jsonl(tmp / "talk.jsonl", POSES["talk"].frames(30.0))
     write_jsonl(tmp / "wave.jsonl", POSES["wave"].frames(30.0))
-    port = _free_port()
+    port = free_port()
     secret = tmp / "secret.key"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("DISPLAY", None)
@@ -82,16 +59,16 @@ def killed_recording(tmp_path_factory):
     stats = tmp / "alice.json"
     try:
         start("serve", "--port", str(port), "--secret-file", str(secret), log="serve.log")
-        _wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 20, "server")
         alice = participant("alice", "talk.jsonl", 440, "--record", str(path),
                             "--stats", str(stats))
-        _wait_for(lambda: (_stats(stats) or {}).get("joined_s") is not None, 30, "alice")
+        wait_for(lambda: (read_stats(stats) or {}).get("joined_s") is not None, 30, "alice")
         participant("bob", "wave.jsonl", 1000)
-        _wait_for(lambda: any(r["codes"]["unique"] >= 4 * 30 for r in
-                              (_stats(stats) or {}).get("remotes", {}).values()),
+        wait_for(lambda: any(r["codes"]["unique"] >= 4 * 30 for r in
+                              (read_stats(stats) or {}).get("remotes", {}).values()),
                   40, "4 s of bob's codes at alice")
         time.sleep(1.5)
-        before = _stats(stats)
+        before = read_stats(stats)
         alice.send_signal(signal.SIGKILL)
         alice.wait()
     finally:

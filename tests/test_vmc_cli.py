@@ -25,7 +25,7 @@ from avatar.template import load_template
 from net.vmc import VmcReceiver, VmcSender
 from tests import test_view_cmd
 from tests.media import media_path
-from tests.test_call_processes import ROOT, _free_port, _wait_for
+from tests.processes import ROOT, free_port, wait_for
 from tests.test_view_cmd import OVERLAY_ROWS, psnr_uint8, run_view
 
 display = test_view_cmd.display  # the Xvfb fixture
@@ -67,7 +67,7 @@ def test_track_sends_a_tracked_photograph_over_vmc(humanoid, capsys):
     try:
         port = receiver.address[1]
         assert main(["track", str(photo), "--vmc", f"127.0.0.1:{port}"]) == 0
-        codes = _wait_for(receiver.take, 5, "the tracked frame over VMC")
+        codes = wait_for(receiver.take, 5, "the tracked frame over VMC")
     finally:
         receiver.close()
     assert codes.is_valid("body") and codes.is_valid("root")
@@ -104,7 +104,7 @@ def test_view_says_when_the_vmc_port_is_taken_or_wrong(display):
 
 def test_view_shows_what_a_vmc_sender_sends(display, tmp_path, humanoid):
     """The fist pose sent over VMC looks as the fist pose viewed directly."""
-    port = _free_port()
+    port = free_port()
     shots = {}
     for name, source in (("direct", ["--pose", "fist"]),
                          ("vmc", ["--vmc", f"127.0.0.1:{port}"])):
@@ -140,7 +140,7 @@ def test_call_vmc_mistakes_are_one_line(tmp_path, capsys, extra, message):
 @pytest.mark.slow
 def test_a_call_relays_a_vmc_sender_to_a_vmc_receiver(tmp_path, humanoid):
     """VMC sender -> call --codes vmc: -> WebRTC -> call --vmc-out -> VMC receiver."""
-    server_port, vmc_in = _free_port(), _free_port()
+    server_port, vmc_in = free_port(), free_port()
     secret = tmp_path / "secret.key"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     receiver = VmcReceiver("127.0.0.1", 0, humanoid)
@@ -156,7 +156,7 @@ def test_a_call_relays_a_vmc_sender_to_a_vmc_receiver(tmp_path, humanoid):
     wave = POSES["wave"].codes(0.5)
     try:
         start("serve", "--port", str(server_port), "--secret-file", str(secret), log="serve.log")
-        _wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", server_port)) == 0, 20,
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", server_port)) == 0, 20,
                   "server")
         start("call", *common, "--name", "performer", "--codes", f"vmc:127.0.0.1:{vmc_in}",
               log="performer.log")
@@ -166,7 +166,7 @@ def test_a_call_relays_a_vmc_sender_to_a_vmc_receiver(tmp_path, humanoid):
             def arrived():
                 codes = receiver.take()
                 return codes if codes is not None and codes.face.max() > 0.5 else None
-            codes = _wait_for(arrived, 60, "the performer's codes at the far VMC receiver")
+            codes = wait_for(arrived, 60, "the performer's codes at the far VMC receiver")
     finally:
         receiver.close()
         for proc in procs:
