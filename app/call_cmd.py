@@ -496,6 +496,10 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             if stats_path is not None:
                 _write_json(stats_path, snapshot())
             await call.leave()
+            if audio_track is not None:
+                # A file's player thread posts frames to this loop: stop it while the loop
+                # still runs (stopped after asyncio.run, it raised "Event loop is closed").
+                audio_track.stop()
             if recording is not None:
                 recording.close()
                 say(recording.error or f"recorded to {args.record}")
@@ -512,8 +516,6 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
             live.stop()
         if headset is not None:
             headset.stop()
-        if audio_track is not None:
-            audio_track.stop()
         if vmc_out is not None:
             from app.vmc_io import sender_summary
 

@@ -48,3 +48,45 @@ def test_call_without_credentials_says_how_to_get_them(capsys):
 def test_serve_refuses_a_bad_port(tmp_path, capsys):
     assert main(["serve", "--secret-file", str(tmp_path / "k"), "--port", "70000"]) == 1
     assert "port" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_call_with_an_audio_file_ends_without_a_thread_error(tmp_path):
+    """The file's player thread is stopped while the call's event loop still runs: the normal
+    end of `call --audio FILE` printed "Event loop is closed" from that thread before."""
+    import subprocess
+    import sys
+
+    from tests.media import media_path
+    from tests.processes import ROOT, free_port, wait_for
+
+    clip = media_path("jwpIntro.mp4")
+    port, secret = free_port(), tmp_path / "secret.key"
+    server = subprocess.Popen([sys.executable, "main.py", "serve", "--port", str(port),
+                               "--secret-file", str(secret)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import socket
+
+        def listening():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 20, "the signalling server")
+        common = [sys.executable, "main.py", "call", "--server", f"ws://127.0.0.1:{port}/ws",
+                  "--room", "r", "--secret-file", str(secret), "--loopback", "--no-window"]
+        # A listener, so that the voice is really sent (the player's thread starts then).
+        listener = subprocess.Popen([*common, "--name", "ears", "--audio", "none",
+                                     "--duration", "8"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        call = subprocess.run([*common, "--name", "voice", "--audio", str(clip),
+                               "--duration", "5"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        listener.wait(timeout=60)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    output = call.stdout + call.stderr
+    assert call.returncode == 0, output[-2000:]
+    assert "left the call" in output
+    assert "Event loop is closed" not in output and "Traceback" not in output, output[-2000:]
