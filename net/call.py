@@ -270,11 +270,18 @@ class Call:
             return
         if state == "connected":
             self._event("connected", remote_id, f"{remote.peer.connect_time_s * 1000:.0f} ms")
+            asyncio.ensure_future(self._report_connected(remote_id))
         elif state == "control-open":
             self.avatars.hello(remote_id, self.config.name)
         elif state == "failed" and not self._closing:
             self._event("failed", remote_id, "connection failed")
             asyncio.ensure_future(self._reconnect(remote_id))
+
+    async def _report_connected(self, remote_id: str) -> None:
+        try:
+            await self.client.report_connected(remote_id)
+        except (ConnectionError, RuntimeError) as exc:  # the server went away meanwhile
+            log.debug("could not report the connection to %s: %s", remote_id, exc)
 
     async def _reconnect(self, remote_id: str) -> None:
         remote = self.remotes.get(remote_id)

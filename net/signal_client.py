@@ -76,6 +76,11 @@ class SignallingClient:
             raise SignallingError("closed", "not connected to the signalling server")
         await self._ws.send_json({"type": "signal", "to": to, "data": data})
 
+    async def report_connected(self, peer_id: str) -> None:
+        """Tell the server a peer connection with ``peer_id`` is up (its idle rule)."""
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.send_json({"type": "connected", "with": peer_id})
+
     async def send_raw(self, text: str) -> None:
         """Send a raw text message (tests of the server's limits use this)."""
         assert self._ws is not None

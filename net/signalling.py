@@ -10,6 +10,8 @@ Protocol (JSON text messages on ``ws://HOST:PORT/ws``):
   room changes.
 - client -> server: ``{"type": "signal", "to": ID, "data": {...}}``; the server relays it as
   ``{"type": "signal", "from": ID, "data": {...}}`` to that member of the same room.
+- client -> server: ``{"type": "connected", "with": ID}`` once a peer connection with that
+  member is up (the idle rule below; not relayed).
 - server -> client on refusal: ``{"type": "error", "code": C, "message": M}`` and, for fatal
   ones, a close with code ``CLOSE_CODES[C]``. Codes: bad-token, expired-token, wrong-room,
   room-full, too-large, rate-limited, bad-message, join-timeout, revoked-token, replaced
@@ -22,11 +24,11 @@ that a client that vanishes without closing (pulled cable, killed laptop) leaves
 within a few seconds. Against squatting: a token admits one identity (``net.tokens``), and
 a second connection with it replaces the first; identities listed in the ``revoked_path``
 file are shut out (the file is read again when it changes, and members it names are
-dropped); a member that has not sent a single signal within ``idle_s`` of another member
-being there to talk to (a newcomer offers to everyone at once, the others answer) is
-dropped. Names are made printable (``common.names``) before they reach a log or a peer.
-``/health`` answers "ok" to anyone, and room counts only with ``?token=`` a token for the
-room named "health". ``start(..., ssl_context=)`` serves wss://.
+dropped); a member that has not reported a completed peer connection within ``idle_s`` of
+another member being there to talk to is dropped (sockets that answer pings, or signal, and
+never connect cannot hold a room). Names are made printable (``common.names``) before they
+reach a log or a peer. ``/health`` answers "ok" to anyone, and room counts only with
+``?token=`` a token for the room named "health". ``start(..., ssl_context=)`` serves wss://.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class _Member:
     tokens: float
     identity: str = ""
     refilled_at: float = field(default_factory=time.monotonic)
-    expect_since: float | None = None   # someone to talk to since then, and no signal yet
+    expect_since: float | None = None   # someone to talk to since then, and no connection yet
 
 
 class SignallingServer:
@@ -142,7 +144,7 @@ class SignallingServer:
                         await self._refuse(member.ws, "revoked-token", "the join token was revoked")
                     elif (member.expect_since is not None
                           and now - member.expect_since > self.limits.idle_s):
-                        await self._refuse(member.ws, "idle", "no peer connection attempted in "
+                        await self._refuse(member.ws, "idle", "no peer connection completed in "
                                            f"{self.limits.idle_s:g} s")
 
     async def stop(self) -> None:
@@ -243,10 +245,13 @@ class SignallingServer:
                 kind = data.get("type")
                 if kind == "leave":
                     break
+                if kind == "connected" and isinstance(data.get("with"), str):
+                    if data["with"] in room:
+                        member.expect_since = None  # a peer connection is up
+                    continue
                 if kind != "signal" or not isinstance(data.get("to"), str):
                     await self._refuse(ws, "bad-message", f"unknown message type {kind!r}")
                     break
-                member.expect_since = None  # it is talking to its peers
                 target = room.get(data["to"])
                 if target is None:
                     await self._send(member, {"type": "error", "code": "unknown-peer",

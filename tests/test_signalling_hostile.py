@@ -184,7 +184,7 @@ def test_members_that_never_signal_are_dropped_but_one_waiting_alone_is_not():
     assert codes == ["idle", "idle"] and lonely == 1
 
 
-def test_members_that_signal_are_not_dropped_as_idle():
+def test_members_that_signal_but_never_connect_are_dropped_and_connected_ones_stay():
     async def main():
         server, url = await _server(idle_s=0.6)
         a = SignallingClient(url, "r", make_token(SECRET, "r"), "a")
@@ -195,10 +195,31 @@ def test_members_that_signal_are_not_dropped_as_idle():
         await a.receive()  # b joined
         await a.receive()  # b's offer
         await a.send(b.id, {"answer": 1})
-        await asyncio.sleep(1.5)
+        await a.report_connected(b.id)  # a reports the connection up; b never does
+        code = await _until_refused(b)
+        await asyncio.sleep(1.0)
         count = len(server.rooms["r"])
         await a.close()
-        await b.close()
+        await server.stop()
+        return code, count
+
+    assert run(main()) == ("idle", 1)
+
+
+def test_a_real_call_reports_its_connection_and_stays_past_the_idle_limit(tmp_path):
+    from net.call import Call, CallConfig
+
+    async def main():
+        server, url = await _server(idle_s=1.0)
+        calls = [Call(CallConfig(url=url, room="r", token=make_token(SECRET, "r"), name=n,
+                                 host_addresses=["127.0.0.1"],
+                                 avatar_cache_dir=tmp_path / n)) for n in ("a", "b")]
+        for call in calls:
+            await call.join()
+        await asyncio.sleep(3.0)  # three idle limits
+        count = len(server.rooms.get("r", {}))
+        for call in calls:
+            await call.leave()
         await server.stop()
         return count
 
