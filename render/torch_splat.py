@@ -183,9 +183,6 @@ def project(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor,
         in_depth = torch.nonzero((z > camera.near) & (z < camera.far)).squeeze(1)
     keep, means_k, means_cam, z = keep[in_depth], means_k[in_depth], means_cam[in_depth], z[in_depth]
 
-    m = rot @ quats_to_matrices(quats[keep]) * scales[keep][:, None, :]
-    cov_cam = m @ m.transpose(1, 2)
-
     w, h, fx, fy = camera.width, camera.height, camera.fx, camera.fy
     lim_x_pos = (w - camera.cx) / fx + FRUSTUM_MARGIN * 0.5 * w / fx
     lim_x_neg = camera.cx / fx + FRUSTUM_MARGIN * 0.5 * w / fx
@@ -193,13 +190,18 @@ def project(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor,
     lim_y_neg = camera.cy / fy + FRUSTUM_MARGIN * 0.5 * h / fy
     tx = (means_cam[:, 0] / z).clamp(-lim_x_neg, lim_x_pos) * z
     ty = (means_cam[:, 1] / z).clamp(-lim_y_neg, lim_y_pos) * z
-    zero = torch.zeros_like(z)
-    jac = torch.stack([fx / z, zero, -fx * tx / (z * z),
-                       zero, fy / z, -fy * ty / (z * z)], dim=1).reshape(-1, 2, 3)
-    cov2d = jac @ cov_cam @ jac.transpose(1, 2)
-    a = cov2d[:, 0, 0] + DILATION_PX2
-    b = cov2d[:, 0, 1]
-    c = cov2d[:, 1, 1] + DILATION_PX2
+    # EWA: cov2d = (J W R S)(J W R S)^T with J the projection's Jacobian (2, 3) and W the
+    # camera's rotation. Written out per row (no batched 3x3 products: 5x faster on a CPU).
+    jw0 = (fx / z)[:, None] * rot[0] - (fx * tx / (z * z))[:, None] * rot[2]  # (N, 3)
+    jw1 = (fy / z)[:, None] * rot[1] - (fy * ty / (z * z))[:, None] * rot[2]
+    r = quats_to_matrices(quats[keep])
+    s = scales[keep]
+    t0 = (jw0[:, :, None] * r).sum(1) * s  # rows of J W R S, (N, 3)
+    t1 = (jw1[:, :, None] * r).sum(1) * s
+    cov2d_xx, cov2d_xy, cov2d_yy = (t0 * t0).sum(1), (t0 * t1).sum(1), (t1 * t1).sum(1)
+    a = cov2d_xx + DILATION_PX2
+    b = cov2d_xy
+    c = cov2d_yy + DILATION_PX2
     det = a * c - b * b
     ok = det > 0
     det = torch.where(ok, det, torch.ones_like(det))
@@ -232,15 +234,30 @@ def project(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor,
 
 @dataclass
 class TileLists:
-    """Per tile its Gaussians, front to back: ``index`` (n_tiles, K) int64 into the
-    projected Gaussians, padded with M (a slot that draws nothing); ``count`` (n_tiles,)."""
+    """Per tile its Gaussians, front to back, as one flat list: ``gaussians`` (pairs,) int64
+    indices into the projected Gaussians, grouped by tile; tile t's are
+    ``gaussians[start[t]:start[t] + count[t]]`` (``count`` already cut at a capacity)."""
 
-    index: torch.Tensor
+    gaussians: torch.Tensor
+    start: torch.Tensor
     count: torch.Tensor
     tiles_x: int
     tiles_y: int
     pairs: int
     truncated: int
+
+    @property
+    def longest(self) -> int:
+        return int(self.count.max()) if len(self.count) else 0
+
+    def slots(self, tiles: torch.Tensor, first: int, stop: int, none: int) -> torch.Tensor:
+        """(len(tiles), stop - first) Gaussians at depth ranks first..stop-1 of ``tiles``,
+        ``none`` where a tile's list is shorter."""
+        rank = torch.arange(first, stop)
+        inside = rank[None, :] < self.count[tiles, None]
+        at = (self.start[tiles, None] + rank[None, :]).clamp_(max=max(self.pairs - 1, 0))
+        picked = self.gaussians[at] if self.pairs else torch.zeros_like(at)
+        return picked.masked_fill_(~inside, none)
 
 
 def bin_tiles(box: torch.Tensor, width: int, height: int, tile_size: int,
@@ -257,22 +274,15 @@ def bin_tiles(box: torch.Tensor, width: int, height: int, tile_size: int,
     gauss = torch.repeat_interleave(torch.arange(m), counts)
     offset = torch.arange(pairs) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     sx = span_x[gauss]
-    tile = (ty0[gauss] + offset // sx) * tiles_x + tx0[gauss] + offset % sx
-    # Pairs were made in depth order: a stable sort by tile keeps each tile's front to back.
+    tile = ((ty0[gauss] + offset // sx) * tiles_x + tx0[gauss] + offset % sx).to(torch.int32)
+    # Pairs were made in depth order: a stable sort by tile keeps each tile's front to back
+    # (int32 keys sort faster than int64).
     order = torch.argsort(tile, stable=True)
-    tile, gauss = tile[order], gauss[order]
     per_tile = torch.bincount(tile, minlength=n_tiles)
-    if tile_capacity is None:
-        tile_capacity = max(1, int(per_tile.max()) if pairs else 1)
     start = torch.cumsum(per_tile, 0) - per_tile
-    rank = torch.arange(pairs) - start[tile]
-    keep = rank < tile_capacity
-    k = int(min(tile_capacity, int(per_tile.max()) if pairs else 0))
-    index = torch.full((n_tiles, max(k, 1)), m, dtype=torch.int64)
-    index[tile[keep], rank[keep]] = gauss[keep]
-    count = per_tile.clamp(max=tile_capacity)
-    return TileLists(index, count, tiles_x, tiles_y, pairs,
-                     int((per_tile > tile_capacity).sum()))
+    capacity = per_tile if tile_capacity is None else per_tile.clamp(max=tile_capacity)
+    return TileLists(gauss[order], start, capacity, tiles_x, tiles_y, pairs,
+                     int((per_tile > capacity).sum()))
 
 
 def pixel_monomials(tile_size: int, dtype: torch.dtype) -> torch.Tensor:
@@ -297,71 +307,207 @@ def chunk_bounds(length: int, first: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def rasterize(proj: Projected, width: int, height: int, *, tile_size: int = TILE_SIZE,
-              tile_capacity: int | None = None,
-              chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor, RenderInfo]:
-    """Composite projected Gaussians: premultiplied rgb (H, W, 3) and transmittance (H, W)."""
-    dtype = proj.mean2d.dtype
-    m = len(proj.index)
-    with torch.no_grad():
-        lists = bin_tiles(proj.box, width, height, tile_size, tile_capacity)
-    n_tiles, p = lists.tiles_x * lists.tiles_y, tile_size * tile_size
-    ts = tile_size
-    tile_cx = (torch.arange(n_tiles) % lists.tiles_x * ts + ts / 2).to(dtype)
-    tile_cy = (torch.arange(n_tiles) // lists.tiles_x * ts + ts / 2).to(dtype)
+@dataclass
+class TilePlan:
+    """What the compositing loop needs besides the Gaussians: the tile lists, each tile's
+    centre (n_tiles, 2) pixels, the pixels that start done (off the image), the monomials
+    of a tile's pixel offsets (6, P) and the depth chunks; ``slots`` counts the (tile,
+    Gaussian) slots the loop evaluates."""
 
-    # Per-Gaussian quantities padded with one slot that draws nothing (index m).
-    pad = lambda t, v: torch.cat([t, torch.full((1,) + t.shape[1:], v, dtype=dtype)])
-    mean2d = pad(proj.mean2d, 0.0)
-    conic = pad(proj.conic, 0.0)
-    log_opacity = pad(torch.log(proj.opacity), LOG_OPACITY_NONE)
-    rgb = pad(proj.rgb, 0.0)
-    phi = pixel_monomials(ts, dtype)
+    lists: TileLists
+    centre: torch.Tensor
+    done: torch.Tensor
+    phi: torch.Tensor
+    chunks: list[tuple[int, int]]
+    slots: int = 0
 
-    # Pixels of the last row and column of tiles that fall off the image start done.
+
+def plan_tiles(box: torch.Tensor, width: int, height: int, tile_size: int,
+               tile_capacity: int | None, chunk: int, dtype: torch.dtype) -> TilePlan:
     with torch.no_grad():
+        lists = bin_tiles(box, width, height, tile_size, tile_capacity)
+        n_tiles, p = lists.tiles_x * lists.tiles_y, tile_size * tile_size
+        corner_x = torch.arange(n_tiles) % lists.tiles_x * tile_size
+        corner_y = torch.arange(n_tiles) // lists.tiles_x * tile_size
+        centre = torch.stack([corner_x, corner_y], 1).to(dtype) + tile_size / 2
         local = torch.arange(p)
-        px = (torch.arange(n_tiles) % lists.tiles_x * ts)[:, None] + local % ts
-        py = (torch.arange(n_tiles) // lists.tiles_x * ts)[:, None] + local // ts
-        done = (px >= width) | (py >= height)
-    log_t = torch.zeros((n_tiles, p), dtype=dtype)
-    color = torch.zeros((n_tiles, p, 3), dtype=dtype)
-    steps = 0
-    for c0, c1 in chunk_bounds(lists.index.shape[1], chunk):
-        active = torch.nonzero((lists.count > c0) & ~done.all(1)).squeeze(1)
+        done = ((corner_x[:, None] + local % tile_size >= width)
+                | (corner_y[:, None] + local // tile_size >= height))
+    return TilePlan(lists, centre, done, pixel_monomials(tile_size, dtype),
+                    chunk_bounds(lists.longest, chunk))
+
+
+# Columns of the per-Gaussian table the compositing reads: projected mean (x, y) pixels,
+# conic (a, b, c), log-opacity, colour (r, g, b).
+TABLE_COLUMNS = 9
+
+
+def gaussian_table(proj: Projected) -> torch.Tensor:
+    """(M + 1, 9) per-Gaussian rows for compositing; the last row draws nothing."""
+    dtype = proj.mean2d.dtype
+    table = torch.cat([proj.mean2d, proj.conic, torch.log(proj.opacity)[:, None], proj.rgb], 1)
+    none = torch.zeros((1, TABLE_COLUMNS), dtype=dtype)
+    none[0, 5] = LOG_OPACITY_NONE
+    return torch.cat([table, none])
+
+
+def exponent_coefficients(feats: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(A, C, 6) coefficients of log(o) - q/2 in the monomials of a pixel's offset from its
+    tile's centre, for table rows ``feats`` (A, C, 9) on tiles centred at ``centre`` (A, 2)."""
+    mx = feats[..., 0] - centre[:, None, 0]
+    my = feats[..., 1] - centre[:, None, 1]
+    ca, cb, cc = feats[..., 2], feats[..., 3], feats[..., 4]
+    lin_x, lin_y = ca * mx + cb * my, cc * my + cb * mx
+    return torch.stack([-0.5 * ca, -0.5 * cc, -cb, lin_x, lin_y,
+                        feats[..., 5] - 0.5 * (lin_x * mx + lin_y * my)], dim=-1)
+
+
+def composite_chunk(coeff: torch.Tensor, phi: torch.Tensor, log_t_in: torch.Tensor,
+                    done_in: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One depth chunk of A tiles x C Gaussians x P pixels: alpha, log(1 - alpha),
+    transmittance before each Gaussian, the pairs that pass the early stop, their weights.
+    Plain tensor maths (differentiable as written; the fast path recomputes it)."""
+    a, c = coeff.shape[:2]
+    alpha = torch.exp((coeff.reshape(a * c, 6) @ phi).reshape(a, c, -1)).clamp(max=ALPHA_MAX)
+    alpha = alpha.masked_fill(alpha < ALPHA_MIN, 0.0)
+    log_keep = torch.log1p(-alpha)
+    log_t_after = torch.cumsum(log_keep, dim=1) + log_t_in[:, None, :]
+    passes = (log_t_after.detach() >= math.log(T_MIN)) & ~done_in[:, None, :]
+    t_before = torch.exp(log_t_after - log_keep)
+    weight = (alpha * t_before).masked_fill(~passes, 0.0)
+    return alpha, log_keep, t_before, passes, weight
+
+
+class CompositeFunction(torch.autograd.Function):
+    """All depth chunks of all tiles, with a hand-written backward pass.
+
+    Forward: per chunk, ``composite_chunk`` and the colour and log-transmittance sums.
+    Backward, per chunk in reverse (each pixel's suffix sums of later Gaussians come from
+    the totals, 3DGS's back-to-front rule in closed form): with q_i = (dL/dC . c_i) w_i and
+    G the gradient reaching log T after the chunk,
+    dL/dalpha_i = pass_i (T_i dL/dC . c_i - (sum_{j>i} q_j + G) / (1 - alpha_i)),
+    dL/dlog T_in = G + sum_i q_i, dL/dc_i = sum_pixels w_i dL/dC. The chunk's intermediates
+    are recomputed rather than kept (memory stays one chunk's worth)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, plan: TilePlan):
+        n_tiles, p = plan.done.shape
+        done = plan.done.clone()
+        log_t = torch.zeros((n_tiles, p), dtype=table.dtype)
+        color = torch.zeros((n_tiles, p, 3), dtype=table.dtype)
+        records = []
+        for c0, c1 in plan.chunks:
+            active = torch.nonzero((plan.lists.count > c0) & ~done.all(1)).squeeze(1)
+            if len(active) == 0:
+                break
+            idx = plan.lists.slots(active, c0, c1, len(table) - 1)
+            feats = table[idx]
+            coeff = exponent_coefficients(feats, plan.centre[active])
+            done_in, log_t_in = done[active], log_t[active]
+            _, log_keep, _, passes, weight = composite_chunk(coeff, plan.phi, log_t_in, done_in)
+            plan.slots += idx.numel()
+            color[active] += weight.transpose(1, 2) @ feats[..., 6:9]
+            log_t[active] = log_t_in + log_keep.masked_fill_(~passes, 0.0).sum(1)
+            done[active] = done_in | ~passes[:, -1, :]
+            records.append((active, idx, done_in, log_t_in))
+        ctx.plan, ctx.records = plan, records
+        ctx.save_for_backward(table)
+        return color, log_t
+
+    @staticmethod
+    def backward(ctx, grad_color: torch.Tensor, grad_log_t: torch.Tensor):
+        (table,) = ctx.saved_tensors
+        plan = ctx.plan
+        grad_table = torch.zeros_like(table)
+        grad_log_t = grad_log_t.clone()
+        phi_t = plan.phi.T.contiguous()
+        for active, idx, done_in, log_t_in in reversed(ctx.records):
+            feats = table[idx]
+            centre = plan.centre[active]
+            coeff = exponent_coefficients(feats, centre)
+            alpha, _, t_before, passes, weight = composite_chunk(coeff, plan.phi, log_t_in,
+                                                                 done_in)
+            g_color = grad_color[active]  # (A, P, 3)
+            g_out = grad_log_t[active]  # (A, P)
+            rgb = feats[..., 6:9]
+            g_weight = rgb @ g_color.transpose(1, 2)  # (A, C, P): dL/dC . c_i per pixel
+            q = g_weight * weight
+            q_sum = q.sum(1)
+            later = (q_sum + g_out)[:, None, :] - torch.cumsum(q, dim=1)  # sum_{j>i} q_j + G
+            g_alpha = (g_weight * t_before - later / (1.0 - alpha)).masked_fill_(~passes, 0.0)
+            g_power = g_alpha.mul_(alpha).masked_fill_(alpha >= ALPHA_MAX, 0.0)
+            a, c = idx.shape
+            g_coeff = (g_power.reshape(a * c, -1) @ phi_t).reshape(a, c, 6)
+            g_rgb = weight @ g_color  # (A, C, 3)
+            grad_log_t[active] = g_out + q_sum
+            g_feats = coefficient_backward(feats, centre, coeff, g_coeff)
+            g_feats = torch.cat([g_feats, g_rgb], dim=-1)
+            grad_table.index_add_(0, idx.reshape(-1), g_feats.reshape(-1, TABLE_COLUMNS))
+        return grad_table, None
+
+
+def coefficient_backward(feats: torch.Tensor, centre: torch.Tensor, coeff: torch.Tensor,
+                         g_coeff: torch.Tensor) -> torch.Tensor:
+    """(A, C, 6) gradient on the table's mean, conic and log-opacity columns from the
+    gradient on ``exponent_coefficients``' output."""
+    mx = feats[..., 0] - centre[:, None, 0]
+    my = feats[..., 1] - centre[:, None, 1]
+    ca, cb, cc = feats[..., 2], feats[..., 3], feats[..., 4]
+    g0, g1, g2, g3, g4, g5 = g_coeff.unbind(-1)
+    lin_x, lin_y = coeff[..., 3], coeff[..., 4]
+    return torch.stack([
+        g3 * ca + g4 * cb - g5 * lin_x,
+        g3 * cb + g4 * cc - g5 * lin_y,
+        -0.5 * g0 + g3 * mx - 0.5 * g5 * mx * mx,
+        -g2 + g3 * my + g4 * mx - g5 * mx * my,
+        -0.5 * g1 + g4 * my - 0.5 * g5 * my * my,
+        g5,
+    ], dim=-1)
+
+
+def composite_autograd(table: torch.Tensor, plan: TilePlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """``CompositeFunction`` written with autograd doing the backward pass: the obvious twin
+    the tests check the hand-written gradients against (slower, more memory)."""
+    n_tiles, p = plan.done.shape
+    done = plan.done.clone()
+    log_t = torch.zeros((n_tiles, p), dtype=table.dtype)
+    color = torch.zeros((n_tiles, p, 3), dtype=table.dtype)
+    for c0, c1 in plan.chunks:
+        active = torch.nonzero((plan.lists.count > c0) & ~done.all(1)).squeeze(1)
         if len(active) == 0:
             break
-        steps += len(active) * (c1 - c0)
-        idx = lists.index[active, c0:c1]  # (A, C)
-        mx = mean2d[idx, 0] - tile_cx[active, None]
-        my = mean2d[idx, 1] - tile_cy[active, None]
-        ca, cb, cc = conic[idx].unbind(-1)
-        coeff = torch.stack([
-            -0.5 * ca, -0.5 * cc, -cb, ca * mx + cb * my, cc * my + cb * mx,
-            log_opacity[idx] - 0.5 * (ca * mx * mx + 2 * cb * mx * my + cc * my * my),
-        ], dim=-1)  # (A, C, 6)
-        alpha = torch.exp(coeff @ phi).clamp(max=ALPHA_MAX)  # (A, C, P)
-        alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
-        log_keep = torch.log1p(-alpha)
-        log_t_in = log_t[active]
-        log_t_after = log_t_in[:, None, :] + torch.cumsum(log_keep, dim=1)
-        with torch.no_grad():
-            passes = (log_t_after >= math.log(T_MIN)) & ~done[active][:, None, :]
-            done[active] |= ~passes[:, -1, :]
-        weight = torch.where(passes, alpha * torch.exp(log_t_after - log_keep),
-                             torch.zeros_like(alpha))
-        contrib = weight.transpose(1, 2) @ rgb[idx]  # (A, P, 3)
-        log_t_out = log_t_in + torch.where(passes, log_keep, torch.zeros_like(log_keep)).sum(1)
-        log_t = log_t.index_copy(0, active, log_t_out)
-        color = color.index_add(0, active, contrib)
+        feats = table[plan.lists.slots(active, c0, c1, len(table) - 1)]
+        plan.slots += feats.shape[0] * feats.shape[1]
+        coeff = exponent_coefficients(feats, plan.centre[active])
+        done_in, log_t_in = done[active], log_t[active]
+        _, log_keep, _, passes, weight = composite_chunk(coeff, plan.phi, log_t_in, done_in)
+        color = color.index_add(0, active, weight.transpose(1, 2) @ feats[..., 6:9])
+        log_t = log_t.index_copy(0, active, log_t_in + log_keep.masked_fill(~passes, 0.0).sum(1))
+        done[active] = done_in | ~passes[:, -1, :]
+    return color, log_t
+
+
+def rasterize(proj: Projected, width: int, height: int, *, tile_size: int = TILE_SIZE,
+              tile_capacity: int | None = None, chunk: int = CHUNK,
+              hand_backward: bool = True) -> tuple[torch.Tensor, torch.Tensor, RenderInfo]:
+    """Composite projected Gaussians: premultiplied rgb (H, W, 3) and transmittance (H, W).
+    ``hand_backward=False`` lets autograd differentiate the same maths (for checking)."""
+    plan = plan_tiles(proj.box, width, height, tile_size, tile_capacity, chunk,
+                      proj.mean2d.dtype)
+    table = gaussian_table(proj)
+    if hand_backward:
+        color, log_t = CompositeFunction.apply(table, plan)
+    else:
+        color, log_t = composite_autograd(table, plan)
+    lists, ts = plan.lists, tile_size
 
     def untile(t: torch.Tensor) -> torch.Tensor:
         t = t.reshape(lists.tiles_y, lists.tiles_x, ts, ts, *t.shape[2:])
         t = t.transpose(1, 2).reshape(lists.tiles_y * ts, lists.tiles_x * ts, *t.shape[4:])
         return t[:height, :width]
 
-    info = RenderInfo(drawn=m, pairs=lists.pairs, truncated_tiles=lists.truncated,
-                      tile_slots=steps)
+    info = RenderInfo(drawn=len(proj.index), pairs=lists.pairs,
+                      truncated_tiles=lists.truncated, tile_slots=plan.slots)
     return untile(color), untile(torch.exp(log_t)), info
 
 

@@ -185,3 +185,20 @@ def test_inputs_of_the_wrong_shape_or_dtype_are_named():
         torch_splat.render(*bad, camera)
     with pytest.raises(ValueError, match="background"):
         torch_splat.render(*values, camera, background=(1.0, 0.0))
+
+
+def test_hand_written_backward_matches_autograd_on_a_posed_avatar(posed_avatar):
+    camera = Camera.look_at([0.0, 1.5, 1.0], [0.0, 1.45, 0.0], 64, 48, vertical_fov_deg=40)
+    rng = np.random.default_rng(3)
+    weights = torch.tensor(rng.uniform(-1, 1, size=(48, 64, 3)), dtype=torch.float64)
+    grads = []
+    for hand in (True, False):
+        values = as_tensors(posed_avatar, torch.float64, requires_grad=True)
+        proj = torch_splat.project(*values, camera)
+        rgb, transmittance, _ = torch_splat.rasterize(proj, 64, 48, hand_backward=hand)
+        loss = (rgb * weights).sum() + (transmittance * weights[..., 0]).sum()
+        grads.append([g.numpy() for g in torch.autograd.grad(loss, values)])
+    for hand, auto in zip(*grads):
+        scale = np.abs(auto).max()
+        assert scale > 0
+        np.testing.assert_allclose(hand, auto, atol=1e-9 * scale, rtol=1e-7)
