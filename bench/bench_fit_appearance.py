@@ -21,6 +21,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from avatar.quality import HeldOutQuality
+from avatar.quality import HeldOutQuality, masked_psnr
 
 SHOULDER_BONES = ("upperarm01.L", "upperarm01.R")
 LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12  # mediapipe pose indices (the person's sides)
@@ -38,31 +39,62 @@ WEBCAM_FOCAL_PX = 554.0  # a 60-degree horizontal field of view at 640 px: the b
 BASE_DISTANCE_M = 0.6
 
 
-def read_and_track(path: Path) -> tuple[list, list, list]:
-    """Frames (RGB uint8), codes and landmarks of every frame, with the project's tracker."""
+@dataclass
+class TrackedClip:
+    """Every frame (N, H, W, 3) uint8 RGB, its codes, face-mesh points (N, 478, 2) px and
+    shoulders (N, 2, 2) px (NaN where not found), person probability (N, H, W) float32."""
+
+    frames: np.ndarray
+    codes: list
+    faces: np.ndarray
+    shoulders: np.ndarray
+    probabilities: np.ndarray
+
+    def save(self, path: Path) -> None:
+        np.savez(path, frames=self.frames, faces=self.faces, shoulders=self.shoulders,
+                 probabilities=self.probabilities,
+                 codes=np.array([c.to_json() for c in self.codes]))
+
+    @classmethod
+    def load(cls, path: Path) -> TrackedClip:
+        from avatar.codes import Codes
+
+        z = np.load(path)
+        return cls(z["frames"], [Codes.from_json(str(c)) for c in z["codes"]], z["faces"],
+                   z["shoulders"], z["probabilities"])
+
+
+def track_clip(path: Path, seconds: dict) -> TrackedClip:
+    """The project's tracker over every frame, then the person masks."""
+    from tracking.segmentation import PersonSegmenter
     from tracking.sources import VideoSource
     from tracking.tracker import Tracker, track
 
-    frames, codes, landmarks = [], [], []
+    t = time.perf_counter()
+    frames, codes, faces, shoulders = [], [], [], []
     source = VideoSource(path)
     try:
         with Tracker() as tracker:
             for result in track(source, tracker):
                 if result.frame is None:
                     break
+                lm = result.landmarks
                 frames.append(result.frame.image)
                 codes.append(result.codes)
-                landmarks.append(result.landmarks)
+                face = lm.face if lm is not None else None
+                pose = lm.pose if lm is not None else None
+                faces.append(np.full((478, 2), np.nan) if face is None else face[:, :2])
+                shoulders.append(np.full((2, 2), np.nan) if pose is None
+                                 else pose[[LEFT_SHOULDER, RIGHT_SHOULDER], :2])
     finally:
         source.close()
-    return frames, codes, landmarks
-
-
-def segment(frames: list[np.ndarray]) -> list[np.ndarray]:
-    from tracking.segmentation import PersonSegmenter
-
+    seconds["decode_and_track"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
     with PersonSegmenter() as segmenter:
-        return [segmenter.process(image).probability for image in frames]
+        probabilities = [segmenter.process(image).probability for image in frames]
+    seconds["segment"] = round(time.perf_counter() - t, 2)
+    return TrackedClip(np.stack(frames), codes, np.stack(faces).astype(np.float32),
+                       np.stack(shoulders).astype(np.float32), np.stack(probabilities))
 
 
 def downsample(image: np.ndarray, factor: int) -> np.ndarray:
@@ -72,24 +104,25 @@ def downsample(image: np.ndarray, factor: int) -> np.ndarray:
     return shaped.mean(axis=(1, 3))
 
 
-def fit_cameras(avatar, codes, landmarks, width, height):
+def fit_cameras(avatar, clip: TrackedClip):
     from avatar.appearance import fit_frame_cameras
     from render.camera import Camera
     from tracking.facemesh import load_correspondence
 
     correspondence = load_correspondence()
     shoulder_index = [avatar.template.bone_index(b) for b in SHOULDER_BONES]
+    height, width = clip.frames.shape[1:3]
     vertices, world, image = [], [], []
-    for c, lm in zip(codes, landmarks):
+    for c, face, shoulders in zip(clip.codes, clip.faces, clip.shoulders):
         v = avatar.rig.posed_vertices(c)
         vertices.append(v)
-        if lm is None or lm.face is None or lm.pose is None:
+        if np.isnan(face).any() or np.isnan(shoulders).any():
             world.append(None)
             image.append(None)
             continue
         heads = avatar.rig.pose_codes(c).heads[shoulder_index]
         world.append(np.concatenate([correspondence.surface_points(avatar.template, v), heads]))
-        image.append(np.concatenate([lm.face[:, :2], lm.pose[[LEFT_SHOULDER, RIGHT_SHOULDER], :2]]))
+        image.append(np.concatenate([face, shoulders]))
     head_y = float(np.mean([v[:, 1].max() for v in vertices])) - 0.12
     fov = np.degrees(2 * np.arctan(height / 2 / WEBCAM_FOCAL_PX))
     base = Camera.look_at([0.0, head_y, BASE_DISTANCE_M], [0.0, head_y, 0.0], width, height,
@@ -99,15 +132,15 @@ def fit_cameras(avatar, codes, landmarks, width, height):
     return vertices, cameras, rms
 
 
-def render_rgb(means, quats, scales, opacities, colors, camera) -> np.ndarray:
+def render_rgba(means, quats, scales, opacities, colors, camera) -> np.ndarray:
     import torch
 
     from render import torch_splat
 
     with torch.no_grad():
-        rgba = torch_splat.render(*(torch.as_tensor(a) for a in (means, quats, scales,
-                                                                  opacities, colors)), camera)
-    return np.clip(rgba[..., :3].numpy(), 0, 1)
+        return torch_splat.render(*(torch.as_tensor(a) for a in (means, quats, scales,
+                                                                  opacities, colors)),
+                                  camera).numpy()
 
 
 def main() -> int:
@@ -118,10 +151,16 @@ def main() -> int:
                         help="fit at the clip's size divided by this (2: 320x240)")
     parser.add_argument("--full-size-every", type=int, default=3,
                         help="also score every Nth held-out frame at the clip's own size")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: on a shared 2-core machine, 2 threads ran "
+                        "3-5x slower than 1 whenever another process was busy)")
+    parser.add_argument("--track-cache", type=Path,
+                        help="reuse the tracking and masks saved in this .npz (written if absent)")
     parser.add_argument("--out", type=Path,
                         default=ROOT / f"bench/results/fit-appearance-{date.today()}.json")
-    parser.add_argument("--png", type=Path, default=ROOT / "docs/images/fit-appearance.png")
+    parser.add_argument("--png", type=Path, default=ROOT / "out/fit-appearance.png",
+                        help="source | fitted | default avatar, three held-out frames "
+                        "(out/ is not committed: it shows the clip's frames)")
     args = parser.parse_args()
 
     import torch
@@ -145,16 +184,18 @@ def main() -> int:
         print(f"  {name}: {seconds[name]:.1f} s", file=sys.stderr, flush=True)
 
     print(f"fitting the default avatar's appearance to {args.video}", file=sys.stderr)
-    t = time.perf_counter()
-    frames, codes, landmarks = read_and_track(args.video)
-    stage("decode_and_track", t)
-    t = time.perf_counter()
-    probabilities = segment(frames)
-    stage("segment", t)
+    if args.track_cache and args.track_cache.exists():
+        clip = TrackedClip.load(args.track_cache)
+        print(f"  tracking and masks from {args.track_cache}", file=sys.stderr)
+    else:
+        clip = track_clip(args.video, seconds)
+        if args.track_cache:
+            clip.save(args.track_cache)
+    frames, probabilities = clip.frames, clip.probabilities
     t = time.perf_counter()
     avatar = load_avatar("default")
     h, w = frames[0].shape[:2]
-    vertices, cameras, rms = fit_cameras(avatar, codes, landmarks, w, h)
+    vertices, cameras, rms = fit_cameras(avatar, clip)
     stage("pose_and_camera_fit", t)
 
     n = len(frames)
@@ -179,24 +220,35 @@ def main() -> int:
     print(f"  {len(index)} of {len(avatar)} Gaussians seen; camera fit RMS {rms:.1f} px",
           file=sys.stderr)
 
-    def score(which: str, size_factor: int, frames_at) -> HeldOutQuality:
-        triples = []
+    diagnostics: dict[str, dict] = {}
+
+    def score(which: str, size_factor: int, frames_at, name: str) -> HeldOutQuality:
+        """Held-out quality, and (in ``diagnostics``) what limits it: the silhouette's
+        overlap with the mask and the PSNR where both cover the pixel."""
+        triples, iou, inner = [], [], []
         for i in frames_at:
             cam = cameras[i].resized(w // size_factor, h // size_factor)
             target = downsample(frames[i] / 255.0, size_factor)
             mask = downsample(probabilities[i], size_factor) > 0.5
             if which == "default":
                 g = avatar.gaussians_on(vertices[i])
-                rendered = render_rgb(g.means, g.quats, g.scales, g.opacities, g.colors, cam)
+                rgba = render_rgba(g.means, g.quats, g.scales, g.opacities, g.colors, cam)
             else:
                 with torch.no_grad():
-                    rendered = np.clip(render_model(model, model.base(vertices[i]), cam)[..., :3]
-                                       .numpy(), 0, 1)
+                    rgba = render_model(model, model.base(vertices[i]), cam).numpy()
+            rendered = np.clip(rgba[..., :3], 0, 1)
+            covered = rgba[..., 3] > 0.5
+            iou.append((covered & mask).sum() / (covered | mask).sum())
+            if (covered & mask).any():
+                inner.append(masked_psnr(rendered, target, covered & mask))
             triples.append((rendered, target, mask))
+        diagnostics[name] = {"silhouette_iou": round(float(np.mean(iou)), 3),
+                             "psnr_where_both_cover_db": round(float(np.mean(inner)), 2)}
         return HeldOutQuality.of(triples)
 
     t = time.perf_counter()
-    before = {"default_avatar": score("default", f, held), "projected_colours": score("model", f, held)}
+    before = {"default_avatar": score("default", f, held, "default_avatar"),
+              "projected_colours": score("model", f, held, "projected_colours")}
     stage("score_baselines", t)
 
     t = time.perf_counter()
@@ -212,13 +264,13 @@ def main() -> int:
     log = fit_appearance(model, train_frames, FitSettings(steps=args.steps), progress)
     stage("optimise", t)
     t = time.perf_counter()
-    fitted = score("model", f, held)
+    fitted = score("model", f, held, "fitted")
     full_frames = list(held)[:: args.full_size_every]
-    fitted_full = score("model", 1, full_frames)
+    fitted_full = score("model", 1, full_frames, "fitted_full_size")
     stage("score_fitted", t)
 
     for name, q in [*before.items(), ("fitted", fitted), ("fitted_full_size", fitted_full)]:
-        print(f"{name}: {q.summary()} (pooled {q.pooled_psnr_db:.1f} dB)")
+        print(f"{name}: {q.summary()} (pooled {q.pooled_psnr_db:.1f} dB); {diagnostics[name]}")
     per_step = {k: round(1000 * v / max(args.steps, 1), 1) for k, v in log.seconds.items()}
     print(f"per step (ms): {per_step}")
 
@@ -228,7 +280,8 @@ def main() -> int:
     rows = []
     for i in (held[0], held[len(held) // 2], held[-1]):
         g = avatar.gaussians_on(vertices[i])
-        default = render_rgb(g.means, g.quats, g.scales, g.opacities, g.colors, cameras[i])
+        default = np.clip(render_rgba(g.means, g.quats, g.scales, g.opacities, g.colors,
+                                      cameras[i])[..., :3], 0, 1)
         with torch.no_grad():
             rgba = render_model(model, model.base(vertices[i]), cameras[i]).numpy()
         grey = np.array([0.35, 0.35, 0.38])
@@ -249,9 +302,10 @@ def main() -> int:
                      [*before.items(), ("fitted", fitted)]},
         "held_out_full_size": {"fitted": fitted_full.to_json_dict(),
                                "size": [w, h], "every": args.full_size_every},
+        "diagnostics": diagnostics,
         "summary_line": fitted.summary(),
         "seconds": seconds, "per_step_ms": per_step,
-        "final_loss": round(float(np.mean(log.losses[-20:])), 4),
+        "final_loss": round(float(np.mean(log.losses[-20:])), 4) if log.losses else None,
         "machine": f"{platform.machine()}, {platform.node() or 'vm'}, 2-core VM, no GPU",
         "date": str(date.today()),
     }

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from render.camera import Camera
@@ -56,6 +57,9 @@ from render.reference import (
 TILE_SIZE = 4
 CHUNK = 16  # Gaussians per tile in the first steps of the depth loop
 MAX_CHUNK = 256  # ... growing to this for the tiles still unfinished
+# threshold() keeps values strictly above this: the largest float32 below 1/255, so alpha
+# >= 1/255 is kept as the reference renderer does.
+ALPHA_SKIP_BELOW = float(np.nextafter(np.float32(ALPHA_MIN), np.float32(0)))
 LOG_OPACITY_NONE = -30.0  # a padding slot's log-opacity: exp(-30) is far below 1/255
 SH_DEGREES = {1: 0, 4: 1, 9: 2, 16: 3}
 
@@ -369,12 +373,14 @@ def composite_chunk(coeff: torch.Tensor, phi: torch.Tensor, log_t_in: torch.Tens
     Plain tensor maths (differentiable as written; the fast path recomputes it)."""
     a, c = coeff.shape[:2]
     alpha = torch.exp((coeff.reshape(a * c, 6) @ phi).reshape(a, c, -1)).clamp(max=ALPHA_MAX)
-    alpha = alpha.masked_fill(alpha < ALPHA_MIN, 0.0)
+    alpha = torch.nn.functional.threshold(alpha, ALPHA_SKIP_BELOW, 0.0)  # < 1/255: skipped
     log_keep = torch.log1p(-alpha)
-    log_t_after = torch.cumsum(log_keep, dim=1) + log_t_in[:, None, :]
-    passes = (log_t_after.detach() >= math.log(T_MIN)) & ~done_in[:, None, :]
+    # A pixel already done starts at log T = -inf: it passes nothing and weighs nothing.
+    start = log_t_in.masked_fill(done_in, -math.inf)
+    log_t_after = torch.cumsum(log_keep, dim=1) + start[:, None, :]
+    passes = log_t_after.detach() >= math.log(T_MIN)
     t_before = torch.exp(log_t_after - log_keep)
-    weight = (alpha * t_before).masked_fill(~passes, 0.0)
+    weight = torch.where(passes, alpha * t_before, 0.0)
     return alpha, log_keep, t_before, passes, weight
 
 
@@ -387,7 +393,8 @@ class CompositeFunction(torch.autograd.Function):
     G the gradient reaching log T after the chunk,
     dL/dalpha_i = pass_i (T_i dL/dC . c_i - (sum_{j>i} q_j + G) / (1 - alpha_i)),
     dL/dlog T_in = G + sum_i q_i, dL/dc_i = sum_pixels w_i dL/dC. The chunk's intermediates
-    are recomputed rather than kept (memory stays one chunk's worth)."""
+    are recomputed rather than kept (memory stays one chunk's worth), all but the gathered
+    table rows (A, C, 9 floats a chunk)."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, plan: TilePlan):
@@ -409,7 +416,7 @@ class CompositeFunction(torch.autograd.Function):
             color[active] += weight.transpose(1, 2) @ feats[..., 6:9]
             log_t[active] = log_t_in + log_keep.masked_fill_(~passes, 0.0).sum(1)
             done[active] = done_in | ~passes[:, -1, :]
-            records.append((active, idx, done_in, log_t_in))
+            records.append((active, idx, feats, done_in, log_t_in))
         ctx.plan, ctx.records = plan, records
         ctx.save_for_backward(table)
         return color, log_t
@@ -421,8 +428,7 @@ class CompositeFunction(torch.autograd.Function):
         grad_table = torch.zeros_like(table)
         grad_log_t = grad_log_t.clone()
         phi_t = plan.phi.T.contiguous()
-        for active, idx, done_in, log_t_in in reversed(ctx.records):
-            feats = table[idx]
+        for active, idx, feats, done_in, log_t_in in reversed(ctx.records):
             centre = plan.centre[active]
             coeff = exponent_coefficients(feats, centre)
             alpha, _, t_before, passes, weight = composite_chunk(coeff, plan.phi, log_t_in,
