@@ -281,7 +281,7 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         log.add_time("render_forward", t2 - t1)
         log.add_time("loss_and_backward", t3 - t2)
         log.add_time("optimizer", t4 - t3)
-        log.losses.append(float(loss))
+        log.losses.append(loss.item())
         if progress is not None:
-            progress(step, float(loss))
+            progress(step, log.losses[-1])
     return log

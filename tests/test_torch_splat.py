@@ -60,6 +60,16 @@ def test_forward_matches_reference_at_float64_to_rounding():
     np.testing.assert_allclose(image.numpy(), reference.render(g, camera), atol=1e-6)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread: on the shared 2-core machine two threads ran 3x slower whenever
+    another process was busy (OpenMP's workers wait on each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def posed_avatar() -> Gaussians:
     from app.poses import POSES
@@ -187,6 +197,7 @@ def test_inputs_of_the_wrong_shape_or_dtype_are_named():
         torch_splat.render(*values, camera, background=(1.0, 0.0))
 
 
+@pytest.mark.slow
 def test_hand_written_backward_matches_autograd_on_a_posed_avatar(posed_avatar):
     camera = Camera.look_at([0.0, 1.5, 1.0], [0.0, 1.45, 0.0], 64, 48, vertical_fov_deg=40)
     rng = np.random.default_rng(3)
