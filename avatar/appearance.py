@@ -1,0 +1,290 @@
+"""Appearance fitting: an avatar's Gaussians refined against video frames with the
+differentiable torch splatter (``render.torch_splat``), on the CPU.
+
+The pieces ``avatar create`` builds on (this is a first version: the template's shape, the
+per-frame pose corrections and the correctives are not fitted yet; see issue 12):
+
+- ``fit_frame_cameras``: one pinhole camera per frame that frames the posed avatar like the
+  clip, from 3D points on the posed avatar and the 2D landmarks they should land on (one
+  focal length for the clip, a principal point per frame: the person's shift in the frame).
+- ``AppearanceModel``: trainable per-Gaussian colours (spherical harmonics), opacities,
+  scales and small offsets (in each Gaussian's triangle frame, so they follow the pose)
+  for a subset of an avatar's Gaussians; ``posed(vertices)`` gives the torch tensors the
+  splatter takes for one posed mesh.
+- ``visible_gaussians``: which Gaussians any of some views draw (the rest cannot be fitted).
+- ``FitFrame`` + ``fit_appearance``: the optimisation loop (masked L1 on colour, the
+  silhouette on alpha), with per-stage timings.
+
+torch is imported by this module (the ``create`` extra), never by the core.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from avatar.avatar import Avatar
+from render.skinned import gaussians_on_mesh, triangle_frames
+from render import torch_splat
+from render.camera import Camera
+from render.reference import SH_C0
+
+SH_DEGREE = 1
+MAX_OFFSET_M = 0.01  # offsets are clamped to this distance from the template surface
+
+
+def fit_frame_cameras(points_world: list[np.ndarray | None],
+                      points_image: list[np.ndarray | None], base: Camera,
+                      weights: np.ndarray | None = None) -> tuple[list[Camera], float]:
+    """Cameras (one per frame) and the RMS landmark error (pixels) of the fit.
+
+    ``points_world[f]`` (K, 3) points on the avatar posed for frame f, world metres;
+    ``points_image[f]`` (K, 2) where the clip shows them, pixels; None for a frame without
+    landmarks (it takes the nearest fitted frame's shift). ``weights`` (K,) per point.
+    ``base``: the camera's pose and image size; the fit is a similarity of its image plane,
+    a scale s shared by the clip and a shift t_f per frame (least squares on
+    s p + t_f ~ l): fx, fy scale by s, the principal point becomes s c + t_f.
+    """
+    n = len(points_world)
+    if n == 0 or len(points_image) != n:
+        raise ValueError("need as many image point sets as world point sets, at least one")
+    fitted = [f for f in range(n) if points_world[f] is not None and points_image[f] is not None]
+    if not fitted:
+        raise ValueError("no frame has landmarks to fit a camera to")
+    cv = base.cv_from_world
+    projected, observed = {}, {}
+    for f in fitted:
+        cam = points_world[f] @ cv[:3, :3].T + cv[:3, 3]
+        if np.any(cam[:, 2] <= base.near):
+            raise ValueError(f"frame {f}: points behind the base camera")
+        projected[f] = np.stack([base.fx * cam[:, 0] / cam[:, 2] + base.cx,
+                                 base.fy * cam[:, 1] / cam[:, 2] + base.cy], axis=1)
+        observed[f] = np.asarray(points_image[f], dtype=np.float64)[:, :2]
+    k = len(next(iter(projected.values())))
+    w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    # For a given s, each t_f is the weighted mean of l - s p; s then solves the centred
+    # problem in closed form.
+    num = den = 0.0
+    for f in fitted:
+        p_c = projected[f] - w @ projected[f]
+        l_c = observed[f] - w @ observed[f]
+        num += float(np.sum(w[:, None] * p_c * l_c))
+        den += float(np.sum(w[:, None] * p_c * p_c))
+    scale = num / den
+    shifts = {f: w @ (observed[f] - scale * projected[f]) for f in fitted}
+    sq = [np.sum(w[:, None] * (scale * projected[f] + shifts[f] - observed[f]) ** 2)
+          for f in fitted]
+    rms = math.sqrt(float(np.mean(sq)))
+    order = np.array(fitted)
+    cameras = []
+    for f in range(n):
+        t = shifts[int(order[np.argmin(np.abs(order - f))])]
+        cameras.append(Camera(base.camera_from_world, base.width, base.height,
+                              base.fx * scale, base.fy * scale, base.cx * scale + t[0],
+                              base.cy * scale + t[1], base.near, base.far))
+    return cameras, rms
+
+
+@dataclass
+class PosedBase:
+    """The avatar's own posing of the model's Gaussians for one mesh: means (N, 3), quats
+    (N, 4), scales (N, 3), and each Gaussian's triangle frame (N, 3, 3) (columns x, y, z)."""
+
+    means: np.ndarray
+    quats: np.ndarray
+    scales: np.ndarray
+    frames: np.ndarray
+
+
+class AppearanceModel:
+    """Trainable appearance of ``index`` (N,) Gaussians of ``avatar`` (torch float32).
+
+    Parameters (``parameters()``): ``sh_dc`` (N, 1, 3) and ``sh_rest`` (N, 3, 3), the degree-1
+    SH coefficients (apart: the higher band learns more slowly); ``opacity_logit``
+    (N,); ``log_scale`` (N, 3) added to the log of the posed scales; ``offset`` (N, 3) metres
+    in the triangle frame, clamped to ``MAX_OFFSET_M``.
+    """
+
+    def __init__(self, avatar: Avatar, index: np.ndarray, colors: np.ndarray | None = None):
+        self.avatar = avatar
+        self.index = np.asarray(index, dtype=np.int64)
+        n = len(self.index)
+        rgb = avatar.data.colors[self.index] if colors is None else colors
+        if rgb.shape != (n, 3):
+            raise ValueError(f"colors must be ({n}, 3), got {rgb.shape}")
+        sh = np.zeros((n, (SH_DEGREE + 1) ** 2, 3), np.float32)
+        sh[:, 0] = (rgb - 0.5) / SH_C0
+        o = np.clip(avatar.data.opacities[self.index], 0.02, 0.98)
+        self.sh_dc = torch.tensor(sh[:, :1], requires_grad=True)
+        self.sh_rest = torch.tensor(sh[:, 1:], requires_grad=True)
+        self.opacity_logit = torch.tensor(np.log(o / (1 - o)), requires_grad=True)
+        self.log_scale = torch.zeros((n, 3), requires_grad=True)
+        self.offset = torch.zeros((n, 3), requires_grad=True)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        return {"sh_dc": self.sh_dc, "sh_rest": self.sh_rest, "opacity_logit": self.opacity_logit,
+                "log_scale": self.log_scale, "offset": self.offset}
+
+    def base(self, vertices: np.ndarray) -> PosedBase:
+        """The avatar's posing (``render.skinned.gaussians_on_mesh``) of the model's Gaussians on a
+        posed mesh (V, 3), with their triangle frames."""
+        g = gaussians_on_mesh(self.avatar.skinned, vertices)
+        frames, _ = triangle_frames(vertices, self.avatar.template.faces)
+        faces = self.avatar.data.binding_face[self.index]
+        i = self.index
+        return PosedBase(g.means[i], g.quats[i], g.scales[i],
+                         frames[faces].astype(np.float32))
+
+    def posed(self, base: PosedBase) -> tuple[torch.Tensor, ...]:
+        """(means, quats, scales, opacities, sh) for ``torch_splat.render``."""
+        offset = self.offset.clamp(-MAX_OFFSET_M, MAX_OFFSET_M)
+        means = torch.from_numpy(base.means) + torch.einsum(
+            "nij,nj->ni", torch.from_numpy(base.frames), offset)
+        scales = torch.from_numpy(base.scales) * torch.exp(self.log_scale)
+        return (means, torch.from_numpy(base.quats), scales, torch.sigmoid(self.opacity_logit),
+                torch.cat([self.sh_dc, self.sh_rest], dim=1))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted values as numpy arrays (for an .lca writer)."""
+        with torch.no_grad():
+            return {"index": self.index,
+                    "sh": torch.cat([self.sh_dc, self.sh_rest], dim=1).numpy().copy(),
+                    "opacities": torch.sigmoid(self.opacity_logit).numpy().copy(),
+                    "scale_factors": torch.exp(self.log_scale).numpy().copy(),
+                    "offsets": self.offset.clamp(-MAX_OFFSET_M, MAX_OFFSET_M).numpy().copy()}
+
+
+def visible_gaussians(avatar: Avatar, views: list[tuple[np.ndarray, Camera]],
+                      **render_options) -> np.ndarray:
+    """Indices of the avatar's Gaussians that add to some pixel in any of ``views``
+    ((posed vertices (V, 3), camera) pairs): those with a non-zero gradient of the summed
+    alpha with respect to their opacity."""
+    seen = np.zeros(len(avatar), bool)
+    for vertices, camera in views:
+        g = gaussians_on_mesh(avatar.skinned, vertices)
+        opacities = torch.tensor(g.opacities, requires_grad=True)
+        image = torch_splat.render(torch.from_numpy(g.means), torch.from_numpy(g.quats),
+                                   torch.from_numpy(g.scales), opacities,
+                                   torch.from_numpy(g.colors), camera, **render_options)
+        image[..., 3].sum().backward()
+        seen |= (opacities.grad != 0).numpy()
+    return np.flatnonzero(seen)
+
+
+def projected_colors(model: AppearanceModel, views: list[tuple[PosedBase, Camera, np.ndarray,
+                                                                  np.ndarray]]) -> np.ndarray:
+    """(N, 3) initial colours: the mean over ``views`` ((base, camera, image (H, W, 3) float,
+    mask (H, W) bool)) of the image at each Gaussian's projected centre where that lands in
+    the mask; the avatar's own colour where it never does. No visibility test yet (a hidden
+    Gaussian takes the colour of what hides it)."""
+    n = len(model)
+    total, count = np.zeros((n, 3)), np.zeros(n)
+    for base, camera, image, mask in views:
+        cv = camera.cv_from_world
+        cam = base.means @ cv[:3, :3].T + cv[:3, 3]
+        z = np.maximum(cam[:, 2], 1e-6)
+        col = np.floor(camera.fx * cam[:, 0] / z + camera.cx).astype(np.int64)
+        row = np.floor(camera.fy * cam[:, 1] / z + camera.cy).astype(np.int64)
+        inside = (cam[:, 2] > camera.near) & (col >= 0) & (col < camera.width) & (row >= 0) \
+            & (row < camera.height)
+        inside[inside] &= mask[row[inside], col[inside]]
+        total[inside] += image[row[inside], col[inside]]
+        count[inside] += 1
+    own = model.avatar.data.colors[model.index].astype(np.float64)
+    return np.where(count[:, None] > 0, total / np.maximum(count, 1)[:, None], own).astype(
+        np.float32)
+
+
+@dataclass
+class FitFrame:
+    """One training view: the posed mesh (V, 3), the camera (at the training size), the
+    frame (H, W, 3) float32 in [0, 1] and its person mask (H, W) bool at that size."""
+
+    vertices: np.ndarray
+    camera: Camera
+    image: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class FitSettings:
+    """Optimisation settings: Adam learning rates per parameter, loss weights, steps."""
+
+    steps: int = 300
+    lr_sh_dc: float = 0.02
+    lr_sh_rest: float = 0.001  # 3DGS: the higher bands at 1/20 of the DC's rate
+    lr_opacity: float = 0.05
+    lr_log_scale: float = 0.01
+    lr_offset: float = 2e-4
+    silhouette_weight: float = 0.5  # mean |alpha - mask| over the image
+    seed: int = 0
+
+
+@dataclass
+class FitLog:
+    """Per-step loss and where the time went (seconds, summed over steps)."""
+
+    losses: list[float] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+def render_model(model: AppearanceModel, base: PosedBase, camera: Camera,
+                 background=None) -> torch.Tensor:
+    """(H, W, 4) premultiplied RGBA of the model posed on ``base``, differentiable."""
+    return torch_splat.render(*model.posed(base), camera, background)
+
+
+def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: FitSettings,
+                   progress=None) -> FitLog:
+    """Adam over the model's parameters, one random training frame a step. Loss: the mean
+    absolute colour error inside the mask (render over black) plus ``silhouette_weight``
+    times the mean |alpha - mask| over the whole image. ``progress(step, loss)`` is
+    called after each step."""
+    if not frames:
+        raise ValueError("no training frames")
+    p = model.parameters()
+    optimizer = torch.optim.Adam([
+        {"params": [p["sh_dc"]], "lr": settings.lr_sh_dc},
+        {"params": [p["sh_rest"]], "lr": settings.lr_sh_rest},
+        {"params": [p["opacity_logit"]], "lr": settings.lr_opacity},
+        {"params": [p["log_scale"]], "lr": settings.lr_log_scale},
+        {"params": [p["offset"]], "lr": settings.lr_offset},
+    ])
+    rng = np.random.default_rng(settings.seed)
+    log = FitLog()
+    for step in range(settings.steps):
+        frame = frames[int(rng.integers(len(frames)))]
+        t0 = time.perf_counter()
+        base = model.base(frame.vertices)
+        t1 = time.perf_counter()
+        rgba = render_model(model, base, frame.camera)
+        t2 = time.perf_counter()
+        target = torch.from_numpy(frame.image)
+        mask = torch.from_numpy(frame.mask)
+        colour_error = (rgba[..., :3] - target).abs().sum(-1)
+        loss = colour_error[mask].mean() / 3.0 + settings.silhouette_weight * (
+            rgba[..., 3] - mask.float()).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        optimizer.step()
+        t4 = time.perf_counter()
+        log.add_time("pose", t1 - t0)
+        log.add_time("render_forward", t2 - t1)
+        log.add_time("loss_and_backward", t3 - t2)
+        log.add_time("optimizer", t4 - t3)
+        log.losses.append(loss.item())
+        if progress is not None:
+            progress(step, log.losses[-1])
+    return log
