@@ -23,7 +23,7 @@ A compiled gsplat wheel that a device run returned (gsplat-*-linux_x86_64.whl) c
 DIR/wheels by hand: gpu_check.sh then installs it instead of building.
 
   --dir DIR             where to put them (default .gpu; replaced whole when all succeeded)
-  --python-version X.Y  the device's Python (default 3.12, as /work/.library/device/KINDS.md
+  --python-version X.Y  the device's Python (default 3.12, as the device tool's KINDS.md
                         records)
 Pinned: gsplat 1.5.3, moderngl 5.13.0, glcontext 3.1.0 (GSPLAT_VERSION, MODERNGL_VERSION,
 GLCONTEXT_VERSION in the environment override them).
