@@ -1,4 +1,5 @@
-"""Test avatars made from the shipped default: ``with_correctives(data, template)`` gives it
+"""Test avatars made from the shipped default: ``small_default(provenance)`` is it cut down to
+3000 Gaussians (valid and cheap to send), ``with_correctives(data, template)`` gives it
 correctives of a known, random form (for the posers' agreement, the file format and the
 avatar exchange)."""
 
@@ -7,8 +8,29 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from avatar.codes import BODY_BONES
+
+SMALL_COUNT = 3000
+
+
+def small_default(provenance: dict):
+    """The shipped default avatar's ``AvatarData`` cut down to SMALL_COUNT Gaussians, evenly
+    spread over it (skips the test when the asset is missing)."""
+    from avatar.avatar import DEFAULT_AVATAR_PATH
+    from avatar.lca import AvatarData, load_avatar_file
+
+    if not DEFAULT_AVATAR_PATH.is_file():
+        pytest.skip(f"{DEFAULT_AVATAR_PATH} is missing (scripts/build_default_avatar.py)")
+    full = load_avatar_file(DEFAULT_AVATAR_PATH)
+    keep = np.arange(0, len(full), max(1, len(full) // SMALL_COUNT))[:SMALL_COUNT]
+    return AvatarData(
+        name="small", **{k: getattr(full, k)[keep] for k in (
+            "binding_face", "binding_bary", "binding_offset", "local_quats", "local_scales",
+            "opacities", "colors")},
+        template=full.template, bone_names=full.bone_names, shading=full.shading,
+        licence=full.licence, attribution=full.attribution, provenance=provenance)
 
 
 def with_correctives(data, template, seed: int = 0, size_m: float = 0.004):

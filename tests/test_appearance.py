@@ -24,14 +24,7 @@ from render.camera import Camera
 from render.skinned import gaussians_on_mesh
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on the shared 2-core machine two threads ran 3x slower whenever
-    another process was busy (OpenMP's workers wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 
-from avatar.avatar import DEFAULT_AVATAR_PATH
 from avatar.lca import AvatarData, load_avatar_file, save_avatar_file
 from avatar.template import load_template
 from net.call import Call, CallConfig
 from net.signalling import SignallingServer
 from net.tokens import make_token
+from tests.avatars import small_default
 
 SECRET = b"hostile-test-secret-0123456789ab"
 
@@ -26,16 +26,7 @@ SECRET = b"hostile-test-secret-0123456789ab"
 @pytest.fixture(scope="module")
 def honest(tmp_path_factory):
     """The shipped default avatar cut down to 3000 Gaussians (a valid, cheap avatar)."""
-    if not DEFAULT_AVATAR_PATH.is_file():
-        pytest.skip(f"{DEFAULT_AVATAR_PATH} is missing (scripts/build_default_avatar.py)")
-    full = load_avatar_file(DEFAULT_AVATAR_PATH)
-    keep = np.arange(0, len(full), len(full) // 3000)[:3000]
-    return AvatarData(
-        name="small", **{k: getattr(full, k)[keep] for k in (
-            "binding_face", "binding_bary", "binding_offset", "local_quats", "local_scales",
-            "opacities", "colors")},
-        template=full.template, bone_names=full.bone_names, shading=full.shading,
-        licence=full.licence, attribution=full.attribution, provenance={"test": "hostile"})
+    return small_default({"test": "hostile"})
 
 
 def _write(tmp_path, name: str, data: AvatarData) -> tuple:

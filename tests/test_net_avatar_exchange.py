@@ -12,12 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from avatar.avatar import DEFAULT_AVATAR_PATH
 from avatar.lca import AvatarData, load_avatar_file, save_avatar_file
 from net.avatar_exchange import AvatarExchange
 from net.call import Call, CallConfig
 from net.signalling import SignallingServer
 from net.tokens import make_token
+from tests.avatars import small_default
 
 SECRET = b"avatar-test-secret-0123456789abc"
 
@@ -25,16 +25,7 @@ SECRET = b"avatar-test-secret-0123456789abc"
 @pytest.fixture(scope="module")
 def small_avatar(tmp_path_factory):
     """A real .lca: the shipped default avatar cut down to 3000 Gaussians."""
-    if not DEFAULT_AVATAR_PATH.is_file():
-        pytest.skip(f"{DEFAULT_AVATAR_PATH} is missing (scripts/build_default_avatar.py)")
-    full = load_avatar_file(DEFAULT_AVATAR_PATH)
-    keep = np.arange(0, len(full), max(1, len(full) // 3000))[:3000]
-    small = AvatarData(
-        name="small", **{k: getattr(full, k)[keep] for k in (
-            "binding_face", "binding_bary", "binding_offset", "local_quats", "local_scales",
-            "opacities", "colors")},
-        template=full.template, bone_names=full.bone_names, shading=full.shading,
-        licence=full.licence, attribution=full.attribution, provenance={"test": "subset"})
+    small = small_default({"test": "subset"})
     path = tmp_path_factory.mktemp("avatars") / "small.lca"
     save_avatar_file(path, small)
     return path

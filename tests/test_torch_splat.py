@@ -60,14 +60,7 @@ def test_forward_matches_reference_at_float64_to_rounding():
     np.testing.assert_allclose(image.numpy(), reference.render(g, camera), atol=1e-6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on the shared 2-core machine two threads ran 3x slower whenever
-    another process was busy (OpenMP's workers wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
