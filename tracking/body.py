@@ -3,13 +3,14 @@
 Depth from mediapipe's world landmarks is weak (DESIGN.md: arm bones 15 deg median, worse
 toward the camera) while angles in the image plane are good to a few degrees. So the
 skeleton is lifted from the 2D landmarks: every limb bone keeps its observed image-plane
-direction exactly, keeps its length (as the world landmarks measure it) and takes the depth
-that length leaves (``sqrt(L^2 - d2^2)``); only the sign of that depth comes from the world
-landmarks. Joint limits settle that two-fold ambiguity of monocular lifting: knees may
-only bend backward (a lifted shin that would bend the knee forward has its depth sign
-flipped), and an elbow bends toward the front of its upper arm within the upper arm's range
-of twist (a forearm that would need the upper arm turned further than ``ELBOW_TWIST_LIMIT_DEG``
-from its rest has its depth sign flipped when that fits better).
+direction exactly; its angle out of the image plane is mostly the one its length leaves
+(``acos(d2 / L)``, L the world landmarks' length shrunk by ``LENGTH_SHRINK``), blended with
+the world landmarks' own angle for the bone (``WORLD_ELEVATION_WEIGHT``); the sign comes
+from the world landmarks. Joint limits settle that two-fold ambiguity of monocular
+lifting: knees may only bend backward (a lifted shin that would bend the knee forward has
+its depth sign flipped), and an elbow bends toward the front of its upper arm within the
+upper arm's range of twist (a forearm that would need the upper arm turned further than
+``ELBOW_TWIST_LIMIT_DEG`` from its rest has its depth sign flipped when that fits better).
 
 Rotations are then fitted bone by bone down the chains (``tracking.kinematics``): the root
 from the hip line and the torso, the spine spreading the chest's turn over its five bones,
