@@ -81,3 +81,14 @@ def test_a_turned_neutral_head_stays_calm_on_every_identity(loop):
           "; any shape max", weights[turned].max())
     assert weights[np.ix_(turned, jaw_smile)].max() < 0.3
     assert weights[turned].max() < 0.9
+
+
+def test_face_clip_bench_refuses_a_missing_clip_in_one_line(tmp_path):
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(root / "bench" / "face_clip.py"),
+                          str(tmp_path / "none.mp4")], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [f"error: no such clip: {tmp_path / 'none.mp4'}"]
