@@ -189,6 +189,7 @@ class FaceSolver:
         self._calibration_start: float | None = None
         self._samples: list = []
         self._video = start
+        self._own_neutral = False
         self._recent_gaps: deque = deque()
 
     def calibrate(self, neutral_points_px: np.ndarray) -> None:
@@ -196,6 +197,7 @@ class FaceSolver:
         points, lid gaps and straight gaze; later frames are solved as photographs against it."""
         aligned, _ = self.align(self._checked(neutral_points_px))
         self.recalibrate(start=False)
+        self._own_neutral = True
         self.neutral = aligned
         self.open_gap = [self._eye_opening(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)]
         self.gaze_zero = np.stack([self._gaze_raw(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)])
@@ -324,7 +326,12 @@ class FaceSolver:
             blink = (closed - BLINK_CLOSURE[0]) / (BLINK_CLOSURE[1] - BLINK_CLOSURE[0])
             weights[BLENDSHAPE_INDEX[name]] = float(np.clip(blink, 0.0, 1.0))
         for i, name in enumerate(("eyeWideLeft", "eyeWideRight")):
-            # Likewise the gap's widening sets eyeWide.
+            # Likewise the gap's widening sets eyeWide, once the open gap is the person's
+            # own (a video, or a photograph with its neutral given): against the template's,
+            # the default avatar's own neutral render read eyeWide 0.39, and people's eyes
+            # differ more than that.
+            if not (self._video or self._own_neutral):
+                continue
             widened = gaps[i] / max(self.open_gap[i], 1e-6) - 1.0
             wide = (widened - EYE_WIDE_OPENING[0]) / (EYE_WIDE_OPENING[1] - EYE_WIDE_OPENING[0])
             weights[BLENDSHAPE_INDEX[name]] = float(np.clip(wide, 0.0, 1.0))
