@@ -190,3 +190,34 @@ def test_talker_jaw_and_blinks_are_seen(talking_head):
         # open eyes 0.0.
         assert min(peaks) > 0.6, (name, peaks)
         assert np.percentile(open_eyes, 95) < 0.2, name
+
+
+def test_eye_wide_is_read_from_the_lid_gap(solver_parts):
+    """Against the person's own neutral, face mesh's measured response to eyeWideLeft 0.8
+    (the lids 0.3 further apart) reads as eyeWideLeft, not the other eye; narrowed lids (a
+    squint) read no eyeWide. Before, the fit's sparse surface column read eyeWide 0.8 as 0
+    on every render."""
+    _, solver, _ = solver_parts
+    reference = solver.neutral_reference
+    solver.calibrate(_pixels(reference))
+    response = solver.response.blendshapes
+    wide = solver.solve(_pixels(reference + 0.8 * response[BLENDSHAPE_INDEX["eyeWideLeft"]]))
+    squint = solver.solve(_pixels(reference
+                                  + 0.8 * response[BLENDSHAPE_INDEX["eyeSquintRight"]]))
+    left, right = (wide.weights[BLENDSHAPE_INDEX[n]] for n in ("eyeWideLeft", "eyeWideRight"))
+    print("eyeWideLeft 0.8 ->", left, right, "; squint ->",
+          squint.weights[BLENDSHAPE_INDEX["eyeWideRight"]])
+    assert 0.6 < left <= 1.0
+    assert right < 0.1
+    assert squint.weights[BLENDSHAPE_INDEX["eyeWideRight"]] == 0.0
+
+
+def test_eye_wide_needs_the_persons_own_open_eyes(solver_parts):
+    """A photograph solved against the template's neutral (no neutral of this person given):
+    wider lids than the template's are how this person's eyes are, not eyeWide."""
+    _, solver, _ = solver_parts
+    solver.recalibrate(start=False)
+    response = solver.response.blendshapes[BLENDSHAPE_INDEX["eyeWideLeft"]]
+    weights = solver.solve(_pixels(solver.neutral_reference + 0.8 * response)).weights
+    print("eyeWideLeft 0.8 against the template ->", weights[BLENDSHAPE_INDEX["eyeWideLeft"]])
+    assert weights[BLENDSHAPE_INDEX["eyeWideLeft"]] < 0.3

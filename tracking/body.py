@@ -3,13 +3,14 @@
 Depth from mediapipe's world landmarks is weak (DESIGN.md: arm bones 15 deg median, worse
 toward the camera) while angles in the image plane are good to a few degrees. So the
 skeleton is lifted from the 2D landmarks: every limb bone keeps its observed image-plane
-direction exactly, keeps its length (as the world landmarks measure it) and takes the depth
-that length leaves (``sqrt(L^2 - d2^2)``); only the sign of that depth comes from the world
-landmarks. Joint limits settle that two-fold ambiguity of monocular lifting: knees may
-only bend backward (a lifted shin that would bend the knee forward has its depth sign
-flipped), and an elbow bends toward the front of its upper arm within the upper arm's range
-of twist (a forearm that would need the upper arm turned further than ``ELBOW_TWIST_LIMIT_DEG``
-from its rest has its depth sign flipped when that fits better).
+direction exactly; its angle out of the image plane is mostly the one its length leaves
+(``acos(d2 / L)``, L the world landmarks' length shrunk by ``LENGTH_SHRINK``), blended with
+the world landmarks' own angle for the bone (``WORLD_ELEVATION_WEIGHT``); the sign comes
+from the world landmarks. Joint limits settle that two-fold ambiguity of monocular
+lifting: knees may only bend backward (a lifted shin that would bend the knee forward has
+its depth sign flipped), and an elbow bends toward the front of its upper arm within the
+upper arm's range of twist (a forearm that would need the upper arm turned further than
+``ELBOW_TWIST_LIMIT_DEG`` from its rest has its depth sign flipped when that fits better).
 
 Rotations are then fitted bone by bone down the chains (``tracking.kinematics``): the root
 from the hip line and the torso, the spine spreading the chest's turn over its five bones,
@@ -48,6 +49,16 @@ ELBOW_TWIST_LIMIT_DEG = 110.0
 # chest's forward axis, to hang at the side.
 HANG_RAD = 0.55
 ELBOW_MIN_BEND_DEG = 20.0
+# Lifting (``_lift``): mediapipe's world landmarks measure bones some 10 % longer than the
+# image plane shows them when they lie in it (the default avatar's frontal forearm 0.254 m
+# in world landmarks, 0.224 m in the image at the fitted scale), which tipped in-plane bones
+# 25-30 degrees out of it; and the world landmarks' own angle out of the plane, though
+# poor alone, is independent of the length's error. On bench/body_loop.py's eight poses
+# (the depth poses of issue 15) a shrink of 0.85-0.92 and a weight of 0.2-0.35 all give a
+# limb median of 5.4-6.5 degrees (12.8 with neither), the 90th percentile 21-24 (23.3).
+LENGTH_SHRINK = 0.9
+WORLD_ELEVATION_WEIGHT = 0.35
+MAX_ELEVATION_RAD = np.radians(85.0)
 
 
 @dataclass(eq=False)
@@ -68,8 +79,11 @@ class BodyPose:
 class BodySolver:
     """``solve(landmarks, palms=None) -> BodyPose | None`` for one template."""
 
-    def __init__(self, template: Template):
+    def __init__(self, template: Template, length_shrink: float = LENGTH_SHRINK):
+        """``length_shrink``: the world landmarks' bone lengths are taken at this fraction
+        (mediapipe's run long; 1.0 for exact world landmarks)."""
         self.template = template
+        self.length_shrink = length_shrink
         names = template.bone_names
         self.parents = {n: (names[p] if p >= 0 else None) for n, p in
                         zip(names, template.bone_parents)}
@@ -144,10 +158,20 @@ class BodySolver:
         for chain in chains:
             for parent, child, bone in chain:
                 d2 = (centred[child] - centred[parent]) * scale
-                length = max(measured[bone.split(".")[0]], float(np.linalg.norm(d2)))
-                depth = np.sqrt(max(length ** 2 - float(d2 @ d2), 0.0))
+                in_plane = float(np.linalg.norm(d2))
+                length = max(self.length_shrink * measured[bone.split(".")[0]], in_plane, 1e-9)
                 sign = 1.0 if world[child, 2] - world[parent, 2] >= 0 else -1.0
-                lifted[child] = lifted[parent] + np.array([d2[0], d2[1], sign * depth])
+                # The bone's angle out of the image plane: what its length leaves, blended
+                # with the angle of the world landmarks' own bone.
+                from_length = sign * np.arccos(min(in_plane / length, 1.0))
+                bone_world = world[child] - world[parent]
+                from_world = np.arcsin(np.clip(bone_world[2] / max(np.linalg.norm(bone_world),
+                                                                    1e-9), -1.0, 1.0))
+                elevation = ((1.0 - WORLD_ELEVATION_WEIGHT) * from_length
+                             + WORLD_ELEVATION_WEIGHT * from_world)
+                elevation = float(np.clip(elevation, -MAX_ELEVATION_RAD, MAX_ELEVATION_RAD))
+                depth = max(in_plane, 1e-3 * length) * np.tan(elevation)
+                lifted[child] = lifted[parent] + np.array([d2[0], d2[1], depth])
         return lifted, scale
 
     @staticmethod

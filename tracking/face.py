@@ -83,7 +83,17 @@ EYEBALL_RADIUS_RATIO = 0.42  # eyeball radius / eye-corner width (12 mm / 28.5 m
 # the frames); his open eyes stay under 0.16 (99th percentile). The default avatar's blinks
 # close it by 0.62-0.78.
 BLINK_CLOSURE = (0.15, 0.55)
+# Lid-gap widening (gap / open gap - 1) read as no eyeWide and as eyeWide 1.0. Face mesh's
+# measured response to the default avatar's eyeWide 1.0 widens the gap by 0.31-0.38; the
+# fit saw almost nothing of it (its surface column moves the lids under 3 mm, and the
+# sparsity took that: eyeWide 0.8 read 0 on every render of bench/face_loop.py).
+EYE_WIDE_OPENING = (0.04, 0.34)
 OPEN_GAP_WINDOW_S = 3.0
+# The open gap is this percentile of the window's gaps, not their median: blinks only
+# narrow the gap, and where they fill much of the window (three blinks in jwpIntro.mp4's
+# 6 s, or a tracker running slow) the median fell to 0.55-0.6 of the open eye's gap, and
+# the open eye after a blink read as widened by 0.3-0.4 (eyeWide, read from the gap).
+OPEN_GAP_PERCENTILE = 80
 # Shapes fitted on face mesh's measured response rather than the surface's motion. On the
 # closed loop (bench/face_loop.py: 11 expressions x 8 head poses up to 30 degrees x 2
 # lights) the smiles read 0.47 of the truth on the surface basis, 0.96 on the measured one
@@ -179,6 +189,7 @@ class FaceSolver:
         self._calibration_start: float | None = None
         self._samples: list = []
         self._video = start
+        self._own_neutral = False
         self._recent_gaps: deque = deque()
 
     def calibrate(self, neutral_points_px: np.ndarray) -> None:
@@ -186,6 +197,7 @@ class FaceSolver:
         points, lid gaps and straight gaze; later frames are solved as photographs against it."""
         aligned, _ = self.align(self._checked(neutral_points_px))
         self.recalibrate(start=False)
+        self._own_neutral = True
         self.neutral = aligned
         self.open_gap = [self._eye_opening(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)]
         self.gaze_zero = np.stack([self._gaze_raw(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)])
@@ -226,7 +238,7 @@ class FaceSolver:
         recent.append((t, gaps))
         while t - recent[0][0] > OPEN_GAP_WINDOW_S:
             recent.popleft()
-        self.open_gap = list(np.median([g for _, g in recent], axis=0))
+        self.open_gap = list(np.percentile([g for _, g in recent], OPEN_GAP_PERCENTILE, axis=0))
 
     # -- solving ---------------------------------------------------------------------------
     def align(self, points_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,6 +325,16 @@ class FaceSolver:
             # contour of an open eye differs from the neutral's (0.2-0.3 on open eyes).
             blink = (closed - BLINK_CLOSURE[0]) / (BLINK_CLOSURE[1] - BLINK_CLOSURE[0])
             weights[BLENDSHAPE_INDEX[name]] = float(np.clip(blink, 0.0, 1.0))
+        for i, name in enumerate(("eyeWideLeft", "eyeWideRight")):
+            # Likewise the gap's widening sets eyeWide, once the open gap is the person's
+            # own (a video, or a photograph with its neutral given): against the template's,
+            # the default avatar's own neutral render read eyeWide 0.39, and people's eyes
+            # differ more than that.
+            if not (self._video or self._own_neutral):
+                continue
+            widened = gaps[i] / max(self.open_gap[i], 1e-6) - 1.0
+            wide = (widened - EYE_WIDE_OPENING[0]) / (EYE_WIDE_OPENING[1] - EYE_WIDE_OPENING[0])
+            weights[BLENDSHAPE_INDEX[name]] = float(np.clip(wide, 0.0, 1.0))
 
         # Eyes looking sideways: yaw toward +X is the avatar's left; pitch up positive.
         offset = gaze_raw - self.gaze_zero
