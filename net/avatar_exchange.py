@@ -138,10 +138,12 @@ class AvatarExchange:
         self._serving: set[str] = set()
 
     # -- our side -----------------------------------------------------------------------
-    def hello(self, remote_id: str, name: str) -> None:
-        """Say hello (with our avatar's hash and size) once the control channel is open."""
+    def hello(self, remote_id: str, name: str, extra: dict | None = None) -> None:
+        """Say hello (with our avatar's hash and size) once the control channel is open;
+        ``extra`` adds fields the call itself reads (its session, see ``net.call``)."""
         offer = {"sha256": self.own_sha, "size": self.own_size} if self.own_path else None
-        self._send(remote_id, json.dumps({"type": "hello", "name": name, "avatar": offer}))
+        self._send(remote_id, json.dumps({"type": "hello", "name": name, "avatar": offer,
+                                          **(extra or {})}))
 
     async def _serve(self, remote_id: str) -> None:
         assert self.own_path is not None
