@@ -304,6 +304,7 @@ class CallApp:
         self.frames: list = []
         self.stats_path = Path(args.stats) if args.stats else None
         self.playout_delay_s: dict[str, float] = {}
+        self.names: dict[str, str] = {}   # remote id -> name, kept after it leaves
         self.events: list[dict] = []
         self.started = time.monotonic()
         self.seq = 0
@@ -357,8 +358,7 @@ class CallApp:
             else:
                 self.audio_track = self.recording.voice_tee(self.audio_track)
         if args.track:
-            self.live = _LiveTracker(args.track, args.mirror,
-                                     lambda text: self.notify(f"camera: {text}"))
+            self.live = _LiveTracker(args.track, args.mirror, self._camera_event)
         elif vmc_in:
             from app.vmc_io import VmcCodesSource
 
@@ -416,15 +416,25 @@ class CallApp:
         if self.monitor is not None:
             self.monitor.note = text
 
+    def _camera_event(self, text: str) -> None:
+        """What the tracker says about its source (on the tracker's thread)."""
+        if text.startswith("source lost"):
+            text += ": your avatar holds a neutral pose until the camera is back"
+        self.notify(f"camera: {text}")
+
     def on_event(self, kind: str, remote_id: str, detail: str) -> None:
         from net.inbound import event_text
 
         self.events.append({"t": time.monotonic() - self.started, "event": kind,
                             "id": remote_id, "detail": detail})
         remote = self.call.remotes.get(remote_id) if self.call is not None else None
-        who = f"{remote.name} ({remote_id})" if remote is not None and remote.name \
-            else remote_id
-        self.notify(f"{kind} {remote_id} {detail}: {event_text(kind, who, detail)}")
+        if remote is not None and remote.name:
+            self.names[remote_id] = remote.name
+        elif kind == "joined" and detail:
+            self.names[remote_id] = detail
+        name = self.names.get(remote_id)
+        who = f"{name} ({remote_id})" if name else remote_id
+        self.notify(f"{kind}: {event_text(kind, who, detail)}")
 
     def on_audio(self, remote_id: str, frame) -> None:
         from app.speakers import voice_delay_s
@@ -487,6 +497,8 @@ class CallApp:
         poses = call.poses(now)
         for remote_id, remote in call.remotes.items():
             self.playout_delay_s[remote_id] = remote.playout.delay_s
+            if remote.name:
+                self.names[remote_id] = remote.name
         self.mixer.keep_only(call.remotes)
         if self.window is not None:
             window, controls, monitor = self.window, self.controls, self.monitor

@@ -114,7 +114,7 @@ class Call(CallBase):
             self._signal_task.cancel()
         await self.avatars.close()
         for remote_id in list(self.remotes):
-            await self._drop(remote_id, "left")
+            await self._drop(remote_id, "we left")
         await self.client.close()
 
     def _add_remote(self, remote_id: str, name: str) -> Remote:
@@ -301,8 +301,7 @@ class Call(CallBase):
         remote.session = session
         for key, other in self.remotes.items():
             if other is not remote and other.session == session:
-                log.info("%s is %s again (rejoined the signalling server): keeping the "
-                         "connection we have", remote.id, key)
+                self._event("rejoined", key, remote.id)
                 other.signal_id = remote.id
                 self._alias[remote.id] = key
                 self.remotes.pop(remote.id, None)

@@ -146,7 +146,8 @@ def event_text(kind: str, who: str, detail: str = "") -> str:
         "signalling-lost": f"lost the signalling server ({detail}): the call goes on, "
                            "retrying",
         "signalling-back": f"the signalling server is back ({detail})",
-        "camera": f"camera: {detail}",
+        "rejoined": f"{who} rejoined the signalling server as {detail}: the connection we "
+                    "have carries on",
     }
     return words.get(kind, f"{kind} {who} {detail}".strip())
 
@@ -156,8 +157,8 @@ class CallBase:
     tracker's rate, ``poses(now)`` at the display's, ``stats()``, ``await leave()``.
 
     Callbacks (all optional, called on the event loop): ``on_event(kind, remote_id,
-    detail)`` (joined, connected, left, failed, avatar, silent, resumed, and for the call
-    itself, remote_id "": signalling-lost, signalling-back), ``on_audio(remote_id,
+    detail)`` (joined, connected, left, failed, avatar, silent, resumed, rejoined, and for
+    the call itself, remote_id "": signalling-lost, signalling-back), ``on_audio(remote_id,
     av.AudioFrame)``, ``on_avatar(remote_id, avatar)`` when a remote's own avatar has been
     fetched and validated."""
 
