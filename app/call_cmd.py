@@ -81,8 +81,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--janus", metavar="URL",
                         help="meet through a Janus SFU (its HTTP API, e.g. "
                              "http://host:8088/janus) instead of a full mesh: for rooms of more "
-                             "than 6; --room must then be a number, and avatars are not exchanged "
-                             "(the default stands in)")
+                             "than 6; --room must then be a number")
     parser.add_argument("--xr", action="store_true",
                         help="show the other participants life-size in a VR headset (OpenXR: "
                              "SteamVR, Monado or Meta's Quest Link)")
