@@ -18,7 +18,8 @@ then has a new id, and so has everyone else who rejoined: it offers to every mem
 not know, and each side's hello on the new connection carries the call's ``session`` (a
 random tag per ``Call``); a hello naming the session of a connection we already have marks
 the new connection a duplicate: the old one carries on (no gap, no fade), known from now on
-by its new signalling id, and the duplicate is closed. A newcomer who joined while we were
+by its new signalling id, and the duplicate is closed (after ``DUPLICATE_CLOSE_S``, so
+that the other side has seen our hello too). A newcomer who joined while we were
 away is connected as usual.
 
 Rooms up to ``MESH_LIMIT`` participants use this mesh; larger rooms need an SFU (see
@@ -47,7 +48,7 @@ from net.signal_client import SignallingClient, SignallingError
 log = logging.getLogger("splatcall.call")
 
 MESH_LIMIT = 6
-DUPLICATE_CLOSE_S = 2.0  # a duplicate connection lives this long, so both sides see its hello
+DUPLICATE_CLOSE_S = 5.0  # a duplicate connection lives this long, so both sides see its hello
 
 __all__ = ["Call", "CallConfig", "ReceiveStats", "Remote", "MESH_LIMIT"]
 
@@ -57,6 +58,7 @@ class Remote(RemoteParticipant):
     peer: Peer | None = None
     signal_id: str = ""   # its id at the signalling server (changes when it rejoins)
     session: str = ""     # from its hello: which Call it is
+    hello_seen: bool = False
 
     @property
     def connect_time_s(self) -> float | None:
@@ -284,8 +286,10 @@ class Call(CallBase):
         remote = self.remotes.get(remote_id)
         if remote is None:
             return
-        if not remote.session and isinstance(message, str) and self._duplicate(remote, message):
-            return
+        if not remote.hello_seen and isinstance(message, str):
+            remote.hello_seen = True  # the first text message is the hello
+            if self._duplicate(remote, message):
+                return
         self._on_control_message(remote_id, message)
 
     def _duplicate(self, remote: Remote, message: str) -> bool:
