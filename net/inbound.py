@@ -181,7 +181,7 @@ class CallBase:
             config.avatar_path, config.avatar_cache_dir, send=self._send_control,
             backlog=self._control_backlog, validate=config.validate_avatar,
             max_bytes=config.max_avatar_bytes, max_cache_bytes=config.max_avatar_cache_bytes,
-            on_ready=self._avatar_ready)
+            on_ready=self._avatar_ready, **self._exchange_options())
 
     @property
     def id(self) -> str:
@@ -193,6 +193,10 @@ class CallBase:
 
     def _control_backlog(self, remote_id: str) -> int:
         raise NotImplementedError
+
+    def _exchange_options(self) -> dict:
+        """More arguments for this topology's ``AvatarExchange``."""
+        return {}
 
     # -- shared ----------------------------------------------------------------------------
     def _event(self, kind: str, remote_id: str, detail: str = "") -> None:
@@ -258,4 +262,5 @@ class CallBase:
         return {"id": self.id, "name": self.config.name, "room": self.config.room,
                 "sent_packets": self.sent_packets, "sent_bytes": self.sent_bytes,
                 "remotes": {rid: self.remote_stats(rid, r) for rid, r in self.remotes.items()},
-                "departed": self.departed}
+                "departed": self.departed,
+                "avatar_served": self.avatars.served, "avatar_streams": self.avatars.rounds}

@@ -9,22 +9,23 @@ an SFU it uploads them once, and Janus forwards them. ``JanusCall`` is a
   "codes" (unordered, no retransmissions) and a reliable one, "control"; VideoRoom relays
   the messages of both to every subscriber on one channel (labelled with the feed's id), so
   a receiver tells them apart by their form: codes are wire packets (binary, ``SW``...),
-  control messages text or binary starting ``\x02``;
+  control messages text or binary starting with a 0x02 byte;
 - one *subscriber* connection per other participant's feed: their voice, codes and control
   messages, so a message's sender is known from the connection it arrives on;
 - Janus's HTTP API (session, handles, long-poll for events) with aiohttp.
 
 Avatars travel as in the mesh (``net.avatar_exchange``: hello, avatar-get, chunks, end; the
 same limits and validation), but a publisher's channel reaches everyone, so each control
-message is addressed: text messages carry ``"to": feed`` and binary ones are
-``b"\x02" + feed (8 bytes, big-endian) + the exchange's message``; a receiver passes on only
-what is addressed to it. A subscriber cannot talk back to a publisher through VideoRoom, so
-an ``avatar-get`` goes out on the asker's own publisher channel, and a hello is repeated
-until its receiver acknowledges it (``hello-ack``, sent after any ``avatar-get`` on the same
-ordered channel, and the get sent again on a repeated hello), since we cannot know when the
-other side's subscription to us is up. Cost: an avatar sent to k participants crosses Janus
-k times and every subscriber of its owner sees every copy go by (dropped unread); avatars
-are cached by hash, so this is paid once per avatar and receiver.
+message is addressed: text messages carry ``"to": feed`` (or a list of feeds) and binary ones
+are a 0x02 byte, a count n (1 byte), n feeds (8 bytes each, big-endian), then the exchange's
+message; a receiver passes on only what is addressed to it. Our avatar goes out as one
+stream to everyone who asked for it meanwhile (``AvatarExchange(send_group=...)``); who asks
+while it runs gets the next one. A subscriber cannot talk back to a publisher through
+VideoRoom, so an ``avatar-get`` goes out on the asker's own publisher channel, and a hello is
+repeated until its receiver acknowledges it (``hello-ack``, sent after any ``avatar-get`` on
+the same ordered channel; a repeated hello sends the get again), since we cannot know when
+the other side's subscription to us is up. Every subscriber of an avatar's owner sees each
+stream go by (dropped unread when not addressed to it); avatars are cached by hash.
 """
 
 from __future__ import annotations
@@ -354,14 +355,24 @@ class JanusCall(CallBase):
         except asyncio.CancelledError:
             pass
 
+    def _exchange_options(self) -> dict:
+        return {"send_group": self._send_group}  # one avatar stream for all who asked
+
     def _send_control(self, remote_id: str, message: str | bytes) -> None:
+        self._send_group([remote_id], message)
+
+    def _send_group(self, remote_ids: list[str], message: str | bytes) -> None:
+        """``message`` on our publisher's control channel, addressed to ``remote_ids``."""
         channel = self._control_channel
-        if channel is None or channel.readyState != "open" or not remote_id.isdigit():
+        ids = [r for r in remote_ids if r.isdigit()][:255]
+        if channel is None or channel.readyState != "open" or not ids:
             return
         if isinstance(message, bytes):
-            channel.send(_ADDRESSED + int(remote_id).to_bytes(8, "big") + message)
+            channel.send(_ADDRESSED + bytes([len(ids)])
+                         + b"".join(int(r).to_bytes(8, "big") for r in ids) + message)
         else:
-            channel.send(json.dumps(dict(json.loads(message), to=remote_id)))
+            channel.send(json.dumps(dict(json.loads(message),
+                                         to=ids[0] if len(ids) == 1 else ids)))
 
     def _control_backlog(self, remote_id: str) -> int:
         channel = self._control_channel
@@ -373,15 +384,19 @@ class JanusCall(CallBase):
         if remote is None or not self.id:
             return
         if isinstance(message, bytes):
-            if (len(message) > 9 and message[:1] == _ADDRESSED
-                    and int.from_bytes(message[1:9], "big") == int(self.id)):
-                self._on_control_message(feed, message[9:])
+            count = message[1] if len(message) > 1 else 0
+            start = 2 + 8 * count
+            me = int(self.id).to_bytes(8, "big")
+            if len(message) > start and any(message[i:i + 8] == me
+                                             for i in range(2, start, 8)):
+                self._on_control_message(feed, message[start:])
             return
         try:
             data = safejson.loads(message, MAX_CONTROL_TEXT_BYTES)
         except ValueError:
             return
-        if not isinstance(data, dict) or data.get("to") != self.id:
+        to = data.get("to") if isinstance(data, dict) else None
+        if not (to == self.id or (isinstance(to, list) and self.id in to)):
             return
         if data.get("type") == "hello-ack":
             remote.hello_acked = True

@@ -182,6 +182,8 @@ def test_a_room_through_janus_with_three_participants_each_gets_the_others_own_a
                     continue
                 cached = load_avatar_file(tmp_path / f"cache-{name}" / f"{sha[other]}.lca")
                 assert np.allclose(cached.colors.mean(axis=0), colours[other], atol=0.02)
+            stats = read_stats(tmp_path / f"{name}.json")
+            assert stats["avatar_served"] >= 2 and stats["avatar_streams"] >= 1, stats
     finally:
         for proc in procs:
             if proc.poll() is None:
