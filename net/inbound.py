@@ -138,7 +138,8 @@ def event_text(kind: str, who: str, detail: str = "") -> str:
     words = {
         "joined": f"{who} is joining",
         "connected": f"{who} connected ({detail})",
-        "left": f"{who} left the call ({detail})",
+        "left": f"closed the connection to {who} as we leave" if detail == "we left"
+        else f"{who} left the call ({detail})",
         "failed": f"lost the connection to {who}: reconnecting",
         "avatar": f"{who}'s own avatar arrived",
         "silent": f"no codes from {who} for {detail}: holding their pose",
