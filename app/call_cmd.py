@@ -376,6 +376,7 @@ class CallApp:
                                                         speakers_note)
         else:
             say(f"speakers: {speakers_note}")
+        self.started = self.last_stats = self.last_status = time.monotonic()  # --duration's
 
     def _config(self):
         from app.cli import UserError
