@@ -327,12 +327,12 @@ class CallApp:
         self.frames = read_codes(args.codes) if args.codes and not vmc_in else []
         if args.avatar and not Path(args.avatar).is_file():
             raise UserError(f"avatar file {args.avatar} does not exist")
+        self.config = self._config()
         try:
             self.audio_track, self.audio_note = open_audio_source(args.audio, args.mic)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.video_track = _open_video(args.video) if args.video else None
-        self.config = self._config()
         check_window_arguments(args)
         if args.record:
             from app.recording import open_recording

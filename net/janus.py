@@ -207,6 +207,14 @@ class JanusCall(CallBase):
         return self._id
 
     async def join(self) -> None:
+        """Join (and publish); raises ``JanusError`` if Janus refuses or cannot be reached."""
+        try:
+            await self._join()
+        except BaseException:
+            await self.session.close()  # no HTTP session left open behind a refusal
+            raise
+
+    async def _join(self) -> None:
         if self.config.host_addresses is not None:
             use_host_addresses(self.config.host_addresses)
         use_voice_bitrate(self.config.voice_bitrate)
