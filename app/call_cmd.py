@@ -81,8 +81,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--janus", metavar="URL",
                         help="meet through a Janus SFU (its HTTP API, e.g. "
                              "http://host:8088/janus) instead of a full mesh: for rooms of more "
-                             "than 6; --room must then be a number, and avatars are not exchanged "
-                             "(the default stands in)")
+                             "than 6; --room must then be a number")
     parser.add_argument("--xr", action="store_true",
                         help="show the other participants life-size in a VR headset (OpenXR: "
                              "SteamVR, Monado or Meta's Quest Link)")
@@ -129,6 +128,7 @@ class _LiveTracker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracker", daemon=True)
         self.frames = 0
+        self.error: str | None = None  # why the tracker stopped, if it did
 
     def start(self) -> None:
         self._thread.start()
@@ -136,14 +136,20 @@ class _LiveTracker:
     def _run(self) -> None:
         from tracking.tracker import Tracker, track
 
-        with Tracker(mirror=self.mirror) as tracker:
-            self.tracker = tracker
-            for result in track(self.source, tracker, on_event=self.say,
-                                should_stop=self._stop.is_set):
-                self._latest = result.codes
-                self.frames += 1
-                if self._stop.is_set():
-                    break
+        try:
+            with Tracker(mirror=self.mirror) as tracker:
+                self.tracker = tracker
+                for result in track(self.source, tracker, on_event=self.say,
+                                    should_stop=self._stop.is_set):
+                    self._latest = result.codes
+                    self.frames += 1
+                    if self._stop.is_set():
+                        break
+        except Exception as exc:  # noqa: BLE001 - a broken device must not end the call
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        if not self._stop.is_set():
+            self.error = "the source ended"
 
     def recalibrate(self) -> str:
         """Take the face's neutral again (the window's N key); what happened, in words."""
@@ -280,245 +286,332 @@ def _write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=1, default=float))
 
 
-def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None) -> int:
-    """Run a call until ``--duration`` or Ctrl-C. ``on_poses`` (for the app's renderer)
-    receives ``{remote_id: Codes}`` once per display frame."""
-    from app.call_window import (CallMonitor, MicControl, check_window_arguments,
-                                 no_window_reason, open_call_window, toggle_recording)
-    from app.cli import UserError, read_codes
-    from app.speakers import VoiceMixer, open_speakers, voice_delay_s
-    from avatar.codes import Codes
-    from net.audio import frame_to_mono, open_audio_source
-    from net.call import Call, CallConfig
-    from net.signal_client import SignallingError
+class CallApp:
+    """A running ``main.py call``: its sources (codes, voice, video), its sinks (window,
+    speakers, recording, headset, VMC, stats file) and the call, mesh or Janus. ``open``
+    makes them (a ``UserError`` for bad input), ``tick`` runs one display frame, ``close``
+    stops whatever was opened. Events of the call, the camera and the recording become one
+    line in the log and, with a window, the overlay's note (``notify``)."""
 
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if args.fps <= 0 or args.fps > 240:
-        raise UserError("--fps must be within (0, 240]")
-    vmc_in = bool(args.codes) and args.codes.startswith("vmc:")
-    frames = read_codes(args.codes) if args.codes and not vmc_in else []
-    live = None
-    headset = None
-    if args.avatar and not Path(args.avatar).is_file():
-        raise UserError(f"avatar file {args.avatar} does not exist")
-    try:
-        audio_track, audio_note = open_audio_source(args.audio, args.mic)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    video_track = _open_video(args.video) if args.video else None
-    if args.janus:
-        if not args.room.isdigit():
-            raise UserError("with --janus, --room must be a number (a VideoRoom id)")
-        token = ""
-    else:
-        token = _token(args)
-    addresses = ["127.0.0.1"] if args.loopback else (args.ice_address or None)
-    config = CallConfig(url=args.server, room=args.room, token=token, name=args.name,
-                        ice_servers=args.stun, host_addresses=addresses,
-                        avatar_path=args.avatar)
-    if args.avatar_cache:
-        config.avatar_cache_dir = Path(args.avatar_cache)
-    window, controls, monitor, mic = None, None, None, None
-    stats_path = Path(args.stats) if args.stats else None
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    check_window_arguments(args)
-    recording = None
-    if args.record:
-        from app.recording import open_recording
+    def __init__(self, args: argparse.Namespace, on_poses: Callable[[dict], None] | None):
+        self.args = args
+        self.on_poses = on_poses
+        self.say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+        self.live = self.headset = self.window = self.controls = self.monitor = None
+        self.mic = self.recording = self.vmc_out = self.speakers = self.call = None
+        self.audio_track = None
+        self.frames: list = []
+        self.stats_path = Path(args.stats) if args.stats else None
+        self.playout_delay_s: dict[str, float] = {}
+        self.names: dict[str, str] = {}   # remote id -> name, kept after it leaves
+        self.events: list[dict] = []
+        self.started = time.monotonic()
+        self.seq = 0
+        self.last_stats = self.last_status = self.started
+        self.tracker_down = False
 
-        recording = open_recording(args.record, args.fps, args.name)
-        recording.own_avatar(args.avatar)
-    no_window = no_window_reason(args)
-    if no_window is None:
-        window = open_call_window(args, say)  # its own process: see app.call_window
-    elif not args.xr:
-        say(no_window)
-    if window is not None:
-        controls = window.controls
-        monitor = CallMonitor(controls)
-        if audio_track is not None:
-            audio_track = mic = MicControl(audio_track, controls, monitor)
-    if recording is not None:
-        if mic is not None:  # our voice as sent: silence while muted
-            mic.seen = recording.own_voice
-            monitor.recording = args.record
+    # -- opening ---------------------------------------------------------------------------
+    def open(self) -> None:
+        from app.call_window import (CallMonitor, MicControl, check_window_arguments,
+                                     no_window_reason, open_call_window)
+        from app.cli import UserError, read_codes
+        from app.speakers import VoiceMixer, open_speakers
+        from net.audio import open_audio_source
+
+        args, say = self.args, self.say
+        logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        if args.fps <= 0 or args.fps > 240:
+            raise UserError("--fps must be within (0, 240]")
+        vmc_in = bool(args.codes) and args.codes.startswith("vmc:")
+        self.frames = read_codes(args.codes) if args.codes and not vmc_in else []
+        if args.avatar and not Path(args.avatar).is_file():
+            raise UserError(f"avatar file {args.avatar} does not exist")
+        self.config = self._config()
+        try:
+            self.audio_track, self.audio_note = open_audio_source(args.audio, args.mic)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        self.video_track = _open_video(args.video) if args.video else None
+        check_window_arguments(args)
+        if args.record:
+            from app.recording import open_recording
+
+            self.recording = open_recording(args.record, args.fps, args.name)
+            self.recording.own_avatar(args.avatar)
+        no_window = no_window_reason(args)
+        if no_window is None:
+            self.window = open_call_window(args, say)  # its own process: see app.call_window
+        elif not args.xr:
+            say(no_window)
+        if self.window is not None:
+            self.controls = self.window.controls
+            self.monitor = CallMonitor(self.controls)
+            if self.audio_track is not None:
+                self.audio_track = self.mic = MicControl(self.audio_track, self.controls,
+                                                         self.monitor)
+        if self.recording is not None:
+            if self.mic is not None:  # our voice as sent: silence while muted
+                self.mic.seen = self.recording.own_voice
+                self.monitor.recording = args.record
+            else:
+                self.audio_track = self.recording.voice_tee(self.audio_track)
+        if args.track:
+            self.live = _LiveTracker(args.track, args.mirror, self._camera_event)
+        elif vmc_in:
+            from app.vmc_io import VmcCodesSource
+
+            self.live = VmcCodesSource(args.codes.removeprefix("vmc:") or "39539", "--codes")
+        if args.vmc_out:
+            from app.vmc_io import open_sender
+
+            self.vmc_out = open_sender(args.vmc_out, "--vmc-out")
+        if args.xr:
+            self.headset = _Headset(args.xr_graphics)
+            say("headset ready: remote participants will stand 1.5 m in front of you")
+        self.mixer = VoiceMixer()
+        self.speakers, speakers_note = open_speakers(self.mixer, args.speaker)
+        if self.speakers is None:
+            logging.getLogger("splatcall.call").warning("%s: the call goes on without sound",
+                                                        speakers_note)
         else:
-            audio_track = recording.voice_tee(audio_track)
-    if args.track:
-        live = _LiveTracker(args.track, args.mirror, say)
-    elif vmc_in:
-        from app.vmc_io import VmcCodesSource
+            say(f"speakers: {speakers_note}")
+        self.started = self.last_stats = self.last_status = time.monotonic()  # --duration's
 
-        live = VmcCodesSource(args.codes.removeprefix("vmc:") or "39539", "--codes")
-    vmc_out = None
-    if args.vmc_out:
-        from app.vmc_io import open_sender
+    def _config(self):
+        from app.cli import UserError
+        from net.config import CallConfig
 
-        vmc_out = open_sender(args.vmc_out, "--vmc-out")
-    if args.xr:
-        headset = _Headset(args.xr_graphics)
-        say("headset ready: remote participants will stand 1.5 m in front of you")
-    mixer = VoiceMixer()
-    speakers, speakers_note = open_speakers(mixer, args.speaker)
-    if speakers is None:
-        logging.getLogger("splatcall.call").warning("%s: the call goes on without sound",
-                                                    speakers_note)
-    else:
-        say(f"speakers: {speakers_note}")
-    playout_delay_s: dict[str, float] = {}
-    events: list[dict] = []
-    started = time.monotonic()
-
-    def on_event(kind: str, remote_id: str, detail: str) -> None:
-        events.append({"t": time.monotonic() - started, "event": kind, "id": remote_id,
-                       "detail": detail})
-        say(f"[{time.monotonic() - started:6.2f}s] {kind} {remote_id} {detail}")
-
-    def on_audio(remote_id: str, frame) -> None:
-        if recording is not None:
-            recording.audio(remote_id, frame)
-        if speakers is not None or monitor is not None:
-            samples = frame_to_mono(frame)
-            if monitor is not None:
-                monitor.voice(remote_id, samples)
-            if speakers is not None:
-                mixer.push(remote_id, samples, time.monotonic(), voice_delay_s(
-                    playout_delay_s.get(remote_id, 0.0),
-                    window.display_s if window is not None else 0.0))
-
-    async def main() -> None:
-        nonlocal recording
+        args = self.args
         if args.janus:
+            if not args.room.isdigit():
+                raise UserError("with --janus, --room must be a number (a VideoRoom id)")
+            token = ""
+        else:
+            token = _token(args)
+        addresses = ["127.0.0.1"] if args.loopback else (args.ice_address or None)
+        config = CallConfig(url=args.janus or args.server, room=args.room, token=token,
+                            name=args.name, ice_servers=args.stun, host_addresses=addresses,
+                            avatar_path=args.avatar)
+        if args.avatar_cache:
+            config.avatar_cache_dir = Path(args.avatar_cache)
+        return config
+
+    def make_call(self):
+        """The call, through Janus with ``--janus``, else a mesh."""
+        if self.args.janus:
             from net.janus import JanusCall
 
-            call = JanusCall(args.janus, int(args.room), name=args.name, audio_track=audio_track,
-                             host_addresses=addresses, on_audio=on_audio, on_event=on_event)
-        else:
-            def on_avatar(remote_id: str, data) -> None:
-                if headset is not None:
-                    headset.avatar_arrived(remote_id, data)
-                sha = call.avatars.remotes[remote_id].sha256
-                if window is not None:
-                    window.avatar(remote_id, call.avatars.cache_dir / f"{sha}.lca")
-                if recording is not None:
-                    recording.avatar_file(remote_id, call.avatars.cache_dir / f"{sha}.lca")
+            return JanusCall(self.config, audio_track=self.audio_track, on_event=self.on_event,
+                             on_audio=self.on_audio, on_avatar=self.on_avatar)
+        from net.call import Call
 
-            call = Call(config, audio_track=audio_track, video_track=video_track,
-                        on_event=on_event, on_audio=on_audio, on_avatar=on_avatar)
+        return Call(self.config, audio_track=self.audio_track, video_track=self.video_track,
+                    on_event=self.on_event, on_audio=self.on_audio, on_avatar=self.on_avatar)
+
+    # -- what the call reports ----------------------------------------------------------------
+    def notify(self, text: str) -> None:
+        """One line in the log and, with a window, the overlay's note."""
+        self.say(f"[{time.monotonic() - self.started:6.2f}s] {text}")
+        if self.monitor is not None:
+            self.monitor.note = text
+
+    def _camera_event(self, text: str) -> None:
+        """What the tracker says about its source (on the tracker's thread)."""
+        if text.startswith("source lost"):
+            text += ": your avatar holds a neutral pose until the camera is back"
+        self.notify(f"camera: {text}")
+
+    def on_event(self, kind: str, remote_id: str, detail: str) -> None:
+        from net.inbound import event_text
+
+        self.events.append({"t": time.monotonic() - self.started, "event": kind,
+                            "id": remote_id, "detail": detail})
+        remote = self.call.remotes.get(remote_id) if self.call is not None else None
+        if remote is not None and remote.name:
+            self.names[remote_id] = remote.name
+        elif kind == "joined" and detail:
+            self.names[remote_id] = detail
+        name = self.names.get(remote_id)
+        who = f"{name} ({remote_id})" if name else remote_id
+        self.notify(f"{kind}: {event_text(kind, who, detail)}")
+
+    def on_audio(self, remote_id: str, frame) -> None:
+        from app.speakers import voice_delay_s
+        from net.audio import frame_to_mono
+
+        if self.recording is not None:
+            self.recording.audio(remote_id, frame)
+        if self.speakers is not None or self.monitor is not None:
+            samples = frame_to_mono(frame)
+            if self.monitor is not None:
+                self.monitor.voice(remote_id, samples)
+            if self.speakers is not None:
+                self.mixer.push(remote_id, samples, time.monotonic(), voice_delay_s(
+                    self.playout_delay_s.get(remote_id, 0.0),
+                    self.window.display_s if self.window is not None else 0.0))
+
+    def on_avatar(self, remote_id: str, data) -> None:
+        if self.headset is not None:
+            self.headset.avatar_arrived(remote_id, data)
+        exchange = self.call.avatars
+        path = exchange.cache_dir / f"{exchange.remotes[remote_id].sha256}.lca"
+        if self.window is not None:
+            self.window.avatar(remote_id, path)
+        if self.recording is not None:
+            self.recording.avatar_file(remote_id, path)
+
+    # -- one display frame ----------------------------------------------------------------------
+    def own_codes(self, now: float):
+        """Our codes for this tick (None: nothing new). A camera that is off, or a tracker
+        that stopped, sends a neutral pose at the same rate."""
+        from avatar.codes import Codes
+
+        codes = None
+        if self.live is not None:
+            codes = self.live.take()  # the tracker's capture time and frame count
+            error = getattr(self.live, "error", None)
+            if error is not None:
+                if not self.tracker_down:
+                    self.tracker_down = True
+                    self.notify(f"camera: the tracker stopped ({error}): your avatar holds a "
+                                "neutral pose")
+                codes = Codes(t=now, seq=self.seq % 2**32)
+        elif self.frames:
+            codes = self.frames[self.seq % len(self.frames)].replace(t=now, seq=self.seq % 2**32)
+        if codes is not None and self.controls is not None and self.controls.camera_off:
+            codes = Codes(t=codes.t, seq=codes.seq)  # neutral, same timing
+        self.seq += 1
+        return codes
+
+    def tick(self, now: float) -> bool:
+        """One display frame: send our codes, play out theirs to every sink. False: leave."""
+        from app.call_window import toggle_recording
+
+        args, call = self.args, self.call
+        if args.duration and now - self.started >= args.duration:
+            return False
+        codes = self.own_codes(now)
+        if codes is not None:
+            call.send_codes(codes)
+        poses = call.poses(now)
+        for remote_id, remote in call.remotes.items():
+            self.playout_delay_s[remote_id] = remote.playout.delay_s
+            if remote.name:
+                self.names[remote_id] = remote.name
+        self.mixer.keep_only(call.remotes)
+        if self.window is not None:
+            window, controls, monitor = self.window, self.controls, self.monitor
+            window.poll()
+            if window.closed:
+                self.say("the window was closed: leaving")
+                return False
+            if controls.take("record"):
+                self.recording = toggle_recording(self.recording, args, call, self.mic, monitor)
+            if controls.take("recalibrate"):
+                monitor.note = (self.live.recalibrate() if isinstance(self.live, _LiveTracker)
+                                else "only a live tracker (--track) recalibrates")
+            if self.recording is not None and self.recording.error:
+                monitor.note = self.recording.error
+            monitor.tick(call.remotes, poses, codes, now)
+            window.show(monitor.latest)
+        if self.recording is not None:
+            self.recording.tick(call.remotes, poses, codes)
+        if self.headset is not None:
+            self.headset.update(poses, set(call.remotes))
+        if self.vmc_out is not None:
+            relayed = _vmc_codes_of(args.vmc_of, codes, poses, call.remotes)
+            if relayed is not None:
+                self.vmc_out.send(relayed)
+        if poses and self.on_poses is not None:
+            self.on_poses(poses)
+        if self.stats_path is not None and now - self.last_stats >= 1.0:
+            _write_json(self.stats_path, self.snapshot())
+            self.last_stats = now
+        if not args.quiet and now - self.last_status >= 5.0:
+            parts = [f"{r.name or rid}: {r.stats.unique} frames, "
+                     f"{r.stats.lost} lost, delay {r.playout.delay_s * 1000:.0f} ms"
+                     for rid, r in call.remotes.items()]
+            self.say(f"[{now - self.started:6.2f}s] " + ("; ".join(parts) or "alone in the room"))
+            self.last_status = now
+        return True
+
+    def snapshot(self) -> dict:
+        data = self.call.stats()
+        joined_at = self.call.joined_at
+        data.update({"joined_s": joined_at - self.started if joined_at else None,
+                     "events": self.events, "uptime_s": time.monotonic() - self.started,
+                     "fps": self.args.fps, "camera_down": self.tracker_down})
+        if self.speakers is not None:
+            data["speakers"] = self.speakers.summary()
+        return data
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def main(self) -> None:
+        from app.cli import UserError
+        from net.signal_client import SignallingError
+
+        args, say = self.args, self.say
+        call = self.call = self.make_call()
         say(f"joining room {args.room!r} at {args.janus or args.server} as {args.name!r}; "
-            f"voice: {audio_note}")
+            f"voice: {self.audio_note}")
         try:
             await call.join()
         except (SignallingError, ConnectionError) as exc:  # JanusError is a ConnectionError
             raise UserError(f"could not join: {exc}") from None
         say(f"joined as {call.id} with {len(call.remotes)} other participant(s)")
-        if live is not None:
-            live.start()
-            say(f"tracking {args.track}" if args.track else f"relaying {live.description}")
+        if self.live is not None:
+            self.live.start()
+            say(f"tracking {args.track}" if args.track else f"relaying {self.live.description}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         period = 1.0 / args.fps
-        seq = 0
         next_frame = time.monotonic()
-        last_stats = last_status = time.monotonic()
-
-        def snapshot() -> dict:
-            data = call.stats()
-            joined_at = getattr(call, "joined_at", None)
-            data.update({"joined_s": joined_at - started if joined_at else None,
-                         "events": events, "uptime_s": time.monotonic() - started,
-                         "fps": args.fps})
-            if speakers is not None:
-                data["speakers"] = speakers.summary()
-            return data
-
         try:
-            while not stop.is_set():
-                now = time.monotonic()
-                if args.duration and now - started >= args.duration:
-                    break
-                codes = None
-                if live is not None:
-                    codes = live.take()  # the tracker's capture time and frame count
-                elif frames:
-                    codes = frames[seq % len(frames)].replace(t=now, seq=seq % 2**32)
-                if codes is not None:
-                    if controls is not None and controls.camera_off:
-                        codes = Codes(t=codes.t, seq=codes.seq)  # neutral, same timing
-                    call.send_codes(codes)
-                seq += 1
-                poses = call.poses(now)
-                for remote_id, remote in call.remotes.items():
-                    playout_delay_s[remote_id] = remote.playout.delay_s
-                mixer.keep_only(call.remotes)
-                if window is not None:
-                    window.poll()
-                    if window.closed:
-                        say("the window was closed: leaving")
-                        break
-                    if controls.take("record"):
-                        recording = toggle_recording(recording, args, call, mic, monitor)
-                    if controls.take("recalibrate"):
-                        monitor.note = (live.recalibrate() if isinstance(live, _LiveTracker)
-                                        else "only a live tracker (--track) recalibrates")
-                    if recording is not None and recording.error:
-                        monitor.note = recording.error
-                    monitor.tick(call.remotes, poses, codes, now)
-                    window.show(monitor.latest)
-                if recording is not None:
-                    recording.tick(call.remotes, poses, codes)
-                if headset is not None:
-                    headset.update(poses, set(call.remotes))
-                if vmc_out is not None:
-                    relayed = _vmc_codes_of(args.vmc_of, codes, poses, call.remotes)
-                    if relayed is not None:
-                        vmc_out.send(relayed)
-                if poses and on_poses is not None:
-                    on_poses(poses)
-                if stats_path is not None and now - last_stats >= 1.0:
-                    _write_json(stats_path, snapshot())
-                    last_stats = now
-                if not args.quiet and now - last_status >= 5.0:
-                    parts = [f"{r.name or rid}: {r.stats.unique} frames, "
-                             f"{r.stats.lost} lost, delay {r.playout.delay_s * 1000:.0f} ms"
-                             for rid, r in call.remotes.items()]
-                    say(f"[{now - started:6.2f}s] " + ("; ".join(parts) or "alone in the room"))
-                    last_status = now
+            while not stop.is_set() and self.tick(time.monotonic()):
                 next_frame += period
                 delay = next_frame - time.monotonic()
                 if delay < -0.5:
                     next_frame = time.monotonic()  # fell far behind: do not burst to catch up
                 await asyncio.sleep(max(0.0, delay))
         finally:
-            if stats_path is not None:
-                _write_json(stats_path, snapshot())
+            if self.stats_path is not None:
+                _write_json(self.stats_path, self.snapshot())
             await call.leave()
-            if audio_track is not None:
+            if self.audio_track is not None:
                 # A file's player thread posts frames to this loop: stop it while the loop
                 # still runs (stopped after asyncio.run, it raised "Event loop is closed").
-                audio_track.stop()
-            if recording is not None:
-                recording.close()
-                say(recording.error or f"recorded to {args.record}")
+                self.audio_track.stop()
+            if self.recording is not None:
+                self.recording.close()
+                say(self.recording.error or f"recorded to {args.record}")
             say("left the call")
 
-    try:
-        asyncio.run(main())
-    finally:
-        if window is not None:
-            window.stop()
-        if speakers is not None:
-            speakers.close()
-        if live is not None:
-            live.stop()
-        if headset is not None:
-            headset.stop()
-        if vmc_out is not None:
+    def close(self) -> None:
+        if self.window is not None:
+            self.window.stop()
+        if self.speakers is not None:
+            self.speakers.close()
+        if self.live is not None:
+            self.live.stop()
+        if self.headset is not None:
+            self.headset.stop()
+        if self.vmc_out is not None:
             from app.vmc_io import sender_summary
 
-            say(sender_summary(vmc_out))
-            vmc_out.close()
+            self.say(sender_summary(self.vmc_out))
+            self.vmc_out.close()
+
+
+def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None) -> int:
+    """Run a call until ``--duration`` or Ctrl-C. ``on_poses`` (for the app's renderer)
+    receives ``{remote_id: Codes}`` once per display frame."""
+    app = CallApp(args, on_poses)
+    try:
+        app.open()
+        asyncio.run(app.main())
+    finally:
+        app.close()
     return 0

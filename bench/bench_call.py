@@ -67,10 +67,12 @@ async def participant(args) -> dict:
     frames = [full_codes(i, 0.0) for i in range(60)]
     tone = ToneTrack(300 + 100 * args.index)
     if args.janus_url:
+        from net.config import CallConfig
         from net.janus import JanusCall
 
-        call = JanusCall(args.janus_url, 7000 + args.size, name=f"p{args.index}",
-                         audio_track=tone, host_addresses=[args.address])
+        call = JanusCall(CallConfig(url=args.janus_url, room=str(7000 + args.size),
+                                    name=f"p{args.index}", host_addresses=[args.address]),
+                         audio_track=tone)
     else:
         from net.call import Call, CallConfig
         from net.tokens import make_token

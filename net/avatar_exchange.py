@@ -45,6 +45,8 @@ DEFAULT_MAX_AVATAR_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_CACHE_BYTES = 1024 * 1024 * 1024
 STALE_PART_S = 3600.0
 MAX_CONTROL_TEXT_BYTES = 4096   # our longest control message (hello with a long name) is ~250
+GATHER_S = 0.05                 # a stream to a group waits this long for more askers
+MAX_GROUP = 100                 # remotes one stream is addressed to (its list fits the above)
 _CHUNK_TAG = b"\x01"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -110,7 +112,9 @@ class RemoteAvatar:
 class AvatarExchange:
     """Runs the exchange for one call. ``send(remote_id, message)`` puts a message on that
     remote's control channel; ``backlog(remote_id)`` says how many bytes wait to go out;
-    ``on_ready(remote_id, avatar)`` fires when a remote avatar has been validated."""
+    ``on_ready(remote_id, avatar)`` fires when a remote avatar has been validated. With
+    ``send_group(remote_ids, message)`` (a channel everyone hears, as through an SFU) our
+    avatar goes out as one stream to everyone who asked for it meanwhile."""
 
     def __init__(self, own_avatar: str | Path | None, cache_dir: str | Path,
                  send: Callable[[str, str | bytes], None],
@@ -118,7 +122,8 @@ class AvatarExchange:
                  validate: Callable[[Path], Any] = default_validate,
                  max_bytes: int = DEFAULT_MAX_AVATAR_BYTES,
                  on_ready: Callable[[str, Any], None] | None = None,
-                 max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES):
+                 max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
+                 send_group: Callable[[list[str], str | bytes], None] | None = None):
         self.own_path = Path(own_avatar) if own_avatar else None
         self.own_sha = file_sha256(self.own_path) if self.own_path else ""
         self.own_size = self.own_path.stat().st_size if self.own_path else 0
@@ -136,33 +141,58 @@ class AvatarExchange:
         self._tasks: set[asyncio.Task] = set()
         self.served = 0  # how many times we sent our avatar
         self._serving: set[str] = set()
+        self._send_group = send_group
+        self._waiting: set[str] = set()
+        self._round_running = False
+        self.rounds = 0  # how many streams of our avatar went out (a stream serves a group)
 
     # -- our side -----------------------------------------------------------------------
-    def hello(self, remote_id: str, name: str) -> None:
-        """Say hello (with our avatar's hash and size) once the control channel is open."""
+    def hello(self, remote_id: str, name: str, extra: dict | None = None) -> None:
+        """Say hello (with our avatar's hash and size) once the control channel is open;
+        ``extra`` adds fields the call itself reads (its session, see ``net.call``)."""
         offer = {"sha256": self.own_sha, "size": self.own_size} if self.own_path else None
-        self._send(remote_id, json.dumps({"type": "hello", "name": name, "avatar": offer}))
+        self._send(remote_id, json.dumps({"type": "hello", "name": name, "avatar": offer,
+                                          **(extra or {})}))
 
     async def _serve(self, remote_id: str) -> None:
+        if self._send_group is None:
+            await self._stream([remote_id], lambda message: self._send(remote_id, message))
+            return
+        # One channel reaches everyone (an SFU): one stream for all who asked meanwhile;
+        # who asks while it runs waits for the next (a stream joined midway is no use).
+        self._waiting.add(remote_id)
+        if self._round_running:
+            return
+        self._round_running = True
+        try:
+            await asyncio.sleep(GATHER_S)  # the gets of a room that just met come together
+            while self._waiting:
+                group = sorted(self._waiting)[:MAX_GROUP]
+                self._waiting.difference_update(group)
+                await self._stream(group, lambda message, g=group: self._send_group(g, message))
+        finally:
+            self._round_running = False
+
+    async def _stream(self, group: list[str], send: Callable[[str | bytes], None]) -> None:
         assert self.own_path is not None
         try:
             with open(self.own_path, "rb") as handle:
                 digest = hashlib.sha256()
                 for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-                    while self._backlog(remote_id) > SEND_BACKLOG_BYTES:
+                    while self._backlog(group[0]) > SEND_BACKLOG_BYTES:
                         await asyncio.sleep(0.005)
                     digest.update(chunk)
-                    self._send(remote_id, _CHUNK_TAG + chunk)
+                    send(_CHUNK_TAG + chunk)
             if digest.hexdigest() != self.own_sha:
-                self._send(remote_id, json.dumps({"type": "avatar-error",
-                                                  "message": "avatar file changed on disk"}))
+                send(json.dumps({"type": "avatar-error", "message": "avatar file changed on disk"}))
                 return
-            self._send(remote_id, json.dumps({"type": "avatar-end", "sha256": self.own_sha}))
-            self.served += 1
+            send(json.dumps({"type": "avatar-end", "sha256": self.own_sha}))
+            self.served += len(group)
+            self.rounds += 1
         except OSError as exc:
-            self._send(remote_id, json.dumps({"type": "avatar-error", "message": str(exc)}))
+            send(json.dumps({"type": "avatar-error", "message": str(exc)}))
         finally:
-            self._serving.discard(remote_id)
+            self._serving.difference_update(group)
 
     # -- their side ----------------------------------------------------------------------
     def handle(self, remote_id: str, message: str | bytes) -> None:

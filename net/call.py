@@ -12,6 +12,16 @@ A participant that leaves, crashes or restarts: the signalling server reports it
 joins as a new participant and offers afresh. A connection that fails while both stay in
 the room is re-offered by the side with the smaller id.
 
+The signalling server going away does not end the call: connected peers carry on, and the
+call rejoins the room every ``CallConfig.resignal_interval_s`` until the server is back. It
+then has a new id, and so has everyone else who rejoined: it offers to every member it does
+not know, and each side's hello on the new connection carries the call's ``session`` (a
+random tag per ``Call``); a hello naming the session of a connection we already have marks
+the new connection a duplicate: the old one carries on (no gap, no fade), known from now on
+by its new signalling id, and the duplicate is closed (after ``DUPLICATE_CLOSE_S``, so
+that the other side has seen our hello too). A newcomer who joined while we were
+away is connected as usual.
+
 Rooms up to ``MESH_LIMIT`` participants use this mesh; larger rooms need an SFU (see
 ``net.janus``).
 """
@@ -20,151 +30,68 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-
 from avatar.codes import Codes
+from common import safejson
 from net import wire
-from net.audio import VOICE_BITRATE, use_voice_bitrate
-from net.avatar_exchange import (
-    DEFAULT_MAX_AVATAR_BYTES,
-    DEFAULT_MAX_CACHE_BYTES,
-    AvatarExchange,
-    default_validate,
-)
+from net.audio import use_voice_bitrate
+from net.config import CallConfig
+from net.inbound import CallBase, InboundStream, ReceiveStats, RemoteParticipant
 from net.loopback import use_host_addresses
 from net.peer import Peer
-from net.playout import PlayoutBuffer, PlayoutConfig
 from net.signal_client import SignallingClient, SignallingError
 
 log = logging.getLogger("splatcall.call")
 
 MESH_LIMIT = 6
+DUPLICATE_CLOSE_S = 5.0  # a duplicate connection lives this long, so both sides see its hello
+
+__all__ = ["Call", "CallConfig", "ReceiveStats", "Remote", "MESH_LIMIT"]
 
 
 @dataclass
-class CallConfig:
-    url: str                                   # ws://host:port/ws of the signalling server
-    room: str
-    token: str
-    name: str = ""
-    ice_servers: list[str] = field(default_factory=list)   # stun:/turn: URLs, none on a LAN
-    host_addresses: list[str] | None = None    # e.g. ["127.0.0.1"]: see net.loopback
-    playout: PlayoutConfig = field(default_factory=PlayoutConfig)
-    avatar_path: str | Path | None = None      # our own .lca, offered to the others
-    avatar_cache_dir: str | Path = Path.home() / ".cache" / "splatcall" / "avatars"
-    max_avatar_bytes: int = DEFAULT_MAX_AVATAR_BYTES
-    max_avatar_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES  # least recently used go first
-    validate_avatar: Callable[[Path], Any] = default_validate
-    remote_sdp_filter: Callable[[str], str] | None = None  # test harnesses (lossy relay)
-    voice_bitrate: int = VOICE_BITRATE        # Opus bits per second
-
-
-@dataclass
-class ReceiveStats:
-    """Codes received from one remote participant."""
-
-    packets: int = 0
-    bytes: int = 0
-    first_seq: int | None = None
-    highest_seq: int = -1
-    unique: int = 0
-    transit_s: deque = field(default_factory=lambda: deque(maxlen=20000))
-    first_arrival: float | None = None
-    last_arrival: float | None = None
-    _seen: set = field(default_factory=set)
-
-    def add(self, codes: Codes, size: int, arrival_s: float) -> None:
-        self.packets += 1
-        self.bytes += size
-        if self.first_seq is None:
-            self.first_seq = codes.seq
-            self.first_arrival = arrival_s
-        self.last_arrival = arrival_s
-        if codes.seq not in self._seen:
-            self._seen.add(codes.seq)
-            self.unique += 1
-        self.highest_seq = max(self.highest_seq, codes.seq)
-        self.transit_s.append(arrival_s - codes.t)
+class Remote(RemoteParticipant):
+    peer: Peer | None = None
+    signal_id: str = ""   # its id at the signalling server (changes when it rejoins)
+    session: str = ""     # from its hello: which Call it is
+    hello_seen: bool = False
 
     @property
-    def lost(self) -> int:
-        if self.first_seq is None:
-            return 0
-        return (self.highest_seq - self.first_seq + 1) - self.unique
-
-    def summary(self) -> dict:
-        transit = np.array(self.transit_s) * 1000.0
-        expected = 0 if self.first_seq is None else self.highest_seq - self.first_seq + 1
-        out = {"packets": self.packets, "bytes": self.bytes, "unique": self.unique,
-               "expected": expected, "lost": self.lost,
-               "loss_fraction": self.lost / expected if expected else 0.0}
-        if len(transit):
-            out.update({f"transit_ms_p{q}": float(np.percentile(transit, q))
-                        for q in (50, 95, 99)})
-        return out
+    def connect_time_s(self) -> float | None:
+        return self.peer.connect_time_s if self.peer is not None else None
 
 
-@dataclass
-class Remote:
-    id: str
-    name: str
-    peer: Peer
-    playout: PlayoutBuffer
-    decoder: wire.PacketDecoder = field(default_factory=wire.PacketDecoder)
-    stats: ReceiveStats = field(default_factory=ReceiveStats)
-    joined_at: float = field(default_factory=time.monotonic)
-
-
-class Call:
+class Call(CallBase):
     """Join with ``await call.join()``, then ``call.send_codes(codes)`` at the tracker's rate
     and ``call.poses(time.monotonic())`` at the display's; ``await call.leave()`` at the end.
-
-    Callbacks (all optional, called on the event loop):
-    ``on_event(kind, remote_id, detail)`` for joined/connected/left/failed/avatar events,
-    ``on_audio(remote_id, av.AudioFrame)``, ``on_avatar(remote_id, avatar)``."""
+    Callbacks as ``net.inbound.CallBase``, plus ``on_video(remote_id, av.VideoFrame)``."""
 
     def __init__(self, config: CallConfig, audio_track=None, video_track=None,
                  on_event: Callable[[str, str, str], None] | None = None,
                  on_audio: Callable[[str, Any], None] | None = None,
                  on_video: Callable[[str, Any], None] | None = None,
                  on_avatar: Callable[[str, Any], None] | None = None):
-        self.config = config
-        self.on_event = on_event
-        self.on_audio = on_audio
+        super().__init__(config, on_event=on_event, on_audio=on_audio, on_avatar=on_avatar)
         self.on_video = on_video
         self._audio_source = audio_track
         self._video_source = video_track
         self._relay = None
         self.remotes: dict[str, Remote] = {}
-        self.departed: list[dict] = []   # stats of remotes that left, for the record
         self.client = SignallingClient(config.url, config.room, config.token, config.name)
-        self.avatars = AvatarExchange(
-            config.avatar_path, config.avatar_cache_dir, send=self._send_control,
-            backlog=self._control_backlog, validate=config.validate_avatar,
-            max_bytes=config.max_avatar_bytes, max_cache_bytes=config.max_avatar_cache_bytes,
-            on_ready=lambda rid, av: (on_avatar and on_avatar(rid, av),
-                                      self._event("avatar", rid, "ready")))
+        self.session = secrets.token_hex(8)
+        self._alias: dict[str, str] = {}   # a rejoined remote's new signalling id -> its key
         self._signal_task: asyncio.Task | None = None
         self.signalling_lost = False
-        self.sent_packets = 0
-        self.sent_bytes = 0
-        self.joined_at: float | None = None
+        self.signalling_rejoins = 0
         self._closing = False
 
     @property
     def id(self) -> str:
         return self.client.id
-
-    def _event(self, kind: str, remote_id: str, detail: str = "") -> None:
-        log.info("%s %s %s", kind, remote_id, detail)
-        if self.on_event is not None:
-            self.on_event(kind, remote_id, detail)
 
     # -- joining and leaving --------------------------------------------------------------
     async def join(self) -> None:
@@ -189,76 +116,116 @@ class Call:
             self._signal_task.cancel()
         await self.avatars.close()
         for remote_id in list(self.remotes):
-            await self._drop(remote_id, "left")
+            await self._drop(remote_id, "we left")
         await self.client.close()
 
     def _add_remote(self, remote_id: str, name: str) -> Remote:
         relay = self._relay
+        remote = Remote(remote_id, name, InboundStream(self.config.playout),
+                        signal_id=remote_id)
 
         async def send_signal(data: dict) -> None:
             try:
-                await self.client.send(remote_id, data)
+                await self.client.send(remote.signal_id, data)
             except SignallingError as exc:
-                log.warning("cannot signal %s: %s", remote_id, exc)
+                log.warning("cannot signal %s: %s", remote.signal_id, exc)
 
-        peer = Peer(
+        remote.peer = Peer(
             remote_id, send_signal,
             audio_track=relay.subscribe(self._audio_source) if self._audio_source else None,
             video_track=relay.subscribe(self._video_source) if self._video_source else None,
             ice_servers=self.config.ice_servers,
             remote_sdp_filter=self.config.remote_sdp_filter,
-            on_codes=self._on_codes, on_control=self._on_control, on_audio=self.on_audio,
+            on_codes=self._receive_codes, on_control=self._on_control, on_audio=self.on_audio,
             on_video=self.on_video, on_state=self._on_peer_state)
-        remote = Remote(remote_id, name, peer, PlayoutBuffer(self.config.playout))
         self.remotes[remote_id] = remote
         self._event("joined", remote_id, name)
         return remote
 
-    async def _drop(self, remote_id: str, why: str) -> None:
+    async def _drop(self, remote_id: str, why: str, quiet: bool = False) -> None:
         remote = self.remotes.pop(remote_id, None)
         if remote is None:
             return
-        self.avatars.forget(remote_id)
-        self.departed.append({"id": remote_id, "name": remote.name, "why": why,
-                              "connect_s": remote.peer.connect_time_s,
-                              "codes": remote.stats.summary(),
-                              "malformed": remote.decoder.malformed})
+        for alias in [a for a, key in self._alias.items() if key == remote_id]:
+            del self._alias[alias]
+        if quiet:  # a duplicate connection: the participant carries on over another
+            self.avatars.forget(remote_id)
+        else:
+            self._departure(remote, why)
         await remote.peer.close()
-        self._event("left", remote_id, why)
+        if not quiet:
+            self._event("left", remote_id, why)
+
+    def _key(self, signal_id: str) -> str:
+        """The remote a signalling id stands for (rejoined remotes keep their first key)."""
+        return self._alias.get(signal_id, signal_id)
 
     async def _signal_loop(self) -> None:
         try:
-            while True:
-                event = await self.client.receive()
-                kind = event.get("type")
-                if kind == "peer-joined":
-                    if len(self.remotes) + 1 >= MESH_LIMIT + 1:
-                        log.warning("more than %d in a mesh: each peer's uplink carries every "
-                                    "stream", MESH_LIMIT)
-                    self._add_remote(str(event["id"]), str(event.get("name", "")))
-                elif kind == "peer-left":
-                    await self._drop(str(event["id"]), "left the room")
-                elif kind == "signal":
-                    await self._on_signal(str(event.get("from")), event.get("data"))
-        except SignallingError as exc:
-            if not self._closing:
-                self.signalling_lost = True
-                log.warning("signalling connection lost (%s); connected peers carry on", exc)
+            while not self._closing:
+                try:
+                    while True:
+                        await self._on_room_event(await self.client.receive())
+                except SignallingError as exc:
+                    if self._closing:
+                        return
+                    self.signalling_lost = True
+                    self._event("signalling-lost", "", str(exc))
+                    log.warning("signalling connection lost (%s); connected peers carry on",
+                                exc)
+                await self._rejoin()
         except asyncio.CancelledError:
             pass
 
-    async def _on_signal(self, remote_id: str, data) -> None:
+    async def _rejoin(self) -> None:
+        """Join the room again once the server is back; offer to the members we do not know."""
+        await self.client.close()
+        while not self._closing:
+            await asyncio.sleep(self.config.resignal_interval_s)
+            client = SignallingClient(self.config.url, self.config.room, self.config.token,
+                                      self.config.name)
+            try:
+                peers = await client.join()
+            except SignallingError as exc:
+                log.info("signalling server still away: %s", exc)
+                continue
+            self.client = client
+            self.signalling_lost = False
+            self.signalling_rejoins += 1
+            self._event("signalling-back", "", f"{len(peers)} in the room")
+            for info in peers:
+                if info.id in self._alias or info.id in self.remotes:
+                    continue
+                remote = self._add_remote(info.id, info.name)
+                await remote.peer.offer()
+            return
+
+    async def _on_room_event(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "peer-joined":
+            if len(self.remotes) + 1 >= MESH_LIMIT + 1:
+                log.warning("more than %d in a mesh: each peer's uplink carries every "
+                            "stream", MESH_LIMIT)
+            self._add_remote(str(event["id"]), str(event.get("name", "")))
+        elif kind == "peer-left":
+            await self._drop(self._key(str(event["id"])), "left the room")
+        elif kind == "signal":
+            await self._on_signal(str(event.get("from")), event.get("data"))
+
+    async def _on_signal(self, signal_id: str, data) -> None:
+        remote_id = self._key(signal_id)
         remote = self.remotes.get(remote_id)
         if isinstance(data, dict) and data.get("kind") == "offer" and remote is not None:
             pc = remote.peer.pc
-            if pc.signalingState == "have-local-offer" and self.client.id < remote_id:
+            if pc.signalingState == "have-local-offer" and self.client.id < signal_id:
                 return  # offers crossed: the smaller id's offer wins, the other side answers
             if pc.signalingState == "have-local-offer" or pc.remoteDescription is not None:
                 # A fresh offer for a connection we already have: the other side restarted it.
                 await self._drop(remote_id, "reconnecting")
                 remote = None
         if remote is None:
-            remote = self._add_remote(remote_id, "")
+            self._alias.pop(signal_id, None)
+            remote = self._add_remote(signal_id, "")
         try:
             await remote.peer.handle_signal(data)
         except Exception as exc:  # noqa: BLE001 - a bad offer from a peer must not end the call
@@ -270,27 +237,27 @@ class Call:
             return
         if state == "connected":
             self._event("connected", remote_id, f"{remote.peer.connect_time_s * 1000:.0f} ms")
-            asyncio.ensure_future(self._report_connected(remote_id))
+            asyncio.ensure_future(self._report_connected(remote.signal_id))
         elif state == "control-open":
-            self.avatars.hello(remote_id, self.config.name)
+            self.avatars.hello(remote_id, self.config.name, {"session": self.session})
         elif state == "failed" and not self._closing:
             self._event("failed", remote_id, "connection failed")
             asyncio.ensure_future(self._reconnect(remote_id))
 
-    async def _report_connected(self, remote_id: str) -> None:
+    async def _report_connected(self, signal_id: str) -> None:
         try:
-            await self.client.report_connected(remote_id)
+            await self.client.report_connected(signal_id)
         except (ConnectionError, RuntimeError) as exc:  # the server went away meanwhile
-            log.debug("could not report the connection to %s: %s", remote_id, exc)
+            log.debug("could not report the connection to %s: %s", signal_id, exc)
 
     async def _reconnect(self, remote_id: str) -> None:
         remote = self.remotes.get(remote_id)
         if remote is None:
             return
-        name = remote.name
+        name, signal_id = remote.name, remote.signal_id
         await self._drop(remote_id, "connection failed")
-        if self.client.id < remote_id and not self.signalling_lost:
-            new = self._add_remote(remote_id, name)
+        if self.client.id < signal_id and not self.signalling_lost:
+            new = self._add_remote(signal_id, name)
             await new.peer.offer()
 
     # -- codes ---------------------------------------------------------------------------
@@ -304,27 +271,6 @@ class Call:
                 self.sent_bytes += len(packet)
         self.sent_packets += 1
         return sent
-
-    def _on_codes(self, remote_id: str, message, arrival_s: float) -> None:
-        remote = self.remotes.get(remote_id)
-        if remote is None:
-            return
-        codes = remote.decoder.decode(message)
-        if codes is None:
-            return
-        remote.stats.add(codes, len(message), arrival_s)
-        remote.playout.push(codes, arrival_s)
-
-    def poses(self, now_s: float | None = None) -> dict[str, Codes]:
-        """One posed ``Codes`` per remote participant that has sent anything, for display
-        time ``now_s`` (``time.monotonic()`` by default)."""
-        now_s = time.monotonic() if now_s is None else now_s
-        out = {}
-        for remote_id, remote in self.remotes.items():
-            pose = remote.playout.pose(now_s)
-            if pose is not None:
-                out[remote_id] = pose
-        return out
 
     # -- control channel -------------------------------------------------------------------
     def _send_control(self, remote_id: str, message: str | bytes) -> None:
@@ -340,23 +286,39 @@ class Call:
         remote = self.remotes.get(remote_id)
         if remote is None:
             return
-        self.avatars.handle(remote_id, message)  # rate-limited, parsed with limits
-        said = self.avatars.remotes.get(remote_id)
-        if said is not None and said.name and not remote.name:
-            remote.name = said.name  # printable: see common.names
+        if not remote.hello_seen and isinstance(message, str):
+            remote.hello_seen = True  # the first text message is the hello
+            if self._duplicate(remote, message):
+                return
+        self._on_control_message(remote_id, message)
+
+    def _duplicate(self, remote: Remote, message: str) -> bool:
+        """Read the session from a remote's first hello; True when it names a participant
+        we are already connected to (a rejoin after the signalling server came back)."""
+        try:
+            data = safejson.loads(message, 4096)
+        except ValueError:
+            return False
+        session = data.get("session") if isinstance(data, dict) else None
+        if not isinstance(session, str) or not session or len(session) > 64:
+            return False
+        remote.session = session
+        for key, other in self.remotes.items():
+            if other is not remote and other.session == session:
+                self._event("rejoined", key, remote.id)
+                other.signal_id = remote.id
+                self._alias[remote.id] = key
+                self.remotes.pop(remote.id, None)
+                self.avatars.forget(remote.id)
+                asyncio.get_running_loop().call_later(
+                    DUPLICATE_CLOSE_S, lambda peer=remote.peer: asyncio.ensure_future(
+                        peer.close()))
+                return True
+        return False
 
     # -- reporting -----------------------------------------------------------------------
     def stats(self) -> dict:
-        return {
-            "id": self.id, "name": self.config.name, "room": self.config.room,
-            "sent_packets": self.sent_packets, "sent_bytes": self.sent_bytes,
-            "signalling_lost": self.signalling_lost,
-            "remotes": {rid: {"name": r.name, "connect_s": r.peer.connect_time_s,
-                              "codes": r.stats.summary(), "malformed": r.decoder.malformed,
-                              "playout_delay_ms": r.playout.delay_s * 1000.0,
-                              "playout_status": r.playout.status,
-                              "avatar": self.avatars.remotes.get(rid).status
-                              if rid in self.avatars.remotes else "default"}
-                        for rid, r in self.remotes.items()},
-            "departed": self.departed,
-        }
+        data = super().stats()
+        data.update(signalling_lost=self.signalling_lost,
+                    signalling_rejoins=self.signalling_rejoins)
+        return data

@@ -1,22 +1,37 @@
 """Rooms beyond a mesh: the same call through Janus's VideoRoom plugin (an SFU).
 
 In a mesh every participant uploads its codes and voice once per other participant; through
-an SFU it uploads them once, and Janus forwards them. ``JanusCall`` offers the surface of
-``net.call.Call`` (``join``, ``send_codes``, ``poses``, ``stats``, ``leave``):
+an SFU it uploads them once, and Janus forwards them. ``JanusCall`` is a
+``net.inbound.CallBase`` (the surface of ``net.call.Call``, the same ``CallConfig``, one
+``InboundStream`` per remote):
 
-- one *publisher* connection to Janus per participant: our Opus voice plus a data channel
-  "codes" (unordered, no retransmissions), which VideoRoom relays to every subscriber;
-- one *subscriber* connection per other participant's feed: their voice and their codes,
-  so a packet's sender is known from the connection it arrives on;
+- one *publisher* connection to Janus per participant: our Opus voice, a data channel
+  "codes" (unordered, no retransmissions) and a reliable one, "control"; VideoRoom relays
+  the messages of both to every subscriber on one channel (labelled with the feed's id), so
+  a receiver tells them apart by their form: codes are wire packets (binary, ``SW``...),
+  control messages text or binary starting with a 0x02 byte;
+- one *subscriber* connection per other participant's feed: their voice, codes and control
+  messages, so a message's sender is known from the connection it arrives on;
 - Janus's HTTP API (session, handles, long-poll for events) with aiohttp.
 
-Avatar exchange is not carried over Janus (VideoRoom relays one data channel per feed);
-participants in a Janus room show the default avatar, or avatars fetched beforehand.
+Avatars travel as in the mesh (``net.avatar_exchange``: hello, avatar-get, chunks, end; the
+same limits and validation), but a publisher's channel reaches everyone, so each control
+message is addressed: text messages carry ``"to": feed`` (or a list of feeds) and binary ones
+are a 0x02 byte, a count n (1 byte), n feeds (8 bytes each, big-endian), then the exchange's
+message; a receiver passes on only what is addressed to it. Our avatar goes out as one
+stream to everyone who asked for it meanwhile (``AvatarExchange(send_group=...)``); who asks
+while it runs gets the next one. A subscriber cannot talk back to a publisher through
+VideoRoom, so an ``avatar-get`` goes out on the asker's own publisher channel, and a hello is
+repeated until its receiver acknowledges it (``hello-ack``, sent after any ``avatar-get`` on
+the same ordered channel; a repeated hello sends the get again), since we cannot know when
+the other side's subscription to us is up. Every subscriber of an avatar's owner sees each
+stream go by (dropped unread when not addressed to it); avatars are cached by hash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -28,11 +43,13 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from avatar.codes import Codes
+from common import safejson
 from net import wire
 from net.audio import use_voice_bitrate
-from net.call import ReceiveStats
+from net.avatar_exchange import MAX_CONTROL_TEXT_BYTES
+from net.config import CallConfig
+from net.inbound import CallBase, InboundStream, RemoteParticipant
 from net.loopback import use_host_addresses
-from net.playout import PlayoutBuffer, PlayoutConfig
 
 log = logging.getLogger("splatcall.janus")
 
@@ -143,16 +160,17 @@ class JanusSession:
             self._http = None
 
 
+_ADDRESSED = b"\x02"
+HELLO_REPEAT_S = 0.5
+CONTROL_BACKLOG_BYTES = 1 << 20
+
+
 @dataclass
-class JanusRemote:
-    id: str
-    name: str
-    pc: RTCPeerConnection
-    playout: PlayoutBuffer
-    decoder: wire.PacketDecoder = field(default_factory=wire.PacketDecoder)
-    stats: ReceiveStats = field(default_factory=ReceiveStats)
+class JanusRemote(RemoteParticipant):
+    pc: RTCPeerConnection | None = None
     created_at: float = field(default_factory=time.monotonic)
     connected_at: float | None = None
+    hello_acked: bool = False
     tasks: list = field(default_factory=list)
 
     @property
@@ -160,51 +178,54 @@ class JanusRemote:
         return None if self.connected_at is None else self.connected_at - self.created_at
 
 
-class JanusCall:
-    """One participant of a Janus VideoRoom. ``room`` is a number; the room is created on
-    first use with room for ``max_publishers``."""
+class JanusCall(CallBase):
+    """One participant of a Janus VideoRoom: ``config.url`` is Janus's HTTP API and
+    ``config.room`` a number; the room is created on first use with room for
+    ``config.max_publishers``."""
 
-    def __init__(self, url: str, room: int, name: str = "", audio_track=None,
-                 host_addresses: list[str] | None = None, max_publishers: int = 32,
-                 playout: PlayoutConfig | None = None,
+    def __init__(self, config: CallConfig, audio_track=None,
+                 on_event: Callable[[str, str, str], None] | None = None,
                  on_audio: Callable[[str, Any], None] | None = None,
-                 on_event: Callable[[str, str, str], None] | None = None):
-        self.session = JanusSession(url)
-        self.room = room
-        self.name = name
-        self.host_addresses = host_addresses
-        self.max_publishers = max_publishers
-        self.playout_config = playout or PlayoutConfig()
-        self.on_audio = on_audio
-        self.on_event = on_event
+                 on_avatar: Callable[[str, Any], None] | None = None):
+        super().__init__(config, on_event=on_event, on_audio=on_audio, on_avatar=on_avatar)
+        self.session = JanusSession(config.url)
+        self.room = int(config.room)
+        self.name = config.name
         self._audio_source = audio_track
-        self.id = ""
+        self._id = ""
         self.remotes: dict[str, JanusRemote] = {}
-        self.departed: list[dict] = []
         self.publisher_pc: RTCPeerConnection | None = None
         self._codes_channel = None
+        self._control_channel = None
         self._handle = 0
         self._handles: dict[str, int] = {}
-        self.sent_packets = 0
-        self.sent_bytes = 0
         self.published_at: float | None = None
-        self._started = time.monotonic()
+        self._hello_task: asyncio.Task | None = None
 
-    def _event(self, kind: str, remote_id: str, detail: str = "") -> None:
-        if self.on_event is not None:
-            self.on_event(kind, remote_id, detail)
+    @property
+    def id(self) -> str:
+        return self._id
 
     async def join(self) -> None:
-        if self.host_addresses is not None:
-            use_host_addresses(self.host_addresses)
-        use_voice_bitrate()
+        """Join (and publish); raises ``JanusError`` if Janus refuses or cannot be reached."""
+        try:
+            await self._join()
+        except BaseException:
+            await self.session.close()  # no HTTP session left open behind a refusal
+            raise
+
+    async def _join(self) -> None:
+        if self.config.host_addresses is not None:
+            use_host_addresses(self.config.host_addresses)
+        use_voice_bitrate(self.config.voice_bitrate)
         await self.session.create()
         self._handle = await self.session.attach("janus.plugin.videoroom", self._on_publisher_event)
         exists = await self.session.request(self._handle, {"request": "exists", "room": self.room})
         if not exists.get("exists"):
             try:
                 await self.session.request(self._handle, {
-                    "request": "create", "room": self.room, "publishers": self.max_publishers,
+                    "request": "create", "room": self.room,
+                    "publishers": self.config.max_publishers,
                     "audiocodec": "opus", "is_private": False})
             except JanusError:
                 pass  # someone else created it meanwhile
@@ -214,14 +235,17 @@ class JanusCall:
         data = joined["plugindata"]["data"]
         if data.get("videoroom") != "joined":
             raise JanusError(f"could not join VideoRoom {self.room}: {data}")
-        self.id = str(data["id"])
+        self._id = str(data["id"])
+        self.joined_at = time.monotonic()
         await self._publish()
+        self._hello_task = asyncio.ensure_future(self._hello_loop())
         for publisher in data.get("publishers", []):
             await self._subscribe(publisher)
 
     async def _publish(self) -> None:
         pc = self.publisher_pc = RTCPeerConnection()
         self._codes_channel = pc.createDataChannel("codes", ordered=False, maxRetransmits=0)
+        self._control_channel = pc.createDataChannel("control")
         if self._audio_source is not None:
             from aiortc.contrib.media import MediaRelay
 
@@ -254,8 +278,8 @@ class JanusCall:
         if feed in self.remotes or feed == self.id:
             return
         pc = RTCPeerConnection()
-        remote = JanusRemote(feed, str(publisher.get("display", "")), pc,
-                             PlayoutBuffer(self.playout_config))
+        remote = JanusRemote(feed, str(publisher.get("display", "")),
+                             InboundStream(self.config.playout), pc=pc)
         self.remotes[feed] = remote
         self._event("joined", feed, remote.name)
 
@@ -263,15 +287,15 @@ class JanusCall:
             @channel.on("message")
             def _message(message):
                 arrival = time.monotonic()
-                if isinstance(message, str):
-                    return  # Janus relays binary codes as binary; text is not ours
+                # Janus relays all of a feed's channels on one, labelled with the feed's id:
+                # text and addressed binary are control messages, other binary is codes.
+                if isinstance(message, str) or message[:1] == _ADDRESSED:
+                    self._on_control(feed, message)
+                    return
                 if remote.connected_at is None:
                     remote.connected_at = arrival
                     self._event("connected", feed, f"{remote.connect_time_s * 1000:.0f} ms")
-                codes = remote.decoder.decode(message)
-                if codes is not None:
-                    remote.stats.add(codes, len(message), arrival)
-                    remote.playout.push(codes, arrival)
+                self._receive_codes(feed, message, arrival)
 
         # Janus relays a feed's data only once the subscriber's own data channel is open
         # (janus.js opens one too): open one, and listen on whatever Janus opens to us.
@@ -309,8 +333,7 @@ class JanusCall:
         remote = self.remotes.pop(feed, None)
         if remote is None:
             return
-        self.departed.append({"id": feed, "name": remote.name, "why": why,
-                              "codes": remote.stats.summary()})
+        self._departure(remote, why)
         for task in remote.tasks:
             task.cancel()
         await remote.pc.close()
@@ -326,25 +349,87 @@ class JanusCall:
         self.sent_bytes += len(packet)
         return 1
 
-    def poses(self, now_s: float | None = None) -> dict[str, Codes]:
-        now_s = time.monotonic() if now_s is None else now_s
-        out = {}
-        for feed, remote in self.remotes.items():
-            pose = remote.playout.pose(now_s)
-            if pose is not None:
-                out[feed] = pose
-        return out
+    # -- control messages, addressed over the publisher's channel --------------------------
+    async def _hello_loop(self) -> None:
+        """Say hello to each remote until it acknowledges (its subscription to us is up)."""
+        try:
+            while True:
+                channel = self._control_channel
+                if channel is not None and channel.readyState == "open":
+                    for feed, remote in list(self.remotes.items()):
+                        if not remote.hello_acked:
+                            self.avatars.hello(feed, self.name)
+                await asyncio.sleep(HELLO_REPEAT_S)
+        except asyncio.CancelledError:
+            pass
+
+    def _exchange_options(self) -> dict:
+        return {"send_group": self._send_group}  # one avatar stream for all who asked
+
+    def _send_control(self, remote_id: str, message: str | bytes) -> None:
+        self._send_group([remote_id], message)
+
+    def _send_group(self, remote_ids: list[str], message: str | bytes) -> None:
+        """``message`` on our publisher's control channel, addressed to ``remote_ids``."""
+        channel = self._control_channel
+        ids = [r for r in remote_ids if r.isdigit()][:255]
+        if channel is None or channel.readyState != "open" or not ids:
+            return
+        if isinstance(message, bytes):
+            channel.send(_ADDRESSED + bytes([len(ids)])
+                         + b"".join(int(r).to_bytes(8, "big") for r in ids) + message)
+        else:
+            channel.send(json.dumps(dict(json.loads(message),
+                                         to=ids[0] if len(ids) == 1 else ids)))
+
+    def _control_backlog(self, remote_id: str) -> int:
+        channel = self._control_channel
+        return channel.bufferedAmount if channel is not None else 0
+
+    def _on_control(self, feed: str, message) -> None:
+        """A message on ``feed``'s control channel: passed on if it is addressed to us."""
+        remote = self.remotes.get(feed)
+        if remote is None or not self.id:
+            return
+        if isinstance(message, bytes):
+            count = message[1] if len(message) > 1 else 0
+            start = 2 + 8 * count
+            me = int(self.id).to_bytes(8, "big")
+            if len(message) > start and any(message[i:i + 8] == me
+                                             for i in range(2, start, 8)):
+                self._on_control_message(feed, message[start:])
+            return
+        try:
+            data = safejson.loads(message, MAX_CONTROL_TEXT_BYTES)
+        except ValueError:
+            return
+        to = data.get("to") if isinstance(data, dict) else None
+        if not (to == self.id or (isinstance(to, list) and self.id in to)):
+            return
+        if data.get("type") == "hello-ack":
+            remote.hello_acked = True
+            return
+        if data.get("type") != "hello":
+            self._on_control_message(feed, message)
+            return
+        said = self.avatars.remotes.get(feed)
+        waiting = (said is not None and said.status == "fetching" and said._handle is not None
+                   and said.received == 0)
+        self._on_control_message(feed, message)
+        if waiting:  # a repeated hello: our avatar-get may have gone before they heard us
+            self._send_control(feed, json.dumps({"type": "avatar-get", "sha256": said.sha256}))
+        # After the get, on the same ordered channel: the ack arriving means the get did.
+        self._send_control(feed, json.dumps({"type": "hello-ack"}))
 
     def stats(self) -> dict:
-        return {"id": self.id, "name": self.name, "room": self.room,
-                "sent_packets": self.sent_packets, "sent_bytes": self.sent_bytes,
-                "remotes": {f: {"name": r.name, "connect_s": r.connect_time_s,
-                                "codes": r.stats.summary(), "malformed": r.decoder.malformed,
-                                "playout_delay_ms": r.playout.delay_s * 1000.0}
-                            for f, r in self.remotes.items()},
-                "departed": self.departed}
+        data = super().stats()
+        data["room"] = self.room
+        return data
 
     async def leave(self) -> None:
+        if self._hello_task is not None:
+            self._hello_task.cancel()
+        await self.avatars.close()
         try:
             await self.session.request(self._handle, {"request": "leave"})
         except JanusError:

@@ -11,6 +11,8 @@ rather than binomial, so a test of "at most 6% lost at 5% loss" is not a coin to
 So each peer sees the other only at its stand-in address, ICE checks included, and every
 packet of the call (STUN, DTLS, SCTP, RTP) crosses the bad link.
 
+``blackout(seconds)`` drops every datagram, both ways, for that long: the network gone.
+
 The relay runs its own event loop in a child process (``LossyRelay``) so that its timing
 depends neither on the load of the loop that runs the peers nor on their GIL;
 ``RelayCore`` is the relay itself, usable in-process.
@@ -49,6 +51,7 @@ class RelayCore:
         self._stand_in: dict[tuple[str, int], socket.socket] = {}   # real -> stand-in
         self._real_of: dict[int, tuple[str, int]] = {}               # stand-in port -> real
         self._lock = threading.Lock()
+        self._dark_until = 0.0  # the loop's time until which everything is dropped
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="lossy-relay",
                                         daemon=True)
@@ -101,11 +104,18 @@ class RelayCore:
             if out is None:
                 self.stand_in_port(source)
                 out = self._stand_in[source]
-            if self._drop((source, destination)):
+            if self._loop.time() < self._dark_until or self._drop((source, destination)):
                 self.stats.dropped += 1
                 continue
             delay = self.delay_s + self._random.uniform(-self.jitter_s, self.jitter_s)
             self._loop.call_later(max(0.0, delay), self._send, out, data, destination)
+
+    def blackout(self, seconds: float) -> None:
+        """Drop everything for ``seconds`` from now."""
+        def start():
+            self._dark_until = self._loop.time() + seconds
+
+        self._loop.call_soon_threadsafe(start)
 
     def _drop(self, direction: tuple) -> bool:
         if not self._block:
@@ -146,6 +156,9 @@ def _serve(conn, kwargs) -> None:
                 conn.send(core.stand_in_port(request[1]))
             elif request[0] == "stats":
                 conn.send(core.stats)
+            elif request[0] == "blackout":
+                core.blackout(request[1])
+                conn.send(True)
             elif request[0] == "close":
                 break
     except EOFError:
@@ -171,6 +184,10 @@ class LossyRelay:
         return self._conn.recv()
 
     rewrite_sdp = RelayCore.rewrite_sdp
+
+    def blackout(self, seconds: float) -> None:
+        self._conn.send(("blackout", seconds))
+        self._conn.recv()
 
     @property
     def stats(self) -> RelayStats:

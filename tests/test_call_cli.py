@@ -31,6 +31,8 @@ def test_make_token_admits_to_its_room(tmp_path, capsys):
     (["--avatar", "/no/such.lca"], "no such file"),
     (["--video", "/dev/no-such-camera"], "no camera"),
     ([], "cannot reach the signalling server"),
+    (["--janus", "http://127.0.0.1:9/janus", "--room", "5"], "cannot reach Janus"),
+    (["--janus", "http://127.0.0.1:9/janus"], "--room must be a number"),
 ])
 def test_call_errors_are_one_line(tmp_path, capsys, extra, message):
     args = ["call", "--room", "r", "--secret-file", str(tmp_path / "k"), "--audio", "none",

@@ -157,3 +157,45 @@ def test_lying_and_malformed_senders_are_refused(tmp_path):
         await receiver.close()
 
     asyncio.run(main())
+
+
+def test_on_a_channel_everyone_hears_one_stream_serves_everyone_who_asked_meanwhile(
+        tmp_path, small_avatar):
+    """``send_group`` (as through Janus): two gets that come together are answered by one
+    stream addressed to both; a get during a stream waits for the next one; each stream is
+    the whole file, whose hash the end message names."""
+    sha = hashlib.sha256(small_avatar.read_bytes()).hexdigest()
+    sent: list[tuple[tuple, object]] = []
+
+    checks = []
+
+    def backlog(remote_id):  # the channel is full for a moment after the first chunk
+        checks.append(remote_id)
+        return 1 << 30 if 2 <= len(checks) <= 20 else 0
+
+    async def run():
+        exchange = AvatarExchange(small_avatar, tmp_path / "cache", send=lambda r, m: None,
+                                  backlog=backlog,
+                                  send_group=lambda ids, m: sent.append((tuple(ids), m)))
+        get = json.dumps({"type": "avatar-get", "sha256": sha})
+        exchange.handle("b", get)
+        exchange.handle("a", get)
+        asked = False
+        while not any(isinstance(m, str) and "avatar-end" in m for _, m in sent):
+            await asyncio.sleep(0.001)
+            if sent and not asked:  # the first stream has begun: c asks now
+                exchange.handle("c", get)
+                asked = True
+        while exchange._serving:
+            await asyncio.sleep(0.01)
+        return exchange.rounds, exchange.served
+
+    rounds, served = asyncio.run(asyncio.wait_for(run(), 30))
+    assert (rounds, served) == (2, 3)
+    groups = list(dict.fromkeys(ids for ids, _ in sent))
+    assert groups == [("a", "b"), ("c",)]
+    for group in groups:
+        messages = [m for ids, m in sent if ids == group]
+        body = b"".join(m[1:] for m in messages if isinstance(m, bytes))
+        assert body == small_avatar.read_bytes()
+        assert json.loads(messages[-1]) == {"type": "avatar-end", "sha256": sha}
