@@ -292,6 +292,10 @@ SELF_VIEW_FROM_M = 1.0    # the self-view draws the Gaussians above this height 
 SELF_VIEW_STRIDE = 2      # ... every second one of them (it is a thumbnail)
 # (stride, from this many pixels a metre): the level of detail of the remote avatars.
 LOD_PIXELS_PER_M = ((1, 800.0), (2, 300.0), (4, 0.0))
+# The remote avatars are splatted into at most this many pixels, then stretched over the
+# window (bilinear): llvmpipe's tile rasteriser costs about in proportion to the pixels.
+# Half of 960x540 (a scale of 0.71 each way); see render_size for what it costs.
+RENDER_PIXELS = 960 * 540 // 2
 
 
 def thinned(skinned, stride: int, keep=None):
@@ -308,15 +312,27 @@ def thinned(skinned, stride: int, keep=None):
 
 
 def lod_stride(pixels_per_m: float) -> int:
-    """How thin (``thinned``) an avatar drawn at ``pixels_per_m`` may be. Measured on the
-    default avatar in the 960x540 window's framing (415 px/m; bench/bench_call_window.py,
-    2026-12-06): stride 2 drew 108k of 217k Gaussians in 131 ms instead of 180 at 44.4 dB
-    PSNR against the full avatar (35.5 dB over its own pixels); stride 4, 95 ms at 38.4
-    (29.9) dB."""
+    """How thin (``thinned``) an avatar drawn at ``pixels_per_m`` may be. The 960x540
+    window's framing is 415 px/m: stride 2, and with ``render_size`` the pair that cost the
+    least CPU for its PSNR (bench/bench_call_window.py --quality; docs/BENCHMARKS.md, "The
+    call window's frame rate")."""
     for stride, threshold in LOD_PIXELS_PER_M:
         if pixels_per_m >= threshold:
             return stride
     return LOD_PIXELS_PER_M[-1][0]
+
+
+def render_size(width: int, height: int, budget: int | None = None) -> tuple[int, int]:
+    """The size the remote avatars are splatted at for a ``width`` x ``height`` window: the
+    same shape, at most ``budget`` (default RENDER_PIXELS) pixels. Measured on the default
+    avatar in the 960x540 window's framing (bench/bench_call_window.py --quality,
+    2026-12-06): see docs/BENCHMARKS.md, "The call window's frame rate"."""
+    budget = RENDER_PIXELS if budget is None else budget
+    pixels = width * height
+    if budget <= 0 or pixels <= budget:
+        return width, height
+    scale = math.sqrt(budget / pixels)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def upper_body(avatar):
@@ -329,6 +345,51 @@ def upper_body(avatar):
     if not len(above):
         return avatar.skinned
     return thinned(avatar.skinned, SELF_VIEW_STRIDE, above)
+
+
+class _Stretch:
+    """An offscreen RGBA8 target the remote avatars are splatted into, drawn stretched over
+    the window with bilinear filtering (``render_size``)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self._fbo = None
+        self.program = ctx.program(
+            vertex_shader="""#version 330
+                out vec2 uv;
+                void main() {
+                    vec2 c = vec2(gl_VertexID & 1, gl_VertexID >> 1);
+                    uv = c;
+                    gl_Position = vec4(2.0 * c - 1.0, 0.0, 1.0);
+                }""",
+            fragment_shader="""#version 330
+                uniform sampler2D image;
+                in vec2 uv;
+                out vec4 color;
+                void main() { color = vec4(texture(image, uv).rgb, 1.0); }""")
+        self.vao = ctx.vertex_array(self.program, [])
+
+    def target(self, size: tuple[int, int]):
+        import moderngl
+
+        if self._fbo is None or self._fbo.size != tuple(size):
+            if self._fbo is not None:
+                self._fbo.color_attachments[0].release()
+                self._fbo.release()
+            texture = self.ctx.texture(tuple(size), 4)
+            texture.filter = (moderngl.LINEAR, moderngl.LINEAR)
+            texture.repeat_x = texture.repeat_y = False
+            self._fbo = self.ctx.framebuffer(color_attachments=[texture])
+        return self._fbo
+
+    def stretch(self, screen, size: tuple[int, int]) -> None:
+        import moderngl
+
+        screen.use()
+        self.ctx.viewport = (0, 0, *size)
+        self.ctx.disable(moderngl.BLEND)
+        self._fbo.color_attachments[0].use(0)
+        self.vao.render(moderngl.TRIANGLE_STRIP, vertices=4)
 
 
 @dataclass
@@ -383,6 +444,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self._skinned_cache: dict[tuple, tuple] = {}
             self._lod: dict[tuple, tuple] = {}  # (id(avatar), stride) -> (avatar, thinned)
             self._labels: list = []
+            self._scaled = _Stretch(self.ctx)
             self._help = Overlay(self.ctx)
             self._stats = Overlay(self.ctx)
             self.show_help = False
@@ -526,7 +588,13 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             if parts:
                 self.renderer.show(PosedAvatars(skinned_tuple, tuple(parts)))
                 self.renderer.sort_for(camera.position, camera.forward)
-                self.renderer.draw(camera, screen, background=BACKGROUND)
+                size = render_size(fb_w, fb_h)
+                if size == (fb_w, fb_h):
+                    self.renderer.draw(camera, screen, background=BACKGROUND)
+                else:  # splatted smaller, then stretched over the window
+                    target = self._scaled.target(size)
+                    self.renderer.draw(camera.resized(*size), target, background=BACKGROUND)
+                    self._scaled.stretch(screen, (fb_w, fb_h))
             else:
                 screen.use()
                 self.ctx.viewport = (0, 0, fb_w, fb_h)
