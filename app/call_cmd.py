@@ -359,7 +359,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     if args.xr:
         headset = _Headset(args.xr_graphics)
         say("headset ready: remote participants will stand 1.5 m in front of you")
-    mixer = VoiceMixer()
+    # Stereo: each voice from its avatar (the headset's, or the window's with --spatial-voice).
+    mixer = VoiceMixer(channels=2 if args.xr or getattr(args, "spatial_voice", False) else 1)
     speakers, speakers_note = open_speakers(mixer, args.speaker)
     if speakers is None:
         logging.getLogger("splatcall.call").warning("%s: the call goes on without sound",
@@ -456,6 +457,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                 mixer.keep_only(call.remotes)
                 if window is not None:
                     window.poll()
+                    if mixer.channels == 2:
+                        mixer.place(window.voice_places)
                     if window.closed:
                         say("the window was closed: leaving")
                         break
@@ -472,6 +475,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                     recording.tick(call.remotes, poses, codes)
                 if headset is not None:
                     headset.update(poses, set(call.remotes))
+                    mixer.place(headset.stage.voice_places())
                 if vmc_out is not None:
                     relayed = _vmc_codes_of(args.vmc_of, codes, poses, call.remotes)
                     if relayed is not None:

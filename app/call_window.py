@@ -48,6 +48,7 @@ SELF_VIEW_FRACTION = 0.25          # the self-view's width, a fraction of the wi
 SELF_VIEW_PERIOD_S = 0.2           # the self-view is redrawn at 5 Hz at most,
 SELF_VIEW_EVERY = 3                # and on one frame in 3 at most (when frames are slow)
 TEXT_PERIOD_S = 0.25               # the overlay's numbers change 4 times a second
+VOICE_PLACES_PERIOD_S = 0.1        # where the voices come from: sent 10 times a second at most
 BACKGROUND = (0.12, 0.12, 0.14)
 SELF_BACKGROUND = (0.2, 0.2, 0.24)
 HELP = ("keys:\n"
@@ -76,6 +77,9 @@ def add_window_arguments(parser) -> None:
     parser.add_argument("--speaker", metavar="DEVICE", default=None,
                         help="play the voices on this output (index or name from main.py "
                              "devices; default: the system's default output)")
+    parser.add_argument("--spatial-voice", action="store_true",
+                        help="in the window, play each voice from its avatar (stereo panning "
+                             "and distance from the view); with --xr they always are")
     parser.add_argument("--mic", metavar="DEVICE", default="default",
                         help="with --audio mic: the ALSA or PulseAudio input device "
                              "(default: default)")
@@ -445,6 +449,8 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self._lod: dict[tuple, tuple] = {}  # (id(avatar), stride) -> (avatar, thinned)
             self._labels: list = []
             self._scaled = _Stretch(self.ctx)
+            self._voices: dict = {}
+            self._voices_at = -1.0
             self._help = Overlay(self.ctx)
             self._stats = Overlay(self.ctx)
             self.show_help = False
@@ -561,6 +567,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             if len(seated) > self._fitted:
                 self._fit(len(seated))  # someone joined: widen the view to hold the row
             camera = self.orbit.camera(fb_w, fb_h)
+            self.send_voice_places(seated, camera, now)
             stride = lod_stride(camera.fy / self.orbit.distance_m)
             parts, skinned = [], []
             for index, (remote_id, seat) in enumerate(seated):
@@ -604,6 +611,23 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self.draw_text(snap, fb_w, fb_h)
             self.ctx.finish()
             self.frame_ms = 0.8 * self.frame_ms + 0.2 * (time.perf_counter() - now) * 1e3
+
+        def send_voice_places(self, seated, camera, now: float) -> None:
+            """Where each remote's voice comes from for a listener at the camera (the call's
+            mixer pans them when asked to, ``--spatial-voice``): sent when it changes, 10
+            times a second at most."""
+            from app.speakers import HEAD_HEIGHT_M, voice_place
+
+            if now - self._voices_at < VOICE_PLACES_PERIOD_S:
+                return
+            places = {remote_id: tuple(round(v, 3) for v in voice_place(
+                          camera.camera_from_world,
+                          (seat_x(index, len(seated)), HEAD_HEIGHT_M, 0.0)))
+                      for index, (remote_id, _) in enumerate(seated)}
+            if places != self._voices:
+                mailbox.send(("voices", places))
+                self._voices = places
+            self._voices_at = now
 
         def draw_self_view(self, snap: CallSnapshot, fb_w: int, fb_h: int) -> None:
             """Our avatar, head and shoulders from the front (as the others see us), in the
@@ -784,6 +808,7 @@ class WindowLink:
         self.controls = CallControls()
         self.closed = False        # the user closed the window (or it died)
         self.display_s = 0.0       # the window's frame time: a pose shows this much later
+        self.voice_places: dict = {}  # remote id -> (pan, distance) from the window's camera
         self._wanted = False
 
     def wait_ready(self, timeout_s: float) -> str | None:
@@ -811,6 +836,8 @@ class WindowLink:
                     setattr(self.controls, message[1], bool(message[2]))
                 elif message[0] == "request":
                     self.controls.request(message[1])
+                elif message[0] == "voices":
+                    self.voice_places = dict(message[1])
                 elif message[0] == "closed":
                     self.closed = True
         except (EOFError, OSError):
