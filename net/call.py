@@ -31,6 +31,7 @@ import numpy as np
 from avatar.codes import Codes
 from net import wire
 from net.audio import VOICE_BITRATE, use_voice_bitrate
+from net.clock import ClockSync
 from net.avatar_exchange import (
     DEFAULT_MAX_AVATAR_BYTES,
     DEFAULT_MAX_CACHE_BYTES,
@@ -156,6 +157,7 @@ class Call:
         self.sent_bytes = 0
         self.joined_at: float | None = None
         self._closing = False
+        self.clock = ClockSync(self._send_control)  # each remote's clock offset (net.clock)
 
     @property
     def id(self) -> str:
@@ -319,6 +321,8 @@ class Call:
         """One posed ``Codes`` per remote participant that has sent anything, for display
         time ``now_s`` (``time.monotonic()`` by default)."""
         now_s = time.monotonic() if now_s is None else now_s
+        self.clock.tick([rid for rid, r in self.remotes.items() if r.peer.control_open.is_set()],
+                        now_s)
         out = {}
         for remote_id, remote in self.remotes.items():
             pose = remote.playout.pose(now_s)
@@ -340,6 +344,8 @@ class Call:
         remote = self.remotes.get(remote_id)
         if remote is None:
             return
+        if self.clock.handle(remote_id, message):
+            return  # a clock ping or its answer
         self.avatars.handle(remote_id, message)  # rate-limited, parsed with limits
         said = self.avatars.remotes.get(remote_id)
         if said is not None and said.name and not remote.name:
@@ -355,6 +361,7 @@ class Call:
                               "codes": r.stats.summary(), "malformed": r.decoder.malformed,
                               "playout_delay_ms": r.playout.delay_s * 1000.0,
                               "playout_status": r.playout.status,
+                              "clock": self.clock.summary(rid),
                               "avatar": self.avatars.remotes.get(rid).status
                               if rid in self.avatars.remotes else "default"}
                         for rid, r in self.remotes.items()},
