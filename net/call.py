@@ -157,7 +157,10 @@ class Call:
         self.sent_bytes = 0
         self.joined_at: float | None = None
         self._closing = False
-        self.clock = ClockSync(self._send_control)  # each remote's clock offset (net.clock)
+        # Each remote's clock offset (net.clock), pinged on the codes channel: unordered and
+        # never resent, so a sample never waits behind an avatar on the control channel.
+        self.clock = ClockSync(lambda rid, text: rid in self.remotes
+                               and self.remotes[rid].peer.send_codes(text))
 
     @property
     def id(self) -> str:
@@ -311,6 +314,8 @@ class Call:
         remote = self.remotes.get(remote_id)
         if remote is None:
             return
+        if isinstance(message, str) and self.clock.handle(remote_id, message, arrival_s):
+            return  # a clock ping or its answer (net.clock)
         codes = remote.decoder.decode(message)
         if codes is None:
             return
@@ -321,7 +326,7 @@ class Call:
         """One posed ``Codes`` per remote participant that has sent anything, for display
         time ``now_s`` (``time.monotonic()`` by default)."""
         now_s = time.monotonic() if now_s is None else now_s
-        self.clock.tick([rid for rid, r in self.remotes.items() if r.peer.control_open.is_set()],
+        self.clock.tick([rid for rid, r in self.remotes.items() if r.peer.codes_open.is_set()],
                         now_s)
         out = {}
         for remote_id, remote in self.remotes.items():
@@ -344,8 +349,6 @@ class Call:
         remote = self.remotes.get(remote_id)
         if remote is None:
             return
-        if self.clock.handle(remote_id, message):
-            return  # a clock ping or its answer
         self.avatars.handle(remote_id, message)  # rate-limited, parsed with limits
         said = self.avatars.remotes.get(remote_id)
         if said is not None and said.name and not remote.name:
