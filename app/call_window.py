@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +135,7 @@ class CallSnapshot:
     recording: str | None = None  # the file being recorded, or None
     note: str = ""                # the newest message for the overlay (recording errors...)
     uptime_s: float = 0.0
+    made_at: float = 0.0          # time.monotonic() when the call made it (its poses' time)
 
 
 class RateMeter:
@@ -207,7 +209,7 @@ class CallMonitor:
         self.latest = CallSnapshot(
             views, self._own_codes, self._own_rate.update(self._own_count, now_s),
             self.mic_level, self.controls.mic_muted, self.controls.camera_off, self.recording,
-            self.note, now_s - self._started)
+            self.note, now_s - self._started, made_at=now_s)
 
 
 class MicControl(MediaStreamTrack):
@@ -407,6 +409,7 @@ class WindowOptions:
     avatar: str | None = None       # our avatar file (None: the default)
     screenshot: Path | None = None  # where S and screenshot_at save
     screenshot_at: float | None = None  # seconds after joining
+    report_presented: bool = False  # benchmarks: say when each frame was presented, and what
 
 
 def make_window(options: WindowOptions, own_avatar, mailbox):
@@ -530,6 +533,10 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                     self.screenshot_requested = False
                     self.say(f"screenshot saved to {self.save_screenshot()}")
                 glfw.swap_buffers(self.window)
+                if options.report_presented:  # the frame is out: what it showed, and when
+                    mailbox.send(("presented", snap.made_at, [
+                        (view.id, view.codes.t, view.codes.seq) for view in snap.remotes
+                        if view.codes is not None], time.monotonic()))
                 glfw.poll_events()
                 time.sleep(max(0.0, period - (time.perf_counter() - started)))
 
@@ -809,6 +816,9 @@ class WindowLink:
         self.closed = False        # the user closed the window (or it died)
         self.display_s = 0.0       # the window's frame time: a pose shows this much later
         self.voice_places: dict = {}  # remote id -> (pan, distance) from the window's camera
+        # With WindowOptions.report_presented: (snapshot's made_at, [(remote id, sender time
+        # shown, seq)], time.monotonic() after the swap) per frame drawn.
+        self.presented: deque = deque(maxlen=100_000)
         self._wanted = False
 
     def wait_ready(self, timeout_s: float) -> str | None:
@@ -838,6 +848,8 @@ class WindowLink:
                     self.controls.request(message[1])
                 elif message[0] == "voices":
                     self.voice_places = dict(message[1])
+                elif message[0] == "presented":
+                    self.presented.append(message[1:])
                 elif message[0] == "closed":
                     self.closed = True
         except (EOFError, OSError):
