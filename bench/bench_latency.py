@@ -49,18 +49,23 @@ ROOM = "latency"
 TICK_HZ = 60.0
 
 
-def config(port: int, token: str, name: str, cache: Path):
+def config(port: int, token: str, name: str, cache: Path, avatar=None):
     from net.call import CallConfig
 
     return CallConfig(url=f"ws://127.0.0.1:{port}/ws", room=ROOM, token=token, name=name,
-                      host_addresses=["127.0.0.1"], avatar_cache_dir=cache / name)
+                      host_addresses=["127.0.0.1"], avatar_cache_dir=cache / name,
+                      avatar_path=avatar)
 
 
 # -- the sender ---------------------------------------------------------------------------------
 async def sender(args) -> dict:
     from net.call import Call
 
-    call = Call(config(args.port, args.token, args.name, Path(args.cache)))
+    from avatar.avatar import DEFAULT_AVATAR_PATH
+
+    # Each sender offers its avatar (the default's file), as `main.py call` does.
+    call = Call(config(args.port, args.token, args.name, Path(args.cache), DEFAULT_AVATAR_PATH),
+                on_event=lambda *e: print(f"{time.monotonic():.3f}", *e, flush=True))
     log: dict[int, list[float]] = {}  # seq -> [capture, ready, sent]
     latest = [None]
     stop = threading.Event()
@@ -87,24 +92,31 @@ async def sender(args) -> dict:
     await call.join()
     if frames is None:
         thread.start()
-    started = time.monotonic()
+    started = None  # the first codes sent: then args.seconds more
     sent_seq, seq = -1, 0
-    while time.monotonic() - started < args.seconds:
+    give_up = time.monotonic() + args.seconds + 180  # mediapipe starts slowly under load
+    while time.monotonic() < give_up and (started is None
+                                          or time.monotonic() - started < args.seconds):
         now = time.monotonic()
+        if started is None and (frames is not None or latest[0] is not None):
+            started = now
         if frames is not None:
             call.send_codes(frames[seq % len(frames)].replace(t=now, seq=seq))
             seq += 1
         else:
             codes = latest[0]
             if codes is not None and codes.seq != sent_seq:
-                call.send_codes(codes)
-                log[codes.seq][2] = time.monotonic()
+                if call.send_codes(codes):
+                    log[codes.seq][2] = time.monotonic()
                 sent_seq = codes.seq
         call.poses(now)  # the call's tick (answers clock pings, plays out others' codes)
         await asyncio.sleep(max(0.0, 1 / TICK_HZ - (time.monotonic() - now)))
     stop.set()
+    peers = {rid: {"sent": r.peer.codes_sent, "congested": r.peer.codes_dropped_congested,
+                   "state": r.peer.codes_channel.readyState} for rid, r in call.remotes.items()}
     await call.leave()
-    return {"id": call.id, "frames": {str(k): v for k, v in log.items() if v[2] is not None}}
+    return {"id": call.id, "peers": peers, "tracked": len(log),
+            "frames": {str(k): v for k, v in log.items() if v[2] is not None}}
 
 
 # -- the receiver -------------------------------------------------------------------------------
@@ -121,39 +133,49 @@ async def receiver(args) -> dict:
         return push(self, codes, arrival_s)
 
     PlayoutBuffer.push = noted_push
-    call = Call(config(args.port, args.token, "receiver", Path(args.cache)))
+    def on_avatar(remote_id: str, data) -> None:  # to the window, as `main.py call` does
+        sha = call.avatars.remotes[remote_id].sha256
+        link.avatar(remote_id, call.avatars.cache_dir / f"{sha}.lca")
+
+    call = Call(config(args.port, args.token, "receiver", Path(args.cache)), on_avatar=on_avatar,
+                on_event=lambda *e: print(f"{time.monotonic():.3f}", *e, flush=True))
     link = WindowLink(WindowOptions(ROOM, 960, 540, 60.0, report_presented=True))
     error = link.wait_ready(180)
     if error:
         raise SystemExit(f"error: {error}")
     monitor = CallMonitor(CallControls())
     await call.join()
-    started = time.monotonic()
-    sender_id, watched = None, None
-    offsets = []
-    while time.monotonic() - started < args.seconds:
+    give_up = time.monotonic() + args.seconds + 240
+    sender_id, watched = None, set()
+    offsets, clock, most = [], {}, 0
+    while time.monotonic() < give_up:  # until the sender has come and gone
         now = time.monotonic()
+        if sender_id is not None and sender_id not in call.remotes:
+            break
         poses = call.poses(now)
-        if sender_id is None:
-            named = [rid for rid, r in call.remotes.items() if r.name == "sender"]
-            if named:
-                sender_id = named[0]
-                watched = id(call.remotes[sender_id].playout)
-        if sender_id is not None and call.clock.offset_s(sender_id) is not None:
-            offsets.append(call.clock.offset_s(sender_id))
+        named = [rid for rid, r in call.remotes.items() if r.name == "sender"]
+        if named:  # (a reconnection makes a new playout buffer)
+            sender_id = named[0]
+            watched.add(id(call.remotes[sender_id].playout))
+        if sender_id in call.remotes and call.clock.offset_s(sender_id) is not None:
+            clock = call.clock.summary(sender_id)  # (forgotten once the sender has left)
+            offsets.append(clock["offset_ms"])
+        most = max(most, len(call.remotes))
         link.poll()
         monitor.tick(call.remotes, poses, None, now)
         link.show(monitor.latest)
         await asyncio.sleep(max(0.0, 1 / TICK_HZ - (time.monotonic() - now)))
-    clock = call.clock.summary(sender_id) if sender_id else {}
-    remotes = len(call.remotes)
+    stats = call.stats()["remotes"]
+    remotes = most
     peak_call_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     await call.leave()
     link.stop()
     peak_window_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"sender_id": sender_id, "clock": clock, "offset_samples": len(offsets),
-            "arrivals": {str(k): v for k, v in arrivals.get(watched, {}).items()},
-            "presented": list(link.presented), "remotes": remotes,
+    return {"sender_id": sender_id, "clock": clock,
+            "offsets_ms": [min(offsets, default=0), max(offsets, default=0)],
+            "arrivals": {str(k): v for buffer in watched
+                         for k, v in arrivals.get(buffer, {}).items()},
+            "presented": list(link.presented), "remotes": remotes, "stats": stats,
             "peak_call_mb": peak_call_mb, "peak_window_mb": peak_window_mb}
 
 
@@ -163,6 +185,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--extra-senders", type=int, default=0,
                         help="more remote participants, replaying codes (for the memory)")
+    parser.add_argument("--keep", default=None, metavar="DIR",
+                        help="keep the participants' logs and results in DIR")
     parser.add_argument("--role", choices=("sender", "receiver"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
@@ -188,7 +212,8 @@ def orchestrate(args) -> int:
     xvfb = start_xvfb()
     procs = []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        tmp = Path(args.keep) if args.keep else Path(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
         secret = load_or_create_secret(tmp / "secret.key")
         port = free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -222,7 +247,7 @@ def orchestrate(args) -> int:
                 role(f"sender-{i}", "--name", f"extra{i}", "--codes", str(codes_file))
                 for i in range(args.extra_senders)]
             for proc in senders + [receiver_proc]:
-                if proc.wait(timeout=args.seconds + 240) != 0:
+                if proc.wait(timeout=args.seconds + 300) != 0:
                     for log in tmp.glob("*.log"):
                         print(f"--- {log.name}\n{log.read_text()[-3000:]}", file=sys.stderr)
                     sys.exit("error: a participant failed")
@@ -282,12 +307,16 @@ def report(sent: dict, received: dict, args) -> None:
     clock = received["clock"]
     print(f"  ({len(sent['frames'])} frames tracked and sent, {len(received['arrivals'])} "
           f"arrived, {len(received['presented'])} window frames presented)")
+    print(f"  sender: {sent['tracked']} tracked, its peers {sent['peers']}")
+    for remote in received["stats"].values():
+        print(f"  {remote['name']}: {remote['codes']}")
     print(f"end-to-end latency, one remote tracked from {CLIP.name} in real time, the window "
           f"960x540 (GL, Xvfb), {args.seconds:.0f} s, {len(parts['total'])} frames; "
           f"load average {os.getloadavg()[0]:.1f}")
+    low, high = received["offsets_ms"]
     print(f"  clock offset estimated over the data channel: {clock['offset_ms']:+.2f} ms "
-          f"(round trip {clock['round_trip_ms']:.2f} ms, {clock['samples']} samples; one "
-          "machine, so near 0 is right)")
+          f"(round trip {clock['round_trip_ms']:.2f} ms, {clock['samples']} samples; over the "
+          f"call {low:+.2f} .. {high:+.2f} ms; one machine, so near 0 is right)")
     print("  | part | median ms | p90 ms |")
     print("  | --- | --- | --- |")
     for name, values in parts.items():
