@@ -59,8 +59,10 @@ def add_parser(subparsers) -> None:
                         help="voice source: mic (default; silence with a warning if none), "
                              "none, tone:HZ, or an audio file (looped)")
     parser.add_argument("--video", metavar="DEVICE", default=None,
-                        help="also send low-resolution webcam video (320x240, 15 fps) from a "
-                             "V4L2 device such as /dev/video0; off by default")
+                        help="offer low-resolution webcam video (320x240, 15 fps) from a "
+                             "V4L2 device such as /dev/video0 (or a video file, looped): sent "
+                             "only to those who ask for it (--show-video, the window's V key); "
+                             "off by default")
     parser.add_argument("--avatar", metavar="LCA", help="our own avatar, offered to the others")
     parser.add_argument("--avatar-cache", default=None,
                         help="where fetched avatars are kept (default ~/.cache/splatcall/avatars)")
@@ -253,8 +255,10 @@ def _open_video(device: str):
     if not Path(device).exists():
         raise UserError(f"no camera at {device}")
     try:
-        player = MediaPlayer(device, format="v4l2",
-                             options={"video_size": "320x240", "framerate": "15"})
+        # A video file stands in for a camera (tests, demos): played in real time, looped.
+        player = (MediaPlayer(device, loop=True) if Path(device).is_file() else
+                  MediaPlayer(device, format="v4l2",
+                              options={"video_size": "320x240", "framerate": "15"}))
     except Exception as exc:  # noqa: BLE001 - pyav reports device errors many ways
         raise UserError(f"cannot open the camera {device}: {exc}") from None
     if player.video is None:
@@ -336,6 +340,7 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
         say(no_window)
     if window is not None:
         controls = window.controls
+        controls.show_video = getattr(args, "show_video", False)
         monitor = CallMonitor(controls)
         if audio_track is not None:
             audio_track = mic = MicControl(audio_track, controls, monitor)
@@ -406,7 +411,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                     recording.avatar_file(remote_id, call.avatars.cache_dir / f"{sha}.lca")
 
             call = Call(config, audio_track=audio_track, video_track=video_track,
-                        on_event=on_event, on_audio=on_audio, on_avatar=on_avatar)
+                        on_event=on_event, on_audio=on_audio, on_avatar=on_avatar,
+                        on_video=monitor.video if monitor is not None else None)
         say(f"joining room {args.room!r} at {args.janus or args.server} as {args.name!r}; "
             f"voice: {audio_note}")
         try:
@@ -459,6 +465,8 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
                     window.poll()
                     if mixer.channels == 2:
                         mixer.place(window.voice_places)
+                    if hasattr(call, "video"):  # the mesh (net.video): asked for, or not sent
+                        call.video.want = controls.show_video
                     if window.closed:
                         say("the window was closed: leaving")
                         break

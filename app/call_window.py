@@ -11,9 +11,10 @@ lost, none in a separate process). Once per call tick ``CallMonitor.tick`` makes
 window asks for the next one, and the window's keys come back as ``CallControls`` settings
 and requests that the call's tick reads.
 
-Keys: M mute the microphone, C camera off (our avatar holds a neutral pose), O start/stop
-recording, S screenshot, N recalibrate the face's neutral, R reset the view, F1 or ? help,
-Esc or Q leave; left drag orbits, right/middle drag pans, the wheel zooms.
+Keys: M mute the microphone, C camera off (our avatar holds a neutral pose), V the others'
+camera pictures (asked for, so sent, only while shown: net.video), O start/stop recording,
+S screenshot, N recalibrate the face's neutral, R reset the view, F1 or ? help, Esc or Q
+leave; left drag orbits, right/middle drag pans, the wheel zooms.
 
 Remote participants stand ``SPACING_M`` apart in the order they joined, facing us, framed
 from the waist up at eye height as if across a table. Each fades in over ``FADE_S`` when its
@@ -49,12 +50,15 @@ SELF_VIEW_FRACTION = 0.25          # the self-view's width, a fraction of the wi
 SELF_VIEW_PERIOD_S = 0.2           # the self-view is redrawn at 5 Hz at most,
 SELF_VIEW_EVERY = 3                # and on one frame in 3 at most (when frames are slow)
 TEXT_PERIOD_S = 0.25               # the overlay's numbers change 4 times a second
+VIDEO_WIDTH = 160                  # the others' camera pictures, pixels wide
+VIDEO_HOLD_S = 2.0                 # a picture stays this long after its camera stops
 VOICE_PLACES_PERIOD_S = 0.1        # where the voices come from: sent 10 times a second at most
 BACKGROUND = (0.12, 0.12, 0.14)
 SELF_BACKGROUND = (0.2, 0.2, 0.24)
 HELP = ("keys:\n"
         "  M      mute / unmute the microphone\n"
         "  C      camera off / on (your avatar holds a neutral pose)\n"
+        "  V      show / hide the others' camera pictures (--video)\n"
         "  O      start / stop recording\n"
         "  S      screenshot\n"
         "  N      recalibrate your face's neutral\n"
@@ -78,6 +82,10 @@ def add_window_arguments(parser) -> None:
     parser.add_argument("--speaker", metavar="DEVICE", default=None,
                         help="play the voices on this output (index or name from main.py "
                              "devices; default: the system's default output)")
+    parser.add_argument("--show-video", action="store_true",
+                        help="ask the others for their camera pictures (those started with "
+                             "--video) and show each beside its avatar; the V key toggles it. "
+                             "Nobody sends video that was not asked for")
     parser.add_argument("--spatial-voice", action="store_true",
                         help="in the window, play each voice from its avatar (stereo panning "
                              "and distance from the view); with --xr they always are")
@@ -94,6 +102,7 @@ class CallControls:
     def __init__(self):
         self.mic_muted = False
         self.camera_off = False
+        self.show_video = False  # ask the others for their camera pictures (net.video)
         self._requests: set[str] = set()
         self._lock = threading.Lock()
 
@@ -122,6 +131,7 @@ class RemoteView:
     codes_hz: float
     loss_fraction: float
     voice_level: float           # RMS of the newest voice frame, 0..1
+    video: np.ndarray | None = None  # its newest camera picture, (h, w, 3) uint8, if asked
 
 
 @dataclass
@@ -136,6 +146,7 @@ class CallSnapshot:
     note: str = ""                # the newest message for the overlay (recording errors...)
     uptime_s: float = 0.0
     made_at: float = 0.0          # time.monotonic() when the call made it (its poses' time)
+    show_video: bool = False      # the others' camera pictures are asked for
 
 
 class RateMeter:
@@ -178,9 +189,18 @@ class CallMonitor:
         self._own_count = 0
         self._own_codes: Codes | None = None
         self._started = time.monotonic()
+        self.videos: dict[str, tuple[np.ndarray, float]] = {}  # remote -> (picture, arrival)
 
     def voice(self, remote_id: str, samples: np.ndarray) -> None:
         self.voice_levels[remote_id] = voice_level(samples)
+
+    def video(self, remote_id: str, frame) -> None:
+        """A remote's camera frame (``av.VideoFrame``): kept as a thumbnail VIDEO_WIDTH
+        pixels wide, shown beside its avatar while it keeps coming."""
+        width = VIDEO_WIDTH
+        height = max(2, int(round(frame.height * width / max(frame.width, 1) / 2)) * 2)
+        picture = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+        self.videos[remote_id] = (picture, time.monotonic())
 
     def tick(self, remotes: dict, poses: dict, own_codes: Codes | None, now_s: float) -> None:
         if own_codes is not None:
@@ -199,17 +219,22 @@ class CallMonitor:
             receiving = stats.last_arrival is not None and now_s - stats.last_arrival < SILENT_S
             rate = self._rates.setdefault(remote_id, RateMeter()).update(stats.unique, now_s)
             expected = 0 if stats.first_seq is None else stats.highest_seq - stats.first_seq + 1
+            picture, arrived = self.videos.get(remote_id, (None, -math.inf))
+            showing = self.controls.show_video and now_s - arrived < VIDEO_HOLD_S
             views.append(RemoteView(
                 remote_id, remote.name or remote_id, poses.get(remote_id), receiving, latency,
                 delay * 1000, rate if receiving else 0.0,
                 stats.lost / expected if expected else 0.0,
-                self.voice_levels.get(remote_id, 0.0)))
+                self.voice_levels.get(remote_id, 0.0), picture if showing else None))
         for gone in set(self._rates) - set(remotes):
             del self._rates[gone]
+        for gone in set(self.videos) - set(remotes):
+            del self.videos[gone]
         self.latest = CallSnapshot(
             views, self._own_codes, self._own_rate.update(self._own_count, now_s),
             self.mic_level, self.controls.mic_muted, self.controls.camera_off, self.recording,
-            self.note, now_s - self._started, made_at=now_s)
+            self.note, now_s - self._started, made_at=now_s,
+            show_video=self.controls.show_video)
 
 
 class MicControl(MediaStreamTrack):
@@ -453,6 +478,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self._labels: list = []
             self._scaled = _Stretch(self.ctx)
             self._voices: dict = {}
+            self._videos: dict[str, list] = {}  # remote -> [picture shown, its texture]
             self._voices_at = -1.0
             self._help = Overlay(self.ctx)
             self._stats = Overlay(self.ctx)
@@ -496,6 +522,10 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 mailbox.send(("set", "camera_off", not snap.camera_off))
                 self.say("camera off: your avatar holds a neutral pose"
                          if not snap.camera_off else "camera on")
+            elif key == glfw.KEY_V:
+                mailbox.send(("set", "show_video", not snap.show_video))
+                self.say("asking for the others' camera pictures" if not snap.show_video
+                         else "camera pictures hidden (not sent)")
             elif key == glfw.KEY_O:
                 mailbox.send(("request", "record"))
             elif key == glfw.KEY_N:
@@ -614,6 +644,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 self.ctx.viewport = (0, 0, fb_w, fb_h)
                 screen.clear(*BACKGROUND, 1.0)
             self.draw_self_view(snap, fb_w, fb_h)
+            self.draw_videos(snap, seated, camera, fb_w, fb_h)
             self.draw_labels(seated, camera, fb_w, fb_h)
             self.draw_text(snap, fb_w, fb_h)
             self.ctx.finish()
@@ -666,6 +697,34 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 self.self_renderer.draw(camera, self._self_target, background=SELF_BACKGROUND)
             self._stats.draw_texture(self.ctx.screen, self._self_target.color_attachments[0],
                                      (fb_w, fb_h), at=(fb_w - w - 8, fb_h - h - 8), rows_up=True)
+
+        def draw_videos(self, snap: CallSnapshot, seated, camera, fb_w: int, fb_h: int) -> None:
+            """Each remote's camera picture (when asked for and coming) to the right of its
+            avatar's head, kept inside the window."""
+            pictures = {view.id: view.video for view in snap.remotes if view.video is not None}
+            for remote_id in set(self._videos) - set(pictures):
+                self._videos.pop(remote_id)[1].release()
+            cv = camera.cv_from_world
+            for index, (remote_id, seat) in enumerate(seated):
+                picture = pictures.get(remote_id)
+                if picture is None or seat.opacity <= 0.05:
+                    continue
+                h, w = picture.shape[:2]
+                kept = self._videos.get(remote_id)
+                if kept is None or kept[1].size != (w, h):
+                    if kept is not None:
+                        kept[1].release()
+                    kept = self._videos[remote_id] = [None, self.ctx.texture((w, h), 3)]
+                if kept[0] is not picture:  # a new picture
+                    kept[1].write(np.ascontiguousarray(picture).tobytes())
+                    kept[0] = picture
+                point = cv @ np.array([seat_x(index, len(seated)) + 0.25, 1.7, 0.0, 1.0])
+                if point[2] <= 0.1:
+                    continue
+                u = camera.fx * point[0] / point[2] + camera.cx
+                v = camera.fy * point[1] / point[2] + camera.cy
+                at = (int(min(max(u, 0), fb_w - w)), int(min(max(v - h / 2, 0), fb_h - h)))
+                self._stats.draw_texture(self.ctx.screen, kept[1], (fb_w, fb_h), at=at)
 
         def draw_labels(self, seated, camera, fb_w: int, fb_h: int) -> None:
             while len(self._labels) < len(seated):

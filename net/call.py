@@ -32,6 +32,7 @@ from avatar.codes import Codes
 from net import wire
 from net.audio import VOICE_BITRATE, use_voice_bitrate
 from net.clock import ClockSync
+from net.video import VideoRequests
 from net.avatar_exchange import (
     DEFAULT_MAX_AVATAR_BYTES,
     DEFAULT_MAX_CACHE_BYTES,
@@ -161,6 +162,7 @@ class Call:
         # never resent, so a sample never waits behind an avatar on the control channel.
         self.clock = ClockSync(lambda rid, text: rid in self.remotes
                                and self.remotes[rid].peer.send_codes(text))
+        self.video = VideoRequests(self._send_control)  # our camera only to those who ask
 
     @property
     def id(self) -> str:
@@ -209,7 +211,8 @@ class Call:
         peer = Peer(
             remote_id, send_signal,
             audio_track=relay.subscribe(self._audio_source) if self._audio_source else None,
-            video_track=relay.subscribe(self._video_source) if self._video_source else None,
+            video_track=self.video.gate(remote_id, relay.subscribe(self._video_source))
+            if self._video_source else None,
             ice_servers=self.config.ice_servers,
             remote_sdp_filter=self.config.remote_sdp_filter,
             on_codes=self._on_codes, on_control=self._on_control, on_audio=self.on_audio,
@@ -328,6 +331,8 @@ class Call:
         now_s = time.monotonic() if now_s is None else now_s
         self.clock.tick([rid for rid, r in self.remotes.items() if r.peer.codes_open.is_set()],
                         now_s)
+        self.video.tick({rid: r.peer for rid, r in self.remotes.items()
+                         if r.peer.control_open.is_set()})
         out = {}
         for remote_id, remote in self.remotes.items():
             pose = remote.playout.pose(now_s)
@@ -349,6 +354,8 @@ class Call:
         remote = self.remotes.get(remote_id)
         if remote is None:
             return
+        if self.video.handle(remote_id, message):
+            return  # a request for our camera's pictures (net.video)
         self.avatars.handle(remote_id, message)  # rate-limited, parsed with limits
         said = self.avatars.remotes.get(remote_id)
         if said is not None and said.name and not remote.name:
@@ -365,6 +372,7 @@ class Call:
                               "playout_delay_ms": r.playout.delay_s * 1000.0,
                               "playout_status": r.playout.status,
                               "clock": self.clock.summary(rid),
+                              "video_frames_sent": self.video.sent(rid),
                               "avatar": self.avatars.remotes.get(rid).status
                               if rid in self.avatars.remotes else "default"}
                         for rid, r in self.remotes.items()},
