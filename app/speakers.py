@@ -7,6 +7,11 @@ how much later the voice arrives than its codes (``AUDIO_PATH_EXTRA_S``, measure
 device's own output latency is taken into account: the mixer is asked for the samples that
 will reach the DAC at a given ``time.monotonic()``.
 
+With ``VoiceMixer(channels=2)`` (``--xr``, ``--spatial-voice``) each voice comes from where
+its avatar stands: panned (``pan_gains``' balance law: a centred voice plays as in mono) and
+attenuated with distance, from (pan, distance) pairs the window or the headset stage sends
+(``voice_place`` of the avatar's head for the listener's view).
+
 The device is a PortAudio output stream (PyPI ``sounddevice``, Debian ``libportaudio2``): a
 kept library with a callback on its own thread, its DAC time per buffer, and device listing
 for ``main.py devices``. Where no output opens, ``open_speakers`` returns None and a reason
