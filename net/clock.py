@@ -23,9 +23,9 @@ process); a lost ping is simply never answered.
 
 ``ClockSync`` is transport-agnostic: ``send(remote_id, text)`` sends on the channel,
 ``tick(remote_ids, now)`` (once per call tick) sends the pings that are due, ``handle`` takes
-every text message of the channel first and says whether it was ours. Bad input is dropped: a reply must
-echo a ping we sent (and is used once), its times must be finite and the round trip
-between 0 and ``MAX_DELAY_S``; answers are rate-limited per remote.
+every text message of the channel first and says whether it was ours. Bad input is
+dropped: a reply must echo a ping we sent (and is used once), its times must be finite and
+the round trip between 0 and ``MAX_DELAY_S``; answers are rate-limited per remote.
 """
 
 from __future__ import annotations
