@@ -59,8 +59,10 @@ def add_parser(subparsers) -> None:
                         help="voice source: mic (default; silence with a warning if none), "
                              "none, tone:HZ, or an audio file (looped)")
     parser.add_argument("--video", metavar="DEVICE", default=None,
-                        help="also send low-resolution webcam video (320x240, 15 fps) from a "
-                             "V4L2 device such as /dev/video0; off by default")
+                        help="offer low-resolution webcam video (320x240, 15 fps) from a "
+                             "V4L2 device such as /dev/video0 (or a video file, looped): sent "
+                             "only to those who ask for it (--show-video, the window's V key); "
+                             "off by default")
     parser.add_argument("--avatar", metavar="LCA", help="our own avatar, offered to the others")
     parser.add_argument("--avatar-cache", default=None,
                         help="where fetched avatars are kept (default ~/.cache/splatcall/avatars)")
@@ -259,8 +261,10 @@ def _open_video(device: str):
     if not Path(device).exists():
         raise UserError(f"no camera at {device}")
     try:
-        player = MediaPlayer(device, format="v4l2",
-                             options={"video_size": "320x240", "framerate": "15"})
+        # A video file stands in for a camera (tests, demos): played in real time, looped.
+        player = (MediaPlayer(device, loop=True) if Path(device).is_file() else
+                  MediaPlayer(device, format="v4l2",
+                              options={"video_size": "320x240", "framerate": "15"}))
     except Exception as exc:  # noqa: BLE001 - pyav reports device errors many ways
         raise UserError(f"cannot open the camera {device}: {exc}") from None
     if player.video is None:
@@ -346,6 +350,7 @@ class CallApp:
             say(no_window)
         if self.window is not None:
             self.controls = self.window.controls
+            self.controls.show_video = getattr(args, "show_video", False)
             self.monitor = CallMonitor(self.controls)
             if self.audio_track is not None:
                 self.audio_track = self.mic = MicControl(self.audio_track, self.controls,
@@ -369,7 +374,9 @@ class CallApp:
         if args.xr:
             self.headset = _Headset(args.xr_graphics)
             say("headset ready: remote participants will stand 1.5 m in front of you")
-        self.mixer = VoiceMixer()
+        # Stereo: each voice from its avatar (the headset's, or the window's with --spatial-voice).
+        self.mixer = VoiceMixer(channels=2 if args.xr or getattr(args, "spatial_voice", False)
+                                else 1)
         self.speakers, speakers_note = open_speakers(self.mixer, args.speaker)
         if self.speakers is None:
             logging.getLogger("splatcall.call").warning("%s: the call goes on without sound",
@@ -407,7 +414,8 @@ class CallApp:
         from net.call import Call
 
         return Call(self.config, audio_track=self.audio_track, video_track=self.video_track,
-                    on_event=self.on_event, on_audio=self.on_audio, on_avatar=self.on_avatar)
+                    on_event=self.on_event, on_audio=self.on_audio, on_avatar=self.on_avatar,
+                    on_video=self.monitor.video if self.monitor is not None else None)
 
     # -- what the call reports ----------------------------------------------------------------
     def notify(self, text: str) -> None:
@@ -503,6 +511,10 @@ class CallApp:
         if self.window is not None:
             window, controls, monitor = self.window, self.controls, self.monitor
             window.poll()
+            if self.mixer.channels == 2:
+                self.mixer.place(window.voice_places)
+            if hasattr(call, "video"):  # the mesh (net.video): asked for, or not sent
+                call.video.want = controls.show_video
             if window.closed:
                 self.say("the window was closed: leaving")
                 return False
@@ -519,6 +531,7 @@ class CallApp:
             self.recording.tick(call.remotes, poses, codes)
         if self.headset is not None:
             self.headset.update(poses, set(call.remotes))
+            self.mixer.place(self.headset.stage.voice_places())
         if self.vmc_out is not None:
             relayed = _vmc_codes_of(args.vmc_of, codes, poses, call.remotes)
             if relayed is not None:

@@ -11,9 +11,10 @@ lost, none in a separate process). Once per call tick ``CallMonitor.tick`` makes
 window asks for the next one, and the window's keys come back as ``CallControls`` settings
 and requests that the call's tick reads.
 
-Keys: M mute the microphone, C camera off (our avatar holds a neutral pose), O start/stop
-recording, S screenshot, N recalibrate the face's neutral, R reset the view, F1 or ? help,
-Esc or Q leave; left drag orbits, right/middle drag pans, the wheel zooms.
+Keys: M mute the microphone, C camera off (our avatar holds a neutral pose), V the others'
+camera pictures (asked for, so sent, only while shown: net.video), O start/stop recording,
+S screenshot, N recalibrate the face's neutral, R reset the view, F1 or ? help, Esc or Q
+leave; left drag orbits, right/middle drag pans, the wheel zooms.
 
 Remote participants stand ``SPACING_M`` apart in the order they joined, facing us, framed
 from the waist up at eye height as if across a table. Each fades in over ``FADE_S`` when its
@@ -30,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,11 +50,15 @@ SELF_VIEW_FRACTION = 0.25          # the self-view's width, a fraction of the wi
 SELF_VIEW_PERIOD_S = 0.2           # the self-view is redrawn at 5 Hz at most,
 SELF_VIEW_EVERY = 3                # and on one frame in 3 at most (when frames are slow)
 TEXT_PERIOD_S = 0.25               # the overlay's numbers change 4 times a second
+VIDEO_WIDTH = 160                  # the others' camera pictures, pixels wide
+VIDEO_HOLD_S = 2.0                 # a picture stays this long after its camera stops
+VOICE_PLACES_PERIOD_S = 0.1        # where the voices come from: sent 10 times a second at most
 BACKGROUND = (0.12, 0.12, 0.14)
 SELF_BACKGROUND = (0.2, 0.2, 0.24)
 HELP = ("keys:\n"
         "  M      mute / unmute the microphone\n"
         "  C      camera off / on (your avatar holds a neutral pose)\n"
+        "  V      show / hide the others' camera pictures (--video)\n"
         "  O      start / stop recording\n"
         "  S      screenshot\n"
         "  N      recalibrate your face's neutral\n"
@@ -76,6 +82,13 @@ def add_window_arguments(parser) -> None:
     parser.add_argument("--speaker", metavar="DEVICE", default=None,
                         help="play the voices on this output (index or name from main.py "
                              "devices; default: the system's default output)")
+    parser.add_argument("--show-video", action="store_true",
+                        help="ask the others for their camera pictures (those started with "
+                             "--video) and show each beside its avatar; the V key toggles it. "
+                             "Nobody sends video that was not asked for")
+    parser.add_argument("--spatial-voice", action="store_true",
+                        help="in the window, play each voice from its avatar (stereo panning "
+                             "and distance from the view); with --xr they always are")
     parser.add_argument("--mic", metavar="DEVICE", default="default",
                         help="with --audio mic: the ALSA or PulseAudio input device "
                              "(default: default)")
@@ -89,6 +102,7 @@ class CallControls:
     def __init__(self):
         self.mic_muted = False
         self.camera_off = False
+        self.show_video = False  # ask the others for their camera pictures (net.video)
         self._requests: set[str] = set()
         self._lock = threading.Lock()
 
@@ -117,6 +131,7 @@ class RemoteView:
     codes_hz: float
     loss_fraction: float
     voice_level: float           # RMS of the newest voice frame, 0..1
+    video: np.ndarray | None = None  # its newest camera picture, (h, w, 3) uint8, if asked
 
 
 @dataclass
@@ -130,6 +145,8 @@ class CallSnapshot:
     recording: str | None = None  # the file being recorded, or None
     note: str = ""                # the newest message for the overlay (recording errors...)
     uptime_s: float = 0.0
+    made_at: float = 0.0          # time.monotonic() when the call made it (its poses' time)
+    show_video: bool = False      # the others' camera pictures are asked for
 
 
 class RateMeter:
@@ -172,9 +189,18 @@ class CallMonitor:
         self._own_count = 0
         self._own_codes: Codes | None = None
         self._started = time.monotonic()
+        self.videos: dict[str, tuple[np.ndarray, float]] = {}  # remote -> (picture, arrival)
 
     def voice(self, remote_id: str, samples: np.ndarray) -> None:
         self.voice_levels[remote_id] = voice_level(samples)
+
+    def video(self, remote_id: str, frame) -> None:
+        """A remote's camera frame (``av.VideoFrame``): kept as a thumbnail VIDEO_WIDTH
+        pixels wide, shown beside its avatar while it keeps coming."""
+        width = VIDEO_WIDTH
+        height = max(2, int(round(frame.height * width / max(frame.width, 1) / 2)) * 2)
+        picture = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+        self.videos[remote_id] = (picture, time.monotonic())
 
     def tick(self, remotes: dict, poses: dict, own_codes: Codes | None, now_s: float) -> None:
         if own_codes is not None:
@@ -193,17 +219,22 @@ class CallMonitor:
             receiving = stats.last_arrival is not None and now_s - stats.last_arrival < SILENT_S
             rate = self._rates.setdefault(remote_id, RateMeter()).update(stats.unique, now_s)
             expected = 0 if stats.first_seq is None else stats.highest_seq - stats.first_seq + 1
+            picture, arrived = self.videos.get(remote_id, (None, -math.inf))
+            showing = self.controls.show_video and now_s - arrived < VIDEO_HOLD_S
             views.append(RemoteView(
                 remote_id, remote.name or remote_id, poses.get(remote_id), receiving, latency,
                 delay * 1000, rate if receiving else 0.0,
                 stats.lost / expected if expected else 0.0,
-                self.voice_levels.get(remote_id, 0.0)))
+                self.voice_levels.get(remote_id, 0.0), picture if showing else None))
         for gone in set(self._rates) - set(remotes):
             del self._rates[gone]
+        for gone in set(self.videos) - set(remotes):
+            del self.videos[gone]
         self.latest = CallSnapshot(
             views, self._own_codes, self._own_rate.update(self._own_count, now_s),
             self.mic_level, self.controls.mic_muted, self.controls.camera_off, self.recording,
-            self.note, now_s - self._started)
+            self.note, now_s - self._started, made_at=now_s,
+            show_video=self.controls.show_video)
 
 
 class MicControl(MediaStreamTrack):
@@ -292,6 +323,10 @@ SELF_VIEW_FROM_M = 1.0    # the self-view draws the Gaussians above this height 
 SELF_VIEW_STRIDE = 2      # ... every second one of them (it is a thumbnail)
 # (stride, from this many pixels a metre): the level of detail of the remote avatars.
 LOD_PIXELS_PER_M = ((1, 800.0), (2, 300.0), (4, 0.0))
+# The remote avatars are splatted into at most this many pixels, then stretched over the
+# window (bilinear): llvmpipe's tile rasteriser costs about in proportion to the pixels.
+# Half of 960x540 (a scale of 0.71 each way); see render_size for what it costs.
+RENDER_PIXELS = 960 * 540 // 2
 
 
 def thinned(skinned, stride: int, keep=None):
@@ -308,15 +343,27 @@ def thinned(skinned, stride: int, keep=None):
 
 
 def lod_stride(pixels_per_m: float) -> int:
-    """How thin (``thinned``) an avatar drawn at ``pixels_per_m`` may be. Measured on the
-    default avatar in the 960x540 window's framing (415 px/m; bench/bench_call_window.py,
-    2026-12-06): stride 2 drew 108k of 217k Gaussians in 131 ms instead of 180 at 44.4 dB
-    PSNR against the full avatar (35.5 dB over its own pixels); stride 4, 95 ms at 38.4
-    (29.9) dB."""
+    """How thin (``thinned``) an avatar drawn at ``pixels_per_m`` may be. The 960x540
+    window's framing is 415 px/m: stride 2, and with ``render_size`` the pair that cost the
+    least CPU for its PSNR (bench/bench_call_window.py --quality; docs/BENCHMARKS.md, "The
+    call window's frame rate")."""
     for stride, threshold in LOD_PIXELS_PER_M:
         if pixels_per_m >= threshold:
             return stride
     return LOD_PIXELS_PER_M[-1][0]
+
+
+def render_size(width: int, height: int, budget: int | None = None) -> tuple[int, int]:
+    """The size the remote avatars are splatted at for a ``width`` x ``height`` window: the
+    same shape, at most ``budget`` (default RENDER_PIXELS) pixels. Measured on the default
+    avatar in the 960x540 window's framing (bench/bench_call_window.py --quality,
+    2026-12-06): see docs/BENCHMARKS.md, "The call window's frame rate"."""
+    budget = RENDER_PIXELS if budget is None else budget
+    pixels = width * height
+    if budget <= 0 or pixels <= budget:
+        return width, height
+    scale = math.sqrt(budget / pixels)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def upper_body(avatar):
@@ -331,6 +378,51 @@ def upper_body(avatar):
     return thinned(avatar.skinned, SELF_VIEW_STRIDE, above)
 
 
+class _Stretch:
+    """An offscreen RGBA8 target the remote avatars are splatted into, drawn stretched over
+    the window with bilinear filtering (``render_size``)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self._fbo = None
+        self.program = ctx.program(
+            vertex_shader="""#version 330
+                out vec2 uv;
+                void main() {
+                    vec2 c = vec2(gl_VertexID & 1, gl_VertexID >> 1);
+                    uv = c;
+                    gl_Position = vec4(2.0 * c - 1.0, 0.0, 1.0);
+                }""",
+            fragment_shader="""#version 330
+                uniform sampler2D image;
+                in vec2 uv;
+                out vec4 color;
+                void main() { color = vec4(texture(image, uv).rgb, 1.0); }""")
+        self.vao = ctx.vertex_array(self.program, [])
+
+    def target(self, size: tuple[int, int]):
+        import moderngl
+
+        if self._fbo is None or self._fbo.size != tuple(size):
+            if self._fbo is not None:
+                self._fbo.color_attachments[0].release()
+                self._fbo.release()
+            texture = self.ctx.texture(tuple(size), 4)
+            texture.filter = (moderngl.LINEAR, moderngl.LINEAR)
+            texture.repeat_x = texture.repeat_y = False
+            self._fbo = self.ctx.framebuffer(color_attachments=[texture])
+        return self._fbo
+
+    def stretch(self, screen, size: tuple[int, int]) -> None:
+        import moderngl
+
+        screen.use()
+        self.ctx.viewport = (0, 0, *size)
+        self.ctx.disable(moderngl.BLEND)
+        self._fbo.color_attachments[0].use(0)
+        self.vao.render(moderngl.TRIANGLE_STRIP, vertices=4)
+
+
 @dataclass
 class WindowOptions:
     """What the window process is started with (picklable)."""
@@ -342,6 +434,7 @@ class WindowOptions:
     avatar: str | None = None       # our avatar file (None: the default)
     screenshot: Path | None = None  # where S and screenshot_at save
     screenshot_at: float | None = None  # seconds after joining
+    report_presented: bool = False  # benchmarks: say when each frame was presented, and what
 
 
 def make_window(options: WindowOptions, own_avatar, mailbox):
@@ -383,6 +476,10 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self._skinned_cache: dict[tuple, tuple] = {}
             self._lod: dict[tuple, tuple] = {}  # (id(avatar), stride) -> (avatar, thinned)
             self._labels: list = []
+            self._scaled = _Stretch(self.ctx)
+            self._voices: dict = {}
+            self._videos: dict[str, list] = {}  # remote -> [picture shown, its texture]
+            self._voices_at = -1.0
             self._help = Overlay(self.ctx)
             self._stats = Overlay(self.ctx)
             self.show_help = False
@@ -425,6 +522,10 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 mailbox.send(("set", "camera_off", not snap.camera_off))
                 self.say("camera off: your avatar holds a neutral pose"
                          if not snap.camera_off else "camera on")
+            elif key == glfw.KEY_V:
+                mailbox.send(("set", "show_video", not snap.show_video))
+                self.say("asking for the others' camera pictures" if not snap.show_video
+                         else "camera pictures hidden (not sent)")
             elif key == glfw.KEY_O:
                 mailbox.send(("request", "record"))
             elif key == glfw.KEY_N:
@@ -462,6 +563,10 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                     self.screenshot_requested = False
                     self.say(f"screenshot saved to {self.save_screenshot()}")
                 glfw.swap_buffers(self.window)
+                if options.report_presented:  # the frame is out: what it showed, and when
+                    mailbox.send(("presented", snap.made_at, [
+                        (view.id, view.codes.t, view.codes.seq) for view in snap.remotes
+                        if view.codes is not None], time.monotonic()))
                 glfw.poll_events()
                 time.sleep(max(0.0, period - (time.perf_counter() - started)))
 
@@ -499,6 +604,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             if len(seated) > self._fitted:
                 self._fit(len(seated))  # someone joined: widen the view to hold the row
             camera = self.orbit.camera(fb_w, fb_h)
+            self.send_voice_places(seated, camera, now)
             stride = lod_stride(camera.fy / self.orbit.distance_m)
             parts, skinned = [], []
             for index, (remote_id, seat) in enumerate(seated):
@@ -526,16 +632,40 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             if parts:
                 self.renderer.show(PosedAvatars(skinned_tuple, tuple(parts)))
                 self.renderer.sort_for(camera.position, camera.forward)
-                self.renderer.draw(camera, screen, background=BACKGROUND)
+                size = render_size(fb_w, fb_h)
+                if size == (fb_w, fb_h):
+                    self.renderer.draw(camera, screen, background=BACKGROUND)
+                else:  # splatted smaller, then stretched over the window
+                    target = self._scaled.target(size)
+                    self.renderer.draw(camera.resized(*size), target, background=BACKGROUND)
+                    self._scaled.stretch(screen, (fb_w, fb_h))
             else:
                 screen.use()
                 self.ctx.viewport = (0, 0, fb_w, fb_h)
                 screen.clear(*BACKGROUND, 1.0)
             self.draw_self_view(snap, fb_w, fb_h)
+            self.draw_videos(snap, seated, camera, fb_w, fb_h)
             self.draw_labels(seated, camera, fb_w, fb_h)
             self.draw_text(snap, fb_w, fb_h)
             self.ctx.finish()
             self.frame_ms = 0.8 * self.frame_ms + 0.2 * (time.perf_counter() - now) * 1e3
+
+        def send_voice_places(self, seated, camera, now: float) -> None:
+            """Where each remote's voice comes from for a listener at the camera (the call's
+            mixer pans them when asked to, ``--spatial-voice``): sent when it changes, 10
+            times a second at most."""
+            from app.speakers import HEAD_HEIGHT_M, voice_place
+
+            if now - self._voices_at < VOICE_PLACES_PERIOD_S:
+                return
+            places = {remote_id: tuple(round(v, 3) for v in voice_place(
+                          camera.camera_from_world,
+                          (seat_x(index, len(seated)), HEAD_HEIGHT_M, 0.0)))
+                      for index, (remote_id, _) in enumerate(seated)}
+            if places != self._voices:
+                mailbox.send(("voices", places))
+                self._voices = places
+            self._voices_at = now
 
         def draw_self_view(self, snap: CallSnapshot, fb_w: int, fb_h: int) -> None:
             """Our avatar, head and shoulders from the front (as the others see us), in the
@@ -567,6 +697,34 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 self.self_renderer.draw(camera, self._self_target, background=SELF_BACKGROUND)
             self._stats.draw_texture(self.ctx.screen, self._self_target.color_attachments[0],
                                      (fb_w, fb_h), at=(fb_w - w - 8, fb_h - h - 8), rows_up=True)
+
+        def draw_videos(self, snap: CallSnapshot, seated, camera, fb_w: int, fb_h: int) -> None:
+            """Each remote's camera picture (when asked for and coming) to the right of its
+            avatar's head, kept inside the window."""
+            pictures = {view.id: view.video for view in snap.remotes if view.video is not None}
+            for remote_id in set(self._videos) - set(pictures):
+                self._videos.pop(remote_id)[1].release()
+            cv = camera.cv_from_world
+            for index, (remote_id, seat) in enumerate(seated):
+                picture = pictures.get(remote_id)
+                if picture is None or seat.opacity <= 0.05:
+                    continue
+                h, w = picture.shape[:2]
+                kept = self._videos.get(remote_id)
+                if kept is None or kept[1].size != (w, h):
+                    if kept is not None:
+                        kept[1].release()
+                    kept = self._videos[remote_id] = [None, self.ctx.texture((w, h), 3)]
+                if kept[0] is not picture:  # a new picture
+                    kept[1].write(np.ascontiguousarray(picture).tobytes())
+                    kept[0] = picture
+                point = cv @ np.array([seat_x(index, len(seated)) + 0.25, 1.7, 0.0, 1.0])
+                if point[2] <= 0.1:
+                    continue
+                u = camera.fx * point[0] / point[2] + camera.cx
+                v = camera.fy * point[1] / point[2] + camera.cy
+                at = (int(min(max(u, 0), fb_w - w)), int(min(max(v - h / 2, 0), fb_h - h)))
+                self._stats.draw_texture(self.ctx.screen, kept[1], (fb_w, fb_h), at=at)
 
         def draw_labels(self, seated, camera, fb_w: int, fb_h: int) -> None:
             while len(self._labels) < len(seated):
@@ -678,14 +836,11 @@ def toggle_recording(recording, args, call, mic, monitor: CallMonitor):
         monitor.note = str(exc)
         return None
     recording.own_avatar(args.avatar)
-    from net.call import Call
-
-    if isinstance(call, Call):  # the SFU (net.janus) exchanges no avatars yet
-        exchange = call.avatars
-        for remote_id, remote in exchange.remotes.items():
-            path = exchange.cache_dir / f"{remote.sha256}.lca"
-            if remote.sha256 and path.is_file():
-                recording.avatar_file(remote_id, path)
+    exchange = call.avatars  # the mesh and Janus alike (net.inbound.CallBase)
+    for remote_id, remote in exchange.remotes.items():
+        avatar_path = exchange.cache_dir / f"{remote.sha256}.lca"
+        if remote.sha256 and avatar_path.is_file():
+            recording.avatar_file(remote_id, avatar_path)
     if mic is not None:
         mic.seen = recording.own_voice
     monitor.recording = path
@@ -716,6 +871,10 @@ class WindowLink:
         self.controls = CallControls()
         self.closed = False        # the user closed the window (or it died)
         self.display_s = 0.0       # the window's frame time: a pose shows this much later
+        self.voice_places: dict = {}  # remote id -> (pan, distance) from the window's camera
+        # With WindowOptions.report_presented: (snapshot's made_at, [(remote id, sender time
+        # shown, seq)], time.monotonic() after the swap) per frame drawn.
+        self.presented: deque = deque(maxlen=100_000)
         self._wanted = False
 
     def wait_ready(self, timeout_s: float) -> str | None:
@@ -743,6 +902,10 @@ class WindowLink:
                     setattr(self.controls, message[1], bool(message[2]))
                 elif message[0] == "request":
                     self.controls.request(message[1])
+                elif message[0] == "voices":
+                    self.voice_places = dict(message[1])
+                elif message[0] == "presented":
+                    self.presented.append(message[1:])
                 elif message[0] == "closed":
                     self.closed = True
         except (EOFError, OSError):

@@ -1,4 +1,6 @@
-"""`main.py demo`: a whole call on one machine, with no webcam, GPU or display.
+"""`main.py demo`: a whole call on one machine, with no webcam, GPU or display (with a
+display, the receiver's side is shown live in the call window instead of written to a video:
+app.demo_window).
 
 1. Track a talking-head clip (psychopy's jwpIntro.mp4, fetched by the set-up) into codes:
    mediapipe landmarks, our solvers, the filters, exactly as a webcam would be tracked.
@@ -49,6 +51,13 @@ def add_parser(sub) -> None:
                    help="renderer backend (default: the fastest available)")
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="use only the first seconds of the clip (default: all of it)")
+    p.add_argument("--no-window", action="store_true",
+                   help="write the video even when there is a display (with one, the demo "
+                        "shows the receiver's side of the call in the call window instead)")
+    p.add_argument("--screenshot", type=Path, default=None, metavar="FILE.png",
+                   help="with the window: where its S key or --screenshot-at saves")
+    p.add_argument("--screenshot-at", type=float, default=None, metavar="S",
+                   help="with the window: save a screenshot this many seconds into the call")
     p.set_defaults(func=run)
 
 
@@ -88,8 +97,9 @@ def track_clip(clip: Path, max_seconds: float) -> tuple[list, float]:
 
 
 # -- 2. the call ----------------------------------------------------------------------------
-async def run_call(frames: list, clip: Path, display_fps: float) -> dict:
-    """Two participants on loopback; returns what the receiver recorded."""
+async def run_call(frames: list, clip: Path, display_fps: float, window=None) -> dict:
+    """Two participants on loopback; returns what the receiver recorded. ``window``
+    (app.demo_window.DemoWindow) shows the receiver's side live."""
     from avatar.avatar import DEFAULT_AVATAR_PATH
     from net.audio import frame_to_mono, open_audio_source
     from net.call import Call, CallConfig
@@ -112,6 +122,8 @@ async def run_call(frames: list, clip: Path, display_fps: float) -> dict:
         if recording_audio[0]:
             audio_rate[0] = frame.sample_rate
             received_audio.append(frame_to_mono(frame))
+        if window is not None:
+            window.voice(remote_id, frame_to_mono(frame))
 
     def config(name: str, avatar=None) -> CallConfig:
         return CallConfig(url=url, room=room, token=make_token(secret, room), name=name,
@@ -133,6 +145,14 @@ async def run_call(frames: list, clip: Path, display_fps: float) -> dict:
                 raise UserError("the two participants could not connect within 20 s")
             await asyncio.sleep(0.01)
         say(f"call connected in {time.monotonic() - started:.2f} s; voice: {description}")
+        if window is not None:
+            # Shown live: the sender's own avatar from the first frame, and its 11 MB transfer
+            # and checks not competing with the codes (nor the window) for this CPU.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(
+                    r.status in ("ready", "refused") for r in receiver.avatars.remotes.values()):
+                window.tick(receiver, {}, None, time.monotonic())
+                await asyncio.sleep(0.05)
 
         # The sender streams the codes at their capture times; the receiver samples its
         # playout buffer at the display rate, as a renderer would.
@@ -151,6 +171,10 @@ async def run_call(frames: list, clip: Path, display_fps: float) -> dict:
                 if pose:
                     poses.append((next_display / display_fps, next(iter(pose.values()))))
                 next_display += 1
+                if window is not None:
+                    window.tick(receiver, pose, None, time.monotonic())
+                    if window.closed:
+                        break
             if now > duration + 0.4:  # + the playout delay
                 break
             await asyncio.sleep(0.002)
@@ -249,11 +273,19 @@ def run(args) -> int:
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    say(f"1/3 tracking {args.clip.name} (mediapipe + our solvers)...")
-    frames, clip_fps = track_clip(args.clip, args.max_seconds)
+    from app.demo_window import open_demo_window
 
-    say("2/3 calling: signalling server, two WebRTC participants on 127.0.0.1...")
-    recording = asyncio.run(run_call(frames, args.clip, args.fps))
+    window = open_demo_window(args, say)  # opens while the clip is tracked
+    try:
+        say(f"1/3 tracking {args.clip.name} (mediapipe + our solvers)...")
+        frames, clip_fps = track_clip(args.clip, args.max_seconds)
+
+        say("2/3 calling: signalling server, two WebRTC participants on 127.0.0.1"
+            + (", the receiver's side in the window..." if window else "..."))
+        recording = asyncio.run(run_call(frames, args.clip, args.fps, window))
+    finally:
+        if window is not None:
+            window.close()
     stats = recording["stats"].get("codes", {})
     poses = recording["poses"]
     if not poses:
@@ -275,10 +307,17 @@ def run(args) -> int:
         f"received {stats.get('unique', '?')}, lost {stats.get('lost', '?')}; "
         f"{audio_s:.1f} s of voice received; {avatar_note}")
 
-    say(f"3/3 rendering {len(poses)} frames of what the receiver got...")
-    export(recording, args.clip, args.out, args.height, args.fps, args.backend, avatar)
     recording_path = args.out.with_suffix(".codes.jsonl")
     from avatar.codes import write_jsonl
+
+    if window is not None:  # the call was shown live: no video to write
+        write_jsonl(recording_path, [codes.replace(t=t) for t, codes in poses])
+        say(f"3/3 shown in the window; wrote {recording_path} (the received session as "
+            f"codes: `main.py render --codes {recording_path} --out FILE.mp4` makes the video, "
+            "or run the demo with --no-window)")
+        return 0
+    say(f"3/3 rendering {len(poses)} frames of what the receiver got...")
+    export(recording, args.clip, args.out, args.height, args.fps, args.backend, avatar)
 
     write_jsonl(recording_path, [codes.replace(t=t) for t, codes in poses])
     say(f"wrote {args.out} (source clip | received avatar, with the received voice) "

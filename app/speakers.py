@@ -7,6 +7,11 @@ how much later the voice arrives than its codes (``AUDIO_PATH_EXTRA_S``, measure
 device's own output latency is taken into account: the mixer is asked for the samples that
 will reach the DAC at a given ``time.monotonic()``.
 
+With ``VoiceMixer(channels=2)`` (``--xr``, ``--spatial-voice``) each voice comes from where
+its avatar stands: panned (``pan_gains``' balance law: a centred voice plays as in mono) and
+attenuated with distance, from (pan, distance) pairs the window or the headset stage sends
+(``voice_place`` of the avatar's head for the listener's view).
+
 The device is a PortAudio output stream (PyPI ``sounddevice``, Debian ``libportaudio2``): a
 kept library with a callback on its own thread, its DAC time per buffer, and device listing
 for ``main.py devices``. Where no output opens, ``open_speakers`` returns None and a reason
@@ -30,6 +35,34 @@ AUDIO_PATH_EXTRA_S = 0.110
 # A stream's schedule is kept while its frames keep within this of where they should start
 # (network jitter); beyond it (a gap, a new delay) the stream starts again from now.
 RESYNC_S = 0.060
+# Voices from their avatars (``VoiceMixer(channels=2)`` and ``place``): a voice this far
+# away plays at its own level, farther ones at REFERENCE_DISTANCE_M / distance (never below
+# MIN_DISTANCE_GAIN, never above 1: coming closer does not clip); it comes from the avatar's
+# head, HEAD_HEIGHT_M above its feet.
+REFERENCE_DISTANCE_M = 1.5
+MIN_DISTANCE_GAIN = 0.2
+HEAD_HEIGHT_M = 1.6
+
+
+def voice_place(listener_from_world: np.ndarray, point) -> tuple[float, float]:
+    """(pan, distance) of a voice at ``point`` (world metres) for a listener whose
+    ``listener_from_world`` (4, 4) is in OpenGL / OpenXR axes (+X right, -Z ahead, as
+    ``render.camera.Camera.camera_from_world`` and an XR head's inverse): pan is the sine of
+    its azimuth, -1 wholly left .. 1 wholly right (a voice behind pans as its mirror ahead)."""
+    p = np.asarray(listener_from_world, np.float64) @ np.append(np.asarray(point, np.float64), 1)
+    x, ahead = float(p[0]), float(-p[2])
+    across = float(np.hypot(x, ahead))
+    pan = 0.0 if across < 1e-6 else float(np.clip(x / across, -1.0, 1.0))
+    return pan, float(np.linalg.norm(p[:3]))
+
+
+def pan_gains(pan: float, distance_m: float) -> tuple[float, float]:
+    """(left, right) gains of a voice: the balance law (the near side at full level, the far
+    one down to 0 as the voice moves to the side: a centred voice plays as it would in mono)
+    times the distance's gain."""
+    level = float(np.clip(REFERENCE_DISTANCE_M / max(distance_m, 1e-3), MIN_DISTANCE_GAIN, 1.0))
+    pan = float(np.clip(pan, -1.0, 1.0))
+    return level * min(1.0, 1.0 - pan), level * min(1.0, 1.0 + pan)
 
 
 @dataclass
@@ -48,15 +81,29 @@ def voice_delay_s(playout_delay_s: float, display_s: float) -> float:
 
 class VoiceMixer:
     """Per remote a queue of scheduled chunks; ``mix(start_s, n)`` sums what plays in
-    ``[start_s, start_s + n / SAMPLE_RATE)``. Thread-safe: ``push`` on the call's thread,
-    ``mix`` on the audio device's."""
+    ``[start_s, start_s + n / SAMPLE_RATE)``. Thread-safe: ``push`` and ``place`` on the
+    call's thread, ``mix`` on the audio device's.
 
-    def __init__(self):
+    ``channels`` 1: the voices mixed as they are. 2: stereo, each voice panned and attenuated
+    from where its avatar stands (``place``: ``voice_place``'s (pan, distance) per remote;
+    a voice not placed plays centred at full level, as in mono)."""
+
+    def __init__(self, channels: int = 1):
+        if channels not in (1, 2):
+            raise ValueError("channels must be 1 or 2")
+        self.channels = channels
         self._streams: dict[str, deque[_Chunk]] = {}
         self._next_s: dict[str, float] = {}
         self.levels: dict[str, float] = {}  # RMS of each remote's newest frame (0..1)
         self.gain: dict[str, float] = {}     # per remote volume (1: as sent)
+        self.places: dict[str, tuple[float, float]] = {}  # remote -> (pan, distance)
         self._lock = threading.Lock()
+
+    def place(self, places: dict) -> None:
+        """Where each remote's voice comes from now: {remote_id: (pan, distance_m)}."""
+        with self._lock:
+            self.places = {key: (float(pan), float(distance))
+                           for key, (pan, distance) in places.items()}
 
     def push(self, remote_id: str, samples: np.ndarray, arrival_s: float,
              delay_s: float) -> float:
@@ -82,12 +129,18 @@ class VoiceMixer:
                 self.levels.pop(remote_id, None)
 
     def mix(self, start_s: float, count: int) -> np.ndarray:
-        """The ``count`` samples that play from ``start_s`` (monotonic), clipped to [-1, 1]."""
-        out = np.zeros(count, np.float32)
+        """The ``count`` samples that play from ``start_s`` (monotonic), clipped to [-1, 1]:
+        (count,) in mono, (count, 2) left and right in stereo."""
+        stereo = self.channels == 2
+        out = np.zeros((count, 2) if stereo else count, np.float32)
         end_s = start_s + count / SAMPLE_RATE
         with self._lock:
             for remote_id, chunks in self._streams.items():
                 gain = self.gain.get(remote_id, 1.0)
+                if stereo:
+                    place = self.places.get(remote_id)
+                    gain = gain * (np.array(pan_gains(*place), np.float32) if place is not None
+                                   else np.ones(2, np.float32))
                 while chunks and chunks[0].start_s + len(chunks[0].samples) / SAMPLE_RATE \
                         <= start_s:
                     chunks.popleft()  # played (or too late to play)
@@ -99,7 +152,7 @@ class VoiceMixer:
                     dst = max(0, offset)
                     n = min(len(src), count - dst)
                     if n > 0:
-                        out[dst:dst + n] += gain * src[:n]
+                        out[dst:dst + n] += (src[:n, None] * gain) if stereo else gain * src[:n]
         return np.clip(out, -1.0, 1.0)
 
 
@@ -124,20 +177,31 @@ class Speakers:
             ahead = max(0.0, when.outputBufferDacTime - when.currentTime) \
                 if when.outputBufferDacTime else self.latency_s
             mixed = mixer.mix(time.monotonic() + ahead, frames)
-            outdata[:, 0] = mixed
+            if mixed.ndim == 2 and outdata.shape[1] == 1:
+                mixed = mixed.mean(axis=1)  # a mono device after all
+            outdata[:] = mixed.reshape(len(mixed), -1)
             self.blocks += 1
             if len(mixed) and float(np.abs(mixed).max()) > 1e-3:
                 self.voiced_blocks += 1
 
-        self.stream = sounddevice.OutputStream(
-            samplerate=SAMPLE_RATE, channels=1, dtype="float32", device=device,
-            blocksize=480, latency="low", callback=callback)
+        try:
+            self.stream = sounddevice.OutputStream(
+                samplerate=SAMPLE_RATE, channels=mixer.channels, dtype="float32",
+                device=device, blocksize=480, latency="low", callback=callback)
+        except sounddevice.PortAudioError:
+            if mixer.channels == 1:
+                raise
+            self.stream = sounddevice.OutputStream(  # no stereo on this output: mono
+                samplerate=SAMPLE_RATE, channels=1, dtype="float32", device=device,
+                blocksize=480, latency="low", callback=callback)
+        self.channels = self.stream.channels
         self.latency_s = float(self.stream.latency)
         self.device_name = sounddevice.query_devices(self.stream.device)["name"]
         self.stream.start()
 
     def summary(self) -> dict:
         return {"device": self.device_name, "latency_ms": self.latency_s * 1000,
+                "channels": self.channels,
                 "blocks": self.blocks, "voiced_blocks": self.voiced_blocks,
                 "underflows": self.underflows}
 

@@ -80,6 +80,7 @@ class XrStage:
         self._combined_key = None
         self._skinned: tuple = ()  # the avatars of the last room, kept as one tuple
         self._empty = Gaussians.empty()
+        self._head = None     # world_from_head of the last frame
         self.pose_count = 0   # avatar poses run (for tests and benchmarks)
 
     # -- what the call app feeds in -------------------------------------------------------
@@ -105,6 +106,19 @@ class XrStage:
         with self._lock:
             self._recentre = True
 
+    def voice_places(self) -> dict[str, tuple[float, float]]:
+        """Where each participant's voice comes from for the user's head in the last frame:
+        {key: (pan, distance)} (``app.speakers.voice_place``; from the avatar's head);
+        empty before the first frame."""
+        from app.speakers import HEAD_HEIGHT_M, voice_place
+
+        with self._lock:
+            if self._head is None:
+                return {}
+            head_from_world = np.linalg.inv(self._head)
+            return {key: voice_place(head_from_world, (place @ [0.0, HEAD_HEIGHT_M, 0.0, 1.0])[:3])
+                    for key, place in zip(self._participants, self._places)}
+
     @property
     def keys(self) -> list[str]:
         with self._lock:
@@ -123,6 +137,7 @@ class XrStage:
                     self.spacing_m, floor_y=frame.floor_y)
                 self._place_version += 1
                 self._recentre = False
+            self._head = frame.world_from_head
             work = [(p, p.codes) for p in self._participants.values()]
             places, version = list(self._places), self._place_version
         if not work:

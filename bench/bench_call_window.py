@@ -11,7 +11,7 @@ measure the other jobs on a shared machine disturb least); ``--screenshot`` save
 frame to look at.
 
     .venv/bin/python bench/bench_call_window.py [--frames 60] [--size 960x540]
-        [--screenshot FILE.png] [--full-detail]
+        [--screenshot FILE.png] [--full-detail] [--profile] [--quality]
 """
 
 from __future__ import annotations
@@ -52,7 +52,15 @@ def main() -> int:
     parser.add_argument("--size", default="960x540")
     parser.add_argument("--screenshot", type=Path, default=None)
     parser.add_argument("--full-detail", action="store_true",
-                        help="draw every Gaussian of the remote (no level of detail)")
+                        help="draw every Gaussian of the remote at the window's full size "
+                             "(no level of detail)")
+    parser.add_argument("--quality", action="store_true",
+                        help="instead: for each level of detail (stride x splatted pixels), "
+                             "the frame time and the PSNR of the remote against full detail")
+    parser.add_argument("--profile", action="store_true",
+                        help="also split the frame: posing, sort (with the means' readback), "
+                             "the rasteriser's stages, self-view, overlay, swap (GL finished "
+                             "after each, so the total is a little above the plain run's)")
     args = parser.parse_args()
     xvfb = start_xvfb()
     try:
@@ -76,67 +84,179 @@ class Mailbox:
         return []
 
 
+def remote_snapshot(codes):
+    from app.call_window import CallSnapshot, RemoteView
+
+    return CallSnapshot([RemoteView("r1", "remote", codes, True, 60.0, 40.0, 60.0, 0.0, 0.1)],
+                        own_codes=codes, tracker_fps=30.0, mic_level=0.1)
+
+
+def run_frames(window, monitor, frames: int, parts: dict | None = None):
+    """Draw ``frames`` (+5 warm-up) frames of the ``wave`` pose, new codes each; returns the
+    wall and process CPU seconds of each frame after the warm-up."""
+    import glfw
+
+    from app.poses import POSES
+
+    wave = POSES["wave"]
+    times, cpu = [], []
+    for frame in range(frames + 5):
+        if frame == 5 and parts is not None:
+            for values in parts.values():
+                values.clear()
+            window.renderer.stage_ms = {} if window.renderer.stage_ms is not None else None
+        monitor.latest = remote_snapshot(wave.codes_at(frame / 30).replace(seq=frame))
+        start, start_cpu = time.perf_counter(), time.process_time()
+        window.draw_frame()
+        swap_start = (time.perf_counter(), time.process_time())
+        glfw.swap_buffers(window.window)
+        glfw.poll_events()
+        if parts is not None:
+            parts.setdefault("swap", []).append((time.perf_counter() - swap_start[0],
+                                                 time.process_time() - swap_start[1]))
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return np.array(times[5:]), np.array(cpu[5:])
+
+
+def instrument(window, parts: dict) -> None:
+    """Time the frame's parts, GL finished before and after each (wall, CPU seconds)."""
+    def timed(name, owner, attr):
+        call = getattr(owner, attr)
+
+        def run(*a, **k):
+            window.ctx.finish()
+            start = (time.perf_counter(), time.process_time())
+            out = call(*a, **k)
+            window.ctx.finish()
+            parts.setdefault(name, []).append((time.perf_counter() - start[0],
+                                               time.process_time() - start[1]))
+            return out
+        setattr(owner, attr, run)
+
+    r = window.renderer
+    from avatar.avatar import Avatar
+
+    timed("pose (codes to bones, CPU)", Avatar, "skin_pose")
+    timed("pose (GPU skinning)", r, "show")
+    timed("sort (means read back + CPU radix)", r, "_sort_on_cpu")
+    timed("splat (project, bin, raster, composite)", r, "draw")
+    timed("stretch to the window", window._scaled, "stretch")
+    timed("self-view", window, "draw_self_view")
+    timed("labels", window, "draw_labels")
+    timed("overlay", window, "draw_text")
+    r.stage_ms = {}
+
+
+def remote_image(window, monitor, codes) -> np.ndarray:
+    """The window's pixels with only the remote drawn (no self-view, labels, overlay)."""
+    hidden = {name: getattr(window, name) for name in ("draw_self_view", "draw_labels",
+                                                        "draw_text")}
+    for name in hidden:
+        setattr(window, name, lambda *a: None)
+    try:
+        monitor.latest = remote_snapshot(codes)
+        window.draw_frame()  # seats the remote,
+        for seat in window.seats.values():
+            seat.opacity = 1.0  # wholly faded in
+        window._last_draw = time.perf_counter()
+        window.draw_frame()
+        w, h = window.ctx.screen.size
+        raw = window.ctx.screen.read(viewport=(0, 0, w, h), components=3)
+    finally:
+        for name, method in hidden.items():
+            setattr(window, name, method)
+    return np.frombuffer(raw, np.uint8).reshape(h, w, 3)[::-1].astype(np.float64) / 255
+
+
+def psnr(a, b) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return 10 * np.log10(1 / mse) if mse > 0 else float("inf")
+
+
+def quality(window, monitor, args) -> None:
+    """Each level of detail: frame time and PSNR against stride 1 at the full size."""
+    import app.call_window as cw
+    from app.poses import POSES
+
+    codes = POSES["wave"].codes_at(0.5).replace(seq=10_000)
+    width, height = window.ctx.screen.size
+    full = width * height
+    levels = [(1, full), (2, full), (4, full), (1, full // 2), (2, full // 2), (3, full // 2),
+              (4, full // 2), (2, full // 4), (4, full // 4)]
+    reference = None
+    print("| stride | splatted at | PSNR frame | PSNR avatar pixels | wall ms median | "
+          "CPU ms median |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for stride, budget in levels:
+        cw.LOD_PIXELS_PER_M = ((stride, 0.0),)
+        cw.RENDER_PIXELS = budget
+        image = remote_image(window, monitor, codes)
+        if reference is None:
+            reference = image
+            background = np.abs(reference - np.array(cw.BACKGROUND)).sum(-1) > 0.02
+        ms, cpu = run_frames(window, monitor, args.frames)
+        size = "x".join(map(str, cw.render_size(width, height)))
+        print(f"| {stride} | {size} | {psnr(image, reference):.1f} dB | "
+              f"{psnr(image[background], reference[background]):.1f} dB | "
+              f"{np.median(ms) * 1000:.1f} | {np.median(cpu) * 1000:.1f} |", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+
+
 def measure(args) -> int:
     import glfw
 
-    from app.call_window import CallSnapshot, RemoteView, WindowOptions, make_window
+    from app.call_window import WindowOptions, make_window
     from app.cli import parse_size
-    from app.poses import POSES
     from avatar.avatar import load_avatar
 
     import app.call_window
 
     if args.full_detail:
         app.call_window.LOD_PIXELS_PER_M = ((1, 0.0),)
+        app.call_window.RENDER_PIXELS = 0
     width, height = parse_size(args.size)
     glfw.init()
     monitor = Mailbox()
     own = load_avatar("default")
     window = make_window(WindowOptions("bench", width, height, 1000.0), own, monitor)
-    parts: dict[str, list] = {"self-view": [], "overlay": []}
-
-    def timed(name, draw):
-        def run(*a):
-            start = time.perf_counter()
-            draw(*a)
-            window.ctx.finish()
-            parts[name].append(time.perf_counter() - start)
-        return run
-
-    window.draw_self_view = timed("self-view", window.draw_self_view)
-    window.draw_text = timed("overlay", window.draw_text)
-    wave = POSES["wave"]
-    times, cpu = [], []
+    parts: dict[str, list] = {}
     try:
-        for frame in range(args.frames + 5):
-            codes = wave.codes_at(frame / 30).replace(seq=frame)
-            monitor.latest = CallSnapshot(
-                [RemoteView("r1", "remote", codes, True, 60.0, 40.0, 60.0, 0.0, 0.1)],
-                own_codes=codes, tracker_fps=30.0, mic_level=0.1)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            window.draw_frame()
-            glfw.swap_buffers(window.window)
-            glfw.poll_events()
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
+        if args.quality:
+            quality(window, monitor, args)
+            return 0
+        if args.profile:
+            instrument(window, parts)
+        times, cpu = run_frames(window, monitor, args.frames, parts if args.profile else None)
         if args.screenshot is not None:
             window.args.screenshot = args.screenshot
             window.save_screenshot()
     finally:
         glfw.terminate()
-    ms = np.array(times[5:]) * 1000
+    ms = times * 1000
     detail = " full detail" if args.full_detail else ""
-    print(f"call window {width}x{height}{detail}, one remote default avatar "
-          f"({len(own):,} Gaussians) "
-          f"posed every frame + self-view + overlay, GL backend: median {np.median(ms):.1f} ms "
-          f"({1000 / np.median(ms):.1f} fps), p90 {np.percentile(ms, 90):.1f} ms over "
-          f"{len(ms)} frames")
+    size = "x".join(map(str, app.call_window.render_size(width, height)))
+    print(f"call window {width}x{height}{detail} (remote splatted at {size}), one remote "
+          f"default avatar ({len(own):,} Gaussians) posed every frame + self-view + overlay, "
+          f"GL backend: median {np.median(ms):.1f} ms ({1000 / np.median(ms):.1f} fps), "
+          f"p90 {np.percentile(ms, 90):.1f} ms over {len(ms)} frames")
     print(f"  process CPU a frame (llvmpipe's threads included): median "
-          f"{np.median(cpu[5:]) * 1000:.1f} ms; load average {os.getloadavg()[0]:.1f}")
-    split = {name: np.array(values[5:]) * 1000 for name, values in parts.items()}
-    print("  of which: " + ", ".join(f"{name} median {np.median(v):.1f} ms" for name, v
-                                     in split.items()) + "; the rest is the remote's pose, sort"
-          " and draw")
+          f"{np.median(cpu) * 1000:.1f} ms; load average {os.getloadavg()[0]:.1f}")
+    if args.profile:
+        frames = len(ms)
+        print("  per frame, mean wall / CPU ms (GL finished around each part):")
+        rest = np.array([times.sum(), cpu.sum()]) * 1000
+        for name, values in parts.items():
+            v = np.array(values) * 1000
+            print(f"    {name:42s} {v[:, 0].sum() / frames:6.1f} / {v[:, 1].sum() / frames:6.1f}")
+            rest -= v.sum(axis=0)
+        print(f"    {'the rest (Python, GL calls between parts)':42s} {rest[0] / frames:6.1f} / "
+              f"{rest[1] / frames:6.1f}")
+        stages = window.renderer.stage_ms or {}
+        for name in ("projection", "binning", "raster", "composite"):
+            if name in stages:
+                print(f"      splat stage {name:28s} {stages[name] / frames:6.1f} / "
+                      f"{stages[name + '_cpu'] / frames:6.1f}")
     return 0
 
 

@@ -39,8 +39,10 @@ from avatar.codes import Codes
 from common import safejson
 from net import wire
 from net.audio import use_voice_bitrate
+from net.clock import ClockSync
 from net.config import CallConfig
 from net.inbound import CallBase, InboundStream, ReceiveStats, RemoteParticipant
+from net.video import VideoRequests
 from net.loopback import use_host_addresses
 from net.peer import Peer
 from net.signal_client import SignallingClient, SignallingError
@@ -88,6 +90,11 @@ class Call(CallBase):
         self.signalling_lost = False
         self.signalling_rejoins = 0
         self._closing = False
+        # Each remote's clock offset (net.clock), pinged on the codes channel: unordered and
+        # never resent, so a sample never waits behind an avatar on the control channel.
+        self.clock = ClockSync(lambda rid, text: rid in self.remotes
+                               and self.remotes[rid].peer.send_codes(text))
+        self.video = VideoRequests(self._send_control)  # our camera only to those who ask
 
     @property
     def id(self) -> str:
@@ -133,7 +140,8 @@ class Call(CallBase):
         remote.peer = Peer(
             remote_id, send_signal,
             audio_track=relay.subscribe(self._audio_source) if self._audio_source else None,
-            video_track=relay.subscribe(self._video_source) if self._video_source else None,
+            video_track=self.video.gate(remote_id, relay.subscribe(self._video_source))
+            if self._video_source else None,
             ice_servers=self.config.ice_servers,
             remote_sdp_filter=self.config.remote_sdp_filter,
             on_codes=self._receive_codes, on_control=self._on_control, on_audio=self.on_audio,
@@ -272,6 +280,19 @@ class Call(CallBase):
         self.sent_packets += 1
         return sent
 
+    def _receive_codes(self, remote_id: str, message, arrival_s: float) -> None:
+        if isinstance(message, str) and self.clock.handle(remote_id, message, arrival_s):
+            return  # a clock ping or its answer (net.clock)
+        super()._receive_codes(remote_id, message, arrival_s)
+
+    def poses(self, now_s: float | None = None) -> dict[str, Codes]:
+        now_s = time.monotonic() if now_s is None else now_s
+        self.clock.tick([rid for rid, r in self.remotes.items() if r.peer.codes_open.is_set()],
+                        now_s)
+        self.video.tick({rid: r.peer for rid, r in self.remotes.items()
+                         if r.peer.control_open.is_set()})
+        return super().poses(now_s)
+
     # -- control channel -------------------------------------------------------------------
     def _send_control(self, remote_id: str, message: str | bytes) -> None:
         remote = self.remotes.get(remote_id)
@@ -290,6 +311,8 @@ class Call(CallBase):
             remote.hello_seen = True  # the first text message is the hello
             if self._duplicate(remote, message):
                 return
+        if self.video.handle(remote_id, message):
+            return  # a request for our camera's pictures (net.video)
         self._on_control_message(remote_id, message)
 
     def _duplicate(self, remote: Remote, message: str) -> bool:
@@ -322,3 +345,8 @@ class Call(CallBase):
         data.update(signalling_lost=self.signalling_lost,
                     signalling_rejoins=self.signalling_rejoins)
         return data
+
+    def remote_stats(self, remote_id: str, remote) -> dict:
+        return {**super().remote_stats(remote_id, remote),
+                "clock": self.clock.summary(remote_id),
+                "video_frames_sent": self.video.sent(remote_id)}

@@ -16,7 +16,7 @@ def test_demo_call_tracks_sends_and_renders(tmp_path, capsys):
     clip = media_path("jwpIntro.mp4")
     out = tmp_path / "demo.mp4"
     assert main(["demo", "--clip", str(clip), "--out", str(out), "--max-seconds", "1.5",
-                 "--height", "128", "--fps", "15"]) == 0
+                 "--height", "128", "--fps", "15", "--no-window"]) == 0
     log = capsys.readouterr().err
     assert "the sender's avatar arrived over the call" in log, log
     with av.open(str(out)) as container:
