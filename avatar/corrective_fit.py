@@ -5,7 +5,7 @@ a GPU can afford (``render.skinned.Correctives``: per-vertex offsets of the rest
 in ``avatar.avatar.pose_features``) from where the face mesh's 478 points were tracked:
 
 1. Per frame, pose the avatar (blendshapes, skinning; no correctives), take the template
-   points the face mesh's landmarks correspond to (``tracking.facemesh``), project them
+   points the face mesh's landmarks correspond to (the tracker's asset), project them
    through the frame's camera and take the 2D residual to the tracked points.
 2. Lift each residual to 3D parallel to the image plane at the point's depth (one view
    cannot see depth), and carry it back to the rest pose through the inverse of the
@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from avatar.avatar import Avatar, pose_features
 from avatar.codes import HEAD_BONES, Codes
 from avatar.lca import MAX_CORRECTIVE_M, MAX_CORRECTIVE_WIDTH
+from avatar.template import TemplateError
 from render.camera import Camera
 from render.skinned import Correctives, corrective_offsets, skin_points
 
@@ -49,6 +51,9 @@ DEPTH_ITERATIONS = 100     # rounds of filling in the depth the images cannot sh
 # Ridge strengths tried (per frame). On jwpIntro.mp4 validation kept asking for less, but
 # below 1e-5 the held-out frames' pose-dependent residual grew again (1.21 -> 1.28 px).
 RIDGE_CHOICES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1)
+FACE_CORRESPONDENCE_PATH = (Path(__file__).resolve().parents[1] / "assets" / "tracking"
+                            / "face_correspondence.safetensors")
+FACE_CORRESPONDENCE_FORMAT = "splatcall-face-correspondence/1"
 EXCLUDED_REGIONS = ("eye_back.L", "eye_front.L", "eye_back.R", "eye_front.R")
 
 
@@ -62,6 +67,18 @@ class CorrectiveFit:
     index: np.ndarray
     basis: np.ndarray
     report: dict = field(default_factory=dict)
+
+
+def load_face_correspondence() -> tuple[np.ndarray, np.ndarray]:
+    """(triangle (478,), bary (478, 3)): where each face-mesh point lies on the template (the
+    tracker's asset, ``tracking.facemesh``; read here directly: avatar/ does not import
+    tracking/)."""
+    from avatar.assetfile import load_asset
+
+    tensors, _ = load_asset(FACE_CORRESPONDENCE_PATH, "correspondence",
+                            FACE_CORRESPONDENCE_FORMAT, TemplateError,
+                            "run scripts/build_face_correspondence.py")
+    return tensors["triangle"].astype(np.int64), tensors["bary"].astype(np.float32)
 
 
 def project(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,14 +154,12 @@ class LandmarkModel:
     without rest-space corrections."""
 
     def __init__(self, avatar: Avatar):
-        from tracking.facemesh import load_correspondence
-
         self.avatar = avatar
-        correspondence = load_correspondence()
+        triangles, bary = load_face_correspondence()
         index = {name: i for i, name in enumerate(avatar.rig.bone_names)}
         self.bones = np.array([index[n] for n in CORRECTIVE_BONES])
-        self.triangles = correspondence.triangle[LANDMARKS]
-        self.bary = correspondence.bary[LANDMARKS].astype(np.float64)
+        self.triangles = triangles[LANDMARKS]
+        self.bary = bary[LANDMARKS].astype(np.float64)
 
     def features(self, codes: Codes) -> np.ndarray:
         """(D,) the correctives' features of a codes frame (``pose_features``)."""
