@@ -44,6 +44,9 @@ HEM_ABOVE_HIPS_M = 0.09
 SHOE_TOP_M = 0.085
 ARM_BONES = ("clavicle", "shoulder", "upperarm", "lowerarm", "wrist", "finger", "metacarpal")
 MIRROR_TOLERANCE_M = 0.01  # a mirror twin further than this is no twin (asymmetric spots)
+MIN_SEEN_SHARE = 0.3  # of a zone's triangles, before its own seen colour is trusted
+HAIR_TOP_SHARE = 0.3  # the hair colour from the highest share of the seen hair triangles
+SHIRT_NEIGHBOURS = 16
 
 
 def body_parts(template: Template) -> np.ndarray:
@@ -146,6 +149,18 @@ def diffuse(adjacency, colors: np.ndarray, known: np.ndarray) -> tuple[np.ndarra
     return out, known | reachable
 
 
+def hair_colour(face_color: np.ndarray, seen_hair: np.ndarray,
+                centroid: np.ndarray) -> np.ndarray | None:
+    """The seen hair's colour: the median over the highest seen hair-zone triangles (the
+    crown; a person's hairline is rarely the template's, and from the front the zone's lower
+    edge shows forehead and temples)."""
+    if not seen_hair.any():
+        return None
+    height = centroid[seen_hair, 1]
+    top = height >= np.quantile(height, 1.0 - HAIR_TOP_SHARE)
+    return np.median(face_color[seen_hair][top], axis=0)
+
+
 def complete_colors(template: Template, binding_face: np.ndarray, colors: np.ndarray,
                     seen: np.ndarray) -> np.ndarray:
     """(N, 3) colours with every unseen one filled (see the module's docstring).
@@ -189,13 +204,17 @@ def complete_colors(template: Template, binding_face: np.ndarray, colors: np.nda
         return np.median(face_color[where], axis=0) if where.any() else None
 
     filled = observed.copy()
-    hair = seen_median(HAIR)
     skin = seen_median(FACE)
-    for zone, colour in ((HAIR, hair), (ARM, seen_median(ARM)), (HAND, seen_median(HAND)),
-                         (TROUSERS, seen_median(TROUSERS)), (SHOES, seen_median(SHOES))):
-        if colour is None:
-            colour = {ARM: skin, HAND: skin, TROUSERS: NEUTRAL_TROUSERS,
-                      SHOES: DARK_SHOES}.get(zone)
+    fallback = {HAIR: None, ARM: skin, HAND: skin, TROUSERS: NEUTRAL_TROUSERS,
+                SHOES: DARK_SHOES}
+    for zone in fallback:
+        share = (observed & (parts == zone)).sum() / max(1, (parts == zone).sum())
+        # A zone glimpsed at its edge (the sleeves' tops at a webcam's lower border, a
+        # trouser band under the hem) shows the neighbouring garment more than its own:
+        # trust its colour only when a fair share of it was seen.
+        colour = seen_median(zone) if share >= MIN_SEEN_SHARE else fallback[zone]
+        if zone == HAIR:
+            colour = hair_colour(face_color, observed & (parts == HAIR), centroid)
         if colour is None:
             continue
         todo = ~filled & (parts == zone)
@@ -206,9 +225,12 @@ def complete_colors(template: Template, binding_face: np.ndarray, colors: np.nda
     if shirt_seen.size and shirt_todo.size:
         from scipy.spatial import cKDTree
 
-        # The front's colour on the back: nearest seen shirt point in x and y only.
-        _, nearest = cKDTree(centroid[shirt_seen, :2]).query(centroid[shirt_todo, :2])
-        face_color[shirt_todo] = face_color[shirt_seen[nearest]]
+        # The front's colour on the back: the median of the nearest seen shirt triangles in x
+        # and y only (several, so that one odd spot on the front is not copied).
+        k = min(SHIRT_NEIGHBOURS, len(shirt_seen))
+        _, nearest = cKDTree(centroid[shirt_seen, :2]).query(centroid[shirt_todo, :2], k=k)
+        nearest = nearest.reshape(len(shirt_todo), k)
+        face_color[shirt_todo] = np.median(face_color[shirt_seen[nearest]], axis=1)
         filled[shirt_todo] = True
 
     # 3. Diffusion for the rest over fillable triangles: first within each zone (the back of
