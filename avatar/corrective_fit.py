@@ -140,13 +140,13 @@ class LandmarkFrames:
     def completed(self, predicted: np.ndarray) -> np.ndarray:
         """(T, L, 3) the lifted residuals with the depth part the image cannot show taken
         from ``predicted`` (T, L, 3) rest-space offsets."""
-        s = np.einsum("tlk,tlk->tl", self.depth_of, predicted)
-        return self.lifted + self.depth_along * s[..., None]
+        s = np.sum(self.depth_of * predicted, axis=-1, keepdims=True)
+        return self.lifted + self.depth_along * s
 
     def seen_part(self, offsets: np.ndarray) -> np.ndarray:
         """(T, L, 3) what the lift shows of rest-space offsets (T, L, 3)."""
-        s = np.einsum("tlk,tlk->tl", self.depth_of, offsets)
-        return offsets - self.depth_along * s[..., None]
+        s = np.sum(self.depth_of * offsets, axis=-1, keepdims=True)
+        return offsets - self.depth_along * s
 
 
 class LandmarkModel:
@@ -380,11 +380,13 @@ def fit_vertices(data: LandmarkFrames, strength: float, active: np.ndarray,
     ``spread_weights``; ``vertex_count``: V, the template's."""
     x = data.features
     coef, intercept, completed = fit_landmarks(data, strength)
-    vertex_coef = np.einsum("vl,dlk->vdk", weights, coef)  # (V_a, D, 3)
+    d, l_count = coef.shape[:2]
+    vertex_coef = (weights @ coef.transpose(1, 0, 2).reshape(l_count, -1)).reshape(-1, d, 3)
     contribution = np.linalg.norm(vertex_coef, axis=2) * x.std(axis=0)
     m = min(width, x.shape[1])
     chosen = np.argsort(-contribution, axis=1)[:, :m]  # (V_a, M)
-    targets = np.einsum("vl,tlk->vtk", weights, completed)  # (V_a, T, 3)
+    targets = (weights @ completed.transpose(1, 0, 2).reshape(l_count, -1)).reshape(
+        len(active), -1, 3)  # (V_a, T, 3)
     basis = np.zeros((len(active), m, 3))
     largest = np.zeros(len(active))
     for part in np.array_split(np.arange(len(active)), max(1, len(active) // 500)):
