@@ -10,10 +10,16 @@ in ``avatar.avatar.pose_features``) from where the face mesh's 478 points were t
 2. Lift each residual to 3D parallel to the image plane at the point's depth (one view
    cannot see depth), and carry it back to the rest pose through the inverse of the
    skinning transform blended at the point.
-3. A ridge regression, with an intercept, of each landmark's rest-space residual on the
-   pose features (the local rotations of the head bones, the 52 blendshape weights), the
-   ridge strength picked on a validation share of the frames. The intercept is the static
-   mismatch of the face's shape (the shape fit's business, not the correctives'): dropped.
+3. A ridge regression of each landmark's rest-space residual on the pose features (the
+   local rotations of the head bones, the 52 blendshape weights), the ridge strength picked
+   on a validation share of the frames, with a static term per landmark that is dropped:
+   the static mismatch of the face's shape is the shape fit's business, and correctives
+   cannot hold one (features are zero at rest). By default ("zero_mean") the coefficients
+   are also held to average zero over the frames (orthogonal to the mean feature vector):
+   a shape fitted to the same frames has already taken up the mean correction (it cannot
+   tell it from a static one), so a correction with a mean would count it twice. Without
+   any static term ("free") the basis took up the static mismatch through the mean
+   expression and mis-moved the face as the expression changed (docs/BENCHMARKS.md).
 4. The landmark residuals spread to the template vertices within a few centimetres over
    the surface (geodesic distance along mesh edges, Gaussian weights, so the upper lip's
    residual does not leak to the lower lip), then per vertex the M features that
@@ -209,45 +215,62 @@ class LandmarkModel:
         return LandmarkFrames(*(np.array(columns[k], np.float64) for k in columns))
 
 
-def ridge_solver(x: np.ndarray, strength: float):
-    """Ridge regression with an intercept, batched: ``x`` (..., T, D) features, the penalty
+RIDGE_MODES = ("intercept", "zero_mean", "free")
+
+
+def ridge_solver(x: np.ndarray, strength: float, mode: str = "intercept"):
+    """Ridge regression y ~ c + x @ coef, batched: ``x`` (..., T, D) features, the penalty
     ``strength * T`` on the coefficients (the features are in their own units, rotation
     entries and blendshape weights both of order one: unscaled, a feature that barely moves
-    is held near zero, which a few dozen frames need). Returns ``solve(y)`` for targets
-    (..., T, K) -> coefficients (..., D, K) and intercepts (..., K)."""
-    mean_x = x.mean(axis=-2, keepdims=True)
+    is held near zero, which a few dozen frames need). ``mode``: "intercept" (c free),
+    "free" (c = 0), "zero_mean" (c free and ``mean(x) @ coef = 0``: the fitted x @ coef
+    averages zero over the frames, so it holds only what varies with the features).
+    Returns ``solve(y)`` for targets (..., T, K) -> coefficients (..., D, K), c (..., K)."""
+    if mode not in RIDGE_MODES:
+        raise ValueError(f"ridge mode {mode!r}: expected one of {RIDGE_MODES}")
+    mean_x = np.zeros_like(x[..., :1, :]) if mode == "free" else x.mean(axis=-2, keepdims=True)
     centred = x - mean_x
     t, d = x.shape[-2], x.shape[-1]
+    project = None
+    if mode == "zero_mean":  # coef = P b, P projecting out the mean feature vector
+        norm2 = np.maximum(np.sum(mean_x ** 2, axis=-1, keepdims=True), 1e-12)
+        project = np.eye(d) - np.swapaxes(mean_x, -1, -2) @ mean_x / norm2
+        centred = centred @ project
     gram = np.swapaxes(centred, -1, -2) @ centred + strength * t * np.eye(d)
     operator = np.linalg.solve(gram, np.swapaxes(centred, -1, -2))  # (..., D, T)
+    if project is not None:
+        operator = project @ operator
 
     def solve(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean_y = y.mean(axis=-2, keepdims=True)
+        mean_y = (np.zeros_like(y[..., :1, :]) if mode == "free"
+                  else y.mean(axis=-2, keepdims=True))
         coef = operator @ (y - mean_y)
         return coef, mean_y[..., 0, :] - (mean_x @ coef)[..., 0, :]
 
     return solve
 
 
-def ridge(x: np.ndarray, y: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
-    """``ridge_solver(x, strength)(y)``: coefficients (..., D, K), intercepts (..., K)."""
-    return ridge_solver(x, strength)(y)
+def ridge(x: np.ndarray, y: np.ndarray, strength: float,
+          mode: str = "intercept") -> tuple[np.ndarray, np.ndarray]:
+    """``ridge_solver(x, strength, mode)(y)``: coefficients (..., D, K), c (..., K)."""
+    return ridge_solver(x, strength, mode)(y)
 
 
-def fit_landmarks(data: LandmarkFrames, strength: float,
+def fit_landmarks(data: LandmarkFrames, strength: float, mode: str = "zero_mean",
                   iterations: int = DEPTH_ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each landmark's rest-space residual as intercept + features @ coefficients, the depth
+    """Each landmark's rest-space residual as c + features @ coefficients (``ridge_solver``'s
+    ``mode``), the depth
     the images cannot show filled in turn from the fit (expectation-maximisation: varied
     views and poses pin it down; a depth no frame shows stays at the ridge's zero).
     Returns coefficients (D, L, 3), intercepts (L, 3) and the completed residuals (T, L, 3)."""
     t, l_count, _ = data.lifted.shape
-    solve = ridge_solver(data.features, strength)
+    solve = ridge_solver(data.features, strength, mode)
     target = data.lifted
     for _ in range(iterations):
-        coef, intercept = solve(target.reshape(t, -1))
-        predicted = (intercept + data.features @ coef).reshape(t, l_count, 3)
+        coef, constant = solve(target.reshape(t, -1))
+        predicted = (constant + data.features @ coef).reshape(t, l_count, 3)
         target = data.completed(predicted)
-    return coef.reshape(-1, l_count, 3), intercept.reshape(l_count, 3), target
+    return coef.reshape(-1, l_count, 3), constant.reshape(l_count, 3), target
 
 
 def spread_weights(avatar: Avatar, triangles: np.ndarray, bary: np.ndarray):
@@ -287,7 +310,8 @@ def spread_weights(avatar: Avatar, triangles: np.ndarray, bary: np.ndarray):
 
 def fit_correctives_from_landmarks(avatar: Avatar, codes: list[Codes], cameras: list[Camera],
                                    face_2d: list[np.ndarray | None], width: int = 24,
-                                   validation_every: int = 5) -> CorrectiveFit:
+                                   validation_every: int = 5,
+                                   mode: str = "zero_mean") -> CorrectiveFit:
     """Correctives that move the avatar's face toward where its landmarks were tracked.
 
     ``codes``, ``cameras`` and ``face_2d`` (each (478, 2) pixels, or None where the face was
@@ -295,13 +319,19 @@ def fit_correctives_from_landmarks(avatar: Avatar, codes: list[Codes], cameras: 
     ``avatar.pose(codes)`` puts it; the avatar's own correctives, if any, are not used).
     ``width``: M, features per vertex (at most 128; 24 keeps the default avatar's file near
     14 MB). Every ``validation_every``-th run of consecutive usable frames picks the ridge
-    strength, then the fit uses all. The report gives the RMS landmark residual before and
-    after, over the fitted frames and (fitted without them) over the validation frames."""
+    strength, then the fit uses all. ``mode`` (``ridge_solver``'s; see the module's
+    docstring): "zero_mean" for an avatar whose face shape was fitted to these frames,
+    "intercept" for one whose shape is right at the neutral expression, "free" to let the
+    basis take up a static mismatch too. The report gives the RMS landmark
+    residual before and after, over the fitted frames and (fitted without them) over the
+    validation frames."""
     start = time.perf_counter()
     if not 1 <= width <= MAX_CORRECTIVE_WIDTH:
         raise ValueError(f"width {width}: expected 1..{MAX_CORRECTIVE_WIDTH}")
     if not len(codes) == len(cameras) == len(face_2d):
         raise ValueError("codes, cameras and face_2d must have one entry per frame")
+    if mode not in RIDGE_MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {RIDGE_MODES}")
     usable = [i for i, f in enumerate(face_2d)
               if f is not None and np.shape(f)[0] >= len(LANDMARKS) and np.isfinite(f).all()]
     if len(usable) < 10:
@@ -321,8 +351,8 @@ def fit_correctives_from_landmarks(avatar: Avatar, codes: list[Codes], cameras: 
     held = data.subset(check_rows)
     scores = {}
     for strength in RIDGE_CHOICES:
-        coef, intercept, _ = fit_landmarks(data.subset(fit_rows), strength)
-        predicted = intercept + np.einsum("td,dlk->tlk", held.features, coef)
+        coef, constant, _ = fit_landmarks(data.subset(fit_rows), strength, mode)
+        predicted = constant + np.einsum("td,dlk->tlk", held.features, coef)
         scores[strength] = float(np.sqrt(np.mean((held.lifted - held.seen_part(predicted)) ** 2)))
     best = min(scores, key=scores.get)
     active, weights = spread_weights(avatar, model.triangles, model.bary)
@@ -346,10 +376,10 @@ def fit_correctives_from_landmarks(avatar: Avatar, codes: list[Codes], cameras: 
                 float(np.sqrt(np.mean((px * data.mm_per_px[rows]) ** 2))))
 
     index, basis, _ = fit_vertices(data.subset(fit_rows), best, active, weights, width,
-                                   len(avatar.template.vertices))
+                                   len(avatar.template.vertices), mode)
     validation = rms_before(check_rows), rms(index, basis, check_rows)
     index, basis, static_mm = fit_vertices(data, best, active, weights, width,
-                                              len(avatar.template.vertices))
+                                              len(avatar.template.vertices), mode)
     every = np.arange(count)
     fitted = rms_before(every), rms(index, basis, every)
     report = {
@@ -357,7 +387,7 @@ def fit_correctives_from_landmarks(avatar: Avatar, codes: list[Codes], cameras: 
         "ridge_strength": best, "width": int(index.shape[1]),
         "ridge_validation_mm": {str(k): round(1000 * v, 4) for k, v in scores.items()},
         "vertices_corrected": int((np.abs(basis).max(axis=(1, 2)) > 0).sum()),
-        "static_mismatch_rms_mm": round(static_mm, 3),
+        "mode": mode, "mean_residual_rms_mm": round(static_mm, 3),
         "landmark_rms_px": {"fitted_before": round(fitted[0][0], 3),
                             "fitted_after": round(fitted[1][0], 3),
                             "validation_before": round(validation[0][0], 3),
@@ -372,14 +402,14 @@ def fit_correctives_from_landmarks(avatar: Avatar, codes: list[Codes], cameras: 
 
 
 def fit_vertices(data: LandmarkFrames, strength: float, active: np.ndarray,
-                 weights: np.ndarray, width: int,
-                 vertex_count: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(V, M) index and (V, M, 3) float32 basis fitted on ``data``, and the RMS (mm) of the
-    landmarks' static mismatch (the dropped intercepts: the face shape's, not the
-    correctives'). ``active`` (V_a,) vertices and ``weights`` (V_a, L) from
-    ``spread_weights``; ``vertex_count``: V, the template's."""
+                 weights: np.ndarray, width: int, vertex_count: int,
+                 mode: str = "zero_mean") -> tuple[np.ndarray, np.ndarray, float]:
+    """(V, M) index and (V, M, 3) float32 basis fitted on ``data``, and the RMS (mm) over the
+    landmarks of their mean rest-space residual (the static mismatch of the face's shape).
+    ``active`` (V_a,) vertices and ``weights`` (V_a, L) from ``spread_weights``;
+    ``vertex_count``: V, the template's; ``mode``: ``ridge_solver``'s."""
     x = data.features
-    coef, intercept, completed = fit_landmarks(data, strength)
+    coef, _, completed = fit_landmarks(data, strength, mode)
     d, l_count = coef.shape[:2]
     vertex_coef = (weights @ coef.transpose(1, 0, 2).reshape(l_count, -1)).reshape(-1, d, 3)
     contribution = np.linalg.norm(vertex_coef, axis=2) * x.std(axis=0)
@@ -391,7 +421,7 @@ def fit_vertices(data: LandmarkFrames, strength: float, active: np.ndarray,
     largest = np.zeros(len(active))
     for part in np.array_split(np.arange(len(active)), max(1, len(active) // 500)):
         xv = x[:, chosen[part]]  # (T, P, M)
-        basis[part], _ = ridge(xv.transpose(1, 0, 2), targets[part], strength)
+        basis[part], _ = ridge(xv.transpose(1, 0, 2), targets[part], strength, mode)
         basis[part] = np.clip(basis[part], -MAX_BASIS_M, MAX_BASIS_M)
         moved = np.einsum("tpm,pmk->ptk", xv, basis[part])
         largest[part] = np.linalg.norm(moved, axis=2).max(axis=1)
@@ -401,5 +431,5 @@ def fit_vertices(data: LandmarkFrames, strength: float, active: np.ndarray,
     full = np.zeros((len(index), m, 3), np.float32)
     index[active] = chosen
     full[active] = basis
-    static_mm = float(1000 * np.sqrt(np.mean(np.sum(intercept ** 2, axis=1))))
+    static_mm = float(1000 * np.sqrt(np.mean(np.sum(completed.mean(axis=0) ** 2, axis=1))))
     return index, full, static_mm

@@ -53,6 +53,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=ROOT / ".cache/media/jwpIntro.mp4")
     parser.add_argument("--width", type=int, default=24, help="features per vertex (M)")
+    parser.add_argument("--mode", default="zero_mean", choices=("zero_mean", "intercept", "free"),
+                        help="how the static mismatch is kept out of the basis "
+                        "(avatar.corrective_fit.ridge_solver)")
     parser.add_argument("--track-cache", type=Path,
                         help="reuse the tracking saved in this .npz (written if absent)")
     parser.add_argument("--out", type=Path,
@@ -81,7 +84,8 @@ def main() -> int:
     faces = [None if np.isnan(f).any() else f for f in clip.faces]
     t = time.perf_counter()
     fit = fit_correctives_from_landmarks(avatar, clip.codes[:n_train], cameras[:n_train],
-                                         faces[:n_train], width=args.width)
+                                         faces[:n_train], width=args.width,
+                                         mode=args.mode)
     seconds["fit_correctives"] = round(time.perf_counter() - t, 2)
     print(f"  fit: {fit.report}", file=sys.stderr)
 
@@ -112,6 +116,7 @@ def main() -> int:
     result = {
         "benchmark": "corrective_fit", "video": args.video.name, "frames": n,
         "fit_frames": n_train, "held_out_frames": n - n_train, "width": args.width,
+        "mode": args.mode,
         "camera_fit_rms_px": round(camera_rms, 2),
         "held_out_frames_with_face": len(held[0]),
         "held_out_landmark_rms": {f"{name}_{unit}": round(value[k], 3)

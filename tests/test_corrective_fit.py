@@ -104,42 +104,70 @@ def held_out_rms_px(model, correctives, codes, cameras, faces) -> float:
 
 
 @pytest.fixture(scope="module")
-def fitted(plain):
+def truth(plain):
+    return known_correctives(plain)
+
+
+@pytest.fixture(scope="module")
+def train(plain, truth):
+    codes, cameras = varied_frames(60, seed=1)
+    return codes, cameras, tracked(LandmarkModel(plain), truth, codes, cameras)
+
+
+@pytest.fixture(scope="module")
+def shaped(plain, truth, train):
+    """The product's order: the face shape fitted to the same frames first. A least-squares
+    shape cannot tell a mean correction from a static one, so it takes the truth's mean over
+    the frames into the rest mesh: this avatar stands for that."""
     model = LandmarkModel(plain)
-    truth = known_correctives(plain)
-    train_codes, train_cameras = varied_frames(60, seed=1)
-    fit = fit_correctives_from_landmarks(plain, train_codes, train_cameras,
-                                         tracked(model, truth, train_codes, train_cameras))
-    return model, truth, fit
+    mean = np.mean([corrective_offsets(truth, model.features(c)) for c in train[0]], axis=0)
+    template = dataclasses.replace(plain.template, vertices=plain.template.vertices + mean)
+    return Avatar(plain.data, template)
 
 
-def test_ridge_recovers_a_linear_map_with_its_intercept():
+@pytest.fixture(scope="module")
+def fitted(shaped, train):
+    return fit_correctives_from_landmarks(shaped, *train)
+
+
+def test_ridge_recovers_a_linear_map_with_its_intercept_and_keeps_to_its_modes():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 6)) * [1, 2, 0.1, 1, 1, 0.5]
     coef = rng.normal(size=(6, 3))
     got, intercept = ridge(x, x @ coef + [1.0, -2.0, 0.5], 1e-10)
     np.testing.assert_allclose(got, coef, atol=1e-6)
     np.testing.assert_allclose(intercept, [1.0, -2.0, 0.5], atol=1e-6)
+    # Held to average zero over the frames: what varies is still fitted, the rest is c.
+    x = np.abs(x) + 0.5  # features with a clear mean
+    y = x @ coef + [1.0, -2.0, 0.5]
+    got, constant = ridge(x, y, 1e-10, mode="zero_mean")
+    np.testing.assert_allclose(x.mean(axis=0) @ got, 0.0, atol=1e-9)
+    np.testing.assert_allclose(constant, y.mean(axis=0), atol=1e-9)
+    assert np.sqrt(np.mean((y - constant - x @ got) ** 2)) < 0.5 * y.std()
+    got, constant = ridge(x, y, 1e-10, mode="free")
+    np.testing.assert_array_equal(constant, 0.0)
+    with pytest.raises(ValueError, match="ridge mode"):
+        ridge(x, y, 1.0, mode="lasso")
 
 
-def test_fitted_correctives_recover_the_lips_motion_on_unseen_frames(plain, fitted):
-    model, truth, fit = fitted
+def check_recovery(avatar, plain, truth, fit, factor: float) -> None:
+    """Held-out frames (never fitted) tracked on the synthetic person: the fitted correctives
+    on ``avatar`` take the landmark residual down by ``factor``, within their bounds."""
     print(fit.report)
     assert fit.bones == list(CORRECTIVE_BONES)
     assert fit.index.shape == (len(plain.template.vertices), 24) == fit.basis.shape[:2]
     codes, cameras = varied_frames(20, seed=2)
-    faces = tracked(model, truth, codes, cameras)
+    faces = tracked(LandmarkModel(plain), truth, codes, cameras)
+    model = LandmarkModel(avatar)
     correctives = Correctives(fit.index, fit.basis, corrective_feature_count(len(fit.bones)))
     before = held_out_rms_px(model, None, codes, cameras, faces)
     after = held_out_rms_px(model, correctives, codes, cameras, faces)
     print(f"held-out landmark RMS: {before:.2f} px without correctives, {after:.2f} px with "
-          f"the fitted ones")
-    # Over all 468 points, most of which the known correctives leave alone: measured 1.22 px
-    # before and 0.18 px after (the lift cannot see depth; the fit fills it from varied views).
-    assert before > 1.0
-    assert after < before / 5
+          f"the fitted ones ({fit.report['mode']})")
+    assert before > 0.8
+    assert after < before / factor
     report = fit.report["landmark_rms_px"]
-    assert report["validation_after"] < report["validation_before"] / 4
+    assert report["validation_after"] < report["validation_before"] / min(factor, 4)
     # Bounded: no vertex moves more than the limit over these frames, far vertices not at all.
     assert np.abs(fit.basis).max() <= 1.0
     largest = max(np.linalg.norm(corrective_offsets(correctives, model.features(c)),
@@ -150,8 +178,25 @@ def test_fitted_correctives_recover_the_lips_motion_on_unseen_frames(plain, fitt
     assert corrected.any() and not (corrected & below_neck).any()
 
 
+def test_fitted_correctives_recover_the_lips_motion_on_unseen_frames(plain, truth, shaped,
+                                                                     fitted):
+    # Measured: 1.03 px -> 0.50 px over all 468 points, most of which the known correctives
+    # leave alone. Not further: once the shape holds the mean correction, what is left,
+    # B (x - mean x), is affine in the features and correctives are linear (the "intercept"
+    # mode here: 0.97 px, the mean counted twice; fitted before the shape: next test).
+    check_recovery(shaped, plain, truth, fitted, factor=1.8)
+
+
+def test_on_an_avatar_right_at_the_neutral_face_the_intercept_mode_recovers_them(plain, truth,
+                                                                                 train):
+    # Measured: 1.22 px -> 0.18 px (the lift cannot see depth; the fit fills it in from the
+    # varied views: the plain lift got a third as far).
+    fit = fit_correctives_from_landmarks(plain, *train, mode="intercept")
+    check_recovery(plain, plain, truth, fit, factor=5)
+
+
 def test_fitted_correctives_round_trip_through_the_lca_and_pose_alike(plain, fitted, tmp_path):
-    _, _, fit = fitted
+    fit = fitted
     data = dataclasses.replace(plain.data, corrective_bones=fit.bones,
                                corrective_index=fit.index, corrective_basis=fit.basis)
     path = tmp_path / "fitted.lca"
@@ -196,3 +241,5 @@ def test_too_few_frames_or_mismatched_lists_are_refused(plain):
         fit_correctives_from_landmarks(plain, codes, cameras, [np.zeros((478, 2))] * 3)
     with pytest.raises(ValueError, match="one entry per frame"):
         fit_correctives_from_landmarks(plain, codes, cameras[:2], [None] * 3)
+    with pytest.raises(ValueError, match="expected one of"):
+        fit_correctives_from_landmarks(plain, codes, cameras, [None] * 3, mode="lasso")
