@@ -35,9 +35,11 @@ NEUTRAL_TROUSERS = (0.17, 0.17, 0.19)
 DARK_SHOES = (0.10, 0.09, 0.09)
 
 # Zone boundaries on the rest template (metres), as the default avatar is dressed
-# (scripts/build_default_avatar.py): a crew neckline sphere, the sleeves ending SLEEVE_M
-# down the upper arm, the hem HEM_ABOVE_HIPS_M above the root, shoes below SHOE_TOP_M.
-NECKLINE_CENTRE = (0.0, 1.46, 0.0)
+# (scripts/build_default_avatar.py): a crew neckline sphere (its centre at (0, 1.46, 0) on
+# the shipped template, kept relative to the neck03 bone so that a fitted shape moves it),
+# the sleeves ending SLEEVE_M down the upper arm, the hem HEM_ABOVE_HIPS_M above the root,
+# shoes below SHOE_TOP_M.
+NECKLINE_ABOVE_NECK03 = (0.0, 0.0127, -0.0174)
 NECKLINE_RADIUS_M = 0.122
 SLEEVE_M = 0.11
 HEM_ABOVE_HIPS_M = 0.09
@@ -84,7 +86,9 @@ def body_parts(template: Template) -> np.ndarray:
         along[on_side] = (centroid[on_side] - start) @ axis
     y = centroid[:, 1]
     hem_y = float(t.bone_heads[0, 1]) + HEM_ABOVE_HIPS_M
-    below_neck = np.linalg.norm(centroid - NECKLINE_CENTRE, axis=1) > NECKLINE_RADIUS_M
+    neckline = t.bone_heads[t.bone_index("neck03")] + np.array(NECKLINE_ABOVE_NECK03)
+    neckline[0] = 0.0
+    below_neck = np.linalg.norm(centroid - neckline, axis=1) > NECKLINE_RADIUS_M
     body = region == "body"
     parts[body] = FACE  # the neck above the neckline: skin, filled like the face's
     parts[body & below_neck & (y > hem_y)] = SHIRT

@@ -173,3 +173,14 @@ def test_the_completed_person_renders_red_from_behind(avatar, person, tmp_path):
     mean = chest.reshape(-1, 3).mean(axis=0)
     print(f"back view, chest: mean colour {np.round(mean, 2)}")
     assert mean[0] > 2 * mean[2] and mean[0] > 2 * mean[1]
+
+
+def test_the_zones_follow_a_taller_body(avatar):
+    import dataclasses
+
+    t = avatar.template
+    taller = dataclasses.replace(t, vertices=t.vertices * [1.0, 1.1, 1.0],
+                                 bone_heads=t.bone_heads * [1.0, 1.1, 1.0])
+    same = (body_parts(taller) == body_parts(t)).mean()
+    print(f"{same:.1%} of the triangles keep their zone on a body 10 % taller")
+    assert same > 0.97
