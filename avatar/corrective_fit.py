@@ -51,6 +51,8 @@ LANDMARKS = np.arange(468)  # the face mesh's points less the two irises (468-47
 SPREAD_SIGMA_M = 0.004      # landmark values interpolated over the surface (Gaussian weights)
 FADE_START_M = 0.01         # ... and faded out between these distances from the nearest one
 SPREAD_CUTOFF_M = 0.035
+STATIC_SIGMA_M = 0.01       # the static term's warp of the space round the face
+STATIC_CUTOFF_M = 0.04
 MAX_BASIS_M = min(1.0, MAX_CORRECTIVE_M)
 MAX_CORRECTION_M = 0.03     # no vertex moves further than this over the fitted frames
 DEPTH_ITERATIONS = 100     # rounds of filling in the depth the images cannot show
@@ -67,12 +69,17 @@ EXCLUDED_REGIONS = ("eye_back.L", "eye_front.L", "eye_back.R", "eye_front.R")
 class CorrectiveFit:
     """Fitted correctives in ``AvatarData``'s terms: ``bones`` (corrective_bones), ``index``
     (V, M) int32 (corrective_index), ``basis`` (V, M, 3) float32 metres per unit feature
-    (corrective_basis); ``report``: residuals before and after (px, mm), frames, seconds."""
+    (corrective_basis); ``report``: residuals before and after (px, mm), frames, seconds.
+    ``rest_offset`` (V, 3) float32 metres: the static part the fit left out (correctives
+    cannot hold one), for the face shape to take (add it to the shape's vertex deltas): in
+    "intercept" mode the mismatch at the neutral face, in "zero_mean" the frames' mean;
+    zero in "free" mode and away from the face."""
 
     bones: list[str]
     index: np.ndarray
     basis: np.ndarray
     report: dict = field(default_factory=dict)
+    rest_offset: np.ndarray | None = None
 
 
 def load_face_correspondence() -> tuple[np.ndarray, np.ndarray]:
@@ -357,13 +364,16 @@ def fit_correctives_from_landmarks(avatar: Avatar, codes: list[Codes], cameras: 
     best = min(scores, key=scores.get)
     active, weights = spread_weights(avatar, model.triangles, model.bary)
 
-    def rms(index, basis, rows) -> tuple[float, float]:
-        """RMS landmark residual (px, mm) over ``rows`` with correctives (index, basis)."""
-        correctives = Correctives(index, basis, data.features.shape[1])
+    def rms(fit: VertexFit, rows, static: bool = False) -> tuple[float, float]:
+        """RMS landmark residual (px, mm) over ``rows`` with the fitted correctives (and the
+        rest offset, with ``static``)."""
+        correctives = Correctives(fit.index, fit.basis, data.features.shape[1])
         px, mm = [], []
         for r in rows:
             i = usable[r]
             offsets = corrective_offsets(correctives, data.features[r])
+            if static:
+                offsets = offsets + fit.rest_offset
             res = model.residual(codes[i], cameras[i], face_2d[i], offsets)
             length = np.linalg.norm(res.pixels, axis=1)
             px.append(length)
@@ -375,41 +385,61 @@ def fit_correctives_from_landmarks(avatar: Avatar, codes: list[Codes], cameras: 
         return (float(np.sqrt(np.mean(px ** 2))),
                 float(np.sqrt(np.mean((px * data.mm_per_px[rows]) ** 2))))
 
-    index, basis, _ = fit_vertices(data.subset(fit_rows), best, active, weights, width,
-                                   len(avatar.template.vertices), mode)
-    validation = rms_before(check_rows), rms(index, basis, check_rows)
-    index, basis, static_mm = fit_vertices(data, best, active, weights, width,
-                                              len(avatar.template.vertices), mode)
+    vertex_count = len(avatar.template.vertices)
+    rest = avatar.template.vertices.astype(np.float64)
+    corners = rest[avatar.template.faces[model.triangles]]
+    landmark_rest = np.einsum("nk,nkj->nj", model.bary, corners)
+
+    def with_rest_offset(fit: VertexFit) -> VertexFit:
+        fit.rest_offset = volume_spread(rest, landmark_rest, fit.landmark_static)
+        return fit
+
+    part = with_rest_offset(fit_vertices(data.subset(fit_rows), best, active, weights, width,
+                                         vertex_count, mode))
+    validation = (rms_before(check_rows), rms(part, check_rows),
+                  rms(part, check_rows, static=True))
+    whole = with_rest_offset(fit_vertices(data, best, active, weights, width, vertex_count,
+                                          mode))
     every = np.arange(count)
-    fitted = rms_before(every), rms(index, basis, every)
+    fitted = rms_before(every), rms(whole, every), rms(whole, every, static=True)
+    index, basis = whole.index, whole.basis
     report = {
         "frames_used": count, "frames_given": len(codes), "validation_frames": len(check_rows),
         "ridge_strength": best, "width": int(index.shape[1]),
         "ridge_validation_mm": {str(k): round(1000 * v, 4) for k, v in scores.items()},
         "vertices_corrected": int((np.abs(basis).max(axis=(1, 2)) > 0).sum()),
-        "mode": mode, "mean_residual_rms_mm": round(static_mm, 3),
-        "landmark_rms_px": {"fitted_before": round(fitted[0][0], 3),
-                            "fitted_after": round(fitted[1][0], 3),
-                            "validation_before": round(validation[0][0], 3),
-                            "validation_after": round(validation[1][0], 3)},
-        "landmark_rms_mm": {"fitted_before": round(fitted[0][1], 3),
-                            "fitted_after": round(fitted[1][1], 3),
-                            "validation_before": round(validation[0][1], 3),
-                            "validation_after": round(validation[1][1], 3)},
+        "mode": mode, "mean_residual_rms_mm": round(whole.mean_residual_mm, 3),
+        **{f"landmark_rms_{unit}": {
+            f"{rows}_{name}": round(value[k][u], 3)
+            for rows, value in (("fitted", fitted), ("validation", validation))
+            for k, name in enumerate(("before", "after", "after_with_rest_offset"))}
+           for u, unit in enumerate(("px", "mm"))},
         "seconds": round(time.perf_counter() - start, 2),
     }
-    return CorrectiveFit(list(CORRECTIVE_BONES), index, basis, report)
+    return CorrectiveFit(list(CORRECTIVE_BONES), index, basis, report, whole.rest_offset)
+
+
+@dataclass
+class VertexFit:
+    """``fit_vertices``' result: ``index`` (V, M) int32, ``basis`` (V, M, 3) float32,
+    ``landmark_static`` (L, 3) each landmark's static term (see ``CorrectiveFit``),
+    ``mean_residual_mm``: RMS over the landmarks of their mean rest-space residual."""
+
+    index: np.ndarray
+    basis: np.ndarray
+    landmark_static: np.ndarray
+    mean_residual_mm: float
+    rest_offset: np.ndarray | None = None
 
 
 def fit_vertices(data: LandmarkFrames, strength: float, active: np.ndarray,
                  weights: np.ndarray, width: int, vertex_count: int,
-                 mode: str = "zero_mean") -> tuple[np.ndarray, np.ndarray, float]:
-    """(V, M) index and (V, M, 3) float32 basis fitted on ``data``, and the RMS (mm) over the
-    landmarks of their mean rest-space residual (the static mismatch of the face's shape).
-    ``active`` (V_a,) vertices and ``weights`` (V_a, L) from ``spread_weights``;
-    ``vertex_count``: V, the template's; ``mode``: ``ridge_solver``'s."""
+                 mode: str = "zero_mean") -> VertexFit:
+    """Correctives fitted on ``data``: ``active`` (V_a,) vertices and ``weights`` (V_a, L)
+    from ``spread_weights``; ``vertex_count``: V, the template's; ``mode``:
+    ``ridge_solver``'s."""
     x = data.features
-    coef, _, completed = fit_landmarks(data, strength, mode)
+    coef, landmark_static, completed = fit_landmarks(data, strength, mode)
     d, l_count = coef.shape[:2]
     vertex_coef = (weights @ coef.transpose(1, 0, 2).reshape(l_count, -1)).reshape(-1, d, 3)
     contribution = np.linalg.norm(vertex_coef, axis=2) * x.std(axis=0)
@@ -431,5 +461,21 @@ def fit_vertices(data: LandmarkFrames, strength: float, active: np.ndarray,
     full = np.zeros((len(index), m, 3), np.float32)
     index[active] = chosen
     full[active] = basis
-    static_mm = float(1000 * np.sqrt(np.mean(np.sum(completed.mean(axis=0) ** 2, axis=1))))
-    return index, full, static_mm
+    mean_mm = float(1000 * np.sqrt(np.mean(np.sum(completed.mean(axis=0) ** 2, axis=1))))
+    return VertexFit(index, full, landmark_static, mean_mm)
+
+
+def volume_spread(vertices: np.ndarray, points: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(V, 3) float32: ``values`` (L, 3) at rest ``points`` (L, 3) spread to every vertex by
+    straight-line distance (a smooth warp of the space round the face, so that the eyeballs,
+    the mouth's inside and the hair move with the skin over them; spread along the surface
+    the skin moved without them), interpolated between the points and faded out between
+    FADE_START_M and STATIC_CUTOFF_M from the nearest, each at most MAX_CORRECTION_M."""
+    distance = np.linalg.norm(vertices[:, None, :] - points[None, :, :], axis=2)  # (V, L)
+    nearest = distance.min(axis=1, keepdims=True)
+    weights = np.exp(-0.5 * (distance ** 2 - nearest ** 2) / STATIC_SIGMA_M ** 2)
+    weights /= weights.sum(axis=1, keepdims=True)
+    fade = np.clip((STATIC_CUTOFF_M - nearest) / (STATIC_CUTOFF_M - FADE_START_M), 0.0, 1.0)
+    out = (weights @ values) * (fade * fade * (3 - 2 * fade))
+    size = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out * np.minimum(1.0, MAX_CORRECTION_M / np.maximum(size, 1e-12))).astype(np.float32)
