@@ -26,6 +26,9 @@ in ``avatar.avatar.pose_features``) from where the face mesh's 478 points were t
    contribute most are kept and refitted (ridge again) on the spread residuals.
 5. Bounds: at most MAX_BASIS_M metres per unit feature, and each vertex's basis scaled
    down where its correction over the fitted frames would pass MAX_CORRECTION_M.
+6. The dropped static term comes back as ``CorrectiveFit.rest_offset``, for the face shape
+   to take: spread from the landmarks as a smooth warp of the space round the face (not
+   over the surface: that moved the lids without the eyeballs behind them).
 
 Eyes (their meshes follow the eye bones) and the iris landmarks (they follow the gaze) are
 left out.
