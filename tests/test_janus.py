@@ -165,8 +165,14 @@ def test_a_room_through_janus_with_three_participants_each_gets_the_others_own_a
             stats = read_stats(tmp_path / f"{name}.json") or {}
             return {r["name"]: r["avatar_sha256"] for r in stats.get("remotes", {}).values()}
 
+        def served(name):
+            return (read_stats(tmp_path / f"{name}.json") or {}).get("avatar_served", 0)
+
         def everyone_has_everyone():
-            return all(len([v for v in avatars_of(n).values() if v]) == 2 for n in names)
+            # The stats files are written once a second: a sender's count of what it served
+            # can lag its receivers' by that second, so wait for both.
+            return all(len([v for v in avatars_of(n).values() if v]) == 2 and served(n) >= 2
+                       for n in names)
 
         try:
             wait_for(everyone_has_everyone, 90, "every avatar to arrive", poll_s=0.5)
