@@ -354,7 +354,8 @@ def lip_colour(points: np.ndarray, mouth: Mouth) -> np.ndarray:
     height = np.where(dy > 0, UPPER_LIP_M, LOWER_LIP_M) * taper
     weight = np.clip((height - np.abs(dy)) / LIP_SOFT_M + 0.5, 0, 1)[:, None]
     out = np.asarray(SKIN) * (1 - weight) + np.asarray(LIPS) * weight
-    line = np.clip(1 - np.abs(dy) / LIP_LINE_M, 0, 1) * (across < 1)
+    to_corner = np.clip((mouth.half_width + 0.001 - np.abs(points[:, 0])) / 0.002, 0, 1)
+    line = np.clip(1 - np.abs(dy) / LIP_LINE_M, 0, 1) * to_corner
     return out * (1 - LIP_LINE_DARKNESS * line)[:, None]
 
 
