@@ -78,6 +78,7 @@ CATCHLIGHT = (1.0, 1.0, 1.0)
 IRIS_DEG, LIMBUS_DEG, PUPIL_DEG = 19.0, 21.0, 7.5
 CATCHLIGHT_DIRECTION = (0.45, 0.9)  # (x, y) on the eye's front
 CATCHLIGHT_AT_DEG, CATCHLIGHT_DEG = 8.0, 2.2
+EYE_EDGE_BAND_M = 0.0006
 MOUTH = (0.35, 0.12, 0.13)
 TONGUE = (0.62, 0.30, 0.32)
 LASHES = (0.08, 0.06, 0.05)
@@ -283,24 +284,39 @@ def lid_colour(points: np.ndarray, lids: EyeLids) -> np.ndarray:
     return out
 
 
-def eye_colour(points: np.ndarray, centre: np.ndarray, side: str) -> np.ndarray:
-    """White, a limbal ring, an iris lightening toward the pupil, the pupil and a catchlight,
-    by the angle from the eye's forward (+Z) axis through ``centre`` (rest positions)."""
+def eye_angles(points: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's angle (degrees) from the eye's forward (+Z) axis through ``centre`` and
+    from the catchlight's centre (the same place on both eyes: the light's side)."""
     d = points - centre
-    angle = np.degrees(np.arccos(np.clip(d[:, 2] / np.linalg.norm(d, axis=1), -1, 1)))
+    unit = d / np.linalg.norm(d, axis=1, keepdims=True)
+    towards = np.asarray(CATCHLIGHT_DIRECTION) / np.linalg.norm(CATCHLIGHT_DIRECTION)
+    tilt = np.radians(CATCHLIGHT_AT_DEG)
+    spot = np.array([np.sin(tilt) * towards[0], np.sin(tilt) * towards[1], np.cos(tilt)])
+    return (np.degrees(np.arccos(np.clip(unit[:, 2], -1, 1))),
+            np.degrees(np.arccos(np.clip(unit @ spot, -1, 1))))
+
+
+def eye_colour(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """White, a limbal ring, an iris lightening toward the pupil, the pupil and a catchlight
+    (rest positions (M, 3) -> colours (M, 3))."""
+    angle, from_spot = eye_angles(points, centre)
     out = np.tile(np.asarray(SCLERA, np.float64), (len(points), 1))
     out[angle < LIMBUS_DEG] = LIMBUS
     into = np.clip((IRIS_DEG - angle) / (IRIS_DEG - PUPIL_DEG), 0, 1)[:, None]
     iris = angle < IRIS_DEG
     out[iris] = (np.asarray(IRIS) * (1 - into) + np.asarray(IRIS_INNER) * into)[iris]
     out[angle < PUPIL_DEG] = PUPIL
-    # The catchlight sits at the same place on both eyes (the light's side, not mirrored).
-    towards = np.asarray(CATCHLIGHT_DIRECTION) / np.linalg.norm(CATCHLIGHT_DIRECTION)
-    tilt = np.radians(CATCHLIGHT_AT_DEG)
-    spot = np.array([np.sin(tilt) * towards[0], np.sin(tilt) * towards[1], np.cos(tilt)])
-    unit = d / np.linalg.norm(d, axis=1, keepdims=True)
-    out[np.degrees(np.arccos(np.clip(unit @ spot, -1, 1))) < CATCHLIGHT_DEG] = CATCHLIGHT
+    out[from_spot < CATCHLIGHT_DEG] = CATCHLIGHT
     return out
+
+
+def eye_edge(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Distance (m, along the eyeball) from each point to the nearest edge between the eye's
+    colours (the pupil's, the iris's, the limbal ring's and the catchlight's)."""
+    angle, from_spot = eye_angles(points, centre)
+    degrees = np.min([np.abs(angle - PUPIL_DEG), np.abs(angle - IRIS_DEG),
+                      np.abs(angle - LIMBUS_DEG), np.abs(from_spot - CATCHLIGHT_DEG)], axis=0)
+    return np.radians(degrees) * np.linalg.norm(points - centre, axis=1)
 
 
 def brow_centre(x: np.ndarray) -> np.ndarray:
@@ -658,9 +674,21 @@ def build(t: Template) -> AvatarData:
     for side, centre in (("L", eye_l), ("R", eye_r)):
         # Sunk a little into the socket: the template's eyeball bulges past the lid rims,
         # which would hide the lash lines.
-        b.add(ids(region == f"eye_front.{side}"), 6000,
-              lambda p, _, centre=centre, side=side: eye_colour(p, centre, side),
-              thickness=0.1, size=0.8, offset=(-EYEBALL_SINK_M, -EYEBALL_SINK_M), jitter=0.01)
+        # The edges between the eye's colours stay sharp (Gaussians near one shrink, a finer
+        # band fills in): sampled plainly, the pupil came out as a blot of lobes.
+        front = ids(region == f"eye_front.{side}")
+        def colour(p, _, centre=centre):
+            return eye_colour(p, centre)
+
+        def edge(p, centre=centre):
+            return eye_edge(p, centre)
+
+        def near_edge(p, _n, _f, _b, centre=centre):
+            return eye_edge(p, centre) < EYE_EDGE_BAND_M
+
+        for count, where in ((6000, None), (40000, near_edge)):
+            b.add(front, count, colour, thickness=0.1, size=1.0, edge=edge, where=where,
+                  offset=(-EYEBALL_SINK_M, -EYEBALL_SINK_M), jitter=0.01)
         b.add(ids(region == f"eye_back.{side}"), 600, SCLERA, jitter=0.01)
 
     arrays = b.result()
