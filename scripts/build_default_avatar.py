@@ -5,9 +5,9 @@ No photograph goes in: the look is made from the template's own structure.
 - Skin, a T-shirt, trousers and shoes by the bone that moves each triangle most.
 - Lips drawn about the line where they meet and set back a little (the template's pout);
   brows as smooth bands above the eyes.
-- Eyes: white, an iris and a pupil by the angle from each eye's forward axis, on the eye
-  meshes that the eye bones turn (so the irises follow the gaze); lash lines where the lids
-  meet the eyeballs, so that a tracker sees open and closed eyes.
+- Eyes: white, an iris, a pupil and a catchlight by the angle from each eye's forward axis,
+  on the eye meshes that the eye bones turn (so the irises follow the gaze); lash lines where
+  the lids meet the eyeballs, so that a tracker sees open and closed eyes.
 - A volume of hair: layers of elongated Gaussians above the scalp.
 - Hands: a denser sampling; palms paler than the backs, darker finger sides, creases at the
   finger joints, knuckle lines and nails, so that a hand tracker sees which way a finger
@@ -78,7 +78,7 @@ CATCHLIGHT = (1.0, 1.0, 1.0)
 IRIS_DEG, LIMBUS_DEG, PUPIL_DEG = 19.0, 21.0, 7.5
 CATCHLIGHT_DIRECTION = (0.45, 0.9)  # (x, y) on the eye's front
 CATCHLIGHT_AT_DEG, CATCHLIGHT_DEG = 8.0, 2.2
-EYE_EDGE_BAND_M = 0.0006
+EYE_EDGE_BAND_M = 0.0006  # the finer sampling's reach either side of each colour edge
 MOUTH = (0.35, 0.12, 0.13)
 TONGUE = (0.62, 0.30, 0.32)
 LASHES = (0.08, 0.06, 0.05)
@@ -575,8 +575,7 @@ def build(t: Template) -> AvatarData:
         | ((rel[:, 2] < -0.02) & (rel[:, 1] > -0.06))
         | ((rel[:, 2] < 0.035) & (rel[:, 1] > 0.0) & (np.abs(rel[:, 0]) > 0.05))
     ) & ~((np.abs(rel[:, 0]) > 0.068) & (rel[:, 1] < 0.03) & (rel[:, 2] > -0.05))  # ears
-    # Lips: a band around the lip line, coloured by lip_colour; brows where their
-    # blendshapes move the face most.
+    # Lips: a band around the lip line, coloured by lip_colour.
     mouth = mouth_line(t, region)
     brow_motion = blendshape_motion(t, ["browInnerUp", "browOuterUpLeft", "browOuterUpRight",
                                         "browDownLeft", "browDownRight"])
