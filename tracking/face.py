@@ -89,11 +89,15 @@ BLINK_CLOSURE = (0.15, 0.55)
 # sparsity took that: eyeWide 0.8 read 0 on every render of bench/face_loop.py).
 EYE_WIDE_OPENING = (0.04, 0.34)
 OPEN_GAP_WINDOW_S = 3.0
-# The open gap is this percentile of the window's gaps, not their median: blinks only
-# narrow the gap, and where they fill much of the window (three blinks in jwpIntro.mp4's
-# 6 s, or a tracker running slow) the median fell to 0.55-0.6 of the open eye's gap, and
-# the open eye after a blink read as widened by 0.3-0.4 (eyeWide, read from the gap).
-OPEN_GAP_PERCENTILE = 80
+# Blinks are read against the window's median gap (BLINK_CLOSURE was tuned on it). eyeWide
+# is read against the open-eye gap: the median of the window's gaps that are at least
+# OPEN_GAP_SHARE of its OPEN_GAP_PERCENTILE-th percentile. Blinks only narrow the gap, and
+# where they filled much of the window (three blinks in jwpIntro.mp4's 6 s, or a tracker
+# running slow) the plain median fell to 0.55-0.6 of the open eye's gap, and the open eye
+# after a blink read as widened by 0.3-0.4; the 80th percentile used for blinks as well
+# made jwpIntro's open right eye read eyeBlinkRight 0.3 at p95.
+OPEN_GAP_PERCENTILE = 90
+OPEN_GAP_SHARE = 0.8
 # Shapes fitted on face mesh's measured response rather than the surface's motion. On the
 # closed loop (bench/face_loop.py: 11 expressions x 8 head poses up to 30 degrees x 2
 # lights) the smiles read 0.47 of the truth on the surface basis, 0.96 on the measured one
@@ -184,6 +188,7 @@ class FaceSolver:
         """Forget the person's neutral; with ``start`` the next frames calibrate it again."""
         self.neutral = self.neutral_reference.copy()
         self.open_gap = list(self._template_open)
+        self.wide_open_gap = list(self._template_open)
         self.gaze_zero = np.zeros((2, 2))
         self._calibrating = start
         self._calibration_start: float | None = None
@@ -200,6 +205,7 @@ class FaceSolver:
         self._own_neutral = True
         self.neutral = aligned
         self.open_gap = [self._eye_opening(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)]
+        self.wide_open_gap = list(self.open_gap)
         self.gaze_zero = np.stack([self._gaze_raw(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)])
 
     @property
@@ -238,7 +244,11 @@ class FaceSolver:
         recent.append((t, gaps))
         while t - recent[0][0] > OPEN_GAP_WINDOW_S:
             recent.popleft()
-        self.open_gap = list(np.percentile([g for _, g in recent], OPEN_GAP_PERCENTILE, axis=0))
+        window = np.array([g for _, g in recent])
+        self.open_gap = list(np.median(window, axis=0))  # what BLINK_CLOSURE was tuned on
+        top = np.percentile(window, OPEN_GAP_PERCENTILE, axis=0)
+        self.wide_open_gap = [float(np.median(column[column >= OPEN_GAP_SHARE * high]))
+                              for column, high in zip(window.T, top)]
 
     # -- solving ---------------------------------------------------------------------------
     def align(self, points_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -332,7 +342,7 @@ class FaceSolver:
             # differ more than that.
             if not (self._video or self._own_neutral):
                 continue
-            widened = gaps[i] / max(self.open_gap[i], 1e-6) - 1.0
+            widened = gaps[i] / max(self.wide_open_gap[i], 1e-6) - 1.0
             wide = (widened - EYE_WIDE_OPENING[0]) / (EYE_WIDE_OPENING[1] - EYE_WIDE_OPENING[0])
             weights[BLENDSHAPE_INDEX[name]] = float(np.clip(wide, 0.0, 1.0))
 

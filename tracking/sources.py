@@ -190,9 +190,13 @@ class _AvSource(FrameSource):
 class VideoSource(_AvSource):
     """A video file, decoded frame by frame (as fast as it is read).
 
-    ``t`` is the monotonic time the frame was decoded; ``media_time_s`` its presentation
-    time in the file. A file that breaks mid-stream (truncated, corrupt) raises SourceLost
-    after the last good frame, then ``read()`` returns None.
+    ``t`` is the frame's presentation time in the file on the monotonic clock (the first
+    frame's decode time plus its media time; the frame count over the frame rate where the
+    file gives none), so the tracker's filters and its calibration see the clip's own timing
+    however fast the file is read (on a loaded machine the decode time did not);
+    ``media_time_s`` is the presentation time itself. A file that breaks mid-stream
+    (truncated, corrupt) raises SourceLost after the last good frame, then ``read()`` returns
+    None.
 
     ``live=True`` makes the file behave like a camera (a stand-in for tests and demos):
     frames are paced at the file's frame rate, its end or breakage is a lost device
@@ -208,6 +212,7 @@ class VideoSource(_AvSource):
         self._index = 0
         self._broken = False
         self._next_due: float | None = None
+        self._clock_origin: float | None = None  # monotonic time of media time 0
         self._open()
 
     def _open(self) -> None:
@@ -251,8 +256,15 @@ class VideoSource(_AvSource):
                 time.sleep(due - now)
             self._next_due = max(due, now - period) + period
         image = av_frame.to_ndarray(format="rgb24")
-        frame = Frame(image, time.monotonic(), self._index, self.path.name,
-                      None if av_frame.time is None else float(av_frame.time))
+        media_t = None if av_frame.time is None else float(av_frame.time)
+        if self.live:
+            t = time.monotonic()
+        else:
+            at = media_t if media_t is not None else self._index / (self.nominal_fps or 30.0)
+            if self._clock_origin is None:
+                self._clock_origin = time.monotonic() - at
+            t = self._clock_origin + at
+        frame = Frame(image, t, self._index, self.path.name, media_t)
         self._index += 1
         return frame
 
@@ -260,6 +272,7 @@ class VideoSource(_AvSource):
         self.close()
         self._broken = False
         self._next_due = None
+        self._clock_origin = None
         if not self.path.is_file():
             return False
         try:
