@@ -39,6 +39,10 @@ class Avatar:
 
     def __init__(self, data: AvatarData, template: Template):
         self.data = data
+        # A person's own body (avatar.shape): the same mesh and rig with other rest vertices
+        # and bone heads; ``template`` and ``rig`` are then the shaped ones.
+        if data.shape is not None:
+            template = data.shape.apply(template)
         self.template = template
         self.rig = Rig(template)
         lambert = data.shading == "lambert"
