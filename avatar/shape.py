@@ -231,13 +231,14 @@ class ShapeFitSettings:
     max_steps: int = 300
     body_weight: float = 1.0        # per visible pose landmark, squared pixels / scale
     face_weight: float = 1.0        # the face points' mean, same units
-    inside_weight: float = 0.3      # projected vertices outside the mask (their distance)
-    outline_weight: float = 0.3     # the body's outline against the mask's outline
-    phenotype_prior: float = 2.0    # pulls the phenotype toward 0.5 (units: squared pixels)
-    local_prior: float = 2.0
-    pose_prior: float = 20.0        # per corrected bone, squared radians
+    inside_weight: float = 1.0      # projected vertices outside the mask (their distance)
+    outline_weight: float = 1.0     # the body's outline against the mask's outline
+    phenotype_prior: float = 0.3    # pulls the phenotype toward 0.5 (units: squared pixels)
+    local_prior: float = 0.3
+    pose_prior: float = 2.0        # per corrected bone, squared radians
     camera_prior: float = 50.0      # per frame: rotation (rad^2) and translation (m^2 x 10)
     huber_px: float = 8.0
+    start: dict | None = None       # phenotype to start from (missing names: 0.5)
 
 
 def load_face_correspondence() -> tuple[np.ndarray, np.ndarray]:
@@ -400,7 +401,9 @@ class _ShapeFitter:
     def run(self, budget_s, progress) -> ShapeFit:
         t, s = self.torch, self.settings
         n = len(self.frames)
-        phenotype = t.full((len(PHENOTYPE_NAMES),), 0.5, requires_grad=True)
+        start = s.start or {}
+        phenotype = t.tensor([float(start.get(name, 0.5)) for name in PHENOTYPE_NAMES],
+                             requires_grad=True)
         local = t.zeros(len(FITTED_LOCAL_CHANGES), requires_grad=True)
         bone_aa = t.zeros((n, len(CORRECTED_BONES), 3), requires_grad=True)
         root_aa = t.zeros((n, 3), requires_grad=True)
@@ -408,7 +411,7 @@ class _ShapeFitter:
         cam_t = t.zeros((n, 3), requires_grad=True)
         log_focal = t.zeros(1, requires_grad=True)
         optimiser = t.optim.Adam([
-            {"params": [phenotype], "lr": 0.02}, {"params": [local], "lr": 0.02},
+            {"params": [phenotype], "lr": 0.05}, {"params": [local], "lr": 0.02},
             {"params": [bone_aa, root_aa], "lr": 0.01}, {"params": [cam_aa], "lr": 0.003},
             {"params": [cam_t], "lr": 0.005}, {"params": [log_focal], "lr": 0.002}])
         low = t.tensor([FIT_BOUNDS[n_][0] for n_ in PHENOTYPE_NAMES])
