@@ -614,7 +614,8 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def fit_shape_to_points(points: np.ndarray, template: Template, local_rotations: np.ndarray,
                         scale: float = 1.0, shift=(0.0, 0.0, 0.0), steps: int = 40,
                         prior: float = 2e-4, seed: int = 0,
-                        progress: Callable[[float], None] | None = None) -> BodyShape:
+                        progress: Callable[[float], None] | None = None
+                        ) -> tuple[BodyShape, float, float]:
     """anny's phenotype and FITTED_LOCAL_CHANGES fitted to points (N, 3) of a person's
     surface (a splat scan's centres placed in the template's space, see avatar.scanfit),
     the pose held at ``local_rotations`` (J, 4; a scan fit's) and the scale at ``scale``, with
@@ -622,7 +623,8 @@ def fit_shape_to_points(points: np.ndarray, template: Template, local_rotations:
     is two-sided (every surface vertex to its nearest point, a sample of the points to
     their nearest vertex), Huber beyond 2 cm; the body keeps the template's height (a scan
     is brought to it); ``prior`` pulls the parameters toward the default (squared metres
-    per unit). One torch thread."""
+    per unit). One torch thread. Returns the shape and the mean two-sided distance (metres)
+    of the template's body and of the fitted one to the points, in that pose."""
     import torch
 
     threads = torch.get_num_threads()
@@ -674,7 +676,12 @@ def _fit_to_points(torch, points, template, local_rotations, scale, shift, steps
         d = t.sqrt(d2 + 1e-12)
         return t.where(d < delta, 0.5 * d2 / delta, d - 0.5 * delta)
 
-    for step in range(steps):
+    def distance(posed) -> float:
+        v_np = posed.detach().numpy()
+        return float(0.5 * (tree.query(v_np)[0].mean() + cKDTree(v_np).query(sample)[0].mean()))
+
+    before = after = math.nan
+    for step in range(steps + 1):
         optimiser.zero_grad()
         rest_v, rest_h = body.rest(phenotype, changes)
         rot, _, trans = forward_kinematics(t, levels, rig.parents, local, rest_h, t.zeros(3))
@@ -682,6 +689,11 @@ def _fit_to_points(torch, points, template, local_rotations, scale, shift, steps
         blend = blend.reshape(-1, 3, 4)
         posed = t.einsum("vab,vb->va", blend[:, :, :3], rest_v[surface_t]) + blend[:, :, 3]
         posed = t.exp(log_scale) * posed + offset
+        if step == 0:
+            before = distance(posed)
+        if step == steps:
+            after = distance(posed)
+            break
         v_np = posed.detach().numpy()
         _, to_point = tree.query(v_np)
         _, to_vertex = cKDTree(v_np).query(sample)
@@ -702,4 +714,4 @@ def _fit_to_points(torch, points, template, local_rotations, scale, shift, steps
     q = {name: float(v) for name, v in zip(FITTED_LOCAL_CHANGES, changes.detach().numpy())}
     with t.no_grad():
         rest_v, rest_h = body.rest(phenotype, changes)
-    return shape_from_rest(p, q, rest_v.numpy(), rest_h.numpy(), template)
+    return shape_from_rest(p, q, rest_v.numpy(), rest_h.numpy(), template), before, after
