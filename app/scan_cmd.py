@@ -345,9 +345,9 @@ def import_scan(path: Path, name: str, max_gaussians: int | None, shape: bool = 
 
 # The fitted body must come this much closer to the scan to be kept. Measured (mean
 # two-sided distance, template's body -> fitted): the default avatar's own rest and walking
-# scans 4.2 -> 4.8 and 9.2 -> 9.6 mm (worse: the fit explains clothes and hair); stock:chen
-# (heavier, older) 7.1 -> 6.0 mm (16 %, weight 0.76 found for 0.78); stock:amara 4.7 ->
-# 5.1 mm (its gender not found); the default 12 mm thicker, walking, 13.2 -> 11.7 (12 %).
+# scans 4.2 -> 4.3 and 9.2 -> 9.1 mm (the fit would explain clothes and hair, and made the
+# walking one heavier: weight 0.78); stock:chen (heavier, older) 7.1 -> 5.8 mm (19 %,
+# weight 0.86 found for 0.78); stock:amara 4.7 -> 4.6 mm (her gender, 0.95, not found: 0.61).
 SHAPE_MIN_GAIN = 0.1
 
 
@@ -373,8 +373,8 @@ def fit_body(points, template, joints, floor, shape=True):
          f"the body's mean distance to the scan {before * 1000:.1f} -> {after * 1000:.1f} mm")
     if after > (1.0 - SHAPE_MIN_GAIN) * before:
         # A body the template already fits: anny's parameters would explain the clothes' and
-        # hair's Gaussians off the skin, not the person (the default avatar's own scans came
-        # back heavier: the rest scan drove 1 dB worse, the walking one 6 dB).
+        # hair's Gaussians off the skin, not the person (kept, the default avatar's own
+        # scans came back heavier: the rest scan drove 1 dB worse, the walking one 6 dB).
         _log(f"  keeping the template's body (the shape gains under {SHAPE_MIN_GAIN:.0%})")
         shape = None
     shaped = shape.apply(template) if shape is not None else template

@@ -622,9 +622,11 @@ def fit_shape_to_points(points: np.ndarray, template: Template, local_rotations:
     a free shift starting at ``shift`` (points ~ scale * posed body + shift). The distance
     is two-sided (every surface vertex to its nearest point, a sample of the points to
     their nearest vertex), Huber beyond 2 cm; the body keeps the template's height (a scan
-    is brought to it); ``prior`` pulls the parameters toward the default (squared metres
-    per unit). One torch thread. Returns the shape and the mean two-sided distance (metres)
-    of the template's body and of the fitted one to the points, in that pose."""
+    is brought to it: anny's body is scaled to that height, so the shape's deltas, not its
+    phenotype alone, give the fitted body); ``prior`` pulls the parameters toward the
+    default (squared metres per unit). One torch thread. Returns the shape and the mean
+    two-sided distance (metres) of the template's body and of the fitted one to the
+    points, in that pose."""
     import torch
 
     threads = torch.get_num_threads()
@@ -676,6 +678,14 @@ def _fit_to_points(torch, points, template, local_rotations, scale, shift, steps
         d = t.sqrt(d2 + 1e-12)
         return t.where(d < delta, 0.5 * d2 / delta, d - 0.5 * delta)
 
+    def normalised(vertices, heads):
+        # The body keeps the template's height: the scan was brought to it (its units are
+        # unknown), so anny's height would only trade against the scale. Scaled about the
+        # origin (feet on y = 0, the root bone over it), so a penalty on the height would
+        # not fight every parameter that changes it.
+        factor = height / vertices[:, 1].max()
+        return vertices * factor, heads * factor
+
     def distance(posed) -> float:
         v_np = posed.detach().numpy()
         return float(0.5 * (tree.query(v_np)[0].mean() + cKDTree(v_np).query(sample)[0].mean()))
@@ -683,7 +693,7 @@ def _fit_to_points(torch, points, template, local_rotations, scale, shift, steps
     before = after = math.nan
     for step in range(steps + 1):
         optimiser.zero_grad()
-        rest_v, rest_h = body.rest(phenotype, changes)
+        rest_v, rest_h = normalised(*body.rest(phenotype, changes))
         rot, _, trans = forward_kinematics(t, levels, rig.parents, local, rest_h, t.zeros(3))
         blend = (weights_t @ t.cat([rot, trans[..., None]], dim=2).reshape(-1, 12))
         blend = blend.reshape(-1, 3, 4)
@@ -697,10 +707,7 @@ def _fit_to_points(torch, points, template, local_rotations, scale, shift, steps
         v_np = posed.detach().numpy()
         _, to_point = tree.query(v_np)
         _, to_vertex = cKDTree(v_np).query(sample)
-        # The body keeps the template's height: the scan was brought to it (its units are
-        # unknown), so anny's height would only trade against the scale.
-        loss = (10.0 * (rest_v[:, 1].max() - height) ** 2
-                + huber(((posed - points_t[t.tensor(to_point)]) ** 2).sum(1)).mean()
+        loss = (huber(((posed - points_t[t.tensor(to_point)]) ** 2).sum(1)).mean()
                 + huber(((sample_t - posed[t.tensor(to_vertex)]) ** 2).sum(1)).mean()
                 + prior * (((phenotype - 0.5) ** 2).sum() + (changes ** 2).sum()))
         loss.backward()
@@ -713,5 +720,5 @@ def _fit_to_points(torch, points, template, local_rotations, scale, shift, steps
     p = {name: float(v) for name, v in zip(PHENOTYPE_NAMES, phenotype.detach().numpy())}
     q = {name: float(v) for name, v in zip(FITTED_LOCAL_CHANGES, changes.detach().numpy())}
     with t.no_grad():
-        rest_v, rest_h = body.rest(phenotype, changes)
+        rest_v, rest_h = normalised(*body.rest(phenotype, changes))
     return shape_from_rest(p, q, rest_v.numpy(), rest_h.numpy(), template), before, after

@@ -191,3 +191,21 @@ def test_bad_shapes_are_refused_in_one_line(tmp_path, shaped, template, case, me
     with pytest.raises(AvatarFileError, match=message) as raised:
         load_avatar_file(path, template)
     assert "\n" not in str(raised.value)
+
+
+def test_a_scan_shaped_body_is_fitted_closer_than_the_template(known_shape, template):
+    """fit_shape_to_points (the scan import's shape fit) on the known body's surface at rest,
+    brought to the template's height as a scan of unknown units is."""
+    from avatar.shape import fit_shape_to_points
+
+    body = known_shape.apply(template).vertices
+    points = body * (np.ptp(template.vertices[:, 1]) / np.ptp(body[:, 1]))
+    rest = np.tile([1.0, 0.0, 0.0, 0.0], (len(template.bone_names), 1))
+    shape, before, after = fit_shape_to_points(points, template, rest, steps=40)
+    error = np.linalg.norm(shape.apply(template).vertices - points, axis=1) * 1e3
+    default = np.linalg.norm(template.vertices - points, axis=1) * 1e3
+    print(f"scan shape fit: distance {before * 1e3:.1f} -> {after * 1e3:.1f} mm; vertex error "
+          f"{error.mean():.1f} mm (the template: {default.mean():.1f} mm); "
+          f"{ {k: round(v, 2) for k, v in shape.phenotype.items()} }")
+    assert after < 0.7 * before and error.mean() < 0.7 * default.mean()
+    assert abs(np.ptp(shape.apply(template).vertices[:, 1]) - np.ptp(points[:, 1])) < 1e-3
