@@ -193,6 +193,7 @@ def test_bad_shapes_are_refused_in_one_line(tmp_path, shaped, template, case, me
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.slow
 def test_a_scan_shaped_body_is_fitted_closer_than_the_template(known_shape, template):
     """fit_shape_to_points (the scan import's shape fit) on the known body's surface at rest,
     brought to the template's height as a scan of unknown units is."""

@@ -53,6 +53,7 @@ def _errors_mm(fit, subject, template):
     return fitted, default
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("portrait, steps, mean_mm, max_mm, rms_px", [
     # measured 17.4 / 34.1 mm, 0.69 px (the default shape: 264 / 387 mm)
     (False, 100, 25.0, 60.0, 2.0),
@@ -81,6 +82,7 @@ def test_the_fit_recovers_a_known_body_shape(subject, template, backend, portrai
     assert len(fit.codes) == len(fit.cameras) == len(observations)
 
 
+@pytest.mark.slow
 def test_the_fit_corrects_the_noisy_spine_and_neck(subject, template, backend):
     frames = subject_frames(3)
     observations = observe(subject, frames, backend, pose_noise_rad=0.12)
