@@ -1,8 +1,11 @@
-"""`main.py avatar info FILE`: what is inside an avatar file."""
+"""`main.py avatar info FILE` and `avatar list`: what is inside an avatar file, which
+avatars come with the program."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from app.cli import UserError
 
@@ -16,18 +19,26 @@ def add_parser(sub) -> None:
                               description="Print an avatar file's name, Gaussian count, bones, "
                               "size, licence and provenance. FILE may be 'default' for the "
                               "embedded avatar.")
-    info.add_argument("file", help="a .lca file, or 'default'")
+    info.add_argument("file", help="a .lca file, 'default' or 'stock:NAME'")
     info.set_defaults(func=run_info)
+    listing = actions.add_parser("list", help="list the avatars that come with the program",
+                                 description="List the embedded default avatar and the stock "
+                                 "avatars (people of other builds and looks); use one with "
+                                 "--avatar stock:NAME.")
+    listing.set_defaults(func=run_list)
     from app.scan_cmd import add_parsers as add_scan_parsers
 
     add_scan_parsers(actions)  # export and import: splat scans out and in
 
 
-def describe(path: Path) -> str:
+def describe(path: Path, data=None) -> str:
+    """What the avatar file at ``path`` holds (``data``: its contents already loaded, for a
+    stock avatar, which has no file of its own)."""
     from avatar.lca import load_avatar_file
     from avatar.template import load_template
 
-    data = load_avatar_file(path, load_template())
+    if data is None:
+        data = load_avatar_file(path, load_template())
     from render.gaussians import SH_COUNTS
 
     colours = "RGB" if data.colors.ndim == 2 else f"SH degree {SH_COUNTS[data.colors.shape[1]]}"
@@ -42,6 +53,9 @@ def describe(path: Path) -> str:
         "correctives: " + (f"{len(data.corrective_bones)} driving bones + 52 face weights, "
                            f"{data.corrective_index.shape[1]} features a vertex"
                            if data.has_correctives else "none"),
+        "body:        " + (", ".join(f"{k} {v:.2f}" for k, v in data.shape.phenotype.items())
+                           + f" (anny; {np.ptp(_rest_heights(data)):.2f} m tall)"
+                           if data.shape is not None else "the template's"),
         f"licence:     {data.licence}",
         f"attribution: {data.attribution}",
         "provenance:  " + ", ".join(f"{k}={v}" for k, v in data.provenance.items()),
@@ -49,13 +63,36 @@ def describe(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _rest_heights(data):
+    from avatar.template import load_template
+
+    return (load_template().vertices + data.shape.vertex_delta)[:, 1]
+
+
 def run_info(args) -> int:
-    from avatar.avatar import DEFAULT_AVATAR_PATH
+    from avatar.avatar import DEFAULT_AVATAR_PATH, load_avatar
     from avatar.lca import AvatarFileError
 
-    path = DEFAULT_AVATAR_PATH if args.file == "default" else Path(args.file)
     try:
+        if args.file.startswith("stock:"):
+            data = load_avatar(args.file).data
+            print(describe(DEFAULT_AVATAR_PATH, data).replace(
+                f"file:        {DEFAULT_AVATAR_PATH}", f"file:        {args.file} (built from "
+                f"{DEFAULT_AVATAR_PATH.name} and the stock asset)"))
+            return 0
+        path = DEFAULT_AVATAR_PATH if args.file == "default" else Path(args.file)
         print(describe(path))
     except AvatarFileError as exc:
+        raise UserError(str(exc)) from None
+    return 0
+
+
+def run_list(args) -> int:
+    from avatar.stock import StockError, describe_stock
+
+    print(f"{'default':16s} the embedded default avatar")
+    try:
+        print(describe_stock())
+    except StockError as exc:
         raise UserError(str(exc)) from None
     return 0

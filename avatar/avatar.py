@@ -39,6 +39,10 @@ class Avatar:
 
     def __init__(self, data: AvatarData, template: Template):
         self.data = data
+        # A person's own body (avatar.shape): the same mesh and rig with other rest vertices
+        # and bone heads; ``template`` and ``rig`` are then the shaped ones.
+        if data.shape is not None:
+            template = data.shape.apply(template)
         self.template = template
         self.rig = Rig(template)
         lambert = data.shading == "lambert"
@@ -93,8 +97,18 @@ def pose_features(bone_rotations: np.ndarray, blendshape_weights: np.ndarray) ->
 
 
 def load_avatar(source: str | Path = "default", template: Template | None = None) -> Avatar:
-    """An avatar from a .lca path, or the embedded default for "default"."""
+    """An avatar from a .lca path, the embedded default for "default", or a stock avatar
+    for "stock:NAME" (avatar/stock.py)."""
     template = template or load_template()
+    if str(source).startswith("stock:"):
+        from avatar.stock import StockError, stock_avatar_data
+
+        default = load_avatar_file(DEFAULT_AVATAR_PATH, template)
+        try:
+            data = stock_avatar_data(str(source)[len("stock:"):], default, template)
+        except StockError as exc:
+            raise AvatarFileError(str(exc)) from None
+        return Avatar(data, template)
     path = DEFAULT_AVATAR_PATH if str(source) == "default" else Path(source)
     if str(source) != "default" and path.suffix != ".lca" and not path.exists():
         raise AvatarFileError(f"{path}: no such avatar file (use 'default' or a .lca path)")

@@ -32,6 +32,14 @@ rest mesh, driven per frame by pose features), present together or not at all:
 - ``corrective_index`` (V, M) int32: the features that move each template vertex,
 - ``corrective_basis`` (V, M, 3): metres per unit feature, finite, at most 1 m.
 
+Optional body shape (``avatar.shape.BodyShape``: the person's own body as deltas against the
+template's rest mesh), present together or not at all:
+
+- metadata ``shape``: {"phenotype": {anny phenotype name: value in [0, 1]},
+  "local_changes": {anny local-change name: value in [-1, 1]}} (what made the deltas),
+- ``shape_vertex_delta`` (V, 3) and ``shape_bone_head_delta`` (J, 3) float32: metres added
+  to the template's rest vertices and bone heads, finite, each at most 1 m.
+
 Loading validates everything (header, version, shapes, dtypes, finite values, index ranges,
 the template reference) and raises ``AvatarFileError`` with one readable line; nothing from
 deep inside numpy or safetensors escapes.
@@ -49,6 +57,7 @@ import numpy as np
 from common.files import replacing
 from common.safejson import loads as json_loads
 from avatar.codes import BLENDSHAPE_NAMES, BODY_BONES, HAND_BONES, HEAD_BONES
+from avatar.shape import MAX_SHAPE_DELTA_M, BodyShape, ShapeError, check_shape_parameters
 
 FORMAT = "lca"
 FORMAT_VERSION = 1
@@ -103,6 +112,7 @@ class AvatarData:
     corrective_bones: list[str] = field(default_factory=list)
     corrective_index: np.ndarray | None = None   # (V, M) int32
     corrective_basis: np.ndarray | None = None   # (V, M, 3) float32
+    shape: BodyShape | None = None               # the person's body; None: the template's
 
     def __len__(self) -> int:
         return int(self.binding_face.shape[0])
@@ -115,6 +125,7 @@ class AvatarData:
 _TENSORS = ("binding_face", "binding_bary", "binding_offset", "local_quats", "local_scales",
             "opacities", "colors")
 _CORRECTIVE_TENSORS = ("corrective_index", "corrective_basis")
+_SHAPE_TENSORS = ("shape_vertex_delta", "shape_bone_head_delta")
 MAX_CORRECTIVE_WIDTH = 128  # features per vertex
 MAX_CORRECTIVE_M = 1.0      # metres per unit feature
 
@@ -141,6 +152,12 @@ def save_avatar_file(path: str | Path, avatar: AvatarData, compact: bool = True)
         tensors["corrective_index"] = np.ascontiguousarray(avatar.corrective_index, np.int32)
         basis = np.ascontiguousarray(avatar.corrective_basis)
         tensors["corrective_basis"] = basis.astype(np.float16 if compact else np.float32)
+    if avatar.shape is not None:
+        # float32: a float16 delta of 0.5 m would be off by a quarter of a millimetre.
+        tensors["shape_vertex_delta"] = np.ascontiguousarray(avatar.shape.vertex_delta,
+                                                             np.float32)
+        tensors["shape_bone_head_delta"] = np.ascontiguousarray(avatar.shape.bone_head_delta,
+                                                                np.float32)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -156,6 +173,9 @@ def save_avatar_file(path: str | Path, avatar: AvatarData, compact: bool = True)
     }
     if avatar.has_correctives:
         meta["correctives"] = {"bones": list(avatar.corrective_bones)}
+    if avatar.shape is not None:
+        meta["shape"] = {"phenotype": dict(avatar.shape.phenotype),
+                         "local_changes": dict(avatar.shape.local_changes)}
     with replacing(path) as tmp:
         save_file(tensors, str(tmp), metadata={"lca": json.dumps(meta, sort_keys=True)})
 
@@ -209,7 +229,9 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         if not isinstance(entry, dict) or "shape" not in entry or "dtype" not in entry:
             raise AvatarFileError(f"{path}: tensor {name!r} is missing")
     corrective = meta.get("correctives")
+    shape_meta = meta.get("shape")
     expected = set(_TENSORS) | (set(_CORRECTIVE_TENSORS) if corrective is not None else set())
+    expected |= set(_SHAPE_TENSORS) if shape_meta is not None else set()
     for name in expected - set(_TENSORS):
         if not isinstance(header.get(name), dict):
             raise AvatarFileError(f"{path}: tensor {name!r} is missing")
@@ -248,6 +270,10 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         basis = tensors["corrective_basis"]
         if basis.dtype not in _FLOATS or not np.all(np.isfinite(basis)):
             raise AvatarFileError(f"{path}: corrective_basis must be finite float16/32")
+    if shape_meta is not None:
+        for name in _SHAPE_TENSORS:
+            if tensors[name].dtype not in _FLOATS or not np.all(np.isfinite(tensors[name])):
+                raise AvatarFileError(f"{path}: {name} must be finite float16/32")
     integers = ("binding_face", "corrective_index")
     arrays = {k: (v.astype(np.int32) if k in integers else v.astype(np.float32))
               for k, v in tensors.items()}
@@ -279,8 +305,11 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
         if (any(ref[k] != actual[k] for k in actual)
                 or list(meta["bone_names"]) != list(template.bone_names)):
             raise AvatarFileError(f"{path}: made for another template ({ref['name']}: {ref})")
-    body_height_m = (float(np.ptp(template.vertices[:, 1])) if template is not None
-                     else DEFAULT_BODY_HEIGHT_M)
+    shape = _check_shape(path, meta, arrays) if shape_meta is not None else None
+    body_height_m = DEFAULT_BODY_HEIGHT_M
+    if template is not None:
+        rest = template.vertices if shape is None else template.vertices + shape.vertex_delta
+        body_height_m = float(np.ptp(rest[:, 1]))
     check_render_cost(path, arrays["local_scales"], arrays["binding_offset"],
                       arrays["opacities"], body_height_m)
     correctives = {}
@@ -289,7 +318,7 @@ def load_avatar_file(path: str | Path, template=None) -> AvatarData:
     return AvatarData(
         name=meta["name"], template=meta["template"], bone_names=list(meta["bone_names"]),
         shading=meta["shading"], licence=meta["licence"], attribution=meta["attribution"],
-        provenance=meta["provenance"], **arrays, **correctives,
+        provenance=meta["provenance"], shape=shape, **arrays, **correctives,
     )
 
 
@@ -354,6 +383,31 @@ def _check_correctives(path: Path, meta: dict, arrays: dict) -> dict:
         raise AvatarFileError(f"{path}: corrective_basis over {MAX_CORRECTIVE_M} m a feature")
     return {"corrective_bones": list(bones), "corrective_index": index.astype(np.int32),
             "corrective_basis": basis}
+
+
+def _check_shape(path: Path, meta: dict, arrays: dict) -> BodyShape:
+    """The body shape of ``AvatarData`` (its tensors popped from ``arrays``), checked."""
+    shape = meta["shape"]
+    if not isinstance(shape, dict) or set(shape) != {"phenotype", "local_changes"}:
+        raise AvatarFileError(f"{path}: metadata 'shape' must hold phenotype and local_changes")
+    try:
+        check_shape_parameters(shape["phenotype"], shape["local_changes"])
+    except ShapeError as exc:
+        raise AvatarFileError(f"{path}: {exc}") from None
+    vertex_delta = arrays.pop("shape_vertex_delta")
+    head_delta = arrays.pop("shape_bone_head_delta")
+    expected = [(meta["template"]["vertices"], 3), (meta["template"]["bones"], 3)]
+    if [vertex_delta.shape, head_delta.shape] != expected:
+        raise AvatarFileError(f"{path}: shape deltas have shapes {list(vertex_delta.shape)} and "
+                              f"{list(head_delta.shape)}, expected {list(expected[0])} and "
+                              f"{list(expected[1])}")
+    largest = max(float(np.abs(vertex_delta).max(initial=0.0)),
+                  float(np.abs(head_delta).max(initial=0.0)))
+    if largest > MAX_SHAPE_DELTA_M:
+        raise AvatarFileError(f"{path}: a shape delta of {largest:.3g} m is over the "
+                              f"{MAX_SHAPE_DELTA_M} m limit")
+    return BodyShape(dict(shape["phenotype"]), dict(shape["local_changes"]),
+                     vertex_delta, head_delta)
 
 
 def _check_meta(path: Path, meta: dict) -> None:

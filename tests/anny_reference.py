@@ -8,8 +8,10 @@ from avatar.codes import BLENDSHAPE_NAMES, Codes
 from common.rotation import quat_to_matrix
 
 
-def anny_posed_vertices(model, rig, codes: Codes, offset: np.ndarray) -> np.ndarray:
-    """Vertices (V, 3) in our axes from anny's own forward pass for the same codes.
+def anny_posed_vertices(model, rig, codes: Codes, offset: np.ndarray, phenotype=None,
+                        local_changes=None) -> np.ndarray:
+    """Vertices (V, 3) in our axes from anny's own forward pass for the same codes (and body
+    shape: anny's phenotype and local-change parameters, when given).
 
     Our local rotations q_c (world-aligned rest axes) become anny 'local-bone-world' deltas
     D_c = U_c^T U_p R_p^T q_c R_c (anny axes; U: anny's reference orientations, R: its rest
@@ -19,8 +21,9 @@ def anny_posed_vertices(model, rig, codes: Codes, offset: np.ndarray) -> np.ndar
 
     from scripts.build_template import OURS_FROM_ANNY as M
 
+    shape = {"phenotype_kwargs": phenotype, "local_changes_kwargs": local_changes}
     with torch.no_grad():
-        rest = model()
+        rest = model(**shape)
     R = rest["rest_bone_poses"][0, :, :3, :3].numpy()
     U = model.reference_bone_orientations.numpy()
     q = quat_to_matrix(rig.local_rotations(codes))
@@ -35,5 +38,5 @@ def anny_posed_vertices(model, rig, codes: Codes, offset: np.ndarray) -> np.ndar
     face = {f"{n}": torch.tensor([float(w)], dtype=torch.float64)
             for n, w in zip(BLENDSHAPE_NAMES, codes.face)}
     with torch.no_grad():
-        out = model(pose_parameters=torch.from_numpy(deltas[None]), facial_actions=face)
+        out = model(pose_parameters=torch.from_numpy(deltas[None]), facial_actions=face, **shape)
     return out["vertices"][0].numpy() @ M.T + offset

@@ -91,6 +91,25 @@ def test_an_avatar_with_correctives_crosses_the_call_whole(tmp_path, small_avata
         np.testing.assert_array_equal(received.corrective_basis, sent.corrective_basis)
 
 
+def test_a_shaped_avatar_crosses_the_call_whole(tmp_path, small_avatar):
+    pytest.importorskip("anny")
+    from avatar.shape import anny_shape
+    from avatar.template import load_template
+
+    template = load_template()
+    shape = anny_shape({"weight": 0.8, "height": 0.3}, template=template)
+    data = load_avatar_file(small_avatar, template)
+    data.shape = shape
+    path = tmp_path / "shaped.lca"
+    save_avatar_file(path, data)
+    results, got = asyncio.run(asyncio.wait_for(_exchange(tmp_path, path), 60))
+    assert [r[0] for r in results] == ["ready", "ready"]
+    for received in got:
+        assert received.shape.phenotype == shape.phenotype
+        np.testing.assert_array_equal(received.shape.vertex_delta, shape.vertex_delta)
+        np.testing.assert_array_equal(received.shape.bone_head_delta, shape.bone_head_delta)
+
+
 def test_an_invalid_avatar_is_refused_and_the_default_stays(tmp_path):
     bogus = tmp_path / "bogus.lca"
     bogus.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}" + bytes(5000))

@@ -359,8 +359,11 @@ def test_a_posed_export_imported_is_a_drivable_avatar_at_rest(tmp_path, original
 @pytest.mark.slow
 def test_a_stouter_person_is_fitted_thicker_not_bigger(tmp_path, original, gl, capsys):
     """The default avatar made 12 mm thicker all round (its offsets), exported walking and
-    imported: the fit finds the thickness and keeps the scale (the same height), and the rest
-    render matches the thicker avatar's."""
+    imported with the template's body (``--no-shape``): the fit finds the thickness and keeps
+    the scale (the same height), and the rest render matches the thicker avatar's. (With the
+    body-shape fit this scan, which is no anny body, comes back as a heavier anny body,
+    weight 0.95, and 7.5 mm of the thickness in the offsets; its rest render then scores
+    23.9 dB against this one's 29.4: anny's fat is not a uniform thickening.)"""
     import dataclasses
 
     thick = Avatar(dataclasses.replace(original.data,
@@ -372,9 +375,10 @@ def test_a_stouter_person_is_fitted_thicker_not_bigger(tmp_path, original, gl, c
     # Thinned to the share of the avatar that 150,000 of its 217,200 Gaussians were when this
     # was measured (the default avatar has more Gaussians since).
     keep = str(int(len(original) * 150_000 / 217_200))
-    code, err = import_cli(scan, out, capsys, "--max-gaussians", keep)
+    code, err = import_cli(scan, out, capsys, "--max-gaussians", keep, "--no-shape")
     assert code == 0, err
     data = load_avatar_file(out, original.template)
+    assert data.shape is None
     assert "+12." in data.provenance["shape"] or "+11." in data.provenance["shape"], data.provenance
     assert abs(data.provenance["scan_units_per_metre"] - 1) < 0.02
     avatar = Avatar(data, original.template)
