@@ -52,6 +52,7 @@ SELF_VIEW_EVERY = 3                # and on one frame in 3 at most (when frames 
 TEXT_PERIOD_S = 0.25               # the overlay's numbers change 4 times a second
 VIDEO_WIDTH = 160                  # the others' camera pictures, pixels wide
 VIDEO_HOLD_S = 2.0                 # a picture stays this long after its camera stops
+ORDER_REUSE = 1                    # the remotes' depth order serves 2 poses (1 re-used)
 VOICE_PLACES_PERIOD_S = 0.1        # where the voices come from: sent 10 times a second at most
 BACKGROUND = (0.12, 0.12, 0.14)
 SELF_BACKGROUND = (0.2, 0.2, 0.24)
@@ -467,6 +468,9 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self.default_avatar = load_avatar("default", self.template)
             self.avatars: dict[str, object] = {}  # remote id -> its own Avatar, once arrived
             self.seats: dict[str, _Seat] = {}
+            # The remotes' depth order is sorted every other frame while the view holds
+            # (render.gl: pose_order_reuse; bench/bench_call_window.py --profile).
+            self.renderer.pose_order_reuse = ORDER_REUSE
             self.self_renderer = GLSplatRenderer(self.ctx)
             self._self_skinned = (upper_body(own_avatar),)
             self._self_codes_key = None

@@ -471,4 +471,4 @@ class GLAvatarPoser:
         except Exception as exc:
             raise GLContextLost(f"posing avatars on the GPU failed: {exc}") from exc
         self.last_poses = poses
-        r.set_contents(self.count, self.sh_count, None)
+        r.set_contents(self.count, self.sh_count, None, reposed=True)

@@ -227,3 +227,42 @@ def test_a_room_mixing_baked_and_lambert_avatars_shades_each_its_own_way(rendere
             assert error < 1e-4
     # The two shadings differ on this avatar, so the check above can tell them apart.
     assert np.abs(baked.pose(codes).colors - avatar.pose(codes).colors).max() > 0.1
+
+
+def test_a_kept_depth_order_serves_the_next_pose_only_while_the_view_holds(renderer, avatar):
+    """``pose_order_reuse = 1`` (the call window): a pose after a sort is drawn in the last
+    order; the one after sorts again, and so does any pose once the view moves. A frame's
+    movement drawn in the last order looks as the freshly sorted one does."""
+    from avatar.codes import Codes
+
+    def codes(i: int):  # the jaw opening a little more each 30 Hz frame
+        face = np.zeros(52)
+        face[25] = 0.3 + 0.03 * i
+        return Codes(face=face, root_translation=np.array([0.002 * i, 0.0, 0.0]))
+
+    cam = Camera.look_at([0.2, 1.5, 0.9], [0, 1.5, 0], 96, 128, vertical_fov_deg=40)
+    renderer.upload_avatars([avatar.skinned])
+    try:
+        renderer.pose_order_reuse = 1
+        sorted_at = []
+        for i in range(5):
+            renderer.pose_avatars([avatar.skin_pose(codes(i))])
+            sorted_at.append(renderer.sort_for(cam.position, cam.forward))
+        assert sorted_at == [True, False, True, False, True]
+        renderer.pose_avatars([avatar.skin_pose(codes(5))])
+        kept = renderer.render(None, cam).astype(np.float64)  # in the order of pose 4
+        moved = Camera.look_at([0.25, 1.5, 0.9], [0, 1.5, 0], 96, 128, vertical_fov_deg=40)
+        assert renderer.sort_for(moved.position, moved.forward)  # the view moved: sorted
+        renderer.pose_order_reuse = 0
+        renderer.pose_avatars([avatar.skin_pose(codes(5))])
+        assert renderer.sort_for(cam.position, cam.forward)
+        fresh = renderer.render(None, cam).astype(np.float64)
+        renderer.pose_avatars([avatar.skin_pose(codes(6))])
+        assert renderer.sort_for(cam.position, cam.forward)  # 0: every pose sorts
+    finally:
+        renderer.pose_order_reuse = 0
+    assert fresh[..., 3].mean() > 0.3  # the face fills the view
+    mse = float(np.mean((kept - fresh) ** 2))
+    value = math.inf if mse == 0 else 10 * math.log10(1 / mse)
+    print(f"a frame drawn in the last frame's order vs sorted: PSNR {value:.1f} dB")
+    assert value >= 40
