@@ -7,9 +7,10 @@ calls, which hold the GIL: on a thread of the call's process (or polled from an 
 task) the window stalled the event loop that long, delaying the codes, RTCP and voice that
 aiortc handles there (measured: a probe thread saw 155-250 ms gaps; 13 of 786 codes frames
 lost, none in a separate process). Once per call tick ``CallMonitor.tick`` makes a
-``CallSnapshot`` (plain numbers and codes, picklable); it goes through a pipe when the
-window asks for the next one, and the window's keys come back as ``CallControls`` settings
-and requests that the call's tick reads.
+``CallSnapshot`` (plain numbers and codes, picklable); the window asks for one at the start
+of each frame and ``WindowLink``'s reader thread answers at once with the newest (so the
+window draws the newest tick's poses, never a stale snapshot), and the window's keys come
+back as ``CallControls`` settings and requests that the call's tick reads.
 
 Keys: M mute the microphone, C camera off (our avatar holds a neutral pose), V the others'
 camera pictures (asked for, so sent, only while shown: net.video), O start/stop recording,
