@@ -887,6 +887,7 @@ class WindowLink:
     display_s = property(lambda self: self.server.display_s)
     voice_places = property(lambda self: self.server.voice_places)
     presented = property(lambda self: self.server.presented)
+    frames_asked = property(lambda self: self.server.wants)  # one a window frame
 
     def wait_ready(self, timeout_s: float) -> str | None:
         """None once the window is open (and the reader thread started), else why not."""
@@ -939,6 +940,7 @@ class SnapshotServer:
         self._lock = threading.Lock()   # the snapshot slot and the pipe's sending end
         self._newest: CallSnapshot | None = None  # from show(), not yet sent
         self._wanted = True        # the window is waiting for a snapshot
+        self.wants = 0             # snapshots asked for: one at the start of each frame
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -974,6 +976,7 @@ class SnapshotServer:
         kind = message[0]
         if kind == "want":
             self.display_s = float(message[1])
+            self.wants += 1
             with self._lock:
                 self._wanted = True
                 if self._newest is not None:

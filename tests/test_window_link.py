@@ -54,7 +54,7 @@ def test_a_want_is_answered_at_once_with_the_newest_tick_without_waiting_for_the
         mailbox.receive(2.0)
         assert mailbox.fresh and mailbox.latest.uptime_s == 3.0  # the newest, not 2
         assert time.monotonic() - started < 1.0  # answered by the reader, no tick needed
-        assert _wait_for(lambda: server.display_s == 0.08)
+        assert _wait_for(lambda: server.display_s == 0.08) and server.wants == 1
         # Nothing newer yet: the window waits (at most its wait), then the next tick's
         # snapshot goes out as soon as the call makes it.
         mailbox.send(("want", 0.08))
