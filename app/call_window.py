@@ -7,9 +7,10 @@ calls, which hold the GIL: on a thread of the call's process (or polled from an 
 task) the window stalled the event loop that long, delaying the codes, RTCP and voice that
 aiortc handles there (measured: a probe thread saw 155-250 ms gaps; 13 of 786 codes frames
 lost, none in a separate process). Once per call tick ``CallMonitor.tick`` makes a
-``CallSnapshot`` (plain numbers and codes, picklable); it goes through a pipe when the
-window asks for the next one, and the window's keys come back as ``CallControls`` settings
-and requests that the call's tick reads.
+``CallSnapshot`` (plain numbers and codes, picklable); the window asks for one at the start
+of each frame and ``WindowLink``'s reader thread answers at once with the newest (so the
+window draws the newest tick's poses, never a stale snapshot), and the window's keys come
+back as ``CallControls`` settings and requests that the call's tick reads.
 
 Keys: M mute the microphone, C camera off (our avatar holds a neutral pose), V the others'
 camera pictures (asked for, so sent, only while shown: net.video), O start/stop recording,
@@ -52,6 +53,7 @@ SELF_VIEW_EVERY = 3                # and on one frame in 3 at most (when frames 
 TEXT_PERIOD_S = 0.25               # the overlay's numbers change 4 times a second
 VIDEO_WIDTH = 160                  # the others' camera pictures, pixels wide
 VIDEO_HOLD_S = 2.0                 # a picture stays this long after its camera stops
+ORDER_REUSE = 1                    # the remotes' depth order serves 2 poses (1 re-used)
 VOICE_PLACES_PERIOD_S = 0.1        # where the voices come from: sent 10 times a second at most
 BACKGROUND = (0.12, 0.12, 0.14)
 SELF_BACKGROUND = (0.2, 0.2, 0.24)
@@ -467,6 +469,9 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self.default_avatar = load_avatar("default", self.template)
             self.avatars: dict[str, object] = {}  # remote id -> its own Avatar, once arrived
             self.seats: dict[str, _Seat] = {}
+            # The remotes' depth order is sorted every other frame while the view holds
+            # (render.gl: pose_order_reuse; bench/bench_call_window.py --profile).
+            self.renderer.pose_order_reuse = ORDER_REUSE
             self.self_renderer = GLSplatRenderer(self.ctx)
             self._self_skinned = (upper_body(own_avatar),)
             self._self_codes_key = None
@@ -546,15 +551,16 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             period = 1.0 / options.fps
             while not glfw.window_should_close(self.window):
                 started = time.perf_counter()
-                for remote_id, path in mailbox.receive():
+                # Ask for the newest snapshot now and draw it: the call's reader thread
+                # answers at once with its newest tick's (WindowLink). The frame time goes
+                # with it: the voice waits that much more (app.speakers.voice_delay_s).
+                mailbox.send(("want", self.frame_ms / 1000))
+                for remote_id, path in mailbox.receive(FRESH_WAIT_S):
                     self.avatar_arrived(remote_id, path)
                 if mailbox.stopped:
                     break
                 self.draw_frame()
                 self.frames_drawn += 1
-                # One snapshot in flight: the call never waits. The frame time goes with it:
-                # the voice waits that much more (app.speakers.voice_delay_s).
-                mailbox.send(("want", self.frame_ms / 1000))
                 snap = mailbox.latest
                 if self.screenshot_at is not None and snap.uptime_s >= self.screenshot_at:
                     self.screenshot_at = None
@@ -852,12 +858,18 @@ WINDOW_START_S = 120.0  # the window process imports, loads the avatar and opens
 
 
 class WindowLink:
-    """The call's side of the window process (multiprocessing, spawned): snapshots go out
-    one at a time as the window asks for them, so a slow window never makes the call wait
-    (nor fills the pipe); keys come back as ``CallControls`` settings and requests. The
-    window is a process, not a thread: Mesa runs the GL work inside moderngl's calls, which
-    hold the GIL, and a probe thread beside the window measured gaps of 155-250 ms (p99, max)
-    while it drew: the call's event loop would have stalled as long."""
+    """The call's side of the window process (multiprocessing, spawned). The window asks for
+    a snapshot at the start of each frame and a reader thread here answers at once with the
+    newest one the call's tick made (``show``), or with the next one if the window already
+    has that: the window draws the pose of the newest tick, never one waiting in the pipe (at
+    most one snapshot is ever in flight, so a slow window never makes the call wait nor
+    fills the pipe). Before, the call answered on its next tick and the window drew that
+    snapshot only on its next frame: when the tick came late (a loaded machine), the window
+    drew the old snapshot again and the new one a whole frame later. Keys come back as
+    ``CallControls`` settings and requests. The window is a process, not a thread: Mesa runs
+    the GL work inside moderngl's calls, which hold the GIL, and a probe thread beside the
+    window measured gaps of 155-250 ms (p99, max) while it drew: the call's event loop would
+    have stalled as long."""
 
     def __init__(self, options: WindowOptions):
         import multiprocessing
@@ -868,17 +880,17 @@ class WindowLink:
                                        name="call-window", daemon=True)
         self.process.start()
         child.close()
-        self.controls = CallControls()
-        self.closed = False        # the user closed the window (or it died)
-        self.display_s = 0.0       # the window's frame time: a pose shows this much later
-        self.voice_places: dict = {}  # remote id -> (pan, distance) from the window's camera
-        # With WindowOptions.report_presented: (snapshot's made_at, [(remote id, sender time
-        # shown, seq)], time.monotonic() after the swap) per frame drawn.
-        self.presented: deque = deque(maxlen=100_000)
-        self._wanted = False
+        self.server = SnapshotServer(self._conn)
+
+    controls = property(lambda self: self.server.controls)
+    closed = property(lambda self: self.server.closed)
+    display_s = property(lambda self: self.server.display_s)
+    voice_places = property(lambda self: self.server.voice_places)
+    presented = property(lambda self: self.server.presented)
+    frames_asked = property(lambda self: self.server.wants)  # one a window frame
 
     def wait_ready(self, timeout_s: float) -> str | None:
-        """None once the window is open, else why it is not."""
+        """None once the window is open (and the reader thread started), else why not."""
         if not self._conn.poll(timeout_s):
             return "the call window did not open in time"
         try:
@@ -887,51 +899,115 @@ class WindowLink:
             return "the call window's process ended"
         if message[0] == "error":
             return message[1]
-        self._wanted = True
+        self.server.start()
         return None
 
     def poll(self) -> None:
-        """Take in what the window said (call's thread, each tick; never blocks)."""
-        try:
-            while not self.closed and self._conn.poll():
-                message = self._conn.recv()
-                if message[0] == "want":
-                    self._wanted = True
-                    self.display_s = float(message[1])
-                elif message[0] == "set":
-                    setattr(self.controls, message[1], bool(message[2]))
-                elif message[0] == "request":
-                    self.controls.request(message[1])
-                elif message[0] == "voices":
-                    self.voice_places = dict(message[1])
-                elif message[0] == "presented":
-                    self.presented.append(message[1:])
-                elif message[0] == "closed":
-                    self.closed = True
-        except (EOFError, OSError):
-            self.closed = True
+        """Nothing to do: the reader thread takes in what the window says as it comes (kept
+        for the call's tick, which calls it)."""
 
     def show(self, snapshot: CallSnapshot) -> None:
-        if self._wanted and not self.closed:
-            self._send(("snapshot", snapshot))
-            self._wanted = False
+        """The call tick's newest snapshot: sent now if the window is waiting for one."""
+        self.server.show(snapshot)
 
     def avatar(self, remote_id: str, path: Path) -> None:
-        self._send(("avatar", remote_id, str(path)))
-
-    def _send(self, message) -> None:
-        try:
-            self._conn.send(message)
-        except (BrokenPipeError, OSError):
-            self.closed = True
+        self.server.send(("avatar", remote_id, str(path)))
 
     def stop(self) -> None:
-        self._send(("stop",))
+        self.server.send(("stop",))
         self.process.join(10)
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(5)
-        self._conn.close()
+        self.server.stop()
+
+
+class SnapshotServer:
+    """The call's end of the window's pipe: a reader thread takes in what the window says
+    (``want``, key settings and requests, voice places, presented frames, ``closed``) and
+    answers each ``want`` with the newest snapshot not yet sent, at once if the call's tick
+    has made one since, else as soon as ``show`` gets the next one."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self.controls = CallControls()
+        self.closed = False        # the user closed the window (or it died)
+        self.display_s = 0.0       # the window's frame time: a pose shows this much later
+        self.voice_places: dict = {}  # remote id -> (pan, distance) from the window's camera
+        # With WindowOptions.report_presented: (snapshot's made_at, [(remote id, sender time
+        # shown, seq)], time.monotonic() after the swap) per frame drawn.
+        self.presented: deque = deque(maxlen=100_000)
+        self._lock = threading.Lock()   # the snapshot slot and the pipe's sending end
+        self._newest: CallSnapshot | None = None  # from show(), not yet sent
+        self._wanted = True        # the window is waiting for a snapshot
+        self.wants = 0             # snapshots asked for: one at the start of each frame
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._read, name="call-window-reader",
+                                        daemon=True)
+        self._thread.start()
+
+    def show(self, snapshot: CallSnapshot) -> None:
+        with self._lock:
+            self._newest = snapshot
+            if self._wanted:
+                self._send_newest()
+
+    def send(self, message) -> None:
+        with self._lock:
+            self._send(message)
+
+    def stop(self) -> None:
+        self.closed = True
+        self._conn.close()  # the reader's recv ends (EOF or OSError)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _read(self) -> None:
+        try:
+            while not self.closed:
+                self._take(self._conn.recv())
+        except (EOFError, OSError, TypeError, ValueError):
+            pass  # the window process is gone (or we closed the pipe)
+        self.closed = True
+
+    def _take(self, message) -> None:
+        kind = message[0]
+        if kind == "want":
+            self.display_s = float(message[1])
+            self.wants += 1
+            with self._lock:
+                self._wanted = True
+                if self._newest is not None:
+                    self._send_newest()
+        elif kind == "set":
+            setattr(self.controls, message[1], bool(message[2]))
+        elif kind == "request":
+            self.controls.request(message[1])
+        elif kind == "voices":
+            self.voice_places = dict(message[1])
+        elif kind == "presented":
+            self.presented.append(message[1:])
+        elif kind == "closed":
+            self.closed = True
+
+    def _send_newest(self) -> None:  # with the lock held
+        if self._send(("snapshot", self._newest)):
+            self._newest, self._wanted = None, False
+
+    def _send(self, message) -> bool:  # with the lock held
+        if self.closed:
+            return False
+        try:
+            self._conn.send(message)
+            return True
+        except (BrokenPipeError, OSError):
+            self.closed = True
+            return False
+
+
+FRESH_WAIT_S = 0.025  # the window waits this long at most for its snapshot (a 60 Hz tick)
 
 
 class _WindowMailbox:
@@ -941,6 +1017,7 @@ class _WindowMailbox:
         self.conn = conn
         self.latest = CallSnapshot()
         self.stopped = False
+        self.fresh = False     # latest came in for this frame (False: drawn before)
 
     def send(self, message) -> None:
         try:
@@ -948,18 +1025,27 @@ class _WindowMailbox:
         except (BrokenPipeError, OSError):
             self.stopped = True
 
-    def receive(self) -> list[tuple[str, str]]:
-        """Take in everything the call sent; returns the avatars that arrived."""
+    def receive(self, wait_s: float = 0.0) -> list[tuple[str, str]]:
+        """Take in everything the call sent, keeping only the newest snapshot (the others
+        are stale); returns the avatars that arrived. ``wait_s``: wait that long at most
+        for a snapshot if none is there."""
         avatars = []
+        self.fresh = False
+        deadline = time.monotonic() + wait_s
         try:
-            while self.conn.poll():
-                message = self.conn.recv()
-                if message[0] == "snapshot":
-                    self.latest = message[1]
-                elif message[0] == "avatar":
-                    avatars.append((message[1], message[2]))
-                elif message[0] == "stop":
-                    self.stopped = True
+            while not self.stopped:
+                while self.conn.poll():
+                    message = self.conn.recv()
+                    if message[0] == "snapshot":
+                        self.latest = message[1]
+                        self.fresh = True
+                    elif message[0] == "avatar":
+                        avatars.append((message[1], message[2]))
+                    elif message[0] == "stop":
+                        self.stopped = True
+                left = deadline - time.monotonic()
+                if self.fresh or left <= 0 or not self.conn.poll(left):
+                    break
         except (EOFError, OSError):
             self.stopped = True  # the call process is gone
         return avatars

@@ -62,9 +62,8 @@ def measure(args) -> int:
         views = [RemoteView(rid, rid, codes, True, 50.0, 30.0, 60.0, 0.0, 0.0)
                  for rid in ("r1", "r2")]
         link.poll()
-        before_show = link._wanted
         link.show(CallSnapshot(views, own_codes=codes, made_at=now))
-        drawn += int(before_show)
+        drawn = link.frames_asked
         time.sleep(1 / 60)
     link.stop()
     call_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

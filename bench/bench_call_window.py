@@ -11,7 +11,8 @@ measure the other jobs on a shared machine disturb least); ``--screenshot`` save
 frame to look at.
 
     .venv/bin/python bench/bench_call_window.py [--frames 60] [--size 960x540]
-        [--screenshot FILE.png] [--full-detail] [--profile] [--quality]
+        [--screenshot FILE.png] [--full-detail] [--profile] [--quality] [--tracked-face]
+        [--order-reuse N]
 """
 
 from __future__ import annotations
@@ -61,7 +62,14 @@ def main() -> int:
                         help="also split the frame: posing, sort (with the means' readback), "
                              "the rasteriser's stages, self-view, overlay, swap (GL finished "
                              "after each, so the total is a little above the plain run's)")
+    parser.add_argument("--tracked-face", action="store_true",
+                        help="every face blendshape active, as tracking gives them (the wave "
+                             "pose has 2): weights 0.05-0.35 changing each frame")
+    parser.add_argument("--order-reuse", type=int, default=None, metavar="N",
+                        help="the renderer's pose_order_reuse (default: the window's)")
     args = parser.parse_args()
+    global TRACKED_FACE
+    TRACKED_FACE = args.tracked_face
     xvfb = start_xvfb()
     try:
         return measure(args)
@@ -91,6 +99,9 @@ def remote_snapshot(codes):
                         own_codes=codes, tracker_fps=30.0, mic_level=0.1)
 
 
+TRACKED_FACE = False
+
+
 def run_frames(window, monitor, frames: int, parts: dict | None = None):
     """Draw ``frames`` (+5 warm-up) frames of the ``wave`` pose, new codes each; returns the
     wall and process CPU seconds of each frame after the warm-up."""
@@ -105,7 +116,10 @@ def run_frames(window, monitor, frames: int, parts: dict | None = None):
             for values in parts.values():
                 values.clear()
             window.renderer.stage_ms = {} if window.renderer.stage_ms is not None else None
-        monitor.latest = remote_snapshot(wave.codes_at(frame / 30).replace(seq=frame))
+        codes = wave.codes_at(frame / 30).replace(seq=frame)
+        if TRACKED_FACE:
+            codes = codes.replace(face=0.2 + 0.15 * np.sin(np.arange(52) + frame / 3))
+        monitor.latest = remote_snapshot(codes)
         start, start_cpu = time.perf_counter(), time.process_time()
         window.draw_frame()
         swap_start = (time.perf_counter(), time.process_time())
@@ -220,6 +234,8 @@ def measure(args) -> int:
     monitor = Mailbox()
     own = load_avatar("default")
     window = make_window(WindowOptions("bench", width, height, 1000.0), own, monitor)
+    if args.order_reuse is not None:
+        window.renderer.pose_order_reuse = args.order_reuse
     parts: dict[str, list] = {}
     try:
         if args.quality:

@@ -3,8 +3,9 @@ capture to the presentation of the window frame that shows it, across processes 
 
 Processes (all on 127.0.0.1): a signalling server (``main.py serve``); a sender that tracks
 a real clip (psychopy's jwpIntro.mp4, read in real time as a camera: ``VideoSource(live)``)
-with mediapipe on a thread and sends the newest codes at each call tick (60 Hz, as ``main.py
-call``); ``--extra-senders`` more participants replaying codes (for the memory with several
+with mediapipe on a thread and sends each frame's codes as soon as they are ready, as ``main.py
+call`` does (``--tick-send``: at the next call tick, 60 Hz, as it did before);
+``--extra-senders`` more participants replaying codes (for the memory with several
 remotes); and a receiver that runs the call (``net.call.Call``, its playout buffers) and the
 real call window (``app.call_window.WindowLink``: its own process, 960x540, GL backend under
 Xvfb), which reports when each frame was presented and which sender time it showed.
@@ -16,14 +17,15 @@ presentation of each snapshot; the camera frame shown is the newest one captured
 before the sender time the pose was played out for):
 
 - tracking: capture -> codes ready (mediapipe + solvers on the sender's tracker thread)
-- send tick: codes ready -> sent (the sender's call tick, 60 Hz)
+- send tick: codes ready -> sent (the sender's loop's next turn; with ``--tick-send`` its
+  next call tick)
 - network: sent -> arrived (SCTP over DTLS on loopback, aiortc, both event loops)
 - playout buffer: arrived -> the call's tick that played it out (the buffer's delay and
   interpolation between frames)
 - rendering: that tick -> presented (waiting for the window to ask, the pipe, drawing,
   swapping)
 
-    .venv/bin/python bench/bench_latency.py [--seconds 20] [--extra-senders 0]
+    .venv/bin/python bench/bench_latency.py [--seconds 20] [--extra-senders 0] [--tick-send]
 """
 
 from __future__ import annotations
@@ -79,12 +81,26 @@ async def sender(args) -> dict:
         from tracking.tracker import Tracker, track
 
         source = VideoSource(CLIP, live=True)
+        loop = asyncio.get_running_loop()
+        sent_seq = [-1]
+
+        def send_newest() -> None:  # on the loop: the newest codes, if not sent yet
+            codes = latest[0]
+            if codes is not None and codes.seq != sent_seq[0]:
+                if call.send_codes(codes):
+                    log[codes.seq][2] = time.monotonic()
+                sent_seq[0] = codes.seq
 
         def run_tracker() -> None:
             with Tracker() as tracker:
                 for result in track(source, tracker, should_stop=stop.is_set):
                     log[result.codes.seq] = [result.codes.t, time.monotonic(), None]
                     latest[0] = result.codes
+                    if not args.tick_send:  # as main.py call: sent as soon as ready
+                        try:
+                            loop.call_soon_threadsafe(send_newest)
+                        except RuntimeError:
+                            break  # the loop has closed
                     if stop.is_set():
                         break
 
@@ -93,7 +109,7 @@ async def sender(args) -> dict:
     if frames is None:
         thread.start()
     started = None  # the first codes sent: then args.seconds more
-    sent_seq, seq = -1, 0
+    seq = 0
     give_up = time.monotonic() + args.seconds + 180  # mediapipe starts slowly under load
     while time.monotonic() < give_up and (started is None
                                           or time.monotonic() - started < args.seconds):
@@ -104,14 +120,12 @@ async def sender(args) -> dict:
             call.send_codes(frames[seq % len(frames)].replace(t=now, seq=seq))
             seq += 1
         else:
-            codes = latest[0]
-            if codes is not None and codes.seq != sent_seq:
-                if call.send_codes(codes):
-                    log[codes.seq][2] = time.monotonic()
-                sent_seq = codes.seq
+            send_newest()
         call.poses(now)  # the call's tick (answers clock pings, plays out others' codes)
         await asyncio.sleep(max(0.0, 1 / TICK_HZ - (time.monotonic() - now)))
     stop.set()
+    if frames is None:  # mediapipe must not be mid-frame when the interpreter exits
+        await asyncio.to_thread(thread.join, 30)
     peers = {rid: {"sent": r.peer.codes_sent, "congested": r.peer.codes_dropped_congested,
                    "state": r.peer.codes_channel.readyState} for rid, r in call.remotes.items()}
     await call.leave()
@@ -185,6 +199,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--extra-senders", type=int, default=0,
                         help="more remote participants, replaying codes (for the memory)")
+    parser.add_argument("--tick-send", action="store_true",
+                        help="the sender sends its newest codes at each 60 Hz tick (as "
+                             "main.py call did before), not as soon as they are tracked")
     parser.add_argument("--keep", default=None, metavar="DIR",
                         help="keep the participants' logs and results in DIR")
     parser.add_argument("--role", choices=("sender", "receiver"), help=argparse.SUPPRESS)
@@ -228,7 +245,8 @@ def orchestrate(args) -> int:
             return start(__file__, "--role", name.split("-")[0], "--port", str(port),
                          "--token", make_token(secret, ROOM), "--seconds", str(args.seconds),
                          "--cache", str(tmp / "cache"), "--out", str(tmp / f"{name}.json"),
-                         *extra, log=f"{name}.log")
+                         *(["--tick-send"] if args.tick_send else []), *extra,
+                         log=f"{name}.log")
 
         try:
             start("main.py", "serve", "--port", str(port), "--secret-file",
@@ -305,8 +323,11 @@ def split(sent: dict, received: dict) -> dict[str, np.ndarray]:
 def report(sent: dict, received: dict, args) -> None:
     parts = split(sent, received)
     clock = received["clock"]
+    made = [made_at for made_at, _, _ in received["presented"]]
+    stale = sum(1 for a, b in zip(made, made[1:]) if a == b)
     print(f"  ({len(sent['frames'])} frames tracked and sent, {len(received['arrivals'])} "
-          f"arrived, {len(received['presented'])} window frames presented)")
+          f"arrived, {len(made)} window frames presented, {stale} of them a snapshot "
+          f"drawn the frame before again)")
     print(f"  sender: {sent['tracked']} tracked, its peers {sent['peers']}")
     for remote in received["stats"].values():
         print(f"  {remote['name']}: {remote['codes']}")

@@ -437,6 +437,12 @@ class GLSplatRenderer:
         self.position_tolerance_m = position_tolerance_m
         self.angle_tolerance_rad = angle_tolerance_rad
         self.key_bits = key_bits
+        # The depth order sorted for one pose is kept for this many more poses of the same
+        # avatars while the view stays within the tolerances (0: each pose sorts again).
+        # The call window keeps it for 1 (sorts every other frame): in one frame at 30 Hz
+        # codes the Gaussians barely move against each other.
+        self.pose_order_reuse = 0
+        self._order_age = 0  # poses drawn with the current order since it was sorted
         self.prefer_points = prefer_points
         self.last_primitive = None  # "tiles", "points" or "quads": what the last draw used
         self.last_pair_count = 0  # tile path: (tile, splat) pairs of the last draw
@@ -646,15 +652,21 @@ class GLSplatRenderer:
         self._gaussians = gaussians
         self.set_contents(n, sh_count, gaussians.means)
 
-    def set_contents(self, count: int, sh_count: int, means) -> None:
+    def set_contents(self, count: int, sh_count: int, means, reposed: bool = False) -> None:
         """New Gaussians are in the params and colour textures (``means``: (N, 3) on the CPU,
-        or None to read them back from the GPU when a sort needs them)."""
+        or None to read them back from the GPU when a sort needs them). ``reposed``: the
+        same Gaussians in a new pose (their last order may be kept: ``pose_order_reuse``)."""
+        keep = (reposed and count == self._count and self._order_valid
+                and self._order_age < self.pose_order_reuse)
         self._count = count
         self._sh_count = sh_count
         self._means = means
         self._param_rows = rows_for(count)
-        self._order_valid = False
-        self._sort_key = None
+        if keep:
+            self._order_age += 1
+        else:
+            self._order_valid = False
+            self._sort_key = None
 
     def means(self) -> np.ndarray:
         """(N, 3) float32 world-space means of the Gaussians on the GPU."""
@@ -692,6 +704,7 @@ class GLSplatRenderer:
             self._sort_on_cpu(position, forward)
         self._sort_key = (position, forward)
         self._order_valid = True
+        self._order_age = 0
         self.sort_count += 1
         return True
 

@@ -1,0 +1,98 @@
+"""The pipe between the call and its window (app/call_window.py): the window draws the pose of
+the newest call tick, never a stale one. Real pipes (multiprocessing) and the real reader
+thread; the window's end is driven by hand as its frame loop does."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+from app.call_window import CallSnapshot, SnapshotServer, _WindowMailbox
+
+
+def _ends():
+    call_end, window_end = multiprocessing.Pipe()
+    server = SnapshotServer(call_end)
+    server.start()
+    return server, _WindowMailbox(window_end)
+
+
+def _snap(n: int) -> CallSnapshot:
+    return CallSnapshot(uptime_s=float(n), made_at=float(n))
+
+
+def _wait_for(condition, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
+
+
+def test_the_window_keeps_only_the_newest_of_the_snapshots_waiting_in_the_pipe():
+    call_end, window_end = multiprocessing.Pipe()
+    mailbox = _WindowMailbox(window_end)
+    call_end.send(("snapshot", _snap(1)))
+    call_end.send(("avatar", "bob", "/tmp/bob.lca"))
+    call_end.send(("snapshot", _snap(2)))
+    call_end.send(("snapshot", _snap(3)))
+    assert _wait_for(window_end.poll)
+    time.sleep(0.05)  # all four in the pipe
+    assert mailbox.receive() == [("bob", "/tmp/bob.lca")]
+    assert mailbox.latest.uptime_s == 3.0 and mailbox.fresh
+    assert mailbox.receive() == [] and not mailbox.fresh  # nothing new: drawn before
+
+
+def test_a_want_is_answered_at_once_with_the_newest_tick_without_waiting_for_the_next():
+    server, mailbox = _ends()
+    try:
+        server.show(_snap(1))          # the first one goes out (the window wants one)
+        assert mailbox.receive(2.0) == [] and mailbox.latest.uptime_s == 1.0
+        server.show(_snap(2))          # ticks while the window draws: kept, not sent
+        server.show(_snap(3))
+        mailbox.send(("want", 0.08))   # the next frame starts
+        started = time.monotonic()
+        mailbox.receive(2.0)
+        assert mailbox.fresh and mailbox.latest.uptime_s == 3.0  # the newest, not 2
+        assert time.monotonic() - started < 1.0  # answered by the reader, no tick needed
+        assert _wait_for(lambda: server.display_s == 0.08) and server.wants == 1
+        # Nothing newer yet: the window waits (at most its wait), then the next tick's
+        # snapshot goes out as soon as the call makes it.
+        mailbox.send(("want", 0.08))
+        started = time.monotonic()
+        mailbox.receive(0.2)
+        assert not mailbox.fresh and mailbox.latest.uptime_s == 3.0
+        assert 0.19 <= time.monotonic() - started < 1.0
+        server.show(_snap(4))
+        mailbox.receive(2.0)
+        assert mailbox.fresh and mailbox.latest.uptime_s == 4.0
+        server.show(_snap(5))          # not wanted: stays here, never queued in the pipe
+        time.sleep(0.05)
+        assert not mailbox.conn.poll()
+    finally:
+        mailbox.conn.close()
+        server.stop()
+
+
+def test_the_window_s_keys_voices_frames_and_closing_reach_the_call_without_its_tick():
+    server, mailbox = _ends()
+    try:
+        mailbox.send(("set", "mic_muted", True))
+        mailbox.send(("request", "record"))
+        mailbox.send(("voices", [("bob", (0.3, 1.5))]))
+        mailbox.send(("presented", 1.0, [("bob", 0.9, 7)], 1.1))
+        mailbox.send(("closed",))
+        assert _wait_for(lambda: server.closed)
+        assert server.controls.mic_muted and server.controls.take("record")
+        assert server.voice_places == {"bob": (0.3, 1.5)}
+        assert list(server.presented) == [(1.0, [("bob", 0.9, 7)], 1.1)]
+    finally:
+        mailbox.conn.close()
+        server.stop()
+
+
+def test_the_reader_ends_when_the_window_s_end_of_the_pipe_goes_away():
+    server, mailbox = _ends()
+    mailbox.conn.close()
+    assert _wait_for(lambda: server.closed)
+    server.show(_snap(1))  # nothing to send to: no error
+    server.stop()
