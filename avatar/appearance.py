@@ -203,6 +203,65 @@ def projected_colors(model: AppearanceModel, views: list[tuple[PosedBase, Camera
         np.float32)
 
 
+DEPTH_TOLERANCE_M = 0.015  # a Gaussian this far behind the surface a pixel shows is hidden
+MIN_COSINE = 0.2  # surfaces seen more obliquely than about 78 degrees give no colour
+
+
+def visible_colors(model: AppearanceModel, views: list[tuple[PosedBase, Camera, np.ndarray,
+                                                               np.ndarray]],
+                   **render_options) -> tuple[np.ndarray, np.ndarray]:
+    """Projective texturing with visibility: ((N, 3) colours, (N,) summed weights; weight 0
+    where no view saw the Gaussian). Per view ((base, camera, image (H, W, 3) float, mask
+    (H, W) bool)): a depth map from the splatter (the Gaussians' camera depth composited
+    like a colour, over their alpha) is the z-buffer; a Gaussian whose centre lies more than
+    ``DEPTH_TOLERANCE_M`` behind the depth at its pixel is hidden. A visible one takes the
+    image's colour at its centre (bilinear), where the eroded person mask covers it,
+    weighted by the squared cosine between its surface normal and the direction to the
+    camera (0 under ``MIN_COSINE``); the colours are the weighted mean over the views."""
+    from scipy.ndimage import binary_erosion
+
+    n = len(model)
+    total, weight = np.zeros((n, 3)), np.zeros(n)
+    for base, camera, image, mask in views:
+        cv = camera.cv_from_world
+        cam = base.means @ cv[:3, :3].T + cv[:3, 3]
+        z = cam[:, 2].astype(np.float32)
+        with torch.no_grad():
+            _, quats, scales, opacities, _ = model.posed(base)
+            depth_rgba = torch_splat.render(
+                torch.from_numpy(base.means), quats, scales, opacities,
+                torch.from_numpy(np.repeat(z[:, None], 3, axis=1)), camera,
+                **render_options).numpy()
+        alpha = depth_rgba[..., 3]
+        depth = np.where(alpha > 0.5, depth_rgba[..., 0] / np.maximum(alpha, 1e-6), np.inf)
+        safe_z = np.maximum(z, 1e-6)
+        x = camera.fx * cam[:, 0] / safe_z + camera.cx - 0.5  # pixel centres at +0.5
+        y = camera.fy * cam[:, 1] / safe_z + camera.cy - 0.5
+        h, w = mask.shape
+        inside = (z > camera.near) & (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+        col = np.clip(np.round(x).astype(np.int64), 0, w - 1)
+        row = np.clip(np.round(y).astype(np.int64), 0, h - 1)
+        core = binary_erosion(mask, iterations=1)
+        inside &= core[row, col] & (z <= depth[row, col] + DEPTH_TOLERANCE_M)
+        to_camera = camera.position[None, :] - base.means
+        to_camera /= np.maximum(np.linalg.norm(to_camera, axis=1, keepdims=True), 1e-9)
+        cosine = np.einsum("ni,ni->n", base.frames[:, :, 2], to_camera)
+        w_view = np.where(inside & (cosine > MIN_COSINE), cosine ** 2, 0.0)
+        k = np.flatnonzero(w_view > 0)
+        x0 = np.clip(np.floor(x[k]).astype(np.int64), 0, w - 2)
+        y0 = np.clip(np.floor(y[k]).astype(np.int64), 0, h - 2)
+        fx, fy = (x[k] - x0)[:, None], (y[k] - y0)[:, None]
+        sample = (image[y0, x0] * (1 - fx) * (1 - fy) + image[y0, x0 + 1] * fx * (1 - fy)
+                  + image[y0 + 1, x0] * (1 - fx) * fy + image[y0 + 1, x0 + 1] * fx * fy)
+        total[k] += w_view[k, None] * sample
+        weight[k] += w_view[k]
+    own = model.avatar.data.colors[model.index].astype(np.float64)
+    if own.ndim == 3:
+        own = own[:, 0] * SH_C0 + 0.5
+    colours = np.where(weight[:, None] > 0, total / np.maximum(weight, 1e-12)[:, None], own)
+    return np.clip(colours, 0, 1).astype(np.float32), weight
+
+
 @dataclass
 class FitFrame:
     """One training view: the posed mesh (V, 3), the camera (at the training size), the
@@ -226,6 +285,8 @@ class FitSettings:
     lr_offset: float = 2e-4
     silhouette_weight: float = 0.5  # mean |alpha - mask| over the image
     seed: int = 0
+    time_limit_s: float | None = None  # stop after this long (at least ``min_steps`` steps)
+    min_steps: int = 1
 
 
 @dataclass
@@ -287,4 +348,7 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         log.losses.append(loss.item())
         if progress is not None:
             progress(step, log.losses[-1])
+        if (settings.time_limit_s is not None and step + 1 >= settings.min_steps
+                and sum(log.seconds.values()) >= settings.time_limit_s):
+            break
     return log

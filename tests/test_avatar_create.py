@@ -1,0 +1,151 @@
+"""`main.py avatar create`: bad input is one clear `error:` line (what to capture instead),
+exit status 1 and nothing at --out; the pieces of the pipeline; --as-default; and a real
+clip (jwpIntro.mp4) made into an avatar end to end on a short budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media import media_path
+
+pytest.importorskip("torch")
+av = pytest.importorskip("av")
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
+    """An H.264 MP4 of RGB frames, written with pyav."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def person_frames() -> list[np.ndarray]:
+    """30 frames of jwpIntro.mp4 (a man talking, head and shoulders), 640x480."""
+    from avatar.create import read_video
+
+    return read_video(media_path("jwpIntro.mp4"), 30).frames
+
+
+def run_create(capsys, *args) -> tuple[int, str, str]:
+    from app.cli import main
+
+    code = main(["avatar", "create", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_refused(capsys, out: Path, words: list[str], *args) -> str:
+    code, stdout, stderr = run_create(capsys, *args, "--out", out, "--budget", "1")
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 1, stderr
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert not out.exists()
+    assert not list(out.parent.glob(out.name + "*")), "a part file was left behind"
+    return lines[0]
+
+
+def test_a_clip_without_a_person_is_refused_with_what_to_record(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    frames = [np.roll(base, 3 * k, axis=1) for k in range(30)]  # a panning textured wall
+    clip = write_clip(tmp_path / "wall.mp4", frames)
+    line = assert_refused(capsys, tmp_path / "me.lca", ["no person", "record yourself"],
+                          "--video", clip)
+    assert "wall.mp4" in line
+
+
+def test_a_person_only_partly_visible_is_refused(tmp_path, capsys, person_frames):
+    # The bottom half of the frames: the shirt and shoulders, no face.
+    frames = [np.ascontiguousarray(np.pad(f[240:], ((0, 240), (0, 0), (0, 0)), mode="edge"))
+              for f in person_frames]
+    clip = write_clip(tmp_path / "shirt.mp4", frames)
+    assert_refused(capsys, tmp_path / "me.lca", ["partly visible", "head", "shoulders"],
+                   "--video", clip)
+
+
+def test_too_few_frames_are_refused(tmp_path, capsys, person_frames):
+    clip = write_clip(tmp_path / "short.mp4", person_frames[:5])
+    assert_refused(capsys, tmp_path / "me.lca", ["only 5 frames", "record 10 seconds"],
+                   "--video", clip)
+
+
+def test_heavy_motion_blur_is_refused(tmp_path, capsys, person_frames):
+    from scipy.ndimage import uniform_filter1d
+
+    frames = [uniform_filter1d(f, 25, axis=1) for f in person_frames]  # a 25-pixel smear
+    clip = write_clip(tmp_path / "blurred.mp4", frames)
+    assert_refused(capsys, tmp_path / "me.lca", ["too blurred", "hold the camera still"],
+                   "--video", clip)
+
+
+def test_a_clip_too_dark_is_refused(tmp_path, capsys, person_frames):
+    frames = [(f // 10).astype(np.uint8) for f in person_frames]
+    clip = write_clip(tmp_path / "dark.mp4", frames)
+    assert_refused(capsys, tmp_path / "me.lca", ["too dark", "light"], "--video", clip)
+
+
+def test_an_unreadable_file_is_refused(tmp_path, capsys):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(2).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    assert_refused(capsys, tmp_path / "me.lca", ["junk.mp4", "not a readable video"],
+                   "--video", junk)
+    assert_refused(capsys, tmp_path / "me.lca", ["no such video file"],
+                   "--video", tmp_path / "absent.mp4")
+
+
+def test_an_empty_image_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    assert_refused(capsys, tmp_path / "me.lca", ["holds no images"],
+                   "--images", tmp_path / "photos")
+
+
+def test_without_a_camera_the_guided_capture_is_one_error_line(tmp_path, capsys):
+    assert_refused(capsys, tmp_path / "me.lca", ["no camera"], "--camera", "63")
+
+
+def test_options_out_of_range_are_refused(tmp_path, capsys):
+    clip = media_path("jwpIntro.mp4")
+    code, _, err = run_create(capsys, "--video", clip, "--out", tmp_path / "me.png")
+    assert code == 1 and "must end in .lca" in err
+    code, _, err = run_create(capsys, "--video", clip, "--out", tmp_path / "me.lca",
+                              "--budget", "0")
+    assert code == 1 and "--budget" in err
+    assert not (tmp_path / "me.lca").exists()
+
+
+def test_hold_out_keeps_the_end_and_frames_spread_through_the_clip():
+    from avatar.create import hold_out
+
+    training, held = hold_out(100, tail_fraction=0.1, spread_every=10)
+    assert set(range(90, 100)) <= set(held)
+    assert len([h for h in held if h < 90]) == 9  # 5, 15, ..., 85
+    assert not set(training) & set(held)
+    for h in held:  # no training frame is a neighbour of a held-out one
+        assert h - 1 not in training and h + 1 not in training
+    training, held = hold_out(40, tail_fraction=0.25, spread_every=0, gap=False)
+    assert list(held) == list(range(30, 40)) and list(training) == list(range(30))
+
+
+def test_barycentric_moves_stay_inside_the_triangle():
+    from avatar.create import barycentric
+
+    corners = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]]], dtype=np.float64)
+    inside = barycentric(np.array([[0.25, 0.25, 0.3]]), corners)
+    np.testing.assert_allclose(inside, [[0.5, 0.25, 0.25]])
+    outside = barycentric(np.array([[2.0, -1.0, 0.0]]), corners)
+    assert np.all(outside >= 0) and np.isclose(outside.sum(), 1.0)
