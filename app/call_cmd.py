@@ -302,6 +302,15 @@ def run(args: argparse.Namespace, on_poses: Callable[[dict], None] | None = None
     headset = None
     if args.avatar and not Path(args.avatar).is_file():
         raise UserError(f"avatar file {args.avatar} does not exist")
+    if not args.avatar:
+        from app.cli import check_avatar_file
+        from app.user_avatar import avatar_or_user_default
+
+        args.avatar, note = avatar_or_user_default(None)
+        if note:
+            check_avatar_file(args.avatar, "your default avatar")
+            if not args.quiet:
+                print(note, flush=True)
     try:
         audio_track, audio_note = open_audio_source(args.audio, args.mic)
     except ValueError as exc:
