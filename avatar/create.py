@@ -470,7 +470,8 @@ class CreateSettings:
     tail_fraction: float = 0.12
     spread_every: int = 10
     threads: int | None = None
-    max_steps: int = 2000
+    max_steps: int = 4000
+    coarse_fraction: float = 0.4  # of the refinement's time at half the fit's resolution
     licence: str = "unspecified"
 
     @property
@@ -526,6 +527,12 @@ class Progress:
         self._stage, self._t0 = stage, time.perf_counter()
         self.report(stage, 0.0)
 
+    def switch(self, stage: str) -> None:
+        """Start ``stage`` unless it is the current one (for reports from inside a step
+        that runs two stages, like tracking then segmentation)."""
+        if stage != self._stage:
+            self.start(stage)
+
     def finish(self) -> None:
         if self._stage is not None:
             self.seconds[self._stage] = round(self.seconds.get(self._stage, 0.0)
@@ -545,17 +552,22 @@ class Progress:
         return current + sum(self.plan[s] for s in later if s not in self.seconds)
 
     def report(self, stage: str, fraction: float) -> None:
+        if stage != self._stage and stage in self.plan:
+            self.switch(stage)
         if self.callback is not None:
             self.callback(stage, min(max(fraction, 0.0), 1.0), self.left(stage, fraction))
 
 
 def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSettings,
                   progress: Callable[[str, float, float], None] | None = None,
-                  checks: dict | None = None) -> CreateResult:
+                  checks: dict | None = None, tracked: TrackedClip | None = None
+                  ) -> CreateResult:
     """Make an avatar from ``clip`` and write it to ``out`` (None: do not write).
 
     ``progress(stage, fraction of the stage done, estimated seconds left in the run)``.
-    Raises ``CreateError`` for input it cannot use (nothing is written then).
+    Raises ``CreateError`` for input it cannot use (nothing is written then). ``checks``
+    and ``tracked``: the frame checks' measures and the clip's tracking when already done
+    (benchmarks repeat a fit on one tracking).
     """
     import torch
 
@@ -593,10 +605,9 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     measures = check_frames(clip) if checks is None else checks
     bar.start("track")
     track_seconds: dict = {}
-    tracked = track_frames(clip, lambda stage, f: bar.report(stage, f), track_seconds)
+    if tracked is None:
+        tracked = track_frames(clip, lambda stage, f: bar.report(stage, f), track_seconds)
     bar.finish()
-    bar.seconds["track"] = track_seconds["track"]
-    bar.seconds["segment"] = track_seconds["segment"]
     usable = check_person(tracked, clip.description)
     tracked = tracked.subset(usable)
     source_index = np.asarray(clip.indices)[usable]
@@ -626,14 +637,16 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
 
     bar.start("colours")
     factor = fit_factor(w, h)
-    small = [c.resized(w // factor, h // factor) for c in cameras]
 
-    def fit_frame(i: int) -> FitFrame:
-        return FitFrame(vertices[i], small[i],
-                        downsample(tracked.frames[i] / 255.0, factor).astype(np.float32),
-                        downsample(tracked.probabilities[i].astype(np.float32), factor) > 0.5)
+    def fit_frame(i: int, f: int = factor) -> FitFrame:
+        return FitFrame(vertices[i], cameras[i].resized(w // f, h // f),
+                        downsample(tracked.frames[i] / 255.0, f).astype(np.float32),
+                        downsample(tracked.probabilities[i].astype(np.float32), f) > 0.5)
 
     train_frames = [fit_frame(int(i)) for i in training]
+    coarse = None
+    if w % (2 * factor) == 0 and h % (2 * factor) == 0:  # coarse to fine
+        coarse = [fit_frame(int(i), 2 * factor) for i in training]
     keys = choose_keyframes([tracked.codes[i] for i in training], tracked.faces[training], w,
                             settings.keyframes)
     key_frames = [train_frames[k] for k in keys]
@@ -652,6 +665,10 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     seen[index] = weight > 0
     full[index[weight > 0]] = colours[weight > 0]
 
+    # A scored frame costs about what a keyframe's two renders here did (one render, SSIM):
+    # plan the scoring from that, on this machine as loaded now.
+    per_render = bar.elapsed() / max(2 * len(key_frames), 1)
+    plan["score"] = bar.plan["score"] = 1.2 * per_render * settings.scored_frames
     bar.start("complete")
     full = _complete(avatar, full, seen, settings.complete)
 
@@ -660,12 +677,14 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     refine_s = max(settings.budget_s - (time.perf_counter() - started)
                    - sum(plan[s] for s in ("correctives", "score", "write") if s in plan), 5.0)
     fit_settings = FitSettings(steps=settings.max_steps, seed=settings.seed,
-                               time_limit_s=refine_s, min_steps=MIN_REFINE_STEPS)
+                               time_limit_s=refine_s, min_steps=MIN_REFINE_STEPS,
+                               coarse_fraction=settings.coarse_fraction if coarse else 0.0)
     bar.plan["refine"] = refine_s
     log = fit_appearance(model, train_frames, fit_settings,
                          lambda step, loss: bar.report(
                              "refine", max(step / settings.max_steps,
-                                           bar.elapsed() / max(refine_s, 1e-3))))
+                                           bar.elapsed() / max(refine_s, 1e-3))),
+                         coarse_frames=coarse)
     data = avatar_data_from_fit(avatar, model, full, settings.name)
     if shape is not None:
         data.shape = shape

@@ -246,3 +246,29 @@ def test_a_real_clip_becomes_an_avatar_that_looks_like_the_person(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 0, err
     assert "using your own avatar" in err and "'Jon'" in err
+
+
+def test_too_few_photos_in_a_folder_are_refused(tmp_path, capsys, person_frames):
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    for k, frame in enumerate(person_frames[:4]):
+        Image.fromarray(frame).save(tmp_path / "photos" / f"{k}.jpg")
+    assert_refused(capsys, tmp_path / "me.lca", ["only 4 images", "photos"],
+                   "--images", tmp_path / "photos")
+
+
+def test_the_guided_capture_prompts_and_keeps_frames_at_its_rate(monkeypatch, capsys):
+    import tracking.sources
+    from app import create_cmd
+
+    video = media_path("jwpIntro.mp4")
+    monkeypatch.setattr(tracking.sources, "open_source",
+                        lambda spec: tracking.sources.VideoSource(video, live=True))
+    clip = create_cmd.capture_from_camera("0", seconds_scale=0.1)  # 3.3 s of the 34
+    err = capsys.readouterr().err
+    for prompt, _ in create_cmd.CAPTURE_PROMPTS:
+        assert f"now: {prompt}" in err
+    assert 15 <= len(clip.frames) <= 35  # about 8 a second
+    assert clip.frames[0].shape == (480, 640, 3) and clip.description == "camera:0"
+    assert all(b > a for a, b in zip(clip.times, clip.times[1:]))
