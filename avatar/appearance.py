@@ -287,6 +287,7 @@ class FitSettings:
     time_limit_s: float | None = None  # stop after this long (at least ``min_steps`` steps)
     min_steps: int = 1
     coarse_fraction: float = 0.0  # this share of the steps (or time) on the coarse frames
+    lr_final: float = 1.0  # every rate decays exponentially to this factor by the end
 
 
 @dataclass
@@ -324,6 +325,7 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         {"params": [p["log_scale"]], "lr": settings.lr_log_scale},
         {"params": [p["offset"]], "lr": settings.lr_offset},
     ])
+    base_rates = [group["lr"] for group in optimizer.param_groups]
     rng = np.random.default_rng(settings.seed)
     log = FitLog()
     for step in range(settings.steps):
@@ -331,6 +333,9 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         done = (sum(log.seconds.values()) / settings.time_limit_s if settings.time_limit_s
                 else step / settings.steps)
         coarse = coarse_frames is not None and done < settings.coarse_fraction
+        if settings.lr_final != 1.0:
+            for group, base_lr in zip(optimizer.param_groups, base_rates):
+                group["lr"] = base_lr * settings.lr_final ** min(done, 1.0)
         frame = coarse_frames[pick] if coarse else frames[pick]
         t0 = time.perf_counter()
         base = model.base(frame.vertices)
