@@ -899,7 +899,8 @@ def score_avatar(avatar, tracked: TrackedClip, frames, cameras, factor: int,
 
 def write_avatar(data, out: str | Path, template) -> int:
     """Write ``data`` to ``out`` whole or not at all, after checking that it loads and is at
-    most MAX_LCA_BYTES; returns its size."""
+    most MAX_LCA_BYTES (over it, the colours lose their view-dependent SH terms, 18 bytes a
+    Gaussian, and the provenance says so); returns its size."""
     from avatar.lca import AvatarFileError, load_avatar_file, save_avatar_file
     from common.files import replacing
 
@@ -907,6 +908,12 @@ def write_avatar(data, out: str | Path, template) -> int:
     with replacing(out) as tmp:
         save_avatar_file(tmp, data)
         size = tmp.stat().st_size
+        if size > MAX_LCA_BYTES and data.colors.ndim == 3 and data.colors.shape[1] > 1:
+            data.colors = np.ascontiguousarray(data.colors[:, :1])
+            data.provenance["colours_reduced"] = (f"SH degree 1 -> 0: {size / 1e6:.1f} MB was "
+                                                  f"over {MAX_LCA_BYTES / 1e6:.0f} MB")
+            save_avatar_file(tmp, data)
+            size = tmp.stat().st_size
         if size > MAX_LCA_BYTES:
             raise CreateError(f"the avatar would take {size / 1e6:.1f} MB, over the "
                               f"{MAX_LCA_BYTES / 1e6:.0f} MB a call can exchange")

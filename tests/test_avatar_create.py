@@ -271,3 +271,27 @@ def test_the_guided_capture_prompts_and_keeps_frames_at_its_rate(monkeypatch, ca
     assert 15 <= len(clip.frames) <= 35  # about 8 a second
     assert clip.frames[0].shape == (480, 640, 3) and clip.description == "camera:0"
     assert all(b > a for a, b in zip(clip.times, clip.times[1:]))
+
+
+def test_an_avatar_over_20_mb_drops_its_view_dependent_colours_to_fit(tmp_path, monkeypatch):
+    import avatar.create as create
+    from avatar.avatar import load_avatar
+    from avatar.lca import load_avatar_file
+    from avatar.template import load_template
+
+    template = load_template()
+    data = load_avatar("default", template).data
+    n = len(data)
+    data.colors = np.zeros((n, 4, 3), np.float32)
+    data.shading = "baked"
+    full = tmp_path / "full.lca"
+    size = create.write_avatar(data, full, template)
+    monkeypatch.setattr(create, "MAX_LCA_BYTES", size - 1)
+    data.colors = np.zeros((n, 4, 3), np.float32)
+    small = create.write_avatar(data, tmp_path / "small.lca", template)
+    assert small < size and load_avatar_file(tmp_path / "small.lca").colors.shape == (n, 1, 3)
+    assert "colours_reduced" in load_avatar_file(tmp_path / "small.lca").provenance
+    monkeypatch.setattr(create, "MAX_LCA_BYTES", 1000)
+    with pytest.raises(create.CreateError, match="over the 0 MB"):
+        create.write_avatar(data, tmp_path / "none.lca", template)
+    assert not (tmp_path / "none.lca").exists()
