@@ -1,5 +1,5 @@
 """``main.py avatar create``: a personal avatar from a video, a folder of photos or a guided
-camera capture (the pipeline is ``avatar.create``)."""
+camera capture (the pipeline is ``app.avatar_create``)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class ProgressBar:
         self.last_draw = 0.0
 
     def __call__(self, stage: str, fraction: float, left_s: float) -> None:
-        from avatar.create import format_seconds
+        from app.avatar_create import format_seconds
 
         now = time.perf_counter()
         elapsed = now - self.started
@@ -96,7 +96,7 @@ class ProgressBar:
 
 def capture_from_camera(device: str, seconds_scale: float = 1.0):
     """A guided capture: prompts on stderr while frames are kept at CAPTURE_FPS."""
-    from avatar.create import clip_from_frames
+    from app.avatar_create import clip_from_frames
     from tracking.sources import SourceError, SourceLost, open_source
 
     spec = f"camera:{device}"
@@ -136,7 +136,7 @@ def capture_from_camera(device: str, seconds_scale: float = 1.0):
 
 
 def run_create(args) -> int:
-    from avatar.create import CreateError, CreateSettings, format_seconds
+    from app.avatar_create import CreateError, CreateSettings, format_seconds
 
     if args.out.suffix.lower() != ".lca":
         raise UserError(f"--out must end in .lca, got {args.out.name!r}")
@@ -156,7 +156,7 @@ def run_create(args) -> int:
         bar = ProgressBar()
         print(f"making an avatar from {len(clip.frames)} frames of {clip.description} "
               f"(budget {format_seconds(settings.budget_s)})", file=sys.stderr)
-        from avatar.create import create_avatar
+        from app.avatar_create import create_avatar
 
         try:
             result = create_avatar(clip, args.out, settings, bar)
@@ -195,7 +195,7 @@ def product_settings(settings):
 
 
 def read_source(args, settings):
-    from avatar.create import read_images, read_video
+    from app.avatar_create import read_images, read_video
 
     if args.video is not None:
         return read_video(args.video, settings.max_frames)

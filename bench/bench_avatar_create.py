@@ -48,7 +48,7 @@ def main() -> int:
     import torch
 
     from avatar.avatar import load_avatar
-    from avatar.create import (
+    from app.avatar_create import (
         CreateSettings,
         create_avatar,
         fit_cameras,

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 from avatar.quality import HeldOutQuality, masked_psnr
 from render.skinned import gaussians_on_mesh
 
-# The clip's tracking and the camera fit are the product's (avatar/create.py).
-from avatar.create import TrackedClip, downsample, read_video, track_frames  # noqa: E402
+# The clip's tracking and the camera fit are the product's (app/avatar_create.py).
+from app.avatar_create import TrackedClip, downsample, read_video, track_frames  # noqa: E402
 
 
 def track_clip(path: Path, seconds: dict) -> TrackedClip:
@@ -43,7 +43,7 @@ def track_clip(path: Path, seconds: dict) -> TrackedClip:
 
 
 def fit_cameras(avatar, clip: TrackedClip):
-    from avatar.create import fit_cameras as fit
+    from app.avatar_create import fit_cameras as fit
 
     height, width = clip.frames.shape[1:3]
     return fit(avatar, clip.codes, clip.faces, clip.shoulders, width, height)

@@ -33,7 +33,7 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
 @pytest.fixture(scope="module")
 def person_frames() -> list[np.ndarray]:
     """30 frames of jwpIntro.mp4 (a man talking, head and shoulders), 640x480."""
-    from avatar.create import read_video
+    from app.avatar_create import read_video
 
     return read_video(media_path("jwpIntro.mp4"), 30).frames
 
@@ -129,7 +129,7 @@ def test_options_out_of_range_are_refused(tmp_path, capsys):
 
 
 def test_hold_out_keeps_the_end_and_frames_spread_through_the_clip():
-    from avatar.create import hold_out
+    from app.avatar_create import hold_out
 
     training, held = hold_out(100, tail_fraction=0.1, spread_every=10)
     assert set(range(90, 100)) <= set(held)
@@ -142,7 +142,7 @@ def test_hold_out_keeps_the_end_and_frames_spread_through_the_clip():
 
 
 def test_barycentric_moves_stay_inside_the_triangle():
-    from avatar.create import barycentric
+    from app.avatar_create import barycentric
 
     corners = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]]], dtype=np.float64)
     inside = barycentric(np.array([[0.25, 0.25, 0.3]]), corners)
@@ -183,7 +183,7 @@ def test_a_real_clip_becomes_an_avatar_that_looks_like_the_person(tmp_path, caps
 
     from app.cli import main
     from avatar.avatar import load_avatar
-    from avatar.create import (
+    from app.avatar_create import (
         fit_cameras,
         read_video,
         score_avatar,
@@ -274,7 +274,7 @@ def test_the_guided_capture_prompts_and_keeps_frames_at_its_rate(monkeypatch, ca
 
 
 def test_an_avatar_over_20_mb_drops_its_view_dependent_colours_to_fit(tmp_path, monkeypatch):
-    import avatar.create as create
+    import app.avatar_create as create
     from avatar.avatar import load_avatar
     from avatar.lca import load_avatar_file
     from avatar.template import load_template

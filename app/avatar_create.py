@@ -345,8 +345,10 @@ def track_frames(clip: SourceClip, progress: Callable[[str, float], None] | None
                        np.stack(bodies).astype(np.float32), np.stack(probabilities))
 
 
-def check_person(tracked: TrackedClip, description: str) -> np.ndarray:
-    """The usable frames' indices, or CreateError: no person, or not enough of one."""
+def check_person(tracked: TrackedClip, description: str) -> tuple[np.ndarray, bool]:
+    """(the usable frames' indices, whether the shoulders are used), or CreateError: no
+    person, or not enough of one. Frames with the face and both shoulders when most frames
+    have them; else, for a close-up where most frames show the face, the face alone."""
     usable = tracked.usable()
     n = len(usable)
     coverage = tracked.probabilities[:, ::4, ::4].astype(np.float32)
@@ -354,10 +356,12 @@ def check_person(tracked: TrackedClip, description: str) -> np.ndarray:
     faces = ~np.isnan(tracked.faces).any(axis=(1, 2))
     bodies = ~np.isnan(tracked.bodies).any(axis=(1, 2))
     if usable.sum() >= max(MIN_FRAMES, MIN_USABLE_FRACTION * n):
-        return np.flatnonzero(usable)
+        return np.flatnonzero(usable), True
     if faces.mean() < 0.2 and bodies.mean() < 0.2 and np.median(coverage) < EMPTY_COVERAGE:
         raise CreateError(f"{description}: no person found in it; record yourself facing the "
                           "camera, head and shoulders in the frame, in good light")
+    if faces.sum() >= max(MIN_FRAMES, MIN_USABLE_FRACTION * n):  # a face close-up
+        return np.flatnonzero(faces), False
     missing = []
     if faces.mean() < 0.5:
         missing.append("the face")
@@ -412,10 +416,11 @@ def choose_keyframes(codes: list, faces: np.ndarray, width: int, count: int) -> 
 
 # -- cameras ----------------------------------------------------------------------------------
 
-def fit_cameras(avatar, codes: list, faces: np.ndarray, shoulders: np.ndarray,
+def fit_cameras(avatar, codes: list, faces: np.ndarray, shoulders: np.ndarray | None,
                 width: int, height: int):
     """(posed vertices per frame, cameras per frame, RMS px): one focal length for the clip
-    and a principal point per frame, fitted to the face mesh and shoulders."""
+    and a principal point per frame, fitted to the face mesh and shoulders (None: the face
+    mesh alone, for a close-up)."""
     from avatar.appearance import fit_frame_cameras
     from render.camera import Camera
     from tracking.facemesh import load_correspondence
@@ -423,21 +428,28 @@ def fit_cameras(avatar, codes: list, faces: np.ndarray, shoulders: np.ndarray,
     correspondence = load_correspondence()
     shoulder_index = [avatar.template.bone_index(b) for b in SHOULDER_BONES]
     vertices, world, image = [], [], []
-    for c, face, pair in zip(codes, faces, shoulders):
+    for k, (c, face) in enumerate(zip(codes, faces)):
         v = posed_vertices(avatar, c)
         vertices.append(v)
-        if np.isnan(face).any() or np.isnan(pair).any():
+        pair = None if shoulders is None else shoulders[k]
+        if np.isnan(face).any() or (pair is not None and np.isnan(pair).any()):
             world.append(None)
             image.append(None)
             continue
+        points = correspondence.surface_points(avatar.template, v)
+        if pair is None:
+            world.append(points)
+            image.append(face)
+            continue
         heads = avatar.rig.pose_codes(c).heads[shoulder_index]
-        world.append(np.concatenate([correspondence.surface_points(avatar.template, v), heads]))
+        world.append(np.concatenate([points, heads]))
         image.append(np.concatenate([face, pair]))
     head_y = float(np.mean([v[:, 1].max() for v in vertices])) - 0.12
     fov = np.degrees(2 * np.arctan(height / 2 / WEBCAM_FOCAL_PX))
     base = Camera.look_at([0.0, head_y, BASE_DISTANCE_M], [0.0, head_y, 0.0], width, height,
                           vertical_fov_deg=float(fov))
-    weights = np.r_[np.ones(478), SHOULDER_WEIGHT, SHOULDER_WEIGHT]
+    weights = (np.ones(478) if shoulders is None
+               else np.r_[np.ones(478), SHOULDER_WEIGHT, SHOULDER_WEIGHT])
     cameras, rms = fit_frame_cameras(world, image, base, weights)
     return vertices, cameras, rms
 
@@ -613,7 +625,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     if tracked is None:
         tracked = track_frames(clip, lambda stage, f: bar.report(stage, f), track_seconds)
     bar.finish()
-    usable = check_person(tracked, clip.description)
+    usable, with_shoulders = check_person(tracked, clip.description)
     tracked = tracked.subset(usable)
     source_index = np.asarray(clip.indices)[usable]
     n = len(usable)
@@ -629,8 +641,8 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     default = load_avatar("default", template)
     avatar = default
     h, w = tracked.frames.shape[1:3]
-    vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces,
-                                         tracked.shoulders, w, h)
+    shoulders = tracked.shoulders if with_shoulders else None
+    vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces, shoulders, w, h)
     shape_info: dict = {}
     shape = None
     if settings.shape:
@@ -638,7 +650,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
         shape, shape_info = _fit_shape(template, tracked, training, cameras, bar)
         avatar = Avatar(default.data, shape.apply(template))
         vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces,
-                                             tracked.shoulders, w, h)
+                                             shoulders, w, h)
 
     bar.start("colours")
     factor = fit_factor(w, h)
@@ -719,6 +731,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
         "fit_size": [w // factor, h // factor], "refine_steps": len(log.losses),
         "camera_fit_rms_px": round(float(rms), 2), "gaussians_fitted": int(len(index)),
         "gaussians_seen": int(seen.sum()), "checks": measures,
+        "camera_fit_points": "face mesh + shoulders" if with_shoulders else "face mesh",
         "colour_completion": "avatar.completion" if settings.complete else "nearest seen",
         "shape": shape_info or None, "correctives": corrective_info or None,
         "seed": settings.seed, "budget_s": settings.budget_s,
