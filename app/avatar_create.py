@@ -937,12 +937,6 @@ def write_avatar(data, out: str | Path, template) -> int:
     return size
 
 
-def thread_count_note() -> str:
-    import torch
-
-    return f"{torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() > 1 else ''}"
-
-
 def format_seconds(seconds: float) -> str:
     seconds = max(0, int(math.ceil(seconds)))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
