@@ -11,9 +11,11 @@ from app.cli import UserError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("avatar", help="inspect avatar (.lca) files, export and import splat scans",
-                       description="Inspect avatar files; export them as splat scans, or import a "
-                       "splat scan of a person as an avatar.")
+    p = sub.add_parser("avatar", help="make your own avatar; inspect avatar (.lca) files, "
+                       "export and import splat scans",
+                       description="Make your own avatar from a clip; inspect avatar files; "
+                       "export them as splat scans, or import a splat scan of a person as an "
+                       "avatar.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     info = actions.add_parser("info", help="print what an avatar file holds",
                               description="Print an avatar file's name, Gaussian count, bones, "
@@ -29,6 +31,9 @@ def add_parser(sub) -> None:
     from app.scan_cmd import add_parsers as add_scan_parsers
 
     add_scan_parsers(actions)  # export and import: splat scans out and in
+    from app.create_cmd import add_parser as add_create_parser
+
+    add_create_parser(actions)  # create: a personal avatar from a clip
 
 
 def describe(path: Path, data=None) -> str:

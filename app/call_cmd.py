@@ -337,6 +337,14 @@ class CallApp:
         self.frames = read_codes(args.codes) if args.codes and not vmc_in else []
         if args.avatar and not Path(args.avatar).is_file():
             raise UserError(f"avatar file {args.avatar} does not exist")
+        if not args.avatar:
+            from app.cli import check_avatar_file
+            from app.user_avatar import avatar_or_user_default
+
+            args.avatar, note = avatar_or_user_default(None)
+            if note:
+                check_avatar_file(args.avatar, "your default avatar")
+                say(note)
         self.config = self._config()
         try:
             self.audio_track, self.audio_note = open_audio_source(args.audio, args.mic)

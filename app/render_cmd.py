@@ -29,8 +29,9 @@ def add_parser(sub) -> None:
         "animation, or driven by a codes JSONL file, to a PNG image or an H.264 MP4 video. "
         "Needs no display or GPU.",
     )
-    p.add_argument("--avatar", default="default",
-                   help="'default' or a .lca file (default: default)")
+    p.add_argument("--avatar", default=None,
+                   help="'default' or a .lca file (default: your own avatar if `avatar create "
+                   "--as-default` made one, else the built-in default)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--pose", choices=sorted(POSES),
                         help="built-in pose or animation (default: rest)")
@@ -144,6 +145,11 @@ def run(args) -> int:
             audio = read_audio(args.audio, AUDIO_RATE)
         except VideoError as exc:
             raise UserError(str(exc)) from None
+    from app.user_avatar import avatar_or_user_default
+
+    args.avatar, note = avatar_or_user_default(args.avatar, "default")
+    if note:
+        print(note, file=sys.stderr)
     try:
         avatar = load_avatar(args.avatar)
     except AvatarFileError as exc:

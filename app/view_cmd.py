@@ -42,8 +42,9 @@ def add_parser(subparsers) -> None:
                     "at its own pace and looped) or a built-in pose. Drag to orbit (left) or "
                     "pan (right/middle), scroll to zoom, Space play/pause, Left/Right step, "
                     "R reset view, S screenshot, Esc/Q quit.")
-    p.add_argument("--avatar", default="default", metavar="default|FILE",
-                   help="the avatar: 'default' or an .lca file (default: %(default)s)")
+    p.add_argument("--avatar", default=None, metavar="default|FILE",
+                   help="the avatar: 'default' or an .lca file (default: your own avatar if "
+                   "`avatar create --as-default` made one, else the built-in default)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--codes", type=Path, metavar="FILE.jsonl", help="codes to play")
     source.add_argument("--pose", metavar="NAME", help="a built-in pose (app/poses.py), e.g. wave")
@@ -145,6 +146,11 @@ def load_source(args):
     from app.cli import read_codes
     from avatar.lca import AvatarFileError
 
+    from app.user_avatar import avatar_or_user_default
+
+    args.avatar, note = avatar_or_user_default(args.avatar, "default")
+    if note:
+        print(note, file=sys.stderr)
     try:
         avatar = load_avatar(args.avatar)
     except (AvatarFileError, OSError) as exc:

@@ -291,8 +291,13 @@ def _load_source(args) -> tuple[object, CodesPlayback, str]:
     from avatar.avatar import load_avatar
     from avatar.lca import AvatarFileError
 
+    from app.user_avatar import avatar_or_user_default
+
+    chosen, note = avatar_or_user_default(getattr(args, "avatar", None), "default")
+    if note:
+        print(note, file=sys.stderr)
     try:
-        avatar = load_avatar(getattr(args, "avatar", None) or "default")
+        avatar = load_avatar(chosen)
     except (AvatarFileError, OSError) as exc:
         raise UserError(f"cannot load the avatar: {exc}") from None
     codes_path = getattr(args, "codes", None)

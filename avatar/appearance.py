@@ -125,6 +125,7 @@ class AppearanceModel:
         self.opacity_logit = torch.tensor(np.log(o / (1 - o)), requires_grad=True)
         self.log_scale = torch.zeros((n, 3), requires_grad=True)
         self.offset = torch.zeros((n, 3), requires_grad=True)
+        self._skinned = avatar.skinned.subset(self.index)  # posing only these: 3x faster
 
     def __len__(self) -> int:
         return len(self.index)
@@ -136,12 +137,10 @@ class AppearanceModel:
     def base(self, vertices: np.ndarray) -> PosedBase:
         """The avatar's posing (``render.skinned.gaussians_on_mesh``) of the model's Gaussians on a
         posed mesh (V, 3), with their triangle frames."""
-        g = gaussians_on_mesh(self.avatar.skinned, vertices)
+        g = gaussians_on_mesh(self._skinned, vertices)
         frames, _ = triangle_frames(vertices, self.avatar.template.faces)
-        faces = self.avatar.data.binding_face[self.index]
-        i = self.index
-        return PosedBase(g.means[i], g.quats[i], g.scales[i],
-                         frames[faces].astype(np.float32))
+        faces = self._skinned.binding_face
+        return PosedBase(g.means, g.quats, g.scales, frames[faces].astype(np.float32))
 
     def posed(self, base: PosedBase) -> tuple[torch.Tensor, ...]:
         """(means, quats, scales, opacities, sh) for ``torch_splat.render``."""
@@ -203,6 +202,65 @@ def projected_colors(model: AppearanceModel, views: list[tuple[PosedBase, Camera
         np.float32)
 
 
+DEPTH_TOLERANCE_M = 0.015  # a Gaussian this far behind the surface a pixel shows is hidden
+MIN_COSINE = 0.2  # surfaces seen more obliquely than about 78 degrees give no colour
+
+
+def visible_colors(model: AppearanceModel, views: list[tuple[PosedBase, Camera, np.ndarray,
+                                                               np.ndarray]],
+                   **render_options) -> tuple[np.ndarray, np.ndarray]:
+    """Projective texturing with visibility: ((N, 3) colours, (N,) summed weights; weight 0
+    where no view saw the Gaussian). Per view ((base, camera, image (H, W, 3) float, mask
+    (H, W) bool)): a depth map from the splatter (the Gaussians' camera depth composited
+    like a colour, over their alpha) is the z-buffer; a Gaussian whose centre lies more than
+    ``DEPTH_TOLERANCE_M`` behind the depth at its pixel is hidden. A visible one takes the
+    image's colour at its centre (bilinear), where the eroded person mask covers it,
+    weighted by the squared cosine between its surface normal and the direction to the
+    camera (0 under ``MIN_COSINE``); the colours are the weighted mean over the views."""
+    from scipy.ndimage import binary_erosion
+
+    n = len(model)
+    total, weight = np.zeros((n, 3)), np.zeros(n)
+    for base, camera, image, mask in views:
+        cv = camera.cv_from_world
+        cam = base.means @ cv[:3, :3].T + cv[:3, 3]
+        z = cam[:, 2].astype(np.float32)
+        with torch.no_grad():
+            _, quats, scales, opacities, _ = model.posed(base)
+            depth_rgba = torch_splat.render(
+                torch.from_numpy(base.means), quats, scales, opacities,
+                torch.from_numpy(np.repeat(z[:, None], 3, axis=1)), camera,
+                **render_options).numpy()
+        alpha = depth_rgba[..., 3]
+        depth = np.where(alpha > 0.5, depth_rgba[..., 0] / np.maximum(alpha, 1e-6), np.inf)
+        safe_z = np.maximum(z, 1e-6)
+        x = camera.fx * cam[:, 0] / safe_z + camera.cx - 0.5  # pixel centres at +0.5
+        y = camera.fy * cam[:, 1] / safe_z + camera.cy - 0.5
+        h, w = mask.shape
+        inside = (z > camera.near) & (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+        col = np.clip(np.round(x).astype(np.int64), 0, w - 1)
+        row = np.clip(np.round(y).astype(np.int64), 0, h - 1)
+        core = binary_erosion(mask, iterations=1)
+        inside &= core[row, col] & (z <= depth[row, col] + DEPTH_TOLERANCE_M)
+        to_camera = camera.position[None, :] - base.means
+        to_camera /= np.maximum(np.linalg.norm(to_camera, axis=1, keepdims=True), 1e-9)
+        cosine = np.einsum("ni,ni->n", base.frames[:, :, 2], to_camera)
+        w_view = np.where(inside & (cosine > MIN_COSINE), cosine ** 2, 0.0)
+        k = np.flatnonzero(w_view > 0)
+        x0 = np.clip(np.floor(x[k]).astype(np.int64), 0, w - 2)
+        y0 = np.clip(np.floor(y[k]).astype(np.int64), 0, h - 2)
+        fx, fy = (x[k] - x0)[:, None], (y[k] - y0)[:, None]
+        sample = (image[y0, x0] * (1 - fx) * (1 - fy) + image[y0, x0 + 1] * fx * (1 - fy)
+                  + image[y0 + 1, x0] * (1 - fx) * fy + image[y0 + 1, x0 + 1] * fx * fy)
+        total[k] += w_view[k, None] * sample
+        weight[k] += w_view[k]
+    own = model.avatar.data.colors[model.index].astype(np.float64)
+    if own.ndim == 3:
+        own = own[:, 0] * SH_C0 + 0.5
+    colours = np.where(weight[:, None] > 0, total / np.maximum(weight, 1e-12)[:, None], own)
+    return np.clip(colours, 0, 1).astype(np.float32), weight
+
+
 @dataclass
 class FitFrame:
     """One training view: the posed mesh (V, 3), the camera (at the training size), the
@@ -226,6 +284,10 @@ class FitSettings:
     lr_offset: float = 2e-4
     silhouette_weight: float = 0.5  # mean |alpha - mask| over the image
     seed: int = 0
+    time_limit_s: float | None = None  # stop after this long (at least ``min_steps`` steps)
+    min_steps: int = 1
+    coarse_fraction: float = 0.0  # this share of the steps (or time) on the coarse frames
+    lr_final: float = 1.0  # every rate decays exponentially to this factor by the end
 
 
 @dataclass
@@ -246,11 +308,13 @@ def render_model(model: AppearanceModel, base: PosedBase, camera: Camera,
 
 
 def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: FitSettings,
-                   progress=None) -> FitLog:
+                   progress=None, coarse_frames: list[FitFrame] | None = None) -> FitLog:
     """Adam over the model's parameters, one random training frame a step. Loss: the mean
     absolute colour error inside the mask (render over black) plus ``silhouette_weight``
     times the mean |alpha - mask| over the whole image. ``progress(step, loss)`` is
-    called after each step."""
+    called after each step. ``coarse_frames`` (the same frames at a lower resolution):
+    the first ``settings.coarse_fraction`` of the steps (of the time, with a time limit)
+    use them, several times cheaper a step, then the full ones."""
     if not frames:
         raise ValueError("no training frames")
     p = model.parameters()
@@ -261,10 +325,18 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         {"params": [p["log_scale"]], "lr": settings.lr_log_scale},
         {"params": [p["offset"]], "lr": settings.lr_offset},
     ])
+    base_rates = [group["lr"] for group in optimizer.param_groups]
     rng = np.random.default_rng(settings.seed)
     log = FitLog()
     for step in range(settings.steps):
-        frame = frames[int(rng.integers(len(frames)))]
+        pick = int(rng.integers(len(frames)))
+        done = (sum(log.seconds.values()) / settings.time_limit_s if settings.time_limit_s
+                else step / settings.steps)
+        coarse = coarse_frames is not None and done < settings.coarse_fraction
+        if settings.lr_final != 1.0:
+            for group, base_lr in zip(optimizer.param_groups, base_rates):
+                group["lr"] = base_lr * settings.lr_final ** min(done, 1.0)
+        frame = coarse_frames[pick] if coarse else frames[pick]
         t0 = time.perf_counter()
         base = model.base(frame.vertices)
         t1 = time.perf_counter()
@@ -287,4 +359,7 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         log.losses.append(loss.item())
         if progress is not None:
             progress(step, log.losses[-1])
+        if (settings.time_limit_s is not None and step + 1 >= settings.min_steps
+                and sum(log.seconds.values()) >= settings.time_limit_s):
+            break
     return log

@@ -22,7 +22,6 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -34,104 +33,20 @@ sys.path.insert(0, str(ROOT))
 from avatar.quality import HeldOutQuality, masked_psnr
 from render.skinned import gaussians_on_mesh
 
-SHOULDER_BONES = ("upperarm01.L", "upperarm01.R")
-LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12  # mediapipe pose indices (the person's sides)
-SHOULDER_WEIGHT = 40.0  # each shoulder counts like this many face points in the camera fit
-WEBCAM_FOCAL_PX = 554.0  # a 60-degree horizontal field of view at 640 px: the base camera
-BASE_DISTANCE_M = 0.6
-
-
-@dataclass
-class TrackedClip:
-    """Every frame (N, H, W, 3) uint8 RGB, its codes, face-mesh points (N, 478, 2) px and
-    shoulders (N, 2, 2) px (NaN where not found), person probability (N, H, W) float32."""
-
-    frames: np.ndarray
-    codes: list
-    faces: np.ndarray
-    shoulders: np.ndarray
-    probabilities: np.ndarray
-
-    def save(self, path: Path) -> None:
-        np.savez(path, frames=self.frames, faces=self.faces, shoulders=self.shoulders,
-                 probabilities=self.probabilities,
-                 codes=np.array([c.to_json() for c in self.codes]))
-
-    @classmethod
-    def load(cls, path: Path) -> TrackedClip:
-        from avatar.codes import Codes
-
-        z = np.load(path)
-        return cls(z["frames"], [Codes.from_json(str(c)) for c in z["codes"]], z["faces"],
-                   z["shoulders"], z["probabilities"])
+# The clip's tracking and the camera fit are the product's (app/avatar_create.py).
+from app.avatar_create import TrackedClip, downsample, read_video, track_frames  # noqa: E402
 
 
 def track_clip(path: Path, seconds: dict) -> TrackedClip:
-    """The project's tracker over every frame, then the person masks."""
-    from tracking.segmentation import PersonSegmenter
-    from tracking.sources import VideoSource
-    from tracking.tracker import Tracker, track
-
-    t = time.perf_counter()
-    frames, codes, faces, shoulders = [], [], [], []
-    source = VideoSource(path)
-    try:
-        with Tracker() as tracker:
-            for result in track(source, tracker):
-                if result.frame is None:
-                    break
-                lm = result.landmarks
-                frames.append(result.frame.image)
-                codes.append(result.codes)
-                face = lm.face if lm is not None else None
-                pose = lm.pose if lm is not None else None
-                faces.append(np.full((478, 2), np.nan) if face is None else face[:, :2])
-                shoulders.append(np.full((2, 2), np.nan) if pose is None
-                                 else pose[[LEFT_SHOULDER, RIGHT_SHOULDER], :2])
-    finally:
-        source.close()
-    seconds["decode_and_track"] = round(time.perf_counter() - t, 2)
-    t = time.perf_counter()
-    with PersonSegmenter() as segmenter:
-        probabilities = [segmenter.process(image).probability for image in frames]
-    seconds["segment"] = round(time.perf_counter() - t, 2)
-    return TrackedClip(np.stack(frames), codes, np.stack(faces).astype(np.float32),
-                       np.stack(shoulders).astype(np.float32), np.stack(probabilities))
-
-
-def downsample(image: np.ndarray, factor: int) -> np.ndarray:
-    """Box-filtered (area mean) image (H, W, C) or (H, W), H and W multiples of factor."""
-    h, w = image.shape[:2]
-    shaped = image.reshape(h // factor, factor, w // factor, factor, *image.shape[2:])
-    return shaped.mean(axis=(1, 3))
+    """Every frame of the clip tracked and segmented."""
+    return track_frames(read_video(path, 100_000), seconds=seconds)
 
 
 def fit_cameras(avatar, clip: TrackedClip):
-    from avatar.appearance import fit_frame_cameras
-    from render.camera import Camera
-    from tracking.facemesh import load_correspondence
+    from app.avatar_create import fit_cameras as fit
 
-    correspondence = load_correspondence()
-    shoulder_index = [avatar.template.bone_index(b) for b in SHOULDER_BONES]
     height, width = clip.frames.shape[1:3]
-    vertices, world, image = [], [], []
-    for c, face, shoulders in zip(clip.codes, clip.faces, clip.shoulders):
-        v = avatar.rig.posed_vertices(c)
-        vertices.append(v)
-        if np.isnan(face).any() or np.isnan(shoulders).any():
-            world.append(None)
-            image.append(None)
-            continue
-        heads = avatar.rig.pose_codes(c).heads[shoulder_index]
-        world.append(np.concatenate([correspondence.surface_points(avatar.template, v), heads]))
-        image.append(np.concatenate([face, shoulders]))
-    head_y = float(np.mean([v[:, 1].max() for v in vertices])) - 0.12
-    fov = np.degrees(2 * np.arctan(height / 2 / WEBCAM_FOCAL_PX))
-    base = Camera.look_at([0.0, head_y, BASE_DISTANCE_M], [0.0, head_y, 0.0], width, height,
-                          vertical_fov_deg=float(fov))
-    weights = np.r_[np.ones(478), SHOULDER_WEIGHT, SHOULDER_WEIGHT]
-    cameras, rms = fit_frame_cameras(world, image, base, weights)
-    return vertices, cameras, rms
+    return fit(avatar, clip.codes, clip.faces, clip.shoulders, width, height)
 
 
 def head_centre(vertices: np.ndarray) -> np.ndarray:

@@ -1,0 +1,942 @@
+"""Personal avatars from a clip: the pipeline behind ``main.py avatar create``.
+
+``create_avatar(clip, out, settings, progress)`` turns the frames of a ``SourceClip``
+(``read_video``, ``read_images``, or frames captured from a camera) into a ``.lca`` file:
+
+1. read: decode at most ``settings.max_frames`` frames, evenly spread over the clip (a
+   long clip is thinned while it is decoded, so memory stays bounded), scaled so the long
+   side is at most 640 px; refuse a clip too short, too dark or too blurred (``CreateError``
+   with what to capture instead).
+2. track + segment: the project's tracker (codes, face mesh, body landmarks per frame) and
+   mediapipe's selfie segmentation (person masks); refuse a clip without a person, or one
+   where the face and shoulders are not in view.
+3. hold out frames, spread through the clip and at its end: never fitted, scored at the end.
+4. cameras: one pinhole camera per frame (``fit_cameras``), from the face mesh and
+   shoulders against the posed avatar.
+5. [shape]: the body and face shape (``avatar.shape.fit_shape``), then the cameras again.
+6. keyframes: the training frames that differ most in head pose and framing.
+7. colours: visibility-aware projective texturing over the keyframes
+   (``avatar.appearance.visible_colors``: a z-buffer from the splatter, weighted by
+   viewing angle); [completion]: every Gaussian never seen gets a colour from what was seen
+   (``avatar.completion.complete_colors``; without it, the nearest seen Gaussian's).
+8. refine: photometric optimisation with the torch splatter (SH degree 1, opacities,
+   scales, offsets), for the time the budget leaves.
+9. [correctives]: linear pose/expression correctives from the face-mesh residuals.
+10. score: the written avatar rendered for the held-out frames, masked PSNR/SSIM.
+11. write: the ``.lca`` (float16 where fine, at most 20 MB) with its provenance, whole or
+    not at all.
+
+Bracketed stages are switched by ``CreateSettings`` flags (their modules are built
+separately; see docs/ARCHITECTURE.md). torch is imported here (the ``create`` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+MAX_SIDE_PX = 640          # frames are scaled down to this long side before anything else
+SIZE_MULTIPLE = 8          # ... and cropped to a multiple of this (fit sizes divide evenly)
+FIT_LONG_SIDE_PX = 320     # the photometric fit runs at about this long side
+MIN_FRAMES = 12            # fewer usable frames than this is too few to fit and score
+MIN_USABLE_FRACTION = 0.5  # of the decoded frames must show the face and both shoulders
+DARK_MEAN = 0.16           # mean luma (0-1) below this: too dark (jwpIntro: 0.51)
+# Sharpness: the median over frames of the smaller of the variances of the horizontal and
+# vertical second differences of the grey image (0-1) at the fit size (a blur along one
+# direction removes that direction's). Measured on jwpIntro.mp4 (640x480): 1.5e-3 as it is;
+# 2.0e-4 blurred by a 2-pixel Gaussian, 7.4e-5 by 3 pixels; 2.7e-4 smeared over 9 pixels
+# sideways (motion), 9.4e-5 over 15, 3.4e-5 over 25. Below the limit: too blurred.
+BLUR_LIMIT = 1.0e-4
+EMPTY_COVERAGE = 0.02      # person-mask share of the frame below which no one is there
+MAX_LCA_BYTES = 20_000_000
+LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12  # mediapipe pose indices (the person's sides)
+SHOULDER_BONES = ("upperarm01.L", "upperarm01.R")
+SHOULDER_WEIGHT = 40.0  # each shoulder counts like this many face points in the camera fit
+WEBCAM_FOCAL_PX = 554.0  # a 60-degree horizontal field of view at 640 px: the base camera
+BASE_DISTANCE_M = 0.6
+TOOL = "main.py avatar create"
+
+
+class CreateError(ValueError):
+    """Input the pipeline cannot make an avatar from; the message says what to capture."""
+
+
+# -- reading --------------------------------------------------------------------------------
+
+@dataclass
+class SourceClip:
+    """Frames to make an avatar from: ``frames`` (H, W, 3) uint8 RGB of one size, their
+    ``times`` (seconds from the start) and ``indices`` in the source, the source's frame
+    count, a description, the source's sha256, and whether the frames are unrelated photos
+    (``static``: an image folder)."""
+
+    frames: list[np.ndarray]
+    times: list[float]
+    indices: list[int]
+    total_frames: int
+    description: str
+    sha256: str
+    static: bool = False
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def normalise_frame(image: np.ndarray) -> np.ndarray:
+    """The frame scaled down to a long side of at most MAX_SIDE_PX and cropped (bottom,
+    right) to multiples of SIZE_MULTIPLE."""
+    h, w = image.shape[:2]
+    scale = min(1.0, MAX_SIDE_PX / max(h, w))
+    if scale < 1.0:
+        from PIL import Image
+
+        image = np.asarray(Image.fromarray(image).resize(
+            (max(SIZE_MULTIPLE, round(w * scale)), max(SIZE_MULTIPLE, round(h * scale))),
+            Image.BILINEAR))
+        h, w = image.shape[:2]
+    h8, w8 = h - h % SIZE_MULTIPLE, w - w % SIZE_MULTIPLE
+    if h8 < 64 or w8 < 64:
+        raise CreateError(f"frames of {w}x{h} pixels are too small: capture at 640x480 or more")
+    return np.ascontiguousarray(image[:h8, :w8])
+
+
+def read_video(path: str | Path, max_frames: int) -> SourceClip:
+    """Up to ``max_frames`` frames evenly spread over a video file. Decodes every frame but
+    converts only those kept; when more than ``max_frames`` are kept, every other one is
+    dropped and the stride doubles, so a clip of any length fits in bounded memory."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise CreateError(f"{path}: no such video file")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise CreateError(f"{path}: not a readable video ({exc}); record an MP4 or WebM clip "
+                          "of yourself instead") from None
+    frames, times, indices = [], [], []
+    stride, count = 1, 0
+    try:
+        if not container.streams.video:
+            raise CreateError(f"{path}: holds no video; record a clip of yourself instead")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if stream.frames and stream.frames > max_frames:  # known length: one stride
+            stride = math.ceil(stream.frames / max_frames)
+        try:
+            for frame in container.decode(video=0):
+                if count % stride == 0:
+                    frames.append(normalise_frame(frame.to_ndarray(format="rgb24")))
+                    times.append(float(frame.time) if frame.time is not None else count / 30.0)
+                    indices.append(count)
+                    if len(frames) > max_frames:
+                        frames, times, indices = frames[::2], times[::2], indices[::2]
+                        stride *= 2
+                count += 1
+        except (av.error.FFmpegError, OSError) as exc:
+            if not frames:
+                raise CreateError(f"{path}: not a readable video ({exc}); record an MP4 or "
+                                  "WebM clip of yourself instead") from None
+            # a clip broken part-way: keep what decoded
+    finally:
+        container.close()
+    if frames and any(f.shape != frames[0].shape for f in frames):
+        raise CreateError(f"{path}: its frame size changes mid-clip; record one steady clip")
+    return SourceClip(frames, times, indices, count, str(path), sha256_of(path))
+
+
+def read_images(folder: str | Path, max_frames: int) -> SourceClip:
+    """Up to ``max_frames`` images of a folder (sorted by name, evenly picked), all scaled
+    to the first one's size (they must share its shape within 2 %)."""
+    from PIL import Image
+
+    from tracking.sources import IMAGE_SUFFIXES, SourceError, load_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CreateError(f"{folder}: not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CreateError(f"{folder}: holds no images (.jpg, .png, ...); put photos of "
+                          "yourself from several angles there")
+    chosen = np.unique(np.linspace(0, len(files) - 1, min(max_frames, len(files))).round()
+                       .astype(int))
+    frames, digest = [], hashlib.sha256()
+    for i in chosen:
+        try:
+            image = load_image(files[i])
+        except (SourceError, OSError, ValueError) as exc:
+            raise CreateError(f"{files[i]}: not a readable image ({exc})") from None
+        digest.update(files[i].name.encode() + bytes.fromhex(sha256_of(files[i])))
+        if frames:
+            h, w = frames[0].shape[:2]
+            if abs(image.shape[1] / image.shape[0] - w / h) > 0.02 * w / h:
+                raise CreateError(f"{files[i].name}: its shape differs from {files[0].name}'s; "
+                                  "use photos taken with one camera setting")
+            image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        else:
+            image = normalise_frame(image)
+        frames.append(image)
+    return SourceClip(frames, [float(i) for i in range(len(frames))], [int(i) for i in chosen],
+                      len(files), str(folder), digest.hexdigest(), static=True)
+
+
+def clip_from_frames(frames: list[np.ndarray], times: list[float], description: str) -> SourceClip:
+    """A ``SourceClip`` from frames already in memory (a camera capture)."""
+    frames = [normalise_frame(f) for f in frames]
+    digest = hashlib.sha256()
+    for f in frames:
+        digest.update(f.tobytes())
+    return SourceClip(frames, list(times), list(range(len(frames))), len(frames), description,
+                      digest.hexdigest())
+
+
+# -- checks on the frames ---------------------------------------------------------------------
+
+def downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """Box-filtered (area mean) image (H, W, C) or (H, W), H and W multiples of factor."""
+    if factor == 1:
+        return np.asarray(image, dtype=np.float64)
+    h, w = image.shape[:2]
+    shaped = image.reshape(h // factor, factor, w // factor, factor, *image.shape[2:])
+    return shaped.mean(axis=(1, 3))
+
+
+def fit_factor(width: int, height: int) -> int:
+    """How much the photometric fit shrinks the frames (2 for 640x480: 320x240)."""
+    factor = max(1, round(max(width, height) / FIT_LONG_SIDE_PX))
+    while factor > 1 and (width % factor or height % factor):
+        factor -= 1
+    return factor
+
+
+def luma(image: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma (H, W) in [0, 1] of a uint8 RGB image."""
+    return (image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+            ) / 255.0
+
+
+def sharpness(image: np.ndarray, factor: int) -> float:
+    """The smaller of the variances of the grey image's horizontal and vertical second
+    differences at the fit size (see BLUR_LIMIT)."""
+    g = downsample(luma(image), factor)
+    dx = g[:, :-2] + g[:, 2:] - 2 * g[:, 1:-1]
+    dy = g[:-2] + g[2:] - 2 * g[1:-1]
+    return float(min(dx.var(), dy.var()))
+
+
+def check_frames(clip: SourceClip) -> dict:
+    """CreateError for a clip too short, too dark or too blurred; else its measures."""
+    n = len(clip.frames)
+    if n < MIN_FRAMES:
+        what = "images" if clip.static else "frames"
+        raise CreateError(f"{clip.description}: only {n} {what}; at least {MIN_FRAMES} are "
+                          "needed: record 10 seconds or more of yourself (or that many photos)")
+    h, w = clip.frames[0].shape[:2]
+    factor = fit_factor(w, h)
+    sample = clip.frames[:: max(1, n // 24)]
+    brightness = float(np.mean([luma(f[::4, ::4]).mean() for f in sample]))
+    if brightness < DARK_MEAN:
+        raise CreateError(f"{clip.description}: too dark (mean brightness {brightness:.0%}); "
+                          "record again facing a lamp or a window, with the light on your face")
+    sharp = float(np.median([sharpness(f, factor) for f in sample]))
+    if sharp < BLUR_LIMIT:
+        raise CreateError(f"{clip.description}: too blurred (sharpness {sharp:.1e}, needs "
+                          f"{BLUR_LIMIT:.0e}); hold the camera still, move slowly, make sure "
+                          "it is focused, and record in good light")
+    return {"brightness": round(brightness, 3), "sharpness": float(f"{sharp:.3g}")}
+
+
+# -- tracking -------------------------------------------------------------------------------
+
+@dataclass
+class TrackedClip:
+    """Every frame (N, H, W, 3) uint8 RGB, its codes, face-mesh points (N, 478, 2) px and
+    body landmarks (N, 33, 3) (x px, y px, visibility; NaN where not found), person
+    probability (N, H, W) float16."""
+
+    frames: np.ndarray
+    codes: list
+    faces: np.ndarray
+    bodies: np.ndarray
+    probabilities: np.ndarray
+
+    @property
+    def shoulders(self) -> np.ndarray:
+        """(N, 2, 2) pixels of the person's left and right shoulders (NaN where absent)."""
+        return self.bodies[:, [LEFT_SHOULDER, RIGHT_SHOULDER], :2]
+
+    def usable(self) -> np.ndarray:
+        """(N,) bool: frames with the face mesh and both shoulders in view."""
+        face_ok = ~np.isnan(self.faces).any(axis=(1, 2))
+        s = self.bodies[:, [LEFT_SHOULDER, RIGHT_SHOULDER]]
+        h, w = self.frames.shape[1:3]
+        inside = ((s[..., 0] >= 0) & (s[..., 0] < w) & (s[..., 1] >= 0) & (s[..., 1] < h)
+                  & (s[..., 2] > 0.5)).all(axis=1)
+        return face_ok & inside
+
+    def subset(self, keep) -> TrackedClip:
+        keep = np.asarray(keep)
+        return TrackedClip(self.frames[keep], [self.codes[i] for i in keep], self.faces[keep],
+                           self.bodies[keep], self.probabilities[keep])
+
+    def save(self, path: Path) -> None:
+        np.savez(path, frames=self.frames, faces=self.faces, bodies=self.bodies,
+                 probabilities=self.probabilities,
+                 codes=np.array([c.to_json() for c in self.codes]))
+
+    @classmethod
+    def load(cls, path: Path) -> TrackedClip:
+        from avatar.codes import Codes
+
+        z = np.load(path)
+        return cls(z["frames"], [Codes.from_json(str(c)) for c in z["codes"]], z["faces"],
+                   z["bodies"], z["probabilities"])
+
+
+def track_frames(clip: SourceClip, progress: Callable[[str, float], None] | None = None,
+                 seconds: dict | None = None) -> TrackedClip:
+    """The project's tracker over the clip's frames (in order, at their own times), then
+    the person masks."""
+    from tracking.segmentation import PersonSegmenter
+    from tracking.sources import Frame
+    from tracking.tracker import Tracker
+
+    say = progress or (lambda stage, fraction: None)
+    seconds = {} if seconds is None else seconds
+    t = time.perf_counter()
+    codes, faces, bodies = [], [], []
+    n = len(clip.frames)
+    with Tracker(static=clip.static) as tracker:
+        for k, (image, when) in enumerate(zip(clip.frames, clip.times)):
+            result = tracker.process(Frame(image, when, k, clip.description, when))
+            lm = result.landmarks
+            codes.append(result.codes)
+            face = lm.face if lm is not None else None
+            faces.append(np.full((478, 2), np.nan) if face is None else face[:, :2])
+            if lm is None or lm.pose is None:
+                bodies.append(np.full((33, 3), np.nan))
+            else:
+                vis = (lm.pose_visibility if lm.pose_visibility is not None
+                       else np.ones(len(lm.pose)))
+                bodies.append(np.column_stack([lm.pose[:, :2], vis]))
+            say("track", (k + 1) / n)
+    seconds["track"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    probabilities = []
+    with PersonSegmenter() as segmenter:
+        for k, image in enumerate(clip.frames):
+            probabilities.append(segmenter.process(image).probability.astype(np.float16))
+            say("segment", (k + 1) / n)
+    seconds["segment"] = round(time.perf_counter() - t, 2)
+    return TrackedClip(np.stack(clip.frames), codes, np.stack(faces).astype(np.float32),
+                       np.stack(bodies).astype(np.float32), np.stack(probabilities))
+
+
+def check_person(tracked: TrackedClip, description: str) -> tuple[np.ndarray, bool]:
+    """(the usable frames' indices, whether the shoulders are used), or CreateError: no
+    person, or not enough of one. Frames with the face and both shoulders when most frames
+    have them; else, for a close-up where most frames show the face, the face alone."""
+    usable = tracked.usable()
+    n = len(usable)
+    coverage = tracked.probabilities[:, ::4, ::4].astype(np.float32)
+    coverage = (coverage > 0.5).mean(axis=(1, 2))
+    faces = ~np.isnan(tracked.faces).any(axis=(1, 2))
+    bodies = ~np.isnan(tracked.bodies).any(axis=(1, 2))
+    if usable.sum() >= max(MIN_FRAMES, MIN_USABLE_FRACTION * n):
+        return np.flatnonzero(usable), True
+    if faces.mean() < 0.2 and bodies.mean() < 0.2 and np.median(coverage) < EMPTY_COVERAGE:
+        raise CreateError(f"{description}: no person found in it; record yourself facing the "
+                          "camera, head and shoulders in the frame, in good light")
+    if faces.sum() >= max(MIN_FRAMES, MIN_USABLE_FRACTION * n):  # a face close-up
+        return np.flatnonzero(faces), False
+    missing = []
+    if faces.mean() < 0.5:
+        missing.append("the face")
+    if usable.mean() < 0.5 and faces.mean() >= 0.5:
+        missing.append("both shoulders")
+    what = " and ".join(missing) or "the face and both shoulders"
+    raise CreateError(f"{description}: the person is only partly visible ({what} in "
+                      f"{usable.sum()} of {n} frames); record again with your whole head and "
+                      "both shoulders in the frame, facing the camera")
+
+
+# -- held-out frames and keyframes --------------------------------------------------------------
+
+def hold_out(n: int, tail_fraction: float = 0.12, spread_every: int = 10,
+             min_tail: int = 2, gap: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) positions among ``n`` frames in time order: the last
+    ``tail_fraction`` of the clip, plus every ``spread_every``-th frame before it (0: none);
+    with ``gap`` (frames close in time) the training set also leaves out each spread
+    frame's two neighbours, so no training frame is a near copy of a held-out one."""
+    tail = max(min_tail, int(round(tail_fraction * n)))
+    held = set(range(n - tail, n))
+    gaps = {n - tail - 1} if gap else set()
+    if spread_every:
+        for i in range(spread_every // 2, n - tail - 1, spread_every):
+            held.add(i)
+            if gap:
+                gaps.update((i - 1, i + 1))
+    training = [i for i in range(n) if i not in held and i not in gaps]
+    return np.array(training, dtype=np.int64), np.array(sorted(held), dtype=np.int64)
+
+
+def choose_keyframes(codes: list, faces: np.ndarray, width: int, count: int) -> np.ndarray:
+    """``count`` positions among the frames that differ most in head pose and where the face
+    is (greedy farthest-point sampling, from the frame nearest the median)."""
+    n = len(codes)
+    if n <= count:
+        return np.arange(n)
+    head = np.array([np.asarray(c.head, dtype=np.float64).reshape(-1)[:4] for c in codes])
+    head *= np.sign(head[:, :1] + 1e-9)  # q and -q are one rotation
+    centre = np.nanmean(faces, axis=1) / width
+    features = np.concatenate([head * 2.0, centre], axis=1)
+    features = np.nan_to_num(features)
+    start = int(np.argmin(np.linalg.norm(features - np.median(features, axis=0), axis=1)))
+    chosen = [start]
+    distance = np.linalg.norm(features - features[start], axis=1)
+    while len(chosen) < count:
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(features - features[nxt], axis=1))
+    return np.array(sorted(chosen))
+
+
+# -- cameras ----------------------------------------------------------------------------------
+
+def fit_cameras(avatar, codes: list, faces: np.ndarray, shoulders: np.ndarray | None,
+                width: int, height: int):
+    """(posed vertices per frame, cameras per frame, RMS px): one focal length for the clip
+    and a principal point per frame, fitted to the face mesh and shoulders (None: the face
+    mesh alone, for a close-up)."""
+    from avatar.appearance import fit_frame_cameras
+    from render.camera import Camera
+    from tracking.facemesh import load_correspondence
+
+    correspondence = load_correspondence()
+    shoulder_index = [avatar.template.bone_index(b) for b in SHOULDER_BONES]
+    vertices, world, image = [], [], []
+    for k, (c, face) in enumerate(zip(codes, faces)):
+        v = posed_vertices(avatar, c)
+        vertices.append(v)
+        pair = None if shoulders is None else shoulders[k]
+        if np.isnan(face).any() or (pair is not None and np.isnan(pair).any()):
+            world.append(None)
+            image.append(None)
+            continue
+        points = correspondence.surface_points(avatar.template, v)
+        if pair is None:
+            world.append(points)
+            image.append(face)
+            continue
+        heads = avatar.rig.pose_codes(c).heads[shoulder_index]
+        world.append(np.concatenate([points, heads]))
+        image.append(np.concatenate([face, pair]))
+    head_y = float(np.mean([v[:, 1].max() for v in vertices])) - 0.12
+    fov = np.degrees(2 * np.arctan(height / 2 / WEBCAM_FOCAL_PX))
+    base = Camera.look_at([0.0, head_y, BASE_DISTANCE_M], [0.0, head_y, 0.0], width, height,
+                          vertical_fov_deg=float(fov))
+    weights = (np.ones(478) if shoulders is None
+               else np.r_[np.ones(478), SHOULDER_WEIGHT, SHOULDER_WEIGHT])
+    cameras, rms = fit_frame_cameras(world, image, base, weights)
+    return vertices, cameras, rms
+
+
+def posed_vertices(avatar, codes) -> np.ndarray:
+    """The avatar's mesh for a codes frame as its posers build it (correctives included)."""
+    from render.skinned import posed_mesh
+
+    return posed_mesh(avatar.skinned, avatar.skin_pose(codes)).astype(np.float32)
+
+
+# -- the pipeline -----------------------------------------------------------------------------
+
+@dataclass
+class CreateSettings:
+    """What ``create_avatar`` does and how long it may take.
+
+    ``budget_s``: the whole run's target time; it sets the frames decoded, keyframes,
+    held-out frames scored and the refinement's time. ``tail_fraction`` / ``spread_every``:
+    the held-out frames (``hold_out``). ``shape`` / ``complete`` / ``correctives``: the
+    optional stages. ``threads``: torch's CPU threads (None: torch's default).
+    """
+
+    budget_s: float = 600.0
+    seed: int = 0
+    name: str = "me"
+    shape: bool = True
+    complete: bool = True
+    correctives: bool = True
+    tail_fraction: float = 0.12
+    spread_every: int = 10
+    threads: int | None = None
+    max_steps: int = 4000
+    coarse_fraction: float = 0.4  # of the refinement's time at half the fit's resolution
+    licence: str = "unspecified"
+
+    @property
+    def max_frames(self) -> int:
+        """Frames to decode and track: 24 at a minute's budget, 240 at ten minutes."""
+        return int(np.clip(self.budget_s / 2.5, 24, 240))
+
+    @property
+    def keyframes(self) -> int:
+        return int(np.clip(self.budget_s / 60.0, 4, 10))
+
+    @property
+    def scored_frames(self) -> int:
+        return int(np.clip(self.budget_s / 25.0, 4, 24))
+
+
+@dataclass
+class CreateResult:
+    """What ``create_avatar`` made: the avatar's data, its held-out quality, each stage's
+    seconds, and the provenance written into the file."""
+
+    data: object
+    quality: object
+    seconds: dict
+    provenance: dict
+    path: Path | None = None
+    size_bytes: int = 0
+    info: dict = field(default_factory=dict)
+
+
+# Planned seconds per unit, for the time estimate before a stage has run (2-core VM).
+TRACK_S_PER_FRAME = 0.075
+SEGMENT_S_PER_FRAME = 0.01
+VISIBILITY_S_PER_KEYFRAME = 1.5
+SCORE_S_PER_FRAME = 1.0
+FIXED_S = {"cameras": 3.0, "shape": 60.0, "complete": 3.0, "correctives": 15.0, "write": 4.0}
+MIN_REFINE_STEPS = 20
+# Faster than FitSettings' defaults (which suit 300+ steps), decaying to 30 %: on this
+# machine a budget buys 50-500 steps. Measured on jwpIntro (60 steps, the clip's last
+# quarter held out): 17.5 dB at the defaults, 22.0 dB with scales, offsets and colours at
+# these rates, 21.7 dB with the silhouette weighted 1 instead of the colours' rate.
+REFINE_RATES = {"lr_log_scale": 0.03, "lr_offset": 5e-4, "lr_sh_dc": 0.03, "lr_final": 0.3}
+
+
+class Progress:
+    """Stage bookkeeping: each stage's planned and actual seconds, and ``report(stage,
+    fraction)`` calls ``callback(stage, fraction, seconds_left)``."""
+
+    def __init__(self, plan: dict[str, float],
+                 callback: Callable[[str, float, float], None] | None):
+        self.plan = dict(plan)
+        self.seconds: dict[str, float] = {}
+        self.callback = callback
+        self._stage, self._t0 = None, time.perf_counter()
+
+    def start(self, stage: str) -> None:
+        self.finish()
+        self._stage, self._t0 = stage, time.perf_counter()
+        self.report(stage, 0.0)
+
+    def switch(self, stage: str) -> None:
+        """Start ``stage`` unless it is the current one (for reports from inside a step
+        that runs two stages, like tracking then segmentation)."""
+        if stage != self._stage:
+            self.start(stage)
+
+    def finish(self) -> None:
+        if self._stage is not None:
+            self.seconds[self._stage] = round(self.seconds.get(self._stage, 0.0)
+                                              + time.perf_counter() - self._t0, 2)
+            self._stage = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def left(self, stage: str, fraction: float) -> float:
+        done_now = self.elapsed()
+        planned = self.plan.get(stage, done_now)
+        current = max(planned - done_now, 0.0) if fraction <= 0 else \
+            done_now * (1 - fraction) / max(fraction, 1e-3)
+        names = list(self.plan)
+        later = names[names.index(stage) + 1:] if stage in names else []
+        return current + sum(self.plan[s] for s in later if s not in self.seconds)
+
+    def report(self, stage: str, fraction: float) -> None:
+        if stage != self._stage and stage in self.plan:
+            self.switch(stage)
+        if self.callback is not None:
+            self.callback(stage, min(max(fraction, 0.0), 1.0), self.left(stage, fraction))
+
+
+def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSettings,
+                  progress: Callable[[str, float, float], None] | None = None,
+                  checks: dict | None = None, tracked: TrackedClip | None = None
+                  ) -> CreateResult:
+    """Make an avatar from ``clip`` and write it to ``out`` (None: do not write).
+
+    ``progress(stage, fraction of the stage done, estimated seconds left in the run)``.
+    Raises ``CreateError`` for input it cannot use (nothing is written then). ``checks``
+    and ``tracked``: the frame checks' measures and the clip's tracking when already done
+    (benchmarks repeat a fit on one tracking).
+    """
+    import torch
+
+    from avatar.appearance import (
+        AppearanceModel,
+        FitFrame,
+        FitSettings,
+        fit_appearance,
+        visible_colors,
+        visible_gaussians,
+    )
+    from avatar.avatar import Avatar, load_avatar
+    from avatar.template import load_template
+
+    started = time.perf_counter()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    n_frames = len(clip.frames)
+    plan = {"read": 0.0, "track": TRACK_S_PER_FRAME * n_frames,
+            "segment": SEGMENT_S_PER_FRAME * n_frames, "cameras": FIXED_S["cameras"]}
+    if settings.shape:
+        plan["shape"] = FIXED_S["shape"]
+    plan["colours"] = VISIBILITY_S_PER_KEYFRAME * 2 * settings.keyframes
+    plan["complete"] = FIXED_S["complete"]
+    plan["refine"] = 0.0
+    if settings.correctives:
+        plan["correctives"] = FIXED_S["correctives"]
+    plan["score"] = SCORE_S_PER_FRAME * settings.scored_frames
+    plan["write"] = FIXED_S["write"]
+    plan["refine"] = max(settings.budget_s - sum(plan.values()), 10.0)
+    bar = Progress(plan, progress)
+
+    bar.start("read")
+    measures = check_frames(clip) if checks is None else checks
+    bar.start("track")
+    track_seconds: dict = {}
+    if tracked is None:
+        tracked = track_frames(clip, lambda stage, f: bar.report(stage, f), track_seconds)
+    bar.finish()
+    usable, with_shoulders = check_person(tracked, clip.description)
+    tracked = tracked.subset(usable)
+    source_index = np.asarray(clip.indices)[usable]
+    n = len(usable)
+    step_s = float(np.median(np.diff(np.asarray(clip.times)[usable]))) if n > 1 else 1.0
+    training, held = hold_out(n, settings.tail_fraction, settings.spread_every,
+                              gap=step_s < 0.1)
+    if len(training) < 4 or len(held) < 2:
+        raise CreateError(f"{clip.description}: too few usable frames ({n}); record 10 "
+                          "seconds or more with your head and shoulders in view")
+
+    bar.start("cameras")
+    template = load_template()
+    default = load_avatar("default", template)
+    avatar = default
+    h, w = tracked.frames.shape[1:3]
+    shoulders = tracked.shoulders if with_shoulders else None
+    vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces, shoulders, w, h)
+    shape_info: dict = {}
+    shape = None
+    if settings.shape:
+        bar.start("shape")
+        shape, shape_info = _fit_shape(template, tracked, training, cameras, bar)
+        avatar = Avatar(default.data, shape.apply(template))
+        vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces,
+                                             shoulders, w, h)
+
+    bar.start("colours")
+    factor = fit_factor(w, h)
+
+    def fit_frame(i: int, f: int = factor) -> FitFrame:
+        return FitFrame(vertices[i], cameras[i].resized(w // f, h // f),
+                        downsample(tracked.frames[i] / 255.0, f).astype(np.float32),
+                        downsample(tracked.probabilities[i].astype(np.float32), f) > 0.5)
+
+    train_frames = [fit_frame(int(i)) for i in training]
+    coarse = None
+    if w % (2 * factor) == 0 and h % (2 * factor) == 0:  # coarse to fine
+        coarse = [fit_frame(int(i), 2 * factor) for i in training]
+    keys = choose_keyframes([tracked.codes[i] for i in training], tracked.faces[training], w,
+                            settings.keyframes)
+    key_frames = [train_frames[k] for k in keys]
+    index = visible_gaussians(avatar, [(fr.vertices, fr.camera) for fr in key_frames])
+    bar.report("colours", 0.5)
+    if len(index) == 0:
+        raise CreateError(f"{clip.description}: the avatar could not be lined up with the "
+                          "person; record facing the camera, head and shoulders in view")
+    model = AppearanceModel(avatar, index)
+    views = [(model.base(fr.vertices), fr.camera, fr.image, fr.mask) for fr in key_frames]
+    colours, weight = visible_colors(model, views)
+    n_all = len(avatar)
+    full = np.asarray(avatar.data.colors, dtype=np.float32)
+    full = full[:, 0] * 0.28209479177387814 + 0.5 if full.ndim == 3 else full.copy()
+    seen = np.zeros(n_all, bool)
+    seen[index] = weight > 0
+    full[index[weight > 0]] = colours[weight > 0]
+
+    # A scored frame costs about what a keyframe's two renders here did (one render, SSIM):
+    # plan the scoring from that, on this machine as loaded now.
+    per_render = bar.elapsed() / max(2 * len(key_frames), 1)
+    plan["score"] = bar.plan["score"] = 1.2 * per_render * settings.scored_frames
+    bar.start("complete")
+    full = _complete(avatar, full, seen, settings.complete)
+
+    bar.start("refine")
+    model = AppearanceModel(avatar, index, colors=full[index])
+    refine_s = max(settings.budget_s - (time.perf_counter() - started)
+                   - sum(plan[s] for s in ("correctives", "score", "write") if s in plan), 5.0)
+    fit_settings = FitSettings(steps=settings.max_steps, seed=settings.seed,
+                               time_limit_s=refine_s, min_steps=MIN_REFINE_STEPS,
+                               coarse_fraction=settings.coarse_fraction if coarse else 0.0,
+                               **REFINE_RATES)
+    bar.plan["refine"] = refine_s
+    log = fit_appearance(model, train_frames, fit_settings,
+                         lambda step, loss: bar.report(
+                             "refine", max(step / settings.max_steps,
+                                           bar.elapsed() / max(refine_s, 1e-3))),
+                         coarse_frames=coarse)
+    data = avatar_data_from_fit(avatar, model, full, settings.name)
+    if shape is not None:
+        data.shape = shape
+
+    corrective_info: dict = {}
+    if settings.correctives:
+        bar.start("correctives")
+        corrective_info = _fit_correctives(data, template, tracked, training, cameras)
+
+    bar.start("score")
+    final = Avatar(data, template)
+    scored = held[np.unique(np.linspace(0, len(held) - 1, min(settings.scored_frames,
+                                                              len(held))).round().astype(int))]
+    quality = score_avatar(final, tracked, scored, cameras, factor,
+                           lambda f: bar.report("score", f))
+
+    provenance = {
+        "tool": TOOL, "tool_version": tool_version(), "date": date.today().isoformat(),
+        "source": Path(clip.description).name, "source_sha256": clip.sha256,
+        "source_frames": clip.total_frames,
+        "frames_used": [int(source_index[i]) for i in training],
+        "frames_held_out": [int(source_index[i]) for i in held],
+        "scored_frames": [int(source_index[i]) for i in scored],
+        "keyframes": [int(source_index[training[k]]) for k in keys],
+        **quality.to_json_dict(),
+        "fit_size": [w // factor, h // factor], "refine_steps": len(log.losses),
+        "camera_fit_rms_px": round(float(rms), 2), "gaussians_fitted": int(len(index)),
+        "gaussians_seen": int(seen.sum()), "checks": measures,
+        "camera_fit_points": "face mesh + shoulders" if with_shoulders else "face mesh",
+        "colour_completion": "avatar.completion" if settings.complete else "nearest seen",
+        "shape": shape_info or None, "correctives": corrective_info or None,
+        "seed": settings.seed, "budget_s": settings.budget_s,
+    }
+    result = CreateResult(data, quality, bar.seconds, provenance,
+                          info={"usable_frames": n, "decoded_frames": n_frames,
+                                "training": len(training), "held_out": len(held)})
+    bar.start("write")
+    provenance["stage_seconds"] = dict(bar.seconds)
+    data.provenance = provenance
+    if out is not None:
+        result.path = Path(out)
+        result.size_bytes = write_avatar(data, out, template)
+    bar.finish()
+    result.seconds = dict(bar.seconds)
+    return result
+
+
+def tool_version() -> str:
+    """splatcall's version (pyproject), with the git commit when run from a checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    version = "unknown"
+    try:
+        import tomllib
+
+        version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    except (OSError, KeyError, ValueError):
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"splatcall {version}" + (f" ({commit})" if commit else "")
+
+
+def _fit_shape(template, tracked: TrackedClip, training, cameras, bar: Progress):
+    """avatar.shape.fit_shape over up to 30 training frames (the shape helper's module)."""
+    from avatar.shape import ShapeObservation, fit_shape
+
+    pick = training[np.unique(np.linspace(0, len(training) - 1, min(30, len(training)))
+                              .round().astype(int))]
+    observations = [ShapeObservation(tracked.codes[i], cameras[i], tracked.bodies[i],
+                                     tracked.faces[i], tracked.probabilities[i] > 0.5)
+                    for i in pick]
+    fit = fit_shape(observations, template, budget_s=FIXED_S["shape"],
+                    progress=lambda f: bar.report("shape", f))
+    return fit.shape, {"landmark_rms_px": round(float(fit.landmark_rms_px), 2),
+                       "frames": len(pick), "phenotype": fit.shape.phenotype}
+
+
+def _complete(avatar, colors: np.ndarray, seen: np.ndarray, use_module: bool) -> np.ndarray:
+    """Every unseen Gaussian's colour from the seen ones: avatar.completion when on, else
+    the colour of the nearest seen Gaussian on the body at rest."""
+    if use_module:
+        from avatar.completion import complete_colors
+
+        return np.asarray(complete_colors(avatar.template, avatar.data.binding_face, colors,
+                                          seen), dtype=np.float32)
+    from scipy.spatial import cKDTree
+
+    from render.skinned import gaussians_on_mesh
+
+    if not seen.any():
+        return colors
+    rest = gaussians_on_mesh(avatar.skinned, avatar.template.vertices).means
+    _, nearest = cKDTree(rest[seen]).query(rest[~seen])
+    out = colors.copy()
+    out[~seen] = colors[seen][nearest]
+    return out
+
+
+def _fit_correctives(data, template, tracked: TrackedClip, training, cameras) -> dict:
+    """avatar.corrective_fit over the training frames (the corrfit helper's module); sets
+    the data's corrective fields."""
+    from avatar.avatar import Avatar
+    from avatar.corrective_fit import fit_correctives_from_landmarks
+
+    fit = fit_correctives_from_landmarks(Avatar(data, template),
+                                         [tracked.codes[i] for i in training],
+                                         [cameras[i] for i in training],
+                                         [tracked.faces[i] for i in training])
+    data.corrective_bones = list(fit.bones)
+    data.corrective_index = fit.index
+    data.corrective_basis = fit.basis
+    return fit.report
+
+
+def avatar_data_from_fit(avatar, model, colors: np.ndarray, name: str):
+    """The .lca contents: every Gaussian of ``avatar`` (baked shading, SH degree 1); the
+    model's fitted ones with their SH, opacities, scales and offsets (tangential offsets
+    become barycentric moves in the rest triangle, the normal part the binding offset);
+    the rest with ``colors`` (N, 3) as their SH's constant term."""
+    from avatar.appearance import SH_DEGREE
+    from avatar.lca import AvatarData
+    from render.reference import SH_C0
+    from render.skinned import triangle_frames
+
+    d = avatar.data
+    n = len(d)
+    state = model.state()
+    i = state["index"]
+    sh = np.zeros((n, (SH_DEGREE + 1) ** 2, 3), np.float32)
+    sh[:, 0] = (colors - 0.5) / SH_C0
+    sh[i] = state["sh"]
+    opacities = np.asarray(d.opacities, np.float32).copy()
+    opacities[i] = np.clip(state["opacities"], 0.0, 1.0)
+    scales = np.asarray(d.local_scales, np.float32).copy()
+    scales[i] *= state["scale_factors"]
+    bary = np.asarray(d.binding_bary, np.float64).copy()
+    offset = np.asarray(d.binding_offset, np.float32).copy()
+    faces = d.binding_face[i]
+    tmpl = avatar.template
+    frames, _ = triangle_frames(tmpl.vertices, tmpl.faces)
+    corners = tmpl.vertices[tmpl.faces[faces]].astype(np.float64)  # (M, 3, 3)
+    tangential = state["offsets"].astype(np.float64).copy()
+    offset[i] += tangential[:, 2]
+    tangential[:, 2] = 0.0
+    point = np.einsum("mk,mkj->mj", bary[i], corners) + np.einsum(
+        "mij,mj->mi", frames[faces], tangential)
+    bary[i] = barycentric(point, corners)
+    data = AvatarData(
+        name=name, binding_face=d.binding_face, binding_bary=bary.astype(np.float32),
+        binding_offset=offset, local_quats=d.local_quats, local_scales=scales,
+        opacities=opacities, colors=sh, template=dict(d.template),
+        bone_names=list(d.bone_names), shading="baked", licence="unspecified",
+        attribution="made with main.py avatar create", provenance={})
+    return data
+
+
+def barycentric(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """(M, 3) barycentric coordinates of points projected into their triangles (M, 3, 3),
+    clamped inside (each >= 0) and summing to 1."""
+    e1, e2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+    r = points - corners[:, 0]
+    d11, d12, d22 = (e1 * e1).sum(1), (e1 * e2).sum(1), (e2 * e2).sum(1)
+    r1, r2 = (r * e1).sum(1), (r * e2).sum(1)
+    det = np.maximum(d11 * d22 - d12 * d12, 1e-20)
+    b1 = (d22 * r1 - d12 * r2) / det
+    b2 = (d11 * r2 - d12 * r1) / det
+    out = np.clip(np.stack([1 - b1 - b2, b1, b2], axis=1), 0.0, None)
+    return out / np.maximum(out.sum(1, keepdims=True), 1e-12)
+
+
+def render_avatar(avatar, vertices: np.ndarray, camera) -> np.ndarray:
+    """(H, W, 4) premultiplied RGBA of the whole avatar on a posed mesh (torch splatter)."""
+    import torch
+
+    from render import torch_splat
+    from render.skinned import gaussians_on_mesh
+
+    g = gaussians_on_mesh(avatar.skinned, vertices)
+    with torch.no_grad():
+        return torch_splat.render(*(torch.as_tensor(np.asarray(a, np.float32)) for a in (
+            g.means, g.quats, g.scales, g.opacities, g.colors)), camera).numpy()
+
+
+def score_avatar(avatar, tracked: TrackedClip, frames, cameras, factor: int,
+                 progress: Callable[[float], None] | None = None):
+    """HeldOutQuality of ``avatar`` over ``frames`` (positions in ``tracked``) at the fit
+    size, inside the person mask: the written avatar as a receiver's poser places it."""
+    from avatar.quality import HeldOutQuality
+
+    h, w = tracked.frames.shape[1:3]
+    triples = []
+    for k, i in enumerate(frames):
+        camera = cameras[i].resized(w // factor, h // factor)
+        rgba = render_avatar(avatar, posed_vertices(avatar, tracked.codes[i]), camera)
+        target = downsample(tracked.frames[i] / 255.0, factor)
+        mask = downsample(tracked.probabilities[i].astype(np.float32), factor) > 0.5
+        triples.append((np.clip(rgba[..., :3], 0, 1), target, mask))
+        if progress:
+            progress((k + 1) / len(frames))
+    return HeldOutQuality.of(triples)
+
+
+def write_avatar(data, out: str | Path, template) -> int:
+    """Write ``data`` to ``out`` whole or not at all, after checking that it loads and is at
+    most MAX_LCA_BYTES (over it, the colours lose their view-dependent SH terms, 18 bytes a
+    Gaussian, and the provenance says so); returns its size."""
+    from avatar.lca import AvatarFileError, load_avatar_file, save_avatar_file
+    from common.files import replacing
+
+    out = Path(out)
+    with replacing(out) as tmp:
+        save_avatar_file(tmp, data)
+        size = tmp.stat().st_size
+        if size > MAX_LCA_BYTES and data.colors.ndim == 3 and data.colors.shape[1] > 1:
+            data.colors = np.ascontiguousarray(data.colors[:, :1])
+            data.provenance["colours_reduced"] = (f"SH degree 1 -> 0: {size / 1e6:.1f} MB was "
+                                                  f"over {MAX_LCA_BYTES / 1e6:.0f} MB")
+            save_avatar_file(tmp, data)
+            size = tmp.stat().st_size
+        if size > MAX_LCA_BYTES:
+            raise CreateError(f"the avatar would take {size / 1e6:.1f} MB, over the "
+                              f"{MAX_LCA_BYTES / 1e6:.0f} MB a call can exchange")
+        try:
+            load_avatar_file(tmp, template)
+        except AvatarFileError as exc:
+            raise CreateError(f"the fitted avatar failed its own checks: {exc}") from None
+    return size
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(math.ceil(seconds)))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
