@@ -776,13 +776,19 @@ def _fit_shape(template, tracked: TrackedClip, training, cameras, bar: Progress)
 
     pick = training[np.unique(np.linspace(0, len(training) - 1, min(30, len(training)))
                               .round().astype(int))]
-    observations = [ShapeObservation(tracked.codes[i], cameras[i], tracked.bodies[i],
-                                     tracked.faces[i], tracked.probabilities[i] > 0.5)
+    observations = [ShapeObservation(tracked.codes[i], cameras[i], _found(tracked.bodies[i]),
+                                     _found(tracked.faces[i]), tracked.probabilities[i] > 0.5)
                     for i in pick]
     fit = fit_shape(observations, template, budget_s=FIXED_S["shape"],
                     progress=lambda f: bar.report("shape", f))
     return fit.shape, {"landmark_rms_px": round(float(fit.landmark_rms_px), 2),
                        "frames": len(pick), "phenotype": fit.shape.phenotype}
+
+
+def _found(points: np.ndarray) -> np.ndarray | None:
+    """Landmarks as the fits take them: None for a frame where the tracker found none (the
+    clip's arrays hold NaN there)."""
+    return None if np.isnan(points).any() else points
 
 
 def _complete(avatar, colors: np.ndarray, seen: np.ndarray, use_module: bool) -> np.ndarray:
@@ -815,7 +821,7 @@ def _fit_correctives(data, template, tracked: TrackedClip, training, cameras) ->
     fit = fit_correctives_from_landmarks(Avatar(data, template),
                                          [tracked.codes[i] for i in training],
                                          [cameras[i] for i in training],
-                                         [tracked.faces[i] for i in training])
+                                         [_found(tracked.faces[i]) for i in training])
     data.corrective_bones = list(fit.bones)
     data.corrective_index = fit.index
     data.corrective_basis = fit.basis
