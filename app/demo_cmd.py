@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--clip", type=Path, default=DEMO_CLIP,
                    help="video with a person talking (default: psychopy's jwpIntro.mp4, "
                    "fetched by scripts/setup.sh)")
+    p.add_argument("--avatar", type=Path, default=None, metavar="LCA",
+                   help="the sender's avatar (default: the one the set-up created from the "
+                   "demo clip, else the built-in default)")
     p.add_argument("--out", type=Path, default=Path("out/demo.mp4"),
                    help="output video (default: out/demo.mp4)")
     p.add_argument("--height", type=int, default=360, help="output height in pixels (default: 360)")
@@ -97,9 +100,11 @@ def track_clip(clip: Path, max_seconds: float) -> tuple[list, float]:
 
 
 # -- 2. the call ----------------------------------------------------------------------------
-async def run_call(frames: list, clip: Path, display_fps: float, window=None) -> dict:
+async def run_call(frames: list, clip: Path, display_fps: float, window=None,
+                   avatar: Path | None = None) -> dict:
     """Two participants on loopback; returns what the receiver recorded. ``window``
-    (app.demo_window.DemoWindow) shows the receiver's side live."""
+    (app.demo_window.DemoWindow) shows the receiver's side live; ``avatar``: the sender's
+    (default: the built-in one)."""
     from avatar.avatar import DEFAULT_AVATAR_PATH
     from net.audio import frame_to_mono, open_audio_source
     from net.call import Call, CallConfig
@@ -131,7 +136,7 @@ async def run_call(frames: list, clip: Path, display_fps: float, window=None) ->
                           avatar_cache_dir=cache / name)
 
     audio_track, description = open_audio_source(str(clip))
-    sender = Call(config("sender", DEFAULT_AVATAR_PATH), audio_track=audio_track,
+    sender = Call(config("sender", avatar or DEFAULT_AVATAR_PATH), audio_track=audio_track,
                   on_event=lambda kind, rid, detail: events.append(f"sender: {kind} {detail}"))
     receiver = Call(config("receiver"), on_audio=on_audio,
                     on_event=lambda kind, rid, detail: events.append(f"receiver: {kind} {detail}"))
@@ -270,6 +275,16 @@ def run(args) -> int:
                         "(it fetches it from the psychopy package on PyPI) or pass --clip")
     if not 64 <= args.height <= 2160 or args.height % 2:
         raise UserError("--height must be an even number of pixels in 64..2160")
+    if args.avatar is not None and not args.avatar.is_file():
+        raise UserError(f"avatar file {args.avatar} does not exist")
+    from app import demo_avatar
+
+    avatar_path = args.avatar or demo_avatar.find(args.clip)
+    if args.avatar is None:
+        say(f"the talker's own avatar, created from the clip by the set-up: {avatar_path.name}"
+            if avatar_path is not None else
+            "the default avatar (no avatar created from this clip: `bash scripts/setup.sh` "
+            "makes one for the demo clip)")
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -282,7 +297,7 @@ def run(args) -> int:
 
         say("2/3 calling: signalling server, two WebRTC participants on 127.0.0.1"
             + (", the receiver's side in the window..." if window else "..."))
-        recording = asyncio.run(run_call(frames, args.clip, args.fps, window))
+        recording = asyncio.run(run_call(frames, args.clip, args.fps, window, avatar_path))
     finally:
         if window is not None:
             window.close()

@@ -35,6 +35,9 @@ from render.reference import SH_C0
 
 SH_DEGREE = 1
 MAX_OFFSET_M = 0.01  # offsets are clamped to this distance from the template surface
+# Scales may grow or shrink by at most this factor: unbounded, a 10-minute fit of jwpIntro.mp4
+# grew one Gaussian to 0.21 m across, past what an .lca may hold (avatar.lca's render bound).
+MAX_SCALE_GROWTH = 4.0
 
 
 def fit_frame_cameras(points_world: list[np.ndarray | None],
@@ -106,8 +109,9 @@ class AppearanceModel:
 
     Parameters (``parameters()``): ``sh_dc`` (N, 1, 3) and ``sh_rest`` (N, 3, 3), the degree-1
     SH coefficients (apart: the higher band learns more slowly); ``opacity_logit``
-    (N,); ``log_scale`` (N, 3) added to the log of the posed scales; ``offset`` (N, 3) metres
-    in the triangle frame, clamped to ``MAX_OFFSET_M``.
+    (N,); ``log_scale`` (N, 3) added to the log of the posed scales, clamped to a factor of
+    ``MAX_SCALE_GROWTH`` either way; ``offset`` (N, 3) metres in the triangle frame, clamped
+    to ``MAX_OFFSET_M``.
     """
 
     def __init__(self, avatar: Avatar, index: np.ndarray, colors: np.ndarray | None = None):
@@ -147,9 +151,13 @@ class AppearanceModel:
         offset = self.offset.clamp(-MAX_OFFSET_M, MAX_OFFSET_M)
         means = torch.from_numpy(base.means) + torch.einsum(
             "nij,nj->ni", torch.from_numpy(base.frames), offset)
-        scales = torch.from_numpy(base.scales) * torch.exp(self.log_scale)
+        scales = torch.from_numpy(base.scales) * torch.exp(self._log_scale())
         return (means, torch.from_numpy(base.quats), scales, torch.sigmoid(self.opacity_logit),
                 torch.cat([self.sh_dc, self.sh_rest], dim=1))
+
+    def _log_scale(self) -> torch.Tensor:
+        bound = math.log(MAX_SCALE_GROWTH)
+        return self.log_scale.clamp(-bound, bound)
 
     def state(self) -> dict[str, np.ndarray]:
         """The fitted values as numpy arrays (for an .lca writer)."""
@@ -157,7 +165,7 @@ class AppearanceModel:
             return {"index": self.index,
                     "sh": torch.cat([self.sh_dc, self.sh_rest], dim=1).numpy().copy(),
                     "opacities": torch.sigmoid(self.opacity_logit).numpy().copy(),
-                    "scale_factors": torch.exp(self.log_scale).numpy().copy(),
+                    "scale_factors": torch.exp(self._log_scale()).numpy().copy(),
                     "offsets": self.offset.clamp(-MAX_OFFSET_M, MAX_OFFSET_M).numpy().copy()}
 
 

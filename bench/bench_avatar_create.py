@@ -69,7 +69,7 @@ def main() -> int:
                               shape=False, complete=False, correctives=False)
     from app.create_cmd import product_settings
 
-    settings = product_settings(settings)  # the stages whose modules are present
+    settings = product_settings(settings)  # every stage, as the command runs them
     last = [None]
 
     def progress(stage, fraction, left):

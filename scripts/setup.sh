@@ -55,7 +55,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         .venv/bin/python -m pip install -q "torch==2.13.0"
         .venv/bin/python -m pip install -q -e ".[dev,create,scan]"
     else
-        .venv/bin/python -m pip install -q -e .
+        # The create extra too: the set-up makes the demo talker's own avatar with it
+        # (scripts/setup.d/60-demo-avatar.sh).
+        .venv/bin/python -m pip install -q "torch==2.13.0"
+        .venv/bin/python -m pip install -q -e ".[create]"
     fi
     echo "$want" > "$stamp"
 fi

@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 
+from app import demo_avatar
 from app.cli import main
 from avatar.codes import read_jsonl
 from tests.media import media_path
@@ -19,6 +20,11 @@ def test_demo_call_tracks_sends_and_renders(tmp_path, capsys):
                  "--height", "128", "--fps", "15", "--no-window"]) == 0
     log = capsys.readouterr().err
     assert "the sender's avatar arrived over the call" in log, log
+    # The talker as himself: the set-up (scripts/setup.d/60-demo-avatar.sh) created his own
+    # avatar from the clip, and the demo sent that one.
+    created = demo_avatar.find(clip)
+    assert created is not None, "scripts/setup.sh creates the demo clip's avatar"
+    assert f"the talker's own avatar, created from the clip by the set-up: {created.name}" in log
     with av.open(str(out)) as container:
         kinds = sorted(s.type for s in container.streams)
         assert kinds == ["audio", "video"]
