@@ -519,6 +519,7 @@ TRACK_S_PER_FRAME = 0.075
 SEGMENT_S_PER_FRAME = 0.01
 VISIBILITY_S_PER_KEYFRAME = 1.5
 SCORE_S_PER_FRAME = 1.0
+MAX_WRITTEN_SCALE_M = 0.1
 FIXED_S = {"cameras": 3.0, "shape": 60.0, "complete": 3.0, "correctives": 15.0, "write": 4.0}
 MIN_REFINE_STEPS = 20
 # Faster than FitSettings' defaults (which suit 300+ steps), decaying to 30 %: on this
@@ -849,6 +850,9 @@ def avatar_data_from_fit(avatar, model, colors: np.ndarray, name: str):
     opacities[i] = np.clip(state["opacities"], 0.0, 1.0)
     scales = np.asarray(d.local_scales, np.float32).copy()
     scales[i] *= state["scale_factors"]
+    # Never past what a .lca may hold (avatar.lca: a tenth of the body's height), so a long
+    # fit cannot fail at the write.
+    np.minimum(scales, MAX_WRITTEN_SCALE_M, out=scales)
     bary = np.asarray(d.binding_bary, np.float64).copy()
     offset = np.asarray(d.binding_offset, np.float32).copy()
     faces = d.binding_face[i]
