@@ -224,26 +224,18 @@ def test_the_signalling_server_restarting_loses_no_connection_and_newcomers_stil
 
 
 async def _dropped_network(tmp_path):
-    from net.call import Call, CallConfig
-    from net.signalling import SignallingServer
-    from net.tokens import make_token
+    from net.call import Call
+    from tests.calls import loopback_room
     from tests.relay import LossyRelay
 
-    secret = b"fault-test-secret-0123456789abcd"
     relay = LossyRelay(loss=0.0, delay_s=0.005, jitter_s=0.001)
-    server = SignallingServer(secret)
-    port = await server.start()
+    server, config = await loopback_room(tmp_path, room="drop")
     events: list[tuple[float, str, str]] = []
 
-    def config(name):
-        return CallConfig(url=f"ws://127.0.0.1:{port}/ws", room="drop",
-                          token=make_token(secret, "drop"), name=name,
-                          host_addresses=["127.0.0.1"], remote_sdp_filter=relay.rewrite_sdp,
-                          avatar_cache_dir=tmp_path / name)
-
-    sender = Call(config("sender"))
-    receiver = Call(config("receiver"), on_event=lambda kind, rid, detail: events.append(
-        (time.monotonic(), kind, rid)))
+    sender = Call(config("sender", remote_sdp_filter=relay.rewrite_sdp))
+    receiver = Call(config("receiver", remote_sdp_filter=relay.rewrite_sdp),
+                    on_event=lambda kind, rid, detail: events.append(
+                        (time.monotonic(), kind, rid)))
     statuses: list[tuple[float, str]] = []
     try:
         await receiver.join()

@@ -103,19 +103,10 @@ def test_bad_and_hostile_clock_messages_are_dropped_and_others_pass_through():
 
 
 async def _two_calls(tmp_path):
-    from net.call import Call, CallConfig
-    from net.signalling import SignallingServer
-    from net.tokens import make_token
+    from net.call import Call
+    from tests.calls import loopback_room
 
-    secret = b"clock-test-secret-0123456789abcdef"
-    server = SignallingServer(secret)
-    port = await server.start()
-
-    def config(name):
-        return CallConfig(url=f"ws://127.0.0.1:{port}/ws", room="r",
-                          token=make_token(secret, "r"), name=name,
-                          host_addresses=["127.0.0.1"], avatar_cache_dir=tmp_path / name)
-
+    server, config = await loopback_room(tmp_path)
     first, second = Call(config("first")), Call(config("second"))
     await first.join()
     await second.join()

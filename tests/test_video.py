@@ -76,19 +76,10 @@ def test_what_we_want_is_told_once_per_change_and_again_to_a_new_connection():
 async def _two_calls(tmp_path):
     from aiortc.contrib.media import MediaPlayer
 
-    from net.call import Call, CallConfig
-    from net.signalling import SignallingServer
-    from net.tokens import make_token
+    from net.call import Call
+    from tests.calls import loopback_room
 
-    secret = b"video-test-secret-0123456789abcdef"
-    server = SignallingServer(secret)
-    port = await server.start()
-
-    def config(name):
-        return CallConfig(url=f"ws://127.0.0.1:{port}/ws", room="r",
-                          token=make_token(secret, "r"), name=name,
-                          host_addresses=["127.0.0.1"], avatar_cache_dir=tmp_path / name)
-
+    server, config = await loopback_room(tmp_path)
     camera = MediaPlayer(str(media_path("jwpIntro.mp4")), loop=True)
     pictures = []
     sender = Call(config("sender"), video_track=camera.video)
