@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from avatar.avatar import Avatar, pose_features
 from avatar.codes import HEAD_BONES, Codes
 from avatar.lca import MAX_CORRECTIVE_M, MAX_CORRECTIVE_WIDTH
-from avatar.template import TemplateError
+from avatar.template import load_face_correspondence
 from render.camera import Camera
 from render.skinned import Correctives, corrective_offsets, skin_points
 
@@ -62,9 +61,6 @@ DEPTH_ITERATIONS = 100     # rounds of filling in the depth the images cannot sh
 # Ridge strengths tried (per frame). On jwpIntro.mp4 validation kept asking for less, but
 # below 1e-5 the held-out frames' pose-dependent residual grew again (1.21 -> 1.28 px).
 RIDGE_CHOICES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1)
-FACE_CORRESPONDENCE_PATH = (Path(__file__).resolve().parents[1] / "assets" / "tracking"
-                            / "face_correspondence.safetensors")
-FACE_CORRESPONDENCE_FORMAT = "splatcall-face-correspondence/1"
 EXCLUDED_REGIONS = ("eye_back.L", "eye_front.L", "eye_back.R", "eye_front.R")
 
 
@@ -83,18 +79,6 @@ class CorrectiveFit:
     basis: np.ndarray
     report: dict = field(default_factory=dict)
     rest_offset: np.ndarray | None = None
-
-
-def load_face_correspondence() -> tuple[np.ndarray, np.ndarray]:
-    """(triangle (478,), bary (478, 3)): where each face-mesh point lies on the template (the
-    tracker's asset, ``tracking.facemesh``; read here directly: avatar/ does not import
-    tracking/)."""
-    from avatar.assetfile import load_asset
-
-    tensors, _ = load_asset(FACE_CORRESPONDENCE_PATH, "correspondence",
-                            FACE_CORRESPONDENCE_FORMAT, TemplateError,
-                            "run scripts/build_face_correspondence.py")
-    return tensors["triangle"].astype(np.int64), tensors["bary"].astype(np.float32)
 
 
 def project(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

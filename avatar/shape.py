@@ -26,12 +26,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
 from avatar.codes import BODY_BONES, HEAD_BONES, Codes
-from avatar.template import Template
+from avatar.template import Template, load_face_correspondence
 from render.camera import Camera
 
 # Our axes from anny's: x' = x, y' = z, z' = -y (scripts/build_template.py, which built the
@@ -53,9 +52,6 @@ FITTED_LOCAL_CHANGES = ("head-scale-horiz-incr", "head-scale-vert-incr", "head-s
 # 0.51 m (height 0 or 1: 1.12 m or 2.13 m tall).
 MAX_SHAPE_DELTA_M = 1.0
 MAX_LOCAL_CHANGES = 64
-FACE_CORRESPONDENCE_PATH = (Path(__file__).resolve().parents[1] / "assets" / "tracking"
-                            / "face_correspondence.safetensors")
-FACE_CORRESPONDENCE_FORMAT = "splatcall-face-correspondence/1"
 
 # mediapipe pose landmark -> the template bone whose head is that joint.
 POSE_LANDMARK_BONES = {
@@ -239,17 +235,6 @@ class ShapeFitSettings:
     camera_prior: float = 50.0      # per frame: rotation (rad^2) and translation (m^2 x 10)
     huber_px: float = 8.0
     start: dict | None = None       # phenotype to start from (missing names: 0.5)
-
-
-def load_face_correspondence() -> tuple[np.ndarray, np.ndarray]:
-    """(triangle (478,), bary (478, 3)): where each face-mesh point lies on the template
-    (the tracker's asset; read here directly, avatar/ does not import tracking/)."""
-    from avatar.assetfile import load_asset
-
-    tensors, _ = load_asset(FACE_CORRESPONDENCE_PATH, "correspondence",
-                            FACE_CORRESPONDENCE_FORMAT, ShapeError,
-                            "run scripts/build_face_correspondence.py")
-    return tensors["triangle"].astype(np.int64), tensors["bary"].astype(np.float32)
 
 
 def axis_angle_matrices(torch, aa):

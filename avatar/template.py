@@ -16,6 +16,8 @@ from avatar.codes import BLENDSHAPE_NAMES, BODY_BONES, EYE_BONES, HAND_BONES, HE
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "assets" / "template" / "template.safetensors"
 TEMPLATE_FORMAT = "splatcall-template/1"
+FACE_CORRESPONDENCE_PATH = TEMPLATE_PATH.parents[1] / "tracking" / "face_correspondence.safetensors"
+FACE_CORRESPONDENCE_FORMAT = "splatcall-face-correspondence/1"
 
 
 class TemplateError(RuntimeError):
@@ -81,3 +83,15 @@ def load_template(path: str | Path = TEMPLATE_PATH) -> Template:
     if tuple(metadata["blendshape_names"]) != BLENDSHAPE_NAMES:
         raise TemplateError("template blendshapes are not in ARKit order")
     return template
+
+
+def load_face_correspondence() -> tuple[np.ndarray, np.ndarray]:
+    """(triangle (478,), bary (478, 3)): where each face-mesh point lies on the template (the
+    tracker's asset, built by scripts/build_face_correspondence.py; read here directly, as
+    avatar/ does not import tracking/). Used by the shape and corrective fits."""
+    from avatar.assetfile import load_asset
+
+    tensors, _ = load_asset(FACE_CORRESPONDENCE_PATH, "correspondence",
+                            FACE_CORRESPONDENCE_FORMAT, TemplateError,
+                            "run scripts/build_face_correspondence.py")
+    return tensors["triangle"].astype(np.int64), tensors["bary"].astype(np.float32)

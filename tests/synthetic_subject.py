@@ -12,7 +12,8 @@ import numpy as np
 from app.poses import POSES
 from avatar.avatar import Avatar
 from avatar.codes import BODY_BONES, HEAD_BONES
-from avatar.shape import POSE_LANDMARK_BONES, ShapeObservation, load_face_correspondence
+from avatar.shape import POSE_LANDMARK_BONES, ShapeObservation
+from avatar.template import load_face_correspondence
 from common.rotation import quat_from_axis_angle, quat_multiply
 from render.camera import Camera
 
