@@ -23,6 +23,7 @@ CAPTURE_PROMPTS = (
      "(otherwise keep looking at the camera)", 8.0),
 )
 CAPTURE_FPS = 8.0  # frames kept a second of the capture
+CANCELLED = "the capture was cancelled (its window was closed); nothing was written"
 
 
 def add_parser(actions) -> None:
@@ -38,8 +39,9 @@ def add_parser(actions) -> None:
     source.add_argument("--images", type=Path, metavar="DIR",
                         help="a folder of photos of you (several angles, one camera)")
     source.add_argument("--camera", nargs="?", const="0", metavar="N",
-                        help="capture now from camera N (default 0) with prompts in the "
-                        "terminal (about 35 seconds)")
+                        help="capture now from camera N (default 0), guided by prompts in a "
+                        "window (in the terminal without a display or with --no-window; about "
+                        "35 seconds)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.lca",
                    help="where to write the avatar")
     p.add_argument("--name", default=None, help="the avatar's name (default: the file's stem)")
@@ -50,6 +52,8 @@ def add_parser(actions) -> None:
     p.add_argument("--as-default", action="store_true",
                    help="also make it your avatar for `call`, `view` and `render` when they "
                    "are given no --avatar (kept in your data directory)")
+    p.add_argument("--no-window", action="store_true",
+                   help="with --camera: prompts in the terminal only, even with a display")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for the fit (default: torch's choice; 1 is faster on a "
                    "busy machine)")
@@ -94,8 +98,11 @@ class ProgressBar:
             self.stream.flush()
 
 
-def capture_from_camera(device: str, seconds_scale: float = 1.0):
-    """A guided capture: prompts on stderr while frames are kept at CAPTURE_FPS."""
+def capture_from_camera(device: str, seconds_scale: float = 1.0, open_window=None):
+    """A guided capture: prompts on stderr while frames are kept at CAPTURE_FPS. With
+    ``open_window`` (called once the camera is open; returns an
+    app.capture_window.CaptureWindow or None) the prompts, the camera's picture and each
+    step's time left are shown there too, and closing it (or Esc) cancels the capture."""
     from app.avatar_create import clip_from_frames
     from tracking.sources import SourceError, SourceLost, open_source
 
@@ -106,23 +113,40 @@ def capture_from_camera(device: str, seconds_scale: float = 1.0):
         raise UserError(f"no camera to capture from: {exc}") from None
     frames, times = [], []
     say = sys.stderr
+    window = None
     try:
+        window = open_window() if open_window is not None else None
         say.write("guided capture: follow the prompts; keep your head and shoulders in "
                   "the picture, in good light\n")
         for count in (3, 2, 1):
             say.write(f"  starting in {count}...\n")
             say.flush()
-            time.sleep(1.0)
-        start = time.monotonic()
-        next_keep = start
-        for prompt, seconds in CAPTURE_PROMPTS:
-            say.write(f"  now: {prompt}\n")
-            say.flush()
-            until = time.monotonic() + seconds * seconds_scale
+            if window is None:
+                time.sleep(1.0)
+                continue
+            until = time.monotonic() + 1.0
             while time.monotonic() < until:
                 frame = source.read()
                 if frame is None:
                     break
+                if not window.show(frame.image, f"get ready: starting in {count}", 0,
+                                   len(CAPTURE_PROMPTS), 1.0 - (until - time.monotonic())):
+                    raise UserError(CANCELLED)
+        start = time.monotonic()
+        next_keep = start
+        for step, (prompt, seconds) in enumerate(CAPTURE_PROMPTS, 1):
+            say.write(f"  now: {prompt}\n")
+            say.flush()
+            began = time.monotonic()
+            until = began + seconds * seconds_scale
+            while time.monotonic() < until:
+                frame = source.read()
+                if frame is None:
+                    break
+                if window is not None and not window.show(
+                        frame.image, prompt, step, len(CAPTURE_PROMPTS),
+                        (time.monotonic() - began) / (until - began)):
+                    raise UserError(CANCELLED)
                 if frame.t >= next_keep:
                     frames.append(frame.image)
                     times.append(frame.t - start)
@@ -131,6 +155,8 @@ def capture_from_camera(device: str, seconds_scale: float = 1.0):
     except SourceLost as exc:
         raise UserError(f"the camera stopped during the capture ({exc}); try again") from None
     finally:
+        if window is not None:
+            window.close()
         source.close()
     return clip_from_frames(frames, times, spec)
 
@@ -197,4 +223,22 @@ def read_source(args, settings):
         return read_video(args.video, settings.max_frames)
     if args.images is not None:
         return read_images(args.images, settings.max_frames)
-    return capture_from_camera(args.camera)
+    return capture_from_camera(args.camera,
+                               open_window=None if args.no_window else open_capture_window)
+
+
+def open_capture_window():
+    """The capture window where there is a display, else None (the terminal's prompts only;
+    one line says why when a display was there but the window would not open)."""
+    from app.view_cmd import no_display_reason
+
+    if no_display_reason() is not None:
+        return None
+    from app.capture_window import CaptureWindow
+
+    try:
+        return CaptureWindow()
+    except UserError as exc:
+        print(f"avatar create: no capture window ({exc}); the prompts come here",
+              file=sys.stderr)
+        return None
