@@ -4,9 +4,10 @@ tests and benchmarks on one machine.
 libnice (Janus's ICE) ignores loopback addresses, so Janus gets a namespace with one end of
 a veth pair (``10.77.N.2``) and the peers use the other end (``10.77.N.1``) as their only
 host candidate (``net.loopback.use_host_addresses``). Janus is configured from scratch in a
-temporary folder: only the VideoRoom plugin and the HTTP transport on the veth address, ICE
-on the veth only. Needs root (namespaces) and ``janus`` and ``ip`` installed
-(scripts/apt/test-net.txt). ``JanusServer.unavailable()`` says why it cannot run, if so.
+temporary folder: only the VideoRoom plugin, the HTTP transport (``url``) and the WebSocket
+one (``ws_url``) on the veth address, ICE on the veth only. Needs root (namespaces) and
+``janus`` and ``ip`` installed (scripts/apt/test-net.txt). ``JanusServer.unavailable()``
+says why it cannot run, if so.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from pathlib import Path
 PLUGINS = "/usr/lib/x86_64-linux-gnu/janus"
 _UNWANTED_PLUGINS = ("audiobridge", "duktape", "echotest", "lua", "nosip", "recordplay", "sip",
                      "streaming", "textroom", "videocall", "voicemail")
-_UNWANTED_TRANSPORTS = ("mqtt", "nanomsg", "pfunix", "rabbitmq", "websockets")
+_UNWANTED_TRANSPORTS = ("mqtt", "nanomsg", "pfunix", "rabbitmq")
 
 
 class JanusServer:
-    """``with JanusServer() as janus:`` then ``janus.url`` (HTTP API) and
-    ``janus.client_address`` (the host-side veth address peers must use)."""
+    """``with JanusServer() as janus:`` then ``janus.url`` (HTTP API), ``janus.ws_url``
+    (WebSocket API) and ``janus.client_address`` (the host-side veth address peers must
+    use)."""
 
-    def __init__(self, subnet: int | None = None, port: int = 8088):
+    def __init__(self, subnet: int | None = None, port: int = 8088, ws_port: int = 8188):
         self.subnet = subnet if subnet is not None else 100 + os.getpid() % 100
         tag = f"{os.getpid() % 100000}"
         self.namespace = f"scjanus{tag}"
@@ -38,6 +40,8 @@ class JanusServer:
         self.janus_address = f"10.77.{self.subnet}.2"
         self.port = port
         self.url = f"http://{self.janus_address}:{port}/janus"
+        self.ws_port = ws_port
+        self.ws_url = f"ws://{self.janus_address}:{ws_port}"
         self._dir: Path | None = None
         self._process: subprocess.Popen | None = None
 
@@ -125,6 +129,16 @@ general: {{
     https = false
 }}
 admin: {{ admin_http = false }}
+""")
+        (folder / "janus.transport.websockets.jcfg").write_text(f"""
+general: {{
+    json = "compact"
+    ws = true
+    ws_port = {self.ws_port}
+    ws_ip = "{self.janus_address}"
+    wss = false
+}}
+admin: {{ admin_ws = false }}
 """)
         (folder / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n")
 
