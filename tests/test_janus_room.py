@@ -54,7 +54,7 @@ async def _calls(janus: JanusServer, room: int, names, tracks=None, **kwargs):
     from net.janus import JanusCall
 
     calls = []
-    for i, name in enumerate(names):
+    for name in names:
         call = JanusCall(CallConfig(url=janus.ws_url, room=str(room), name=name,
                                     host_addresses=[janus.client_address]),
                          video_track=(tracks or {}).get(name), **kwargs.get(name, {}))
