@@ -33,7 +33,7 @@ class JanusServer:
 
     def __init__(self, subnet: int | None = None, port: int = 8088, ws_port: int = 8188):
         self.subnet = subnet if subnet is not None else 100 + os.getpid() % 100
-        tag = f"{os.getpid() % 100000}"
+        tag = f"{os.getpid() % 10000}{self.subnet % 100:02d}"  # two may run at once
         self.namespace = f"scjanus{tag}"
         self.veth_host, self.veth_janus = f"vsc{tag}h", f"vsc{tag}j"
         self.client_address = f"10.77.{self.subnet}.1"

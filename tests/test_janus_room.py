@@ -175,3 +175,38 @@ def test_through_janus_a_webcam_reaches_only_the_participant_who_asks(janus):
     (pictures_then, published_then), (pictures_later, published_later) = seen["stopped"]
     assert pictures_later == pictures_then and published_later == published_then, seen
     assert seen["relayed at the end"] == [False] * 4, seen
+
+
+async def _lose_janus(janus: JanusServer) -> list:
+    events = []
+    calls = await _calls(janus, 6400, ("ann",),
+                         ann={"on_event": lambda kind, rid, detail: events.append(
+                             (time.monotonic(), kind, detail))})
+    try:
+        await _run(calls, 0.5)
+        janus.stop()
+        stopped = time.monotonic()
+        await _until(calls, lambda: any(kind == "janus-lost" for _, kind, _ in events), 10,
+                     "the call to notice")
+        return [(t - stopped, kind, detail) for t, kind, detail in events]
+    finally:
+        await calls[0].leave()
+
+
+def test_a_call_says_when_janus_itself_goes_away(janus):
+    """Janus stopped under a participant (WebSocket API): the call says so at once, in one
+    event the window and the log word (``janus-lost``), and leaving afterwards is clean."""
+    from net.inbound import event_text
+
+    other = JanusServer(subnet=100 + (janus.subnet - 100 + 50) % 100)
+    try:
+        other.start()
+    except RuntimeError as exc:
+        pytest.fail(f"Janus did not start: {exc}")
+    try:
+        events = asyncio.run(asyncio.wait_for(_lose_janus(other), 60))
+    finally:
+        other.stop()
+    lost = [(t, detail) for t, kind, detail in events if kind == "janus-lost"]
+    assert len(lost) == 1 and 0 <= lost[0][0] < 5, events
+    assert event_text("janus-lost", "", lost[0][1]).startswith("lost Janus ("), lost
