@@ -276,6 +276,7 @@ class JanusSession:
 
 _ADDRESSED = b"\x02"
 HELLO_REPEAT_S = 0.5
+VIDEO_RETRY_S = 1.0   # a configure Janus refused is tried again after this long
 CONTROL_BACKLOG_BYTES = 1 << 20
 
 
@@ -288,7 +289,8 @@ class JanusRemote(RemoteParticipant):
     tasks: list = field(default_factory=list)
     handle: int = 0                  # our subscriber handle at Janus
     video_mids: list = field(default_factory=list)  # its video streams in our subscription
-    video_relayed: bool = False      # Janus relays them to us (we asked)
+    video_relayed: bool = True       # Janus relays them to us (its default, until we say)
+    video_configured_at: float = -1e9   # when we last told Janus (a refusal is retried)
     video_frames: int = 0            # its camera's frames that reached us
 
     @property
@@ -476,6 +478,7 @@ class JanusCall(CallBase):
         """Ask Janus to relay ``remote``'s camera to us, or to stop (the subscriber's
         ``configure`` with ``send`` per stream: no renegotiation)."""
         self._video_configuring.add(remote.id)
+        remote.video_configured_at = time.monotonic()
         try:
             await self.session.request(remote.handle, {
                 "request": "configure",
@@ -529,7 +532,8 @@ class JanusCall(CallBase):
         self.video.tick(heard)
         for remote in list(self.remotes.values()):
             if remote.video_mids and remote.video_relayed != self.video.want \
-                    and remote.id not in self._video_configuring:
+                    and remote.id not in self._video_configuring \
+                    and now_s - remote.video_configured_at > VIDEO_RETRY_S:
                 remote.tasks.append(asyncio.ensure_future(
                     self._relay_video(remote, self.video.want)))
         if self._video_gate is not None:
@@ -625,7 +629,7 @@ class JanusCall(CallBase):
     def remote_stats(self, remote_id: str, remote) -> dict:
         return {**super().remote_stats(remote_id, remote),
                 "clock": self.clock.summary(remote_id),
-                "video_relayed": remote.video_relayed,
+                "video_relayed": bool(remote.video_mids) and remote.video_relayed,
                 "video_frames_received": remote.video_frames}
 
     async def leave(self) -> None:
