@@ -231,15 +231,28 @@ class JanusSession:
 
     async def _poll(self) -> None:
         assert self._http is not None
+        failing = False
         while True:
             try:
                 async with self._http.get(f"{self.url}/{self.session_id}?maxev=10",
                                           timeout=aiohttp.ClientTimeout(total=40)) as response:
+                    status = response.status
                     events = await response.json(content_type=None)
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, OSError, ValueError, asyncio.TimeoutError) as exc:
-                log.warning("Janus event poll failed: %s", exc)
+                (log.debug if failing else log.warning)("Janus event poll failed: %s", exc)
+                failing = True  # (one warning per outage)
+                await asyncio.sleep(0.5)
+                continue
+            failing = False
+            if status == 404 or (isinstance(events, dict) and events.get("janus") == "error"):
+                # Janus no longer knows our session (it restarted, or timed it out): 404.
+                if self.on_lost is not None and not self._closing:
+                    self.on_lost(f"Janus no longer knows our session (HTTP {status})")
+                return
+            if status != 200:
+                log.warning("Janus event poll answered HTTP %s", status)
                 await asyncio.sleep(0.5)
                 continue
             for event in events if isinstance(events, list) else [events]:
@@ -330,6 +343,9 @@ class JanusCall(CallBase):
         self.clock = ClockSync(self._send_clock)
         self.video = VideoRequests(self._send_control)  # `want`: the window's V key
         self._video_configuring: set[str] = set()
+        self._closing = False
+        self._rejoin_task: asyncio.Task | None = None
+        self.janus_rejoins = 0
 
     @property
     def id(self) -> str:
@@ -492,8 +508,42 @@ class JanusCall(CallBase):
             self._video_configuring.discard(remote.id)
 
     def _janus_lost(self, why: str) -> None:
-        log.warning("lost Janus (%s): the room is gone for us", why)
+        if self._closing or (self._rejoin_task is not None and not self._rejoin_task.done()):
+            return
+        log.warning("lost Janus (%s): rejoining when it is back", why)
         self._event("janus-lost", "", why)
+        self._rejoin_task = asyncio.ensure_future(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        """Janus went away (restarted, or its host did): our session, our publication and
+        every subscription went with it. Drop the remotes, then join the room afresh every
+        ``config.resignal_interval_s`` until Janus is back (a new feed id; the others
+        subscribe to us again as a new participant, and we to them)."""
+        try:
+            if self._hello_task is not None:
+                self._hello_task.cancel()
+            for feed in list(self.remotes):
+                await self._drop(feed, "Janus went away")
+            if self.publisher_pc is not None:
+                await self.publisher_pc.close()
+                self.publisher_pc = None
+            self._codes_channel = self._control_channel = None
+            await self.session.close()
+            while not self._closing:
+                await asyncio.sleep(self.config.resignal_interval_s)
+                self.session = JanusSession(self.config.url)
+                self.session.on_lost = self._janus_lost
+                try:
+                    await self._join()
+                except (JanusError, asyncio.TimeoutError, KeyError) as exc:
+                    log.info("Janus still away: %s", exc)
+                    await self.session.close()
+                    continue
+                self.janus_rejoins += 1
+                self._event("janus-back", "", f"joined as {self.id}")
+                return
+        except asyncio.CancelledError:
+            pass
 
     async def _drop(self, feed: str, why: str) -> None:
         remote = self.remotes.pop(feed, None)
@@ -624,6 +674,7 @@ class JanusCall(CallBase):
         data["room"] = self.room
         data["video_frames_published"] = (self._video_gate.sent
                                           if self._video_gate is not None else 0)
+        data["janus_rejoins"] = self.janus_rejoins
         return data
 
     def remote_stats(self, remote_id: str, remote) -> dict:
@@ -633,6 +684,9 @@ class JanusCall(CallBase):
                 "video_frames_received": remote.video_frames}
 
     async def leave(self) -> None:
+        self._closing = True
+        if self._rejoin_task is not None:
+            self._rejoin_task.cancel()
         if self._hello_task is not None:
             self._hello_task.cancel()
         await self.avatars.close()

@@ -75,7 +75,22 @@ class JanusServer:
         self._ip("link", "set", "lo", "up", namespace=True)
         self._dir = Path(tempfile.mkdtemp(prefix="janus-"))
         self._write_config(self._dir)
-        log = open(self._dir / "janus.log", "w")
+        return self._launch(timeout_s)
+
+    def crash(self) -> None:
+        """SIGKILL Janus (its namespace and configuration stay, for ``restart``)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def restart(self, timeout_s: float = 20.0) -> "JanusServer":
+        """Start Janus again after ``crash``, at the same addresses, with no rooms."""
+        self.crash()
+        return self._launch(timeout_s)
+
+    def _launch(self, timeout_s: float) -> "JanusServer":
+        assert self._dir is not None
+        log = open(self._dir / "janus.log", "a")
         self._process = subprocess.Popen(
             ["ip", "netns", "exec", self.namespace, "janus", "-C", str(self._dir / "janus.jcfg"),
              "-F", str(self._dir), "-d", os.environ.get("JANUS_DEBUG", "3")],

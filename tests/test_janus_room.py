@@ -1,11 +1,13 @@
 """Integration: a Janus room as a call goes on, with Debian's Janus in a network namespace
 (tests/janus_server.py). A participant that crashes is seen leaving at once (Janus's
 WebSocket transport: its session dies with its socket); clocks are compared NTP-style
-through Janus's data channels; a participant's webcam reaches only those who ask for it."""
+through Janus's data channels; a participant's webcam reaches only those who ask for it;
+when Janus itself crashes and comes back, the participants rejoin and hear each other."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -63,11 +65,13 @@ async def _calls(janus: JanusServer, room: int, names, tracks=None, **kwargs):
     return calls
 
 
+_SEQ = itertools.count(1)
+
+
 async def _run(calls, seconds: float) -> None:
     end = time.monotonic() + seconds
-    seq = 0
     while time.monotonic() < end:
-        seq += 1
+        seq = next(_SEQ)
         for call in calls:
             call.send_codes(Codes(t=time.monotonic(), seq=seq))
             call.poses()
@@ -177,25 +181,57 @@ def test_through_janus_a_webcam_reaches_only_the_participant_who_asks(janus):
     assert seen["relayed at the end"] == [False] * 4, seen
 
 
-async def _lose_janus(janus: JanusServer) -> list:
+async def _janus_restarts(janus: JanusServer) -> dict:
+    from net.config import CallConfig
+    from net.janus import JanusCall
+
     events = []
-    calls = await _calls(janus, 6400, ("ann",),
-                         ann={"on_event": lambda kind, rid, detail: events.append(
-                             (time.monotonic(), kind, detail))})
+    calls = []
+    for name, url in (("ann", janus.ws_url), ("ben", janus.url)):
+        call = JanusCall(CallConfig(url=url, room="6400", name=name,
+                                    host_addresses=[janus.client_address],
+                                    resignal_interval_s=0.5),
+                         on_event=lambda kind, rid, detail, name=name: events.append(
+                             (time.monotonic(), name, kind, detail)))
+        await call.join()
+        calls.append(call)
+    ann, ben = calls
+
+    def hearing_each_other():
+        return all(any(r.stats.unique > 10 for r in c.remotes.values()) for c in calls)
+
+    def first(name, kind):
+        return next((t for t, n, k, _ in events if n == name and k == kind), None)
+
     try:
-        await _run(calls, 0.5)
-        janus.stop()
-        stopped = time.monotonic()
-        await _until(calls, lambda: any(kind == "janus-lost" for _, kind, _ in events), 10,
-                     "the call to notice")
-        return [(t - stopped, kind, detail) for t, kind, detail in events]
+        await _until(calls, hearing_each_other, 30, "the two to hear each other")
+        janus.crash()
+        crashed = time.monotonic()
+        await _until(calls, lambda: first("ann", "janus-lost"), 10, "ws to notice")
+        await _run(calls, 1.0)
+        janus.restart()
+        restarted = time.monotonic()
+        await _until(calls, lambda: first("ann", "janus-back") and first("ben", "janus-back")
+                     and hearing_each_other(), 40, "both back and hearing each other")
+        heard_again = time.monotonic()
+        return {"lost_after_crash_s": {n: first(n, "janus-lost") - crashed
+                                       for n in ("ann", "ben")},
+                "back_after_restart_s": {n: first(n, "janus-back") - restarted
+                                         for n in ("ann", "ben")},
+                "hearing_again_s": heard_again - restarted,
+                "left": sorted(n for _, n, k, d in events if k == "left"),
+                "rejoins": [c.stats()["janus_rejoins"] for c in calls],
+                "remotes": [sorted(r.name for r in c.remotes.values()) for c in calls]}
     finally:
-        await calls[0].leave()
+        for call in calls:
+            await call.leave()
 
 
-def test_a_call_says_when_janus_itself_goes_away(janus):
-    """Janus stopped under a participant (WebSocket API): the call says so at once, in one
-    event the window and the log word (``janus-lost``), and leaving afterwards is clean."""
+def test_after_janus_restarts_the_participants_rejoin_and_hear_each_other_again(janus):
+    """Janus SIGKILLed under two participants (one on its WebSocket API, one on HTTP) and
+    started again: the WebSocket one says so at once, the HTTP one when Janus no longer
+    knows its session; each drops the other ("left"), rejoins the room as Janus comes back
+    (``janus-back``) and hears the other again."""
     from net.inbound import event_text
 
     other = JanusServer(subnet=100 + (janus.subnet - 100 + 50) % 100)
@@ -204,9 +240,12 @@ def test_a_call_says_when_janus_itself_goes_away(janus):
     except RuntimeError as exc:
         pytest.fail(f"Janus did not start: {exc}")
     try:
-        events = asyncio.run(asyncio.wait_for(_lose_janus(other), 60))
+        result = asyncio.run(asyncio.wait_for(_janus_restarts(other), 120))
     finally:
         other.stop()
-    lost = [(t, detail) for t, kind, detail in events if kind == "janus-lost"]
-    assert len(lost) == 1 and 0 <= lost[0][0] < 5, events
-    assert event_text("janus-lost", "", lost[0][1]).startswith("lost Janus ("), lost
+    assert result["lost_after_crash_s"]["ann"] < 2, result
+    assert result["hearing_again_s"] < 30, result
+    assert result["left"] == ["ann", "ben"], result
+    assert result["rejoins"] == [1, 1], result
+    assert result["remotes"] == [["ben"], ["ann"]], result
+    assert event_text("janus-lost", "", "x").startswith("lost Janus (x): rejoining")
