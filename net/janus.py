@@ -17,6 +17,9 @@ an SFU it uploads them once, and Janus forwards them. ``JanusCall`` is a
   leaving at once (its socket closes, Janus destroys its session and the room hears
   "unpublished"/"leaving": measured 5-26 ms from SIGKILL); over HTTP only when Janus's
   ``session_timeout`` passes (60 s by default: 61.9 s measured), so ws:// is the one to use.
+  When Janus itself goes away (the socket closes; over HTTP, the poll's session is unknown)
+  the call says ``janus-lost``, drops its remotes and joins the room again every
+  ``config.resignal_interval_s`` until Janus is back (``janus-back``).
 
 Avatars travel as in the mesh (``net.avatar_exchange``: hello, avatar-get, chunks, end; the
 same limits and validation), but a publisher's channel reaches everyone, so each control
