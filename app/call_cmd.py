@@ -651,6 +651,8 @@ class CallApp:
                 # A file's player thread posts frames to this loop: stop it while the loop
                 # still runs (stopped after asyncio.run, it raised "Event loop is closed").
                 self.audio_track.stop()
+            if self.video_track is not None:  # (the same for a video file's player thread)
+                self.video_track.stop()
             if self.recording is not None:
                 self.recording.close()
                 say(self.recording.error or f"recorded to {args.record}")

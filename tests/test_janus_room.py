@@ -249,3 +249,42 @@ def test_after_janus_restarts_the_participants_rejoin_and_hear_each_other_again(
     assert result["rejoins"] == [1, 1], result
     assert result["remotes"] == [["ben"], ["ann"]], result
     assert event_text("janus-lost", "", "x").startswith("lost Janus (x): rejoining")
+
+
+async def _camera_process(janus: JanusServer, folder) -> dict:
+    import signal
+
+    from net.config import CallConfig
+    from net.janus import JanusCall
+    from tests.janus_rooms import start_participant
+    from tests.media import media_path
+
+    pictures = []
+    camera = start_participant(janus.ws_url, 6500, janus.client_address, "cam", folder,
+                               "--video", str(media_path("jwpIntro.mp4")))
+    call = JanusCall(CallConfig(url=janus.ws_url, room="6500", name="viewer",
+                                host_addresses=[janus.client_address]),
+                     on_video=lambda rid, frame: pictures.append(frame))
+    try:
+        await call.join()
+        await _until([call], lambda: any(r.hello_acked and r.stats.unique
+                                         for r in call.remotes.values()), 60, "the camera")
+        await _run([call], 2.0)
+        before = len(pictures)
+        call.video.want = True
+        await _until([call], lambda: len(pictures) >= 10, 30, "its pictures")
+    finally:
+        camera.send_signal(signal.SIGINT)
+        code = camera.wait(timeout=30)
+        await call.leave()
+    return {"before": before, "after": len(pictures), "exit": code,
+            "log": (folder / "cam.log").read_text()}
+
+
+def test_main_py_call_through_janus_sends_its_camera_to_a_receiver_who_asks(janus, tmp_path):
+    """`main.py call --janus ws://... --video CLIP`: nothing reaches a receiver until it
+    asks, then its pictures do; the process ends cleanly (no thread left reading the clip
+    after its event loop closed)."""
+    result = asyncio.run(asyncio.wait_for(_camera_process(janus, tmp_path), 150))
+    assert result["before"] == 0 and result["after"] >= 10, result
+    assert result["exit"] == 0 and "Traceback" not in result["log"], result["log"][-2000:]
