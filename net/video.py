@@ -30,9 +30,11 @@ _TIME_BASE = Fraction(1, 90000)   # RTP's video clock
 
 class VideoGate(MediaStreamTrack):
     """One peer's view of our camera: frames pass while ``open``, else are dropped. Frames
-    leave stamped on the monotonic clock: a looped clip standing in for a camera
-    starts its timestamps again at 0, and aiortc's VP8 sender stopped for good there
-    (``avcodec_send_frame()``: invalid data, seen through Janus at the clip's loop point)."""
+    leave stamped on the monotonic clock, whatever their source said: with a looped clip
+    standing in for a camera (timestamps starting again at 0) aiortc's VP8 sender stopped
+    for good at the loop point (``avcodec_send_frame()``: invalid data; twice through Janus,
+    never since the frames are stamped here; the encoder alone, fed the same frames, did
+    not fail, so the exact trigger is not pinned down)."""
 
     kind = "video"
 
