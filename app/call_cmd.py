@@ -81,9 +81,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--stun", action="append", default=[],
                         help="STUN/TURN server URL, e.g. stun:stun.example.org:3478 (repeatable)")
     parser.add_argument("--janus", metavar="URL",
-                        help="meet through a Janus SFU (its HTTP API, e.g. "
-                             "http://host:8088/janus) instead of a full mesh: for rooms of more "
-                             "than 6; --room must then be a number")
+                        help="meet through a Janus SFU instead of a full mesh: for rooms of "
+                             "more than 6; --room must then be a number. Its WebSocket API "
+                             "(ws://host:8188: a participant that crashes is seen leaving at "
+                             "once) or its HTTP API (http://host:8088/janus: only after "
+                             "Janus's session timeout, 60 s by default)")
     parser.add_argument("--xr", action="store_true",
                         help="show the other participants life-size in a VR headset (OpenXR: "
                              "SteamVR, Monado or Meta's Quest Link)")
@@ -423,8 +425,10 @@ class CallApp:
         if self.args.janus:
             from net.janus import JanusCall
 
-            return JanusCall(self.config, audio_track=self.audio_track, on_event=self.on_event,
-                             on_audio=self.on_audio, on_avatar=self.on_avatar)
+            return JanusCall(self.config, audio_track=self.audio_track,
+                             video_track=self.video_track, on_event=self.on_event,
+                             on_audio=self.on_audio, on_avatar=self.on_avatar,
+                             on_video=self.monitor.video if self.monitor is not None else None)
         from net.call import Call
 
         return Call(self.config, audio_track=self.audio_track, video_track=self.video_track,
@@ -647,6 +651,8 @@ class CallApp:
                 # A file's player thread posts frames to this loop: stop it while the loop
                 # still runs (stopped after asyncio.run, it raised "Event loop is closed").
                 self.audio_track.stop()
+            if self.video_track is not None:  # (the same for a video file's player thread)
+                self.video_track.stop()
             if self.recording is not None:
                 self.recording.close()
                 say(self.recording.error or f"recorded to {args.record}")

@@ -149,6 +149,8 @@ def event_text(kind: str, who: str, detail: str = "") -> str:
         "signalling-back": f"the signalling server is back ({detail})",
         "rejoined": f"{who} rejoined the signalling server as {detail}: the connection we "
                     "have carries on",
+        "janus-lost": f"lost Janus ({detail}): rejoining the room when it is back",
+        "janus-back": f"Janus is back: rejoined the room ({detail})",
     }
     return words.get(kind, f"{kind} {who} {detail}".strip())
 
@@ -159,7 +161,9 @@ class CallBase:
 
     Callbacks (all optional, called on the event loop): ``on_event(kind, remote_id,
     detail)`` (joined, connected, left, failed, avatar, silent, resumed, rejoined, and for
-    the call itself, remote_id "": signalling-lost, signalling-back), ``on_audio(remote_id,
+    the call itself, remote_id "": signalling-lost, signalling-back, janus-lost,
+    janus-back),
+    ``on_audio(remote_id,
     av.AudioFrame)``, ``on_avatar(remote_id, avatar)`` when a remote's own avatar has been
     fetched and validated."""
 

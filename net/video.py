@@ -17,16 +17,24 @@ the others' messages (``handle``: True when a control message was this module's)
 from __future__ import annotations
 
 import json
+import time
+from fractions import Fraction
 from typing import Callable
 
 from aiortc import MediaStreamTrack
 
 _PREFIX = '{"type": "video"'
 MAX_MESSAGE_CHARS = 64
+_TIME_BASE = Fraction(1, 90000)   # RTP's video clock
 
 
 class VideoGate(MediaStreamTrack):
-    """One peer's view of our camera: frames pass while ``open``, else are dropped."""
+    """One peer's view of our camera: frames pass while ``open``, else are dropped. Frames
+    leave stamped on the monotonic clock, whatever their source said: with a looped clip
+    standing in for a camera (timestamps starting again at 0) aiortc's VP8 sender stopped
+    for good at the loop point (``avcodec_send_frame()``: invalid data; twice through Janus,
+    never since the frames are stamped here; the encoder alone, fed the same frames, did
+    not fail, so the exact trigger is not pinned down)."""
 
     kind = "video"
 
@@ -42,6 +50,11 @@ class VideoGate(MediaStreamTrack):
             frame = await self.source.recv()
             if self.open:
                 self.sent += 1
+                if hasattr(frame, "time_base"):  # (test stand-ins are plain numbers)
+                    # One clock for every gate: a frame shared by several peers' gates
+                    # (MediaRelay) may be restamped by another while it is encoded.
+                    frame.pts = int(time.monotonic() * 90000)
+                    frame.time_base = _TIME_BASE
                 return frame
             self.dropped += 1
 
@@ -59,6 +72,8 @@ class VideoRequests:
         self.want = False                     # we want the others' pictures
         self._told: dict[str, tuple] = {}     # (connection, want) each remote was told
         self.gates: dict[str, VideoGate] = {}  # our camera, per remote
+        self.wants: dict[str, bool] = {}       # what each remote last asked of our camera
+                                               # (the caller forgets a remote that left)
         self.refused = 0
 
     def gate(self, remote_id: str, track: MediaStreamTrack) -> VideoGate:
@@ -93,6 +108,7 @@ class VideoRequests:
                 or not isinstance(data.get("want"), bool):
             self.refused += 1
             return True
+        self.wants[remote_id] = data["want"]
         gate = self.gates.get(remote_id)
         if gate is not None:
             gate.open = data["want"]

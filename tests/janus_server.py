@@ -4,9 +4,10 @@ tests and benchmarks on one machine.
 libnice (Janus's ICE) ignores loopback addresses, so Janus gets a namespace with one end of
 a veth pair (``10.77.N.2``) and the peers use the other end (``10.77.N.1``) as their only
 host candidate (``net.loopback.use_host_addresses``). Janus is configured from scratch in a
-temporary folder: only the VideoRoom plugin and the HTTP transport on the veth address, ICE
-on the veth only. Needs root (namespaces) and ``janus`` and ``ip`` installed
-(scripts/apt/test-net.txt). ``JanusServer.unavailable()`` says why it cannot run, if so.
+temporary folder: only the VideoRoom plugin, the HTTP transport (``url``) and the WebSocket
+one (``ws_url``) on the veth address, ICE on the veth only. Needs root (namespaces) and
+``janus`` and ``ip`` installed (scripts/apt/test-net.txt). ``JanusServer.unavailable()``
+says why it cannot run, if so.
 """
 
 from __future__ import annotations
@@ -22,22 +23,25 @@ from pathlib import Path
 PLUGINS = "/usr/lib/x86_64-linux-gnu/janus"
 _UNWANTED_PLUGINS = ("audiobridge", "duktape", "echotest", "lua", "nosip", "recordplay", "sip",
                      "streaming", "textroom", "videocall", "voicemail")
-_UNWANTED_TRANSPORTS = ("mqtt", "nanomsg", "pfunix", "rabbitmq", "websockets")
+_UNWANTED_TRANSPORTS = ("mqtt", "nanomsg", "pfunix", "rabbitmq")
 
 
 class JanusServer:
-    """``with JanusServer() as janus:`` then ``janus.url`` (HTTP API) and
-    ``janus.client_address`` (the host-side veth address peers must use)."""
+    """``with JanusServer() as janus:`` then ``janus.url`` (HTTP API), ``janus.ws_url``
+    (WebSocket API) and ``janus.client_address`` (the host-side veth address peers must
+    use)."""
 
-    def __init__(self, subnet: int | None = None, port: int = 8088):
+    def __init__(self, subnet: int | None = None, port: int = 8088, ws_port: int = 8188):
         self.subnet = subnet if subnet is not None else 100 + os.getpid() % 100
-        tag = f"{os.getpid() % 100000}"
+        tag = f"{os.getpid() % 10000}{self.subnet % 100:02d}"  # two may run at once
         self.namespace = f"scjanus{tag}"
         self.veth_host, self.veth_janus = f"vsc{tag}h", f"vsc{tag}j"
         self.client_address = f"10.77.{self.subnet}.1"
         self.janus_address = f"10.77.{self.subnet}.2"
         self.port = port
         self.url = f"http://{self.janus_address}:{port}/janus"
+        self.ws_port = ws_port
+        self.ws_url = f"ws://{self.janus_address}:{ws_port}"
         self._dir: Path | None = None
         self._process: subprocess.Popen | None = None
 
@@ -71,7 +75,22 @@ class JanusServer:
         self._ip("link", "set", "lo", "up", namespace=True)
         self._dir = Path(tempfile.mkdtemp(prefix="janus-"))
         self._write_config(self._dir)
-        log = open(self._dir / "janus.log", "w")
+        return self._launch(timeout_s)
+
+    def crash(self) -> None:
+        """SIGKILL Janus (its namespace and configuration stay, for ``restart``)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def restart(self, timeout_s: float = 20.0) -> "JanusServer":
+        """Start Janus again after ``crash``, at the same addresses, with no rooms."""
+        self.crash()
+        return self._launch(timeout_s)
+
+    def _launch(self, timeout_s: float) -> "JanusServer":
+        assert self._dir is not None
+        log = open(self._dir / "janus.log", "a")
         self._process = subprocess.Popen(
             ["ip", "netns", "exec", self.namespace, "janus", "-C", str(self._dir / "janus.jcfg"),
              "-F", str(self._dir), "-d", os.environ.get("JANUS_DEBUG", "3")],
@@ -125,6 +144,16 @@ general: {{
     https = false
 }}
 admin: {{ admin_http = false }}
+""")
+        (folder / "janus.transport.websockets.jcfg").write_text(f"""
+general: {{
+    json = "compact"
+    ws = true
+    ws_port = {self.ws_port}
+    ws_ip = "{self.janus_address}"
+    wss = false
+}}
+admin: {{ admin_ws = false }}
 """)
         (folder / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n")
 
