@@ -382,7 +382,7 @@ def report(sent: dict, received: dict, args) -> None:
         print("  rendering, median (p90) ms: " + ", ".join(
             f"{name} {np.median(parts[name]):.1f} ({np.percentile(parts[name], 90):.1f})"
             for name in detail))
-    shown = np.array([frame[2] for frame in received["presented"]])
+    shown = np.array([frame[2] for frame in received["presented"] if frame[1]])  # the remote
     if len(shown) > 2:
         gaps = np.diff(shown) * 1000
         print(f"  window frames: median {np.median(gaps):.1f} ms apart "
