@@ -611,7 +611,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 # Ask for the newest snapshot now and draw it: the call's reader thread
                 # answers at once with its newest tick's (WindowLink). The frame time goes
                 # with it: the voice waits that much more (app.speakers.voice_delay_s).
-                mailbox.send(("want", self.frame_ms / 1000))
+                mailbox.ask(self.frame_ms / 1000)
                 for remote_id, path in mailbox.receive(FRESH_WAIT_S):
                     self.avatar_arrived(remote_id, path)
                 got = time.monotonic()  # the snapshot's here: drawing starts
@@ -1028,6 +1028,7 @@ class SnapshotServer:
         # (snapshot, now) -> the snapshot with its poses for now (None: the tick's poses)
         self.pose_now = None
         self._wanted = True        # the window is waiting for a snapshot
+        self._want_id = None       # the frame it is for (sent back with the snapshot)
         self.wants = 0             # snapshots asked for: one at the start of each frame
         self._thread: threading.Thread | None = None
 
@@ -1067,6 +1068,7 @@ class SnapshotServer:
             self.wants += 1
             with self._lock:
                 self._wanted = True
+                self._want_id = message[2] if len(message) > 2 else None
                 if self._newest is not None or (self.pose_now is not None
                                                 and self._shown is not None):
                     self._send_newest()
@@ -1089,7 +1091,7 @@ class SnapshotServer:
             except Exception as exc:  # noqa: BLE001 - the tick's poses will do; the reader
                 # thread must live on (its end reads as the window closed: the call leaves)
                 print(f"call: playing out for the window failed: {exc!r}", file=sys.stderr)
-        if self._send(("snapshot", snapshot)):
+        if self._send(("snapshot", snapshot, self._want_id)):
             self._newest, self._wanted = None, False
 
     def _send(self, message) -> bool:  # with the lock held
@@ -1114,6 +1116,16 @@ class _WindowMailbox:
         self.latest = CallSnapshot()
         self.stopped = False
         self.fresh = False     # latest came in for this frame (False: drawn before)
+        self.asked = None      # the number of the frame asked for last (ask)
+
+    def ask(self, frame_s: float) -> None:
+        """Ask for the snapshot of the frame starting now (``frame_s``: the frame time). An
+        answer that comes too late for its frame (the call's process busy: the window stops
+        waiting after FRESH_WAIT_S and draws what it has) is still the newest for the next
+        frame, but ``receive`` then waits for that frame's own answer too: else every frame
+        after one late answer would draw the answer to the frame before (a whole frame old)."""
+        self.asked = 0 if self.asked is None else self.asked + 1
+        self.send(("want", frame_s, self.asked))
 
     def send(self, message) -> None:
         try:
@@ -1134,7 +1146,8 @@ class _WindowMailbox:
                     message = self.conn.recv()
                     if message[0] == "snapshot":
                         self.latest = message[1]
-                        self.fresh = True
+                        answers = message[2] if len(message) > 2 else None
+                        self.fresh = self.fresh or answers is None or answers == self.asked
                     elif message[0] == "avatar":
                         avatars.append((message[1], message[2]))
                     elif message[0] == "stop":

@@ -136,3 +136,26 @@ def test_with_play_out_when_asked_each_want_gets_the_pose_of_that_moment_at_once
     finally:
         mailbox.conn.close()
         server.stop()
+
+
+def test_after_one_late_answer_the_next_frame_still_waits_for_its_own():
+    server, mailbox = _ends()
+    try:
+        server.show(_snap(1))
+        mailbox.receive(2.0)
+        mailbox.ask(0.05)             # frame 0 asks; the call is slow: its answer comes late
+        mailbox.receive(0.0)
+        assert not mailbox.fresh      # drawn with what it had
+        server.show(_snap(2))         # the late answer to frame 0, after the window moved on
+        assert _wait_for(mailbox.conn.poll)
+        mailbox.ask(0.05)             # frame 1 asks
+        started = time.monotonic()
+        mailbox.receive(0.3)          # frame 0's answer is in the pipe: taken as the newest,
+        assert mailbox.latest.uptime_s == 2.0 and not mailbox.fresh  # but not frame 1's
+        assert time.monotonic() - started >= 0.29  # (it waited for its own)
+        server.show(_snap(3))         # frame 1's answer
+        mailbox.receive(2.0)
+        assert mailbox.fresh and mailbox.latest.uptime_s == 3.0
+    finally:
+        mailbox.conn.close()
+        server.stop()
