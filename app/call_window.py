@@ -333,10 +333,12 @@ RENDER_PIXELS = 960 * 540 // 2
 
 
 # Levels of detail the window steps through when its frames are slow (DetailGovernor):
-# (strides added to lod_stride's, the fraction of RENDER_PIXELS splatted). The PSNR each
-# costs against full detail (bench/bench_call_window.py --quality; docs/BENCHMARKS.md, "The
-# call window: detail by frame time"): level 0 39.3 dB, level 1 38.0, level 2 34.3.
-DETAIL_LEVELS = ((0, 1.0), (1, 1.0), (2, 0.5))
+# (strides added to lod_stride's, the fraction of RENDER_PIXELS splatted). At the 960x540
+# window's framing (stride 2, 679x382 at level 0), PSNR of the window's pixels against full
+# detail, and the CPU a frame takes relative to level 0 (bench/bench_call_window.py --quality
+# and --detail-level; docs/BENCHMARKS.md, "Latency end to end: playout at the window's ask,
+# detail by frame time"): 39.3 dB 1.0, 38.0 dB 0.8, 36.8 dB 0.7, 34.3 dB 0.6.
+DETAIL_LEVELS = ((0, 1.0), (1, 1.0), (2, 1.0), (2, 0.5))
 DETAIL_BUDGET_MS = 40.0     # a frame's drawing within this (25 fps): a margin over 20 fps
 DETAIL_SLOW_FRAMES = 4      # this many frames over the budget in a row: one level down
 DETAIL_RETRY_S = 5.0        # a level left for being slow is tried again this much later

@@ -13,7 +13,8 @@ frame to look at. The window lowers its detail while its frames are slow
 PSNR each level costs (``--quality``); ``--fixed-detail`` keeps the first level throughout.
 
     .venv/bin/python bench/bench_call_window.py [--frames 60] [--size 960x540]
-        [--screenshot FILE.png] [--full-detail] [--fixed-detail] [--profile] [--quality]
+        [--screenshot FILE.png] [--full-detail] [--fixed-detail] [--detail-level N]
+        [--profile] [--quality]
         [--tracked-face] [--order-reuse N]
 """
 
@@ -60,6 +61,9 @@ def main() -> int:
     parser.add_argument("--fixed-detail", action="store_true",
                         help="keep the first level of detail however slow the frames (the "
                              "window's behaviour before DetailGovernor)")
+    parser.add_argument("--detail-level", type=int, default=None, metavar="N",
+                        help="hold the window at this level of detail (0 to 3: "
+                             "app.call_window.DETAIL_LEVELS)")
     parser.add_argument("--quality", action="store_true",
                         help="instead: for each level of detail (stride x splatted pixels), "
                              "the frame time and the PSNR of the remote against full detail")
@@ -240,6 +244,11 @@ def measure(args) -> int:
     own = load_avatar("default")
     window = make_window(WindowOptions("bench", width, height, 1000.0), own, monitor)
     window.detail.fixed = args.full_detail or args.fixed_detail or args.quality
+    if args.detail_level is not None:
+        if not 0 <= args.detail_level < len(app.call_window.DETAIL_LEVELS):
+            sys.exit(f"error: --detail-level must be 0 to "
+                     f"{len(app.call_window.DETAIL_LEVELS) - 1}")
+        window.detail.level, window.detail.fixed = args.detail_level, True
     if args.order_reuse is not None:
         window.renderer.pose_order_reuse = args.order_reuse
     parts: dict[str, list] = {}
@@ -258,6 +267,9 @@ def measure(args) -> int:
     ms = times * 1000
     detail = " full detail" if args.full_detail else ""
     size = "x".join(map(str, app.call_window.render_size(width, height)))
+    level = window.detail.level  # (the last frame's)
+    size = "x".join(map(str, app.call_window.render_size(width, height, int(
+        app.call_window.RENDER_PIXELS * app.call_window.DETAIL_LEVELS[level][1]))))
     print(f"call window {width}x{height}{detail} (remote splatted at {size}), one remote "
           f"default avatar ({len(own):,} Gaussians) posed every frame + self-view + overlay, "
           f"GL backend: median {np.median(ms):.1f} ms ({1000 / np.median(ms):.1f} fps), "
