@@ -382,9 +382,18 @@ def report(sent: dict, received: dict, args) -> None:
         print("  rendering, median (p90) ms: " + ", ".join(
             f"{name} {np.median(parts[name]):.1f} ({np.percentile(parts[name], 90):.1f})"
             for name in detail))
-    shown = np.array([frame[2] for frame in received["presented"] if frame[1]])  # the remote
+    remote = [(frame[2], t) for frame in received["presented"] for rid, t, _ in frame[1]
+              if rid == received["sender_id"]]
+    shown = np.array([presented for presented, _ in remote])
     if len(shown) > 2:
+        # Smoothness: the pose's time should advance as much as the presentation's from
+        # one frame to the next (a repeated pose: 0; an irregular playout: more or less).
+        steps = np.diff([t for _, t in remote]) * 1000
         gaps = np.diff(shown) * 1000
+        uneven = np.abs(steps - gaps)
+        print(f"  the pose shown from frame to frame: {int(np.sum(steps == 0))} of "
+              f"{len(steps)} repeated, its time's step off the frame's step by median "
+              f"{np.median(uneven):.1f} ms (p90 {np.percentile(uneven, 90):.1f})")
         print(f"  window frames: median {np.median(gaps):.1f} ms apart "
               f"({1000 / np.median(gaps):.1f} fps); the playout buffer's delay: median "
               f"{np.median(received.get('delays_ms') or [0]):.1f} ms")
