@@ -341,17 +341,20 @@ RENDER_PIXELS = 960 * 540 // 2
 DETAIL_LEVELS = ((0, 1.0), (1, 1.0), (2, 1.0), (2, 0.5))
 DETAIL_BUDGET_MS = 40.0     # a frame's drawing within this (25 fps): a margin over 20 fps
 DETAIL_SLOW_FRAMES = 4      # this many frames over the budget in a row: one level down
-DETAIL_RETRY_S = 5.0        # a level left for being slow is tried again this much later
+DETAIL_RETRY_S = 5.0        # a level left for being slow is tried again this much later,
+DETAIL_RETRY_MAX_S = 60.0   # twice as late after each try that was too slow, up to this
 
 
 class DetailGovernor:
     """Chooses the level of detail (``DETAIL_LEVELS``) from the time the window's frames take
     to draw: DETAIL_SLOW_FRAMES frames in a row over ``budget_ms`` step one level down; the
     level above is taken again once the time it took when last drawn (remembered per level,
-    smoothed) fits the budget with this level's headroom to spare, or, if it did not,
-    DETAIL_RETRY_S later (the machine may have calmed down). A slow machine (other work on
-    its cores, llvmpipe) then draws a little less detail instead of dropping below 20 fps, and
-    each frame shows its pose sooner (the frame time is part of the latency).
+    smoothed) fits the budget with room to spare, or, if it did not, DETAIL_RETRY_S later
+    (the machine may have calmed down; after each such try that was too slow again, twice
+    as late, up to DETAIL_RETRY_MAX_S: each costs DETAIL_SLOW_FRAMES slow frames). A slow
+    machine (other work on its cores, llvmpipe) then draws a little less detail instead of
+    dropping below 20 fps, and each frame shows its pose sooner (the frame time is part of
+    the latency).
     ``fixed``: stay at level 0 (benchmarks of one level)."""
 
     def __init__(self, budget_ms: float = DETAIL_BUDGET_MS, fixed: bool = False):
@@ -361,6 +364,8 @@ class DetailGovernor:
         self._slow = 0
         self._ms: dict[int, float] = {}        # level -> smoothed draw time when last there
         self._left_at: dict[int, float] = {}   # level -> when it was left for being slow
+        self._retry_s: dict[int, float] = {}   # level -> how long after that to try it again
+        self._trying: int | None = None        # the level taken again on trial, if so
         self.frames = [0] * len(DETAIL_LEVELS)  # frames drawn at each level
 
     def update(self, draw_ms: float, now_s: float) -> int:
@@ -374,14 +379,19 @@ class DetailGovernor:
         self._slow = self._slow + 1 if draw_ms > self.budget_ms else 0
         if self._slow >= DETAIL_SLOW_FRAMES and level + 1 < len(DETAIL_LEVELS):
             self._left_at[level] = now_s
-            self.level, self._slow = level + 1, 0
+            self._retry_s[level] = (min(2 * self._retry_s.get(level, DETAIL_RETRY_S),
+                                        DETAIL_RETRY_MAX_S) if self._trying == level
+                                    else DETAIL_RETRY_S)
+            self.level, self._slow, self._trying = level + 1, 0, None
         elif level > 0 and self._slow == 0:
             above = self._ms.get(level - 1)
             fits = above is not None and above <= self.budget_ms * 0.9
-            if fits or now_s - self._left_at.get(level - 1, -1e9) >= DETAIL_RETRY_S:
-                if above is not None and not fits:
-                    self._ms.pop(level - 1)  # measure it afresh
+            waited = now_s - self._left_at.get(level - 1, -1e9)
+            if fits or waited >= self._retry_s.get(level - 1, DETAIL_RETRY_S):
+                if not fits:
+                    self._ms.pop(level - 1, None)  # measure it afresh
                 self.level, self._slow = level - 1, 0
+                self._trying = None if fits else level - 1
         return self.level
 
     def describe(self, level: int | None = None) -> str:

@@ -98,3 +98,22 @@ def _check_steps(x_display: str) -> None:
 
 def test_a_real_window_draws_less_detail_while_its_frames_are_slow(display):  # noqa: F811
     _in_fresh_process(_check_steps, display)
+
+
+def test_a_level_that_is_still_too_slow_is_tried_again_twice_as_late_each_time():
+    from app.call_window import DETAIL_RETRY_MAX_S
+
+    governor = DetailGovernor(budget_ms=40.0)
+    now, tries = 0.0, []
+    while now < 200.0:
+        now += 0.05
+        # level 0 takes 60 ms, level 1 30 ms: the machine never gets quieter
+        before = governor.level
+        if governor.update(60.0 if governor.level == 0 else 30.0, now) == 0 and before == 1:
+            tries.append(now)
+    gaps = np.diff(tries)
+    # 5 s after leaving level 0 (plus the slow frames spent trying it), then 10, 20, 40, 60
+    expected = [2 * DETAIL_RETRY_S, 4 * DETAIL_RETRY_S, 8 * DETAIL_RETRY_S, DETAIL_RETRY_MAX_S]
+    assert len(gaps) >= 4
+    assert np.allclose(gaps[:4], expected, atol=0.5), gaps
+    assert governor.frames[0] <= DETAIL_SLOW_FRAMES * (len(tries) + 1)
