@@ -505,6 +505,7 @@ class WindowOptions:
     screenshot: Path | None = None  # where S and screenshot_at save
     screenshot_at: float | None = None  # seconds after joining
     report_presented: bool = False  # benchmarks: say when each frame was presented, and what
+    fixed_detail: bool = False      # benchmarks: no DetailGovernor (level 0 throughout)
 
 
 def make_window(options: WindowOptions, own_avatar, mailbox):
@@ -560,7 +561,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self.screenshot_at = options.screenshot_at
             self._joins = 0
             self._last_draw = time.perf_counter()
-            self.detail = DetailGovernor()
+            self.detail = DetailGovernor(fixed=options.fixed_detail)
             self._fit(1)
 
         def _fit(self, count: int) -> None:
