@@ -643,7 +643,8 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 if options.report_presented:  # the frame is out: what it showed, and when
                     mailbox.send(("presented", snap.made_at, [
                         (view.id, view.codes.t, view.codes.seq) for view in snap.remotes
-                        if view.codes is not None], time.monotonic(), got))
+                        if view.codes is not None], time.monotonic(), got,
+                        self.detail.level))
                 glfw.poll_events()
                 time.sleep(max(0.0, period - (time.perf_counter() - started)))
 
@@ -1033,7 +1034,7 @@ class SnapshotServer:
         self.voice_places: dict = {}  # remote id -> (pan, distance) from the window's camera
         # With WindowOptions.report_presented: (snapshot's made_at, [(remote id, sender time
         # shown, seq)], time.monotonic() after the swap, time.monotonic() when the snapshot
-        # was in and drawing began) per frame drawn.
+        # was in and drawing began, the level of detail of the next frame) per frame drawn.
         self.presented: deque = deque(maxlen=100_000)
         self._lock = threading.Lock()   # the snapshot slot and the pipe's sending end
         self._newest: CallSnapshot | None = None  # from show(), not yet sent

@@ -406,6 +406,11 @@ def report(sent: dict, received: dict, args) -> None:
         print(f"  window frames: median {np.median(gaps):.1f} ms apart "
               f"({1000 / np.median(gaps):.1f} fps); the playout buffer's delay: median "
               f"{np.median(received.get('delays_ms') or [0]):.1f} ms")
+    levels = [frame[4] for frame in received["presented"] if frame[1] and len(frame) > 4]
+    if levels:
+        counts = np.bincount(levels)
+        print("  the window's level of detail (app.call_window.DETAIL_LEVELS) over those "
+              "frames: " + ", ".join(f"level {i} {n}" for i, n in enumerate(counts) if n))
     print(f"  peak memory (max RSS): the call process {received['peak_call_mb']:.0f} MB, the "
           f"window process {received['peak_window_mb']:.0f} MB, with {received['remotes']} "
           f"remote(s)")
