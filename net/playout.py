@@ -14,7 +14,8 @@ is none: the newest frames play as soon as the jitter allows, and between arriva
 goes on along the last motion (extrapolation, below) until the next frame takes over. As the
 jitter grows past ``low_jitter_s`` the margin grows with it, up to ``margin_s`` at twice
 ``low_jitter_s`` (room to interpolate between two frames across a late or lost one: the
-jitter-robust behaviour of a lossy link). Measured on a 30 Hz stream with 20 ms of tracking
+jitter-robust behaviour of a lossy link), and is all there whatever the jitter while more
+than ``lossy_fraction`` of the frames are lost. Measured on a 30 Hz stream with 20 ms of tracking
 jitter, sampled at 22 fps (docs/BENCHMARKS.md, "Latency end to end: playout at the window's
 ask"): 14 ms less latency than a 20 ms margin, the motion's second differences the same.
 ``low_jitter_s`` = 0 gives the margin always (as before).
@@ -54,6 +55,8 @@ class PlayoutConfig:
     max_delay_s: float = 0.5
     margin_s: float = 0.020          # about one frame interval at 60 Hz
     low_jitter_s: float = 0.025      # jitter (p95) up to this: no margin (see the module)
+    lossy_fraction: float = 0.02     # more codes frames lost than this (over window_s): the
+                                     # margin whatever the jitter
     window_s: float = 2.0            # jitter and clock statistics look this far back
     max_extrapolate_s: float = 0.100
     hold_s: float = 0.5
@@ -71,13 +74,14 @@ class PlayoutBuffer:
         self.config = config or PlayoutConfig()
         self._frames: list[Codes] = []          # sorted by t
         self._times: list[float] = []
-        self._transits: deque[tuple[float, float]] = deque()  # (arrival, arrival - t)
+        self._transits: deque[tuple[float, float, int]] = deque()  # (arrival, arrival - t, seq)
         self.base_s: float | None = None
         self.delay_s: float = self.config.margin_s
         self._last_update: float | None = None
         self.status = "waiting"
         self.late = 0
         self.duplicates = 0
+        self.loss = 0.0               # the fraction of codes frames lost over window_s
         self._seen: deque[int] = deque(maxlen=256)
         self._played_until = -np.inf
         self._lock = threading.Lock()
@@ -104,13 +108,16 @@ class PlayoutBuffer:
             return
         self._seen.append(codes.seq)
         transit = arrival_s - codes.t
-        self._transits.append((arrival_s, transit))
+        self._transits.append((arrival_s, transit, codes.seq))
         while self._transits and self._transits[0][0] < arrival_s - cfg.window_s:
             self._transits.popleft()
-        self.base_s = min(tr for _, tr in self._transits)
-        excess = np.array([tr for _, tr in self._transits]) - self.base_s
+        self.base_s = min(tr for _, tr, _ in self._transits)
+        excess = np.array([tr for _, tr, _ in self._transits]) - self.base_s
         jitter = float(np.percentile(excess, 95))
-        target = float(np.clip(jitter + self.margin(jitter), cfg.min_delay_s, cfg.max_delay_s))
+        seqs = [seq for _, _, seq in self._transits]
+        self.loss = 1.0 - len(seqs) / (max(seqs) - min(seqs) + 1)
+        margin = cfg.margin_s if self.loss > cfg.lossy_fraction else self.margin(jitter)
+        target = float(np.clip(jitter + margin, cfg.min_delay_s, cfg.max_delay_s))
         if self._last_update is None or target > self.delay_s:
             self.delay_s = target
         else:
@@ -137,6 +144,7 @@ class PlayoutBuffer:
         self.delay_s = self.config.margin_s
         self._last_update = None
         self._played_until = -np.inf
+        self.loss = 0.0
         self.status = "waiting"
 
     # -- output -------------------------------------------------------------------------

@@ -106,6 +106,14 @@ def test_the_margin_is_none_at_low_jitter_and_grows_to_margin_s_at_twice_it():
     assert abs(calm.delay_s - calm.config.margin_s) < 1e-6
 
 
+def test_a_lossy_stream_keeps_the_margin_however_low_its_jitter():
+    lossy = fed([seq for seq in range(240) if seq % 20 != 7])  # 5 % lost, no jitter
+    assert 0.04 <= lossy.loss <= 0.06
+    assert abs(lossy.delay_s - lossy.config.margin_s) < 1e-6
+    clean = fed([seq for seq in range(240) if seq != 100])     # one frame lost in 4 s
+    assert clean.loss < clean.config.lossy_fraction and clean.delay_s < 1e-6
+
+
 def played_stream(config: PlayoutConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A 30 Hz head turn (0.6 sin 1.5 t rad) whose frames arrive with a tracker's jitter
     (gamma, mean 8 ms, p95 about 20 ms), played out at 22 frames a second (a display whose
