@@ -15,10 +15,11 @@ goes on along the last motion (extrapolation, below) until the next frame takes 
 jitter grows past ``low_jitter_s`` the margin grows with it, up to ``margin_s`` at twice
 ``low_jitter_s`` (room to interpolate between two frames across a late or lost one: the
 jitter-robust behaviour of a lossy link), and is all there whatever the jitter while more
-than ``lossy_fraction`` of the frames are lost. Measured on a 30 Hz stream with 20 ms of tracking
-jitter, sampled at 22 fps (docs/BENCHMARKS.md, "Latency end to end: playout at the window's
-ask"): 14 ms less latency than a 20 ms margin, the motion's second differences the same.
-``low_jitter_s`` = 0 gives the margin always (as before).
+than ``lossy_fraction`` of the frames are missing (gaps in ``seq``: lost, or never sent by a
+sender that skipped one, which is as conservative). Measured on a 30 Hz stream with 20 ms of
+tracking jitter, sampled at 22 fps (docs/BENCHMARKS.md, "Latency end to end: playout at the
+window's ask"): 14 ms less latency than a 20 ms margin, the motion's second differences the
+same. ``low_jitter_s`` = 0 gives the margin always (as before).
 
 For a display time ``now`` the buffer plays sender time ``ts = now - base - delay``:
 
