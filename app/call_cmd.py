@@ -626,6 +626,8 @@ class CallApp:
         except (SignallingError, ConnectionError) as exc:  # JanusError is a ConnectionError
             raise UserError(f"could not join: {exc}") from None
         say(f"joined as {call.id} with {len(call.remotes)} other participant(s)")
+        if self.window is not None:  # the window's pose is of when it asks, not of our tick
+            self.window.play_out_when_asked(lambda: call.remotes)
         if self.live is not None:
             self.send_as_tracked(asyncio.get_running_loop())
             self.live.start()

@@ -8,9 +8,10 @@ task) the window stalled the event loop that long, delaying the codes, RTCP and 
 aiortc handles there (measured: a probe thread saw 155-250 ms gaps; 13 of 786 codes frames
 lost, none in a separate process). Once per call tick ``CallMonitor.tick`` makes a
 ``CallSnapshot`` (plain numbers and codes, picklable); the window asks for one at the start
-of each frame and ``WindowLink``'s reader thread answers at once with the newest (so the
-window draws the newest tick's poses, never a stale snapshot), and the window's keys come
-back as ``CallControls`` settings and requests that the call's tick reads.
+of each frame and ``WindowLink``'s reader thread answers at once with the newest, its poses
+played out afresh for that moment (``play_out_when_asked``: the window draws the pose of
+when it asked, not of the call's last tick), and the window's keys come back as
+``CallControls`` settings and requests that the call's tick reads.
 
 Keys: M mute the microphone, C camera off (our avatar holds a neutral pose), V the others'
 camera pictures (asked for, so sent, only while shown: net.video), O start/stop recording,
@@ -331,6 +332,73 @@ LOD_PIXELS_PER_M = ((1, 800.0), (2, 300.0), (4, 0.0))
 RENDER_PIXELS = 960 * 540 // 2
 
 
+# Levels of detail the window steps through when its frames are slow (DetailGovernor):
+# (strides added to lod_stride's, the fraction of RENDER_PIXELS splatted). At the 960x540
+# window's framing (stride 2, 679x382 at level 0), PSNR of the window's pixels against full
+# detail, and the CPU a frame takes relative to level 0 (bench/bench_call_window.py --quality
+# and --detail-level; docs/BENCHMARKS.md, "Latency end to end: playout at the window's ask,
+# detail by frame time"): 39.3 dB 1.0, 38.0 dB 0.8, 36.8 dB 0.7, 34.3 dB 0.6.
+DETAIL_LEVELS = ((0, 1.0), (1, 1.0), (2, 1.0), (2, 0.5))
+DETAIL_BUDGET_MS = 40.0     # a frame's drawing within this (25 fps): a margin over 20 fps
+DETAIL_SLOW_FRAMES = 4      # this many frames over the budget in a row: one level down
+DETAIL_RETRY_S = 5.0        # a level left for being slow is tried again this much later,
+DETAIL_RETRY_MAX_S = 60.0   # twice as late after each try that was too slow, up to this
+
+
+class DetailGovernor:
+    """Chooses the level of detail (``DETAIL_LEVELS``) from the time the window's frames take
+    to draw: DETAIL_SLOW_FRAMES frames in a row over ``budget_ms`` step one level down; the
+    level above is taken again once the time it took when last drawn (remembered per level,
+    smoothed) fits the budget with room to spare, or, if it did not, DETAIL_RETRY_S later
+    (the machine may have calmed down; after each such try that was too slow again, twice
+    as late, up to DETAIL_RETRY_MAX_S: each costs DETAIL_SLOW_FRAMES slow frames). A slow
+    machine (other work on its cores, llvmpipe) then draws a little less detail instead of
+    dropping below 20 fps, and each frame shows its pose sooner (the frame time is part of
+    the latency).
+    ``fixed``: stay at level 0 (benchmarks of one level)."""
+
+    def __init__(self, budget_ms: float = DETAIL_BUDGET_MS, fixed: bool = False):
+        self.budget_ms = budget_ms
+        self.fixed = fixed
+        self.level = 0
+        self._slow = 0
+        self._ms: dict[int, float] = {}        # level -> smoothed draw time when last there
+        self._left_at: dict[int, float] = {}   # level -> when it was left for being slow
+        self._retry_s: dict[int, float] = {}   # level -> how long after that to try it again
+        self._trying: int | None = None        # the level taken again on trial, if so
+        self.frames = [0] * len(DETAIL_LEVELS)  # frames drawn at each level
+
+    def update(self, draw_ms: float, now_s: float) -> int:
+        """One frame drawn at ``self.level`` in ``draw_ms``: the level for the next frame."""
+        level = self.level
+        self.frames[level] += 1
+        if self.fixed:
+            return level
+        last = self._ms.get(level)
+        self._ms[level] = draw_ms if last is None else 0.7 * last + 0.3 * draw_ms
+        self._slow = self._slow + 1 if draw_ms > self.budget_ms else 0
+        if self._slow >= DETAIL_SLOW_FRAMES and level + 1 < len(DETAIL_LEVELS):
+            self._left_at[level] = now_s
+            self._retry_s[level] = (min(2 * self._retry_s.get(level, DETAIL_RETRY_S),
+                                        DETAIL_RETRY_MAX_S) if self._trying == level
+                                    else DETAIL_RETRY_S)
+            self.level, self._slow, self._trying = level + 1, 0, None
+        elif level > 0 and self._slow == 0:
+            above = self._ms.get(level - 1)
+            fits = above is not None and above <= self.budget_ms * 0.9
+            waited = now_s - self._left_at.get(level - 1, -1e9)
+            if fits or waited >= self._retry_s.get(level - 1, DETAIL_RETRY_S):
+                if not fits:
+                    self._ms.pop(level - 1, None)  # measure it afresh
+                self.level, self._slow = level - 1, 0
+                self._trying = None if fits else level - 1
+        return self.level
+
+    def describe(self, level: int | None = None) -> str:
+        extra, fraction = DETAIL_LEVELS[self.level if level is None else level]
+        return f"stride +{extra}, {fraction:.0%} of the pixels"
+
+
 def thinned(skinned, stride: int, keep=None):
     """Every ``stride``-th Gaussian of ``skinned`` (of those in ``keep``, default all), each
     with ``stride`` times its area to cover for the ones dropped beside it: a level of
@@ -437,6 +505,7 @@ class WindowOptions:
     screenshot: Path | None = None  # where S and screenshot_at save
     screenshot_at: float | None = None  # seconds after joining
     report_presented: bool = False  # benchmarks: say when each frame was presented, and what
+    fixed_detail: bool = False      # benchmarks: no DetailGovernor (level 0 throughout)
 
 
 def make_window(options: WindowOptions, own_avatar, mailbox):
@@ -492,6 +561,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self.screenshot_at = options.screenshot_at
             self._joins = 0
             self._last_draw = time.perf_counter()
+            self.detail = DetailGovernor(fixed=options.fixed_detail)
             self._fit(1)
 
         def _fit(self, count: int) -> None:
@@ -554,9 +624,10 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 # Ask for the newest snapshot now and draw it: the call's reader thread
                 # answers at once with its newest tick's (WindowLink). The frame time goes
                 # with it: the voice waits that much more (app.speakers.voice_delay_s).
-                mailbox.send(("want", self.frame_ms / 1000))
+                mailbox.ask(self.frame_ms / 1000)
                 for remote_id, path in mailbox.receive(FRESH_WAIT_S):
                     self.avatar_arrived(remote_id, path)
+                got = time.monotonic()  # the snapshot's here: drawing starts
                 if mailbox.stopped:
                     break
                 self.draw_frame()
@@ -572,7 +643,8 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 if options.report_presented:  # the frame is out: what it showed, and when
                     mailbox.send(("presented", snap.made_at, [
                         (view.id, view.codes.t, view.codes.seq) for view in snap.remotes
-                        if view.codes is not None], time.monotonic()))
+                        if view.codes is not None], time.monotonic(), got,
+                        self.detail.level))
                 glfw.poll_events()
                 time.sleep(max(0.0, period - (time.perf_counter() - started)))
 
@@ -611,7 +683,8 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 self._fit(len(seated))  # someone joined: widen the view to hold the row
             camera = self.orbit.camera(fb_w, fb_h)
             self.send_voice_places(seated, camera, now)
-            stride = lod_stride(camera.fy / self.orbit.distance_m)
+            extra, fraction = DETAIL_LEVELS[self.detail.level]
+            stride = lod_stride(camera.fy / self.orbit.distance_m) + extra
             parts, skinned = [], []
             for index, (remote_id, seat) in enumerate(seated):
                 if seat.opacity <= 0.0:
@@ -638,7 +711,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             if parts:
                 self.renderer.show(PosedAvatars(skinned_tuple, tuple(parts)))
                 self.renderer.sort_for(camera.position, camera.forward)
-                size = render_size(fb_w, fb_h)
+                size = render_size(fb_w, fb_h, int(RENDER_PIXELS * fraction))
                 if size == (fb_w, fb_h):
                     self.renderer.draw(camera, screen, background=BACKGROUND)
                 else:  # splatted smaller, then stretched over the window
@@ -654,7 +727,10 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             self.draw_labels(seated, camera, fb_w, fb_h)
             self.draw_text(snap, fb_w, fb_h)
             self.ctx.finish()
-            self.frame_ms = 0.8 * self.frame_ms + 0.2 * (time.perf_counter() - now) * 1e3
+            done = time.perf_counter()
+            self.frame_ms = 0.8 * self.frame_ms + 0.2 * (done - now) * 1e3
+            if parts:  # (the level matters only while someone is drawn)
+                self.detail.update((done - now) * 1e3, done)
 
         def send_voice_places(self, seated, camera, now: float) -> None:
             """Where each remote's voice comes from for a listener at the camera (the call's
@@ -776,7 +852,8 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             lines.append(f"you: tracker {snap.tracker_fps:4.1f} fps  mic {mic}"
                          f"{'  camera off' if snap.camera_off else ''}"
                          f"{'  REC ' + snap.recording if snap.recording else ''}"
-                         f"  draw {self.frame_ms:4.1f} ms")
+                         f"  draw {self.frame_ms:4.1f} ms"
+                         f"{f'  detail -{self.detail.level}' if self.detail.level else ''}")
             if snap.note:
                 lines.append(snap.note)
             if self.message and time.perf_counter() < self.message_until:
@@ -819,6 +896,18 @@ def open_call_window(args, say) -> WindowLink | None:
         say(f"{error}: running headless")
         return None
     return link
+
+
+def posed_now(snapshot: CallSnapshot, remotes: dict, now_s: float) -> CallSnapshot:
+    """``snapshot`` (the call tick's) with each remote's pose played out for ``now_s`` from
+    its playout buffer (``remotes``: the call's, id -> ``RemoteParticipant``; a buffer is
+    thread-safe), made at ``now_s``. A remote no longer in the call keeps the tick's pose."""
+    views = []
+    for view in snapshot.remotes:
+        remote = remotes.get(view.id)
+        codes = remote.playout.pose(now_s) if remote is not None else None
+        views.append(view if codes is None else dataclasses.replace(view, codes=codes))
+    return dataclasses.replace(snapshot, remotes=views, made_at=now_s)
 
 
 def toggle_recording(recording, args, call, mic, monitor: CallMonitor):
@@ -910,6 +999,13 @@ class WindowLink:
         """The call tick's newest snapshot: sent now if the window is waiting for one."""
         self.server.show(snapshot)
 
+    def play_out_when_asked(self, remotes) -> None:
+        """Answer each of the window's asks at once with the newest snapshot, its poses
+        played out for that moment (``posed_now``; ``remotes()``: the call's remotes), not
+        for the call's last tick: the pose waited for the window up to a tick (17 ms at 60
+        Hz, more when the tick is late) before."""
+        self.server.pose_now = lambda snapshot, now: posed_now(snapshot, remotes(), now)
+
     def avatar(self, remote_id: str, path: Path) -> None:
         self.server.send(("avatar", remote_id, str(path)))
 
@@ -926,7 +1022,9 @@ class SnapshotServer:
     """The call's end of the window's pipe: a reader thread takes in what the window says
     (``want``, key settings and requests, voice places, presented frames, ``closed``) and
     answers each ``want`` with the newest snapshot not yet sent, at once if the call's tick
-    has made one since, else as soon as ``show`` gets the next one."""
+    has made one since, else as soon as ``show`` gets the next one. With ``pose_now``
+    (``WindowLink.play_out_when_asked``) every ``want`` is answered at once: the newest
+    tick's snapshot with its poses played out afresh for the moment asked."""
 
     def __init__(self, conn):
         self._conn = conn
@@ -935,11 +1033,16 @@ class SnapshotServer:
         self.display_s = 0.0       # the window's frame time: a pose shows this much later
         self.voice_places: dict = {}  # remote id -> (pan, distance) from the window's camera
         # With WindowOptions.report_presented: (snapshot's made_at, [(remote id, sender time
-        # shown, seq)], time.monotonic() after the swap) per frame drawn.
+        # shown, seq)], time.monotonic() after the swap, time.monotonic() when the snapshot
+        # was in and drawing began, the level of detail of the next frame) per frame drawn.
         self.presented: deque = deque(maxlen=100_000)
         self._lock = threading.Lock()   # the snapshot slot and the pipe's sending end
         self._newest: CallSnapshot | None = None  # from show(), not yet sent
+        self._shown: CallSnapshot | None = None   # the newest from show()
+        # (snapshot, now) -> the snapshot with its poses for now (None: the tick's poses)
+        self.pose_now = None
         self._wanted = True        # the window is waiting for a snapshot
+        self._want_id = None       # the frame it is for (sent back with the snapshot)
         self.wants = 0             # snapshots asked for: one at the start of each frame
         self._thread: threading.Thread | None = None
 
@@ -950,7 +1053,7 @@ class SnapshotServer:
 
     def show(self, snapshot: CallSnapshot) -> None:
         with self._lock:
-            self._newest = snapshot
+            self._newest = self._shown = snapshot
             if self._wanted:
                 self._send_newest()
 
@@ -979,7 +1082,9 @@ class SnapshotServer:
             self.wants += 1
             with self._lock:
                 self._wanted = True
-                if self._newest is not None:
+                self._want_id = message[2] if len(message) > 2 else None
+                if self._newest is not None or (self.pose_now is not None
+                                                and self._shown is not None):
                     self._send_newest()
         elif kind == "set":
             setattr(self.controls, message[1], bool(message[2]))
@@ -993,7 +1098,14 @@ class SnapshotServer:
             self.closed = True
 
     def _send_newest(self) -> None:  # with the lock held
-        if self._send(("snapshot", self._newest)):
+        snapshot = self._shown if self._newest is None else self._newest
+        if self.pose_now is not None:
+            try:
+                snapshot = self.pose_now(snapshot, time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - the tick's poses will do; the reader
+                # thread must live on (its end reads as the window closed: the call leaves)
+                print(f"call: playing out for the window failed: {exc!r}", file=sys.stderr)
+        if self._send(("snapshot", snapshot, self._want_id)):
             self._newest, self._wanted = None, False
 
     def _send(self, message) -> bool:  # with the lock held
@@ -1018,6 +1130,16 @@ class _WindowMailbox:
         self.latest = CallSnapshot()
         self.stopped = False
         self.fresh = False     # latest came in for this frame (False: drawn before)
+        self.asked = None      # the number of the frame asked for last (ask)
+
+    def ask(self, frame_s: float) -> None:
+        """Ask for the snapshot of the frame starting now (``frame_s``: the frame time). An
+        answer that comes too late for its frame (the call's process busy: the window stops
+        waiting after FRESH_WAIT_S and draws what it has) is still the newest for the next
+        frame, but ``receive`` then waits for that frame's own answer too: else every frame
+        after one late answer would draw the answer to the frame before (a whole frame old)."""
+        self.asked = 0 if self.asked is None else self.asked + 1
+        self.send(("want", frame_s, self.asked))
 
     def send(self, message) -> None:
         try:
@@ -1038,7 +1160,8 @@ class _WindowMailbox:
                     message = self.conn.recv()
                     if message[0] == "snapshot":
                         self.latest = message[1]
-                        self.fresh = True
+                        answers = message[2] if len(message) > 2 else None
+                        self.fresh = self.fresh or answers is None or answers == self.asked
                     elif message[0] == "avatar":
                         avatars.append((message[1], message[2]))
                     elif message[0] == "stop":

@@ -8,11 +8,14 @@ remote on the GPU, sorts, draws, redraws the self-view in its corner (5 times a 
 draws the overlay and finishes GL. Reports the median and 90th percentile frame time after
 5 warm-up frames, and the process CPU time a frame (llvmpipe's threads included: the
 measure the other jobs on a shared machine disturb least); ``--screenshot`` saves the last
-frame to look at.
+frame to look at. The window lowers its detail while its frames are slow
+(``app.call_window.DetailGovernor``): the frames drawn at each level are reported, with the
+PSNR each level costs (``--quality``); ``--fixed-detail`` keeps the first level throughout.
 
     .venv/bin/python bench/bench_call_window.py [--frames 60] [--size 960x540]
-        [--screenshot FILE.png] [--full-detail] [--profile] [--quality] [--tracked-face]
-        [--order-reuse N]
+        [--screenshot FILE.png] [--full-detail] [--fixed-detail] [--detail-level N]
+        [--profile] [--quality]
+        [--tracked-face] [--order-reuse N]
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ def main() -> int:
     parser.add_argument("--full-detail", action="store_true",
                         help="draw every Gaussian of the remote at the window's full size "
                              "(no level of detail)")
+    parser.add_argument("--fixed-detail", action="store_true",
+                        help="keep the first level of detail however slow the frames (the "
+                             "window's behaviour before DetailGovernor)")
+    parser.add_argument("--detail-level", type=int, default=None, metavar="N",
+                        help="hold the window at this level of detail (0 to 3: "
+                             "app.call_window.DETAIL_LEVELS)")
     parser.add_argument("--quality", action="store_true",
                         help="instead: for each level of detail (stride x splatted pixels), "
                              "the frame time and the PSNR of the remote against full detail")
@@ -234,6 +243,12 @@ def measure(args) -> int:
     monitor = Mailbox()
     own = load_avatar("default")
     window = make_window(WindowOptions("bench", width, height, 1000.0), own, monitor)
+    window.detail.fixed = args.full_detail or args.fixed_detail or args.quality
+    if args.detail_level is not None:
+        if not 0 <= args.detail_level < len(app.call_window.DETAIL_LEVELS):
+            sys.exit(f"error: --detail-level must be 0 to "
+                     f"{len(app.call_window.DETAIL_LEVELS) - 1}")
+        window.detail.level, window.detail.fixed = args.detail_level, True
     if args.order_reuse is not None:
         window.renderer.pose_order_reuse = args.order_reuse
     parts: dict[str, list] = {}
@@ -252,12 +267,20 @@ def measure(args) -> int:
     ms = times * 1000
     detail = " full detail" if args.full_detail else ""
     size = "x".join(map(str, app.call_window.render_size(width, height)))
+    level = window.detail.level  # (the last frame's)
+    size = "x".join(map(str, app.call_window.render_size(width, height, int(
+        app.call_window.RENDER_PIXELS * app.call_window.DETAIL_LEVELS[level][1]))))
     print(f"call window {width}x{height}{detail} (remote splatted at {size}), one remote "
           f"default avatar ({len(own):,} Gaussians) posed every frame + self-view + overlay, "
           f"GL backend: median {np.median(ms):.1f} ms ({1000 / np.median(ms):.1f} fps), "
           f"p90 {np.percentile(ms, 90):.1f} ms over {len(ms)} frames")
     print(f"  process CPU a frame (llvmpipe's threads included): median "
           f"{np.median(cpu) * 1000:.1f} ms; load average {os.getloadavg()[0]:.1f}")
+    counts = window.detail.frames
+    print("  frames at each level of detail, warm-up included (DetailGovernor, budget "
+          f"{window.detail.budget_ms:.0f} ms{', fixed' if window.detail.fixed else ''}): "
+          + ", ".join(f"level {i} ({window.detail.describe(i)}) {n}"
+                      for i, n in enumerate(counts) if n))
     if args.profile:
         frames = len(ms)
         print("  per frame, mean wall / CPU ms (GL finished around each part):")

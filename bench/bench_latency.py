@@ -20,12 +20,22 @@ before the sender time the pose was played out for):
 - send tick: codes ready -> sent (the sender's loop's next turn; with ``--tick-send`` its
   next call tick)
 - network: sent -> arrived (SCTP over DTLS on loopback, aiortc, both event loops)
-- playout buffer: arrived -> the call's tick that played it out (the buffer's delay and
-  interpolation between frames)
-- rendering: that tick -> presented (waiting for the window to ask, the pipe, drawing,
-  swapping)
+- playout buffer: arrived -> played out, for the moment the window asked (the buffer's
+  delay and interpolation between frames; with ``--tick-playout``, at the call's tick)
+- rendering: played out -> presented (the pipe, drawing, swapping; with ``--tick-playout``
+  also the wait for the window to ask); split again into the wait for the snapshot and the
+  drawing with the swap
+
+The instant a frame shows is its pose's sender time, but never later than the capture of the
+newest camera frame its pose is made of: a pose extrapolated past the newest frame (the playout
+buffer does between arrivals while the jitter is low) counts from that frame's capture, not
+from the instant it predicts.
 
     .venv/bin/python bench/bench_latency.py [--seconds 20] [--extra-senders 0] [--tick-send]
+        [--tick-playout] [--playout-margin] [--fixed-detail] [--before]
+
+``--before`` is the old behaviour but for one fix it cannot undo: each of the window's asks
+is answered for its own frame (``_WindowMailbox.ask``).
 """
 
 from __future__ import annotations
@@ -51,12 +61,15 @@ ROOM = "latency"
 TICK_HZ = 60.0
 
 
-def config(port: int, token: str, name: str, cache: Path, avatar=None):
+def config(port: int, token: str, name: str, cache: Path, avatar=None, margin=False):
     from net.call import CallConfig
+    from net.playout import PlayoutConfig
 
+    # margin: the playout buffer's margin whatever the jitter (as before low_jitter_s)
     return CallConfig(url=f"ws://127.0.0.1:{port}/ws", room=ROOM, token=token, name=name,
                       host_addresses=["127.0.0.1"], avatar_cache_dir=cache / name,
-                      avatar_path=avatar)
+                      avatar_path=avatar,
+                      playout=PlayoutConfig(low_jitter_s=0.0) if margin else PlayoutConfig())
 
 
 # -- the sender ---------------------------------------------------------------------------------
@@ -151,17 +164,21 @@ async def receiver(args) -> dict:
         sha = call.avatars.remotes[remote_id].sha256
         link.avatar(remote_id, call.avatars.cache_dir / f"{sha}.lca")
 
-    call = Call(config(args.port, args.token, "receiver", Path(args.cache)), on_avatar=on_avatar,
+    call = Call(config(args.port, args.token, "receiver", Path(args.cache),
+                       margin=args.playout_margin), on_avatar=on_avatar,
                 on_event=lambda *e: print(f"{time.monotonic():.3f}", *e, flush=True))
-    link = WindowLink(WindowOptions(ROOM, 960, 540, 60.0, report_presented=True))
+    link = WindowLink(WindowOptions(ROOM, 960, 540, 60.0, report_presented=True,
+                                    fixed_detail=args.fixed_detail))
     error = link.wait_ready(180)
     if error:
         raise SystemExit(f"error: {error}")
+    if not args.tick_playout:  # as main.py call: the pose of when the window asks
+        link.play_out_when_asked(lambda: call.remotes)
     monitor = CallMonitor(CallControls())
     await call.join()
     give_up = time.monotonic() + args.seconds + 240
     sender_id, watched = None, set()
-    offsets, clock, most = [], {}, 0
+    offsets, clock, most, delays = [], {}, 0, []
     while time.monotonic() < give_up:  # until the sender has come and gone
         now = time.monotonic()
         if sender_id is not None and sender_id not in call.remotes:
@@ -171,6 +188,7 @@ async def receiver(args) -> dict:
         if named:  # (a reconnection makes a new playout buffer)
             sender_id = named[0]
             watched.add(id(call.remotes[sender_id].playout))
+            delays.append(call.remotes[sender_id].playout.delay_s * 1000)
         if sender_id in call.remotes and call.clock.offset_s(sender_id) is not None:
             clock = call.clock.summary(sender_id)  # (forgotten once the sender has left)
             offsets.append(clock["offset_ms"])
@@ -190,6 +208,7 @@ async def receiver(args) -> dict:
             "arrivals": {str(k): v for buffer in watched
                          for k, v in arrivals.get(buffer, {}).items()},
             "presented": list(link.presented), "remotes": remotes, "stats": stats,
+            "delays_ms": delays,
             "peak_call_mb": peak_call_mb, "peak_window_mb": peak_window_mb}
 
 
@@ -202,6 +221,18 @@ def main() -> int:
     parser.add_argument("--tick-send", action="store_true",
                         help="the sender sends its newest codes at each 60 Hz tick (as "
                              "main.py call did before), not as soon as they are tracked")
+    parser.add_argument("--tick-playout", action="store_true",
+                        help="the window draws the poses played out at the call's last tick "
+                             "(as before), not for the moment it asks")
+    parser.add_argument("--playout-margin", action="store_true",
+                        help="the playout buffer keeps its 20 ms margin whatever the jitter "
+                             "(as before)")
+    parser.add_argument("--fixed-detail", action="store_true",
+                        help="the window keeps its first level of detail however slow its "
+                             "frames (as before app.call_window.DetailGovernor)")
+    parser.add_argument("--before", action="store_true",
+                        help="all four as before: --tick-send --tick-playout --playout-margin "
+                             "--fixed-detail")
     parser.add_argument("--keep", default=None, metavar="DIR",
                         help="keep the participants' logs and results in DIR")
     parser.add_argument("--role", choices=("sender", "receiver"), help=argparse.SUPPRESS)
@@ -212,6 +243,8 @@ def main() -> int:
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.before:
+        args.tick_send = args.tick_playout = args.playout_margin = args.fixed_detail = True
     if args.role:
         result = asyncio.run(sender(args) if args.role == "sender" else receiver(args))
         Path(args.out).write_text(json.dumps(result))
@@ -245,7 +278,10 @@ def orchestrate(args) -> int:
             return start(__file__, "--role", name.split("-")[0], "--port", str(port),
                          "--token", make_token(secret, ROOM), "--seconds", str(args.seconds),
                          "--cache", str(tmp / "cache"), "--out", str(tmp / f"{name}.json"),
-                         *(["--tick-send"] if args.tick_send else []), *extra,
+                         *(["--tick-send"] if args.tick_send else []),
+                         *(["--tick-playout"] if args.tick_playout else []),
+                         *(["--playout-margin"] if args.playout_margin else []),
+                         *(["--fixed-detail"] if args.fixed_detail else []), *extra,
                          log=f"{name}.log")
 
         try:
@@ -291,15 +327,19 @@ def split(sent: dict, received: dict) -> dict[str, np.ndarray]:
     captures = np.array([frames[s][0] for s in seqs])
     arrivals = {int(k): v for k, v in received["arrivals"].items()}
     parts: dict[str, list[float]] = {k: [] for k in ("tracking", "send tick", "network",
-                                                     "playout buffer", "rendering", "total")}
+                                                     "playout buffer", "rendering", "total",
+                                                     "waiting for the snapshot",
+                                                     "drawing and swap")}
     seen = set()
-    for made_at, shown, presented in received["presented"]:
+    for made_at, shown, presented, *drawn in received["presented"]:
         if made_at in seen:
             continue
         seen.add(made_at)
-        for remote_id, sender_time, _ in shown:
+        for remote_id, sender_time, shown_seq in shown:
             if remote_id != received["sender_id"]:
                 continue
+            if shown_seq in frames:  # no later than the newest camera frame it is made of
+                sender_time = min(sender_time, frames[shown_seq][0])
             index = np.searchsorted(captures, sender_time, side="right") - 1
             if index < 0:
                 continue
@@ -313,6 +353,9 @@ def split(sent: dict, received: dict) -> dict[str, np.ndarray]:
                       "rendering": presented - made_at}
             values["playout buffer"] = made_at - arrivals[seq] - (sender_time - capture)
             values["total"] = total
+            if drawn:
+                values["waiting for the snapshot"] = drawn[0] - made_at
+                values["drawing and swap"] = presented - drawn[0]
             # the sender time shown may lie after the frame's capture (interpolation):
             # total = capture to presentation of that instant; parts add up to it
             for key, value in values.items():
@@ -323,7 +366,7 @@ def split(sent: dict, received: dict) -> dict[str, np.ndarray]:
 def report(sent: dict, received: dict, args) -> None:
     parts = split(sent, received)
     clock = received["clock"]
-    made = [made_at for made_at, _, _ in received["presented"]]
+    made = [frame[0] for frame in received["presented"]]
     stale = sum(1 for a, b in zip(made, made[1:]) if a == b)
     print(f"  ({len(sent['frames'])} frames tracked and sent, {len(received['arrivals'])} "
           f"arrived, {len(made)} window frames presented, {stale} of them a snapshot "
@@ -340,9 +383,34 @@ def report(sent: dict, received: dict, args) -> None:
           f"call {low:+.2f} .. {high:+.2f} ms; one machine, so near 0 is right)")
     print("  | part | median ms | p90 ms |")
     print("  | --- | --- | --- |")
+    detail = ("waiting for the snapshot", "drawing and swap")
     for name, values in parts.items():
-        if len(values):
+        if len(values) and name not in detail:
             print(f"  | {name} | {np.median(values):.1f} | {np.percentile(values, 90):.1f} |")
+    if all(len(parts[name]) for name in detail):
+        print("  rendering, median (p90) ms: " + ", ".join(
+            f"{name} {np.median(parts[name]):.1f} ({np.percentile(parts[name], 90):.1f})"
+            for name in detail))
+    remote = [(frame[2], t) for frame in received["presented"] for rid, t, _ in frame[1]
+              if rid == received["sender_id"]]
+    shown = np.array([presented for presented, _ in remote])
+    if len(shown) > 2:
+        # Smoothness: the pose's time should advance as much as the presentation's from
+        # one frame to the next (a repeated pose: 0; an irregular playout: more or less).
+        steps = np.diff([t for _, t in remote]) * 1000
+        gaps = np.diff(shown) * 1000
+        uneven = np.abs(steps - gaps)
+        print(f"  the pose shown from frame to frame: {int(np.sum(steps == 0))} of "
+              f"{len(steps)} repeated, its time's step off the frame's step by median "
+              f"{np.median(uneven):.1f} ms (p90 {np.percentile(uneven, 90):.1f})")
+        print(f"  window frames: median {np.median(gaps):.1f} ms apart "
+              f"({1000 / np.median(gaps):.1f} fps); the playout buffer's delay: median "
+              f"{np.median(received.get('delays_ms') or [0]):.1f} ms")
+    levels = [frame[4] for frame in received["presented"] if frame[1] and len(frame) > 4]
+    if levels:
+        counts = np.bincount(levels)
+        print("  the window's level of detail (app.call_window.DETAIL_LEVELS) over those "
+              "frames: " + ", ".join(f"level {i} {n}" for i, n in enumerate(counts) if n))
     print(f"  peak memory (max RSS): the call process {received['peak_call_mb']:.0f} MB, the "
           f"window process {received['peak_window_mb']:.0f} MB, with {received['remotes']} "
           f"remote(s)")

@@ -96,3 +96,66 @@ def test_the_reader_ends_when_the_window_s_end_of_the_pipe_goes_away():
     assert _wait_for(lambda: server.closed)
     server.show(_snap(1))  # nothing to send to: no error
     server.stop()
+
+
+def test_with_play_out_when_asked_each_want_gets_the_pose_of_that_moment_at_once():
+    import numpy as np
+
+    from app.call_window import RemoteView, posed_now
+    from avatar.codes import Codes
+    from net.inbound import InboundStream, RemoteParticipant
+
+    remote = RemoteParticipant("r1", "bob", InboundStream())
+    start = time.monotonic()
+    for seq in range(-60, 600):  # 30 Hz frames, sent 20 ms before they arrive, up to 20 s on
+        t = start + seq / 30
+        remote.playout.push(Codes(t=t - 0.020, seq=seq + 60, face=np.full(52, (seq % 30) / 30,
+                                                                          np.float32)), t)
+    server, mailbox = _ends()
+    server.pose_now = lambda snapshot, now: posed_now(snapshot, {"r1": remote}, now)
+    try:
+        tick = CallSnapshot([RemoteView("r1", "bob", Codes(t=-1.0), True, None, 0.0, 30.0,
+                                        0.0, 0.0)], made_at=start - 1.0)
+        server.show(tick)
+        assert mailbox.receive(2.0) == [] and mailbox.fresh  # the first: wanted at the start
+        for _ in range(3):  # no tick since: each frame still gets a pose of its own moment
+            time.sleep(0.05)
+            asked = time.monotonic()
+            mailbox.send(("want", 0.05))
+            mailbox.receive(2.0)
+            got = mailbox.latest
+            assert mailbox.fresh and asked <= got.made_at <= time.monotonic()
+            codes = got.remotes[0].codes
+            assert abs(codes.t - remote.playout.playout_time(got.made_at)) < 1e-9
+            assert got.remotes[0].name == "bob" and got.remotes[0].receiving
+        # A failing play-out sends the tick's poses and the reader lives on.
+        server.pose_now = lambda snapshot, now: 1 / 0
+        mailbox.send(("want", 0.05))
+        mailbox.receive(2.0)
+        assert mailbox.fresh and mailbox.latest.made_at == start - 1.0 and not server.closed
+    finally:
+        mailbox.conn.close()
+        server.stop()
+
+
+def test_after_one_late_answer_the_next_frame_still_waits_for_its_own():
+    server, mailbox = _ends()
+    try:
+        server.show(_snap(1))
+        mailbox.receive(2.0)
+        mailbox.ask(0.05)             # frame 0 asks; the call is slow: its answer comes late
+        mailbox.receive(0.0)
+        assert not mailbox.fresh      # drawn with what it had
+        server.show(_snap(2))         # the late answer to frame 0, after the window moved on
+        assert _wait_for(mailbox.conn.poll)
+        mailbox.ask(0.05)             # frame 1 asks
+        started = time.monotonic()
+        mailbox.receive(0.3)          # frame 0's answer is in the pipe: taken as the newest,
+        assert mailbox.latest.uptime_s == 2.0 and not mailbox.fresh  # but not frame 1's
+        assert time.monotonic() - started >= 0.29  # (it waited for its own)
+        server.show(_snap(3))         # frame 1's answer
+        mailbox.receive(2.0)
+        assert mailbox.fresh and mailbox.latest.uptime_s == 3.0
+    finally:
+        mailbox.conn.close()
+        server.stop()
