@@ -910,6 +910,42 @@ def posed_now(snapshot: CallSnapshot, remotes: dict, now_s: float) -> CallSnapsh
     return dataclasses.replace(snapshot, remotes=views, made_at=now_s)
 
 
+FRAME_BUDGET_S = 0.050    # a wait for codes never makes the window's frame longer (20 fps)
+MAX_CODES_WAIT_S = 0.015  # nor waits longer than this (the window waits FRESH_WAIT_S for us)
+
+
+def wait_for_codes(remotes: dict, frame_s: float, clock=time.monotonic,
+                   sleep=time.sleep) -> float:
+    """Before answering the window's ask: if a remote's next codes frame is due (its last
+    arrival plus the median interval, ``PlayoutBuffer.arrivals``) within the window's slack
+    (FRAME_BUDGET_S less its frame time ``frame_s``, at most MAX_CODES_WAIT_S), wait until it
+    has arrived (or a few ms past due). The frame then starts on codes that have just come
+    instead of ones up to an interval old: a frame that shows a capture sooner, about half an
+    interval (17 ms at 30 Hz) on average, never below 20 fps. Returns the seconds waited."""
+    start = clock()
+    slack = min(FRAME_BUDGET_S - frame_s, MAX_CODES_WAIT_S)
+    if slack <= 0.001:
+        return 0.0
+    due, last_seen = None, {}
+    for remote_id, remote in list(remotes.items()):
+        last, interval = remote.playout.arrivals()
+        if last is None or interval is None:
+            continue
+        last_seen[remote_id] = last
+        upcoming = last + interval
+        if start <= upcoming <= start + slack:
+            due = upcoming if due is None else min(due, upcoming)
+    if due is None:
+        return 0.0
+    deadline = min(start + slack, due + 0.004)
+    while clock() < deadline:
+        if any(remote_id in remotes and remotes[remote_id].playout.arrivals()[0] != last
+               for remote_id, last in last_seen.items()):
+            break
+        sleep(0.001)
+    return clock() - start
+
+
 def toggle_recording(recording, args, call, mic, monitor: CallMonitor):
     """The window's O key: stop ``recording``, or start one (``call-<time>.ts`` here, with
     our avatar and the remote avatars already fetched); returns the recording now running
@@ -999,12 +1035,16 @@ class WindowLink:
         """The call tick's newest snapshot: sent now if the window is waiting for one."""
         self.server.show(snapshot)
 
-    def play_out_when_asked(self, remotes) -> None:
+    def play_out_when_asked(self, remotes, wait_for_codes: bool = True) -> None:
         """Answer each of the window's asks at once with the newest snapshot, its poses
         played out for that moment (``posed_now``; ``remotes()``: the call's remotes), not
         for the call's last tick: the pose waited for the window up to a tick (17 ms at 60
-        Hz, more when the tick is late) before."""
+        Hz, more when the tick is late) before. ``wait_for_codes``: when a remote's next
+        codes frame is due within the window's slack, answer when it has come
+        (``wait_for_codes``)."""
         self.server.pose_now = lambda snapshot, now: posed_now(snapshot, remotes(), now)
+        self.server.wait_now = ((lambda frame_s: wait_for_codes(remotes(), frame_s))
+                                if wait_for_codes else None)
 
     def avatar(self, remote_id: str, path: Path) -> None:
         self.server.send(("avatar", remote_id, str(path)))
@@ -1041,6 +1081,8 @@ class SnapshotServer:
         self._shown: CallSnapshot | None = None   # the newest from show()
         # (snapshot, now) -> the snapshot with its poses for now (None: the tick's poses)
         self.pose_now = None
+        self.wait_now = None       # (the window's frame time) -> waits for fresh codes
+        self.waited_s: deque = deque(maxlen=10_000)  # what wait_now waited, per ask
         self._wanted = True        # the window is waiting for a snapshot
         self._want_id = None       # the frame it is for (sent back with the snapshot)
         self.wants = 0             # snapshots asked for: one at the start of each frame
@@ -1080,6 +1122,12 @@ class SnapshotServer:
         if kind == "want":
             self.display_s = float(message[1])
             self.wants += 1
+            if self.wait_now is not None and self.pose_now is not None:
+                try:
+                    self.waited_s.append(self.wait_now(self.display_s))
+                except Exception as exc:  # noqa: BLE001 - answer without waiting; the
+                    # reader thread must live on (its end reads as the window closed)
+                    print(f"call: waiting for codes failed: {exc!r}", file=sys.stderr)
             with self._lock:
                 self._wanted = True
                 self._want_id = message[2] if len(message) > 2 else None

@@ -173,7 +173,7 @@ async def receiver(args) -> dict:
     if error:
         raise SystemExit(f"error: {error}")
     if not args.tick_playout:  # as main.py call: the pose of when the window asks
-        link.play_out_when_asked(lambda: call.remotes)
+        link.play_out_when_asked(lambda: call.remotes, wait_for_codes=not args.no_codes_wait)
     monitor = CallMonitor(CallControls())
     await call.join()
     give_up = time.monotonic() + args.seconds + 240
@@ -208,7 +208,7 @@ async def receiver(args) -> dict:
             "arrivals": {str(k): v for buffer in watched
                          for k, v in arrivals.get(buffer, {}).items()},
             "presented": list(link.presented), "remotes": remotes, "stats": stats,
-            "delays_ms": delays,
+            "delays_ms": delays, "waited_ms": [w * 1000 for w in link.server.waited_s],
             "peak_call_mb": peak_call_mb, "peak_window_mb": peak_window_mb}
 
 
@@ -230,6 +230,9 @@ def main() -> int:
     parser.add_argument("--fixed-detail", action="store_true",
                         help="the window keeps its first level of detail however slow its "
                              "frames (as before app.call_window.DetailGovernor)")
+    parser.add_argument("--no-codes-wait", action="store_true",
+                        help="the window's ask is answered at once, not when codes due within "
+                             "its slack have come (app.call_window.wait_for_codes)")
     parser.add_argument("--before", action="store_true",
                         help="all four as before: --tick-send --tick-playout --playout-margin "
                              "--fixed-detail")
@@ -245,6 +248,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.before:
         args.tick_send = args.tick_playout = args.playout_margin = args.fixed_detail = True
+        args.no_codes_wait = True
     if args.role:
         result = asyncio.run(sender(args) if args.role == "sender" else receiver(args))
         Path(args.out).write_text(json.dumps(result))
@@ -281,7 +285,8 @@ def orchestrate(args) -> int:
                          *(["--tick-send"] if args.tick_send else []),
                          *(["--tick-playout"] if args.tick_playout else []),
                          *(["--playout-margin"] if args.playout_margin else []),
-                         *(["--fixed-detail"] if args.fixed_detail else []), *extra,
+                         *(["--fixed-detail"] if args.fixed_detail else []),
+                         *(["--no-codes-wait"] if args.no_codes_wait else []), *extra,
                          log=f"{name}.log")
 
         try:
@@ -406,6 +411,10 @@ def report(sent: dict, received: dict, args) -> None:
         print(f"  window frames: median {np.median(gaps):.1f} ms apart "
               f"({1000 / np.median(gaps):.1f} fps); the playout buffer's delay: median "
               f"{np.median(received.get('delays_ms') or [0]):.1f} ms")
+    waited = received.get("waited_ms") or []
+    if waited:
+        print(f"  waiting for due codes before answering the window: {np.mean(waited):.1f} ms a "
+              f"frame on average, {np.mean(np.asarray(waited) > 0.5) * 100:.0f} % of frames")
     levels = [frame[4] for frame in received["presented"] if frame[1] and len(frame) > 4]
     if levels:
         counts = np.bincount(levels)

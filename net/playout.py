@@ -132,6 +132,17 @@ class PlayoutBuffer:
         self._times.insert(i, codes.t)
         self._frames.insert(i, codes)
 
+    def arrivals(self) -> tuple[float | None, float | None]:
+        """(when the newest codes frame arrived, the median interval between arrivals over
+        ``window_s``): None where not known yet. The call window uses them to start a frame
+        when the next frame is about to come (``app.call_window.wait_for_codes``)."""
+        with self._lock:
+            if not self._transits:
+                return None, None
+            times = [a for a, _, _ in self._transits]
+            gaps = np.diff(times)
+            return times[-1], (float(np.median(gaps)) if len(gaps) >= 3 else None)
+
     def reset(self) -> None:
         with self._lock:
             self._reset()
