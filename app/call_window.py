@@ -1035,16 +1035,16 @@ class WindowLink:
         """The call tick's newest snapshot: sent now if the window is waiting for one."""
         self.server.show(snapshot)
 
-    def play_out_when_asked(self, remotes, wait_for_codes: bool = True) -> None:
+    def play_out_when_asked(self, remotes, wait_codes: bool = True) -> None:
         """Answer each of the window's asks at once with the newest snapshot, its poses
         played out for that moment (``posed_now``; ``remotes()``: the call's remotes), not
         for the call's last tick: the pose waited for the window up to a tick (17 ms at 60
-        Hz, more when the tick is late) before. ``wait_for_codes``: when a remote's next
+        Hz, more when the tick is late) before. ``wait_codes``: when a remote's next
         codes frame is due within the window's slack, answer when it has come
         (``wait_for_codes``)."""
         self.server.pose_now = lambda snapshot, now: posed_now(snapshot, remotes(), now)
         self.server.wait_now = ((lambda frame_s: wait_for_codes(remotes(), frame_s))
-                                if wait_for_codes else None)
+                                if wait_codes else None)
 
     def avatar(self, remote_id: str, path: Path) -> None:
         self.server.send(("avatar", remote_id, str(path)))
@@ -1127,7 +1127,9 @@ class SnapshotServer:
                     self.waited_s.append(self.wait_now(self.display_s))
                 except Exception as exc:  # noqa: BLE001 - answer without waiting; the
                     # reader thread must live on (its end reads as the window closed)
-                    print(f"call: waiting for codes failed: {exc!r}", file=sys.stderr)
+                    self.wait_now = None
+                    print(f"call: waiting for codes failed, answering at once from now on: "
+                          f"{exc!r}", file=sys.stderr)
             with self._lock:
                 self._wanted = True
                 self._want_id = message[2] if len(message) > 2 else None

@@ -173,7 +173,7 @@ async def receiver(args) -> dict:
     if error:
         raise SystemExit(f"error: {error}")
     if not args.tick_playout:  # as main.py call: the pose of when the window asks
-        link.play_out_when_asked(lambda: call.remotes, wait_for_codes=not args.no_codes_wait)
+        link.play_out_when_asked(lambda: call.remotes, wait_codes=not args.no_codes_wait)
     monitor = CallMonitor(CallControls())
     await call.join()
     give_up = time.monotonic() + args.seconds + 240

@@ -84,3 +84,28 @@ def test_without_a_stream_yet_nothing_is_waited_for():
     clock = Clock(remotes["sender"].playout, 1.0, arrive_at=None)
     assert wait_for_codes(remotes, 0.010, clock=clock, sleep=clock.sleep) == 0.0
     assert wait_for_codes({}, 0.010, clock=clock, sleep=clock.sleep) == 0.0
+
+
+def test_the_window_link_waits_for_due_codes_before_answering_an_ask():
+    import multiprocessing
+    import time
+
+    from app.call_window import CallSnapshot, SnapshotServer, WindowLink
+
+    ours, theirs = multiprocessing.Pipe()
+    link = WindowLink.__new__(WindowLink)  # its reader side only: no window process
+    link.server = SnapshotServer(ours)
+    buffer = PlayoutBuffer()
+    now = time.monotonic()
+    for i in range(6):  # the newest came 25 ms ago at 30 Hz: the next is due in 8 ms
+        buffer.push(Codes(t=i * INTERVAL, seq=i), now - 0.025 - (5 - i) * INTERVAL)
+    remotes = {"sender": SimpleNamespace(playout=buffer)}
+    link.play_out_when_asked(lambda: remotes)
+    link.server.show(CallSnapshot())
+    assert theirs.recv()[0] == "snapshot"  # the window waits for one from the start
+    link.server._take(("want", 0.030, 7))
+    assert theirs.poll(1.0) and theirs.recv()[2] == 7
+    assert len(link.server.waited_s) == 1 and 0.005 <= link.server.waited_s[0] <= 0.016
+    link.play_out_when_asked(lambda: remotes, wait_codes=False)
+    link.server._take(("want", 0.030, 8))
+    assert theirs.recv()[2] == 8 and len(link.server.waited_s) == 1
