@@ -68,8 +68,12 @@ def test_jaw_smiles_and_eye_wide_on_every_identity(loop):
     assert result["jawOpen"]["median"] < 0.12
     for shape in ("mouthSmileLeft", "mouthSmileRight"):
         assert result[shape]["median"] < 0.3, shape
+    # eyeWide 0.8 posed: 0.56 since a head turned 20 degrees or more reads both eyes from the
+    # less widened one (tracking.face.EYE_WIDE_SYMMETRIC_YAW), which took a turned neutral
+    # head's false eyeWide from 0.88 to 0.44 (BENCHMARKS, issue 15's fourth pass); still
+    # read (the 0.8 never seen gave 0.8).
     for shape in ("eyeWideLeft", "eyeWideRight"):
-        assert result[shape]["median"] < 0.5, shape
+        assert result[shape]["median"] < 0.65, shape
 
 
 @pytest.mark.slow
