@@ -133,3 +133,41 @@ def test_a_placement_off_in_depth_fails_the_bound(rig):
                                                - landmarks[ok, :2], axis=1))
     medians = [np.median(m) for m in misses.values()]
     assert min(medians) > NOVEL_BOUND_PX, medians
+
+
+def test_avatar_create_makes_the_walking_man_of_cam01(tmp_path, capsys, one_torch_thread):
+    """`main.py avatar create --video cam01.mp4` on a one-minute budget (24 of the 100
+    frames): the cameras are fitted to the body (no face mesh is found at this framing), and
+    the avatar wears what he wears: bare skin where the default avatar has its blue shirt,
+    his blue swimming cap over the hair, dark shorts and bare legs darker than his chest."""
+    from app.cli import main
+    from avatar.avatar import load_avatar
+    from avatar.lca import load_avatar_file
+    from avatar.stock import load_stock, part_of_gaussians
+    from avatar.template import load_template
+
+    out = tmp_path / "walker.lca"
+    code = main(["avatar", "create", "--video", str(pose2sim_views()[0]), "--out", str(out),
+                 "--budget", "1", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    template = load_template()
+    data = load_avatar_file(out, template)
+    p = data.provenance
+    assert p["camera_fit_points"] == "body landmarks (33-point pose)"
+    assert p["correctives"] == {"skipped": p["correctives"]["skipped"]}  # no face to fit
+    default = load_avatar("default", template).data
+    palette, _ = load_stock()
+    parts = part_of_gaussians(default, template, palette)
+    names = list(palette)
+    rgb = np.asarray(data.colors[:, 0] * 0.28209479177387814 + 0.5)
+
+    def mean(part: str) -> np.ndarray:
+        return rgb[parts == names.index(part)].mean(axis=0)
+
+    shirt, hair, trousers = mean("shirt"), mean("hair"), mean("trousers")
+    # Measured (2026-12-07, load 7): shirt (0.54, 0.44, 0.40), hair (0.18, 0.46, 0.51),
+    # trousers (0.39, 0.34, 0.26): the trousers' part is his shorts and his bare shins.
+    assert shirt[0] > shirt[2] + 0.1, shirt  # skin, not the default's blue shirt
+    assert hair[2] > hair[0] + 0.2, hair  # the blue cap
+    assert trousers.mean() < shirt.mean() - 0.06, (trousers, shirt)
