@@ -171,3 +171,19 @@ def test_avatar_create_makes_the_walking_man_of_cam01(tmp_path, capsys, one_torc
     assert shirt[0] > shirt[2] + 0.1, shirt  # skin, not the default's blue shirt
     assert hair[2] > hair[0] + 0.2, hair  # the blue cap
     assert trousers.mean() < shirt.mean() - 0.06, (trousers, shirt)
+
+
+def test_the_person_mask_keeps_only_the_tracked_person():
+    from app.avatar_create import keep_tracked_person
+
+    probability = np.zeros((60, 80), np.float16)
+    probability[10:50, 5:25] = 0.9   # the tracked person
+    probability[20:40, 50:70] = 0.8  # someone behind, apart in the image
+    body = np.full((33, 3), np.nan)
+    body[11] = (15, 20, 0.99)  # a shoulder inside the first one
+    body[12] = (60, 30, 0.1)   # a landmark the pose is unsure of (not trusted) on the other
+    kept = keep_tracked_person(probability, body)
+    assert (kept[10:50, 5:25] == probability[10:50, 5:25]).all()
+    assert (kept[20:40, 50:70] == 0).all()
+    # Without landmarks the mask stays as it is.
+    assert (keep_tracked_person(probability, np.full((33, 3), np.nan)) == probability).all()
