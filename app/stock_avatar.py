@@ -29,9 +29,8 @@ def stock_cache_dir() -> Path:
 
 
 def stock_avatar_file(source: str, cache_dir: str | Path | None = None) -> Path:
-    """The ``.lca`` of ``source`` ("stock:NAME"), written on first use. An unknown name is a
-    ``UserError`` naming the stock avatars there are."""
-    from app.cli import UserError
+    """The ``.lca`` of ``source`` ("stock:NAME"), written on first use. An unknown name (or a
+    file that cannot be written) is a ``StockError`` naming the stock avatars there are."""
     from avatar.avatar import DEFAULT_AVATAR_PATH, load_avatar
     from avatar.lca import AvatarFileError, save_avatar_file
     from avatar.stock import STOCK_PATH, StockError, stock_names
@@ -39,13 +38,10 @@ def stock_avatar_file(source: str, cache_dir: str | Path | None = None) -> Path:
     from common.names import printable
 
     name = str(source)[len(PREFIX):]
-    try:
-        names = stock_names()
-    except StockError as exc:
-        raise UserError(f"--avatar {printable(source)}: {exc}") from None
+    names = stock_names()
     if name not in names:
-        raise UserError(f"--avatar: no stock avatar {printable(name)!r}; there are "
-                        f"{', '.join(names)} (`main.py avatar list` describes them)")
+        raise StockError(f"no stock avatar {printable(name)!r}; there are {', '.join(names)} "
+                         "(`main.py avatar list` describes them)")
     digest = hashlib.sha256()
     for made_from in (STOCK_PATH, DEFAULT_AVATAR_PATH):
         digest.update(Path(made_from).read_bytes())
@@ -58,6 +54,6 @@ def stock_avatar_file(source: str, cache_dir: str | Path | None = None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         save_avatar_file(path, avatar.data)  # atomic: a temporary file, then a rename
     except (AvatarFileError, OSError) as exc:
-        raise UserError(f"--avatar {printable(source)}: cannot write its file into "
-                        f"{folder} ({exc})") from None
+        raise StockError(f"{printable(source)}: cannot write its file into {folder} "
+                         f"({exc})") from None
     return path

@@ -84,8 +84,8 @@ def test_a_stock_avatar_crosses_the_call_as_its_lca(tmp_path):
 
 @pytest.mark.parametrize("source", ["stock:", "stock:../x"])
 def test_a_malformed_stock_name_is_an_error(tmp_path, source):
-    from app.cli import UserError
     from app.stock_avatar import stock_avatar_file
+    from avatar.stock import StockError
 
-    with pytest.raises(UserError, match="no stock avatar"):
+    with pytest.raises(StockError, match="no stock avatar"):
         stock_avatar_file(source, tmp_path)
