@@ -11,7 +11,8 @@ creation's fit size (180x320). The mask is that view's person segmentation (medi
 selfie segmentation of the undistorted frame), cut to the parts that touch the rendered
 avatar (cam01 and cam02 also show a second person in the background). Scores: masked PSNR
 and SSIM per camera, median over the frames; beside them the person's own mean colour in
-each frame, as a floor. The source camera is scored the same way (the placed avatar seen
+each frame (an oracle floor) and the default avatar placed and scored the same way. The
+source camera is scored the same way (the placed avatar seen
 through its calibration), and with the creation's own held-out figure (fitted cameras).
 
     .venv/bin/python bench/bench_create_views.py                   # cam01, 5-minute budget
@@ -119,7 +120,8 @@ def view_frames(path: Path, wanted: list[int]) -> dict[int, np.ndarray]:
 
 
 def score_view(avatar, fits, calibrated_source, calibrated, frames, factor, segmenter):
-    """Per frame: (psnr, ssim, mean-colour psnr, target, render, mask, alpha)."""
+    """Per frame: (psnr, ssim, mean-colour psnr, target, render, mask, alpha, the share of
+    the mask the avatar covers, psnr over the covered part only)."""
     from app.avatar_create import downsample, render_avatar, touching
     from avatar.quality import masked_psnr, masked_ssim
 
@@ -137,11 +139,14 @@ def score_view(avatar, fits, calibrated_source, calibrated, frames, factor, segm
         mask = touching(mask, rgba[..., 3] > 0.5)
         render, alpha = np.clip(rgba[..., :3], 0, 1), np.clip(rgba[..., 3], 0, 1)
         if not mask.any():
-            out[i] = (float("nan"), float("nan"), float("nan"), target, render, mask, alpha)
+            out[i] = (float("nan"),) * 3 + (target, render, mask, alpha) + (float("nan"),) * 2
             continue
         mean = np.broadcast_to(target[mask].mean(axis=0), target.shape)
+        covered = mask & (alpha > 0.5)
         out[i] = (masked_psnr(render, target, mask), masked_ssim(render, target, mask),
-                  masked_psnr(mean, target, mask), target, render, mask, alpha)
+                  masked_psnr(mean, target, mask), target, render, mask, alpha,
+                  float(covered.sum() / mask.sum()),
+                  masked_psnr(render, target, covered) if covered.any() else float("nan"))
     return out
 
 
@@ -165,7 +170,7 @@ def strip(rows: list[list[tuple[np.ndarray, np.ndarray]]], path: Path) -> None:
 
 def main() -> None:
     from app.avatar_create import fit_factor
-    from avatar.avatar import Avatar
+    from avatar.avatar import Avatar, load_avatar
     from avatar.lca import load_avatar_file
     from avatar.template import load_template
     from tests.media import pose2sim_cameras, pose2sim_views
@@ -201,6 +206,8 @@ def main() -> None:
         "held_out_psnr_db", "held_out_ssim", "held_out_frames", "camera_fit_points",
         "camera_fit_rms_px", "stage_seconds")}
     fits, rms, points = source_fit(avatar, clip, tracked)
+    default = load_avatar("default", template)  # the baseline: placed and scored the same way
+    default_fits = source_fit(default, clip, tracked)[0]
     held = [i for i in data.provenance["frames_held_out"] if i in fits]
     scored = [held[k] for k in np.unique(np.linspace(0, len(held) - 1, min(args.frames,
                                                                            len(held))).round()
@@ -216,12 +223,19 @@ def main() -> None:
             frames = view_frames(path, scored)
             result = score_view(avatar, fits, cameras[source], calibrated, frames, factor,
                                 segmenter)
+            baseline = score_view(default, default_fits, cameras[source], calibrated, frames,
+                                  factor, segmenter)
             values = np.array([r[:3] for r in result.values()], dtype=np.float64)
+            base = np.array([r[0] for r in baseline.values()], dtype=np.float64)
             per_camera[path.stem] = {
                 "role": "source" if c == source else "novel",
                 "psnr_db": round(float(np.nanmedian(values[:, 0])), 2),
                 "ssim": round(float(np.nanmedian(values[:, 1])), 3),
                 "mean_colour_psnr_db": round(float(np.nanmedian(values[:, 2])), 2),
+                "default_avatar_psnr_db": round(float(np.nanmedian(base)), 2),
+                "mask_covered": round(float(np.nanmedian([r[7] for r in result.values()])), 3),
+                "psnr_where_covered_db": round(float(np.nanmedian([r[8] for r in
+                                                                   result.values()])), 2),
                 "psnr_per_frame": [round(float(v), 2) for v in values[:, 0]],
                 "frames_without_mask": int(np.isnan(values[:, 0]).sum())}
             for i in panels:  # the render over the frame, dimmed, to show where it lands
@@ -240,7 +254,9 @@ def main() -> None:
                                              "creation_held_out")}, indent=1))
     for name, v in per_camera.items():
         print(f"{name} {v['role']:6s} PSNR {v['psnr_db']:5.2f} dB  SSIM {v['ssim']:.3f}  "
-              f"(mean colour {v['mean_colour_psnr_db']:5.2f} dB)")
+              f"(default avatar {v['default_avatar_psnr_db']:5.2f} dB, the person's mean "
+              f"colour {v['mean_colour_psnr_db']:5.2f} dB); the avatar covers "
+              f"{v['mask_covered']:.0%} of the mask, {v['psnr_where_covered_db']:5.2f} dB there")
 
 
 if __name__ == "__main__":
