@@ -12,7 +12,8 @@
    where the face and shoulders are not in view.
 3. hold out frames, spread through the clip and at its end: never fitted, scored at the end.
 4. cameras: one pinhole camera per frame (``fit_cameras``), from the face mesh and
-   shoulders against the posed avatar.
+   shoulders against the posed avatar; for a full-body clip from the body's landmarks
+   (``fit_body_cameras``), with the limbs turned onto them (``fit_body_pose``).
 5. [shape]: the body and face shape (``avatar.shape.fit_shape``), then the cameras again.
 6. keyframes: the training frames that differ most in head pose and framing.
 7. colours: visibility-aware projective texturing over the keyframes
@@ -585,6 +586,65 @@ def fit_body_cameras(avatar, codes: list, bodies: np.ndarray, width: int, height
     return vertices, cameras, rms
 
 
+# The limbs the body's pose fit turns: each bone's end joint is a pose landmark.
+LIMB_ENDS = {"upperarm01.L": ("lowerarm01.L", 13), "upperarm01.R": ("lowerarm01.R", 14),
+             "lowerarm01.L": ("wrist.L", 15), "lowerarm01.R": ("wrist.R", 16),
+             "upperleg01.L": ("lowerleg01.L", 25), "upperleg01.R": ("lowerleg01.R", 26),
+             "lowerleg01.L": ("foot.L", 27), "lowerleg01.R": ("foot.R", 28)}
+# A limb's turn away from the tracker's costs like this many pixels of landmark error per
+# radian: it keeps the depth the tracker lifted (2D points cannot tell toward from away).
+LIMB_TURN_PX_PER_RAD = 20.0
+
+
+def fit_body_pose(avatar, codes: list, bodies: np.ndarray, cameras: list) -> list:
+    """The codes with each frame's limbs (upper and lower arms and legs) turned so that the
+    elbows, wrists, knees and ankles project onto the pose landmarks seen (visibility >=
+    BODY_VISIBLE) through the frame's fitted camera (least squares, the turns kept small
+    by LIMB_TURN_PX_PER_RAD). The tracker's monocular lift leaves them 10-30 px off at 640 px
+    on pose2sim's cam01, where the camera looks down at the walker."""
+    from dataclasses import replace
+
+    from scipy.optimize import least_squares
+
+    from avatar.codes import BODY_BONES
+    from common.rotation import quat_from_axis_angle, quat_multiply, quat_normalize
+
+    position = {name: i for i, name in enumerate(BODY_BONES)}
+    turned = [position[b] for b in LIMB_ENDS]
+    ends = [avatar.template.bone_index(end) for end, _ in LIMB_ENDS.values()]
+    landmarks = [j for _, j in LIMB_ENDS.values()]
+    out = []
+    for c, body, camera in zip(codes, bodies, cameras):
+        seen = body[landmarks]
+        with np.errstate(invalid="ignore"):
+            weight = (np.isfinite(seen).all(axis=1) & (seen[:, 2] >= BODY_VISIBLE))
+        if not weight.any():
+            out.append(c)
+            continue
+        cv = camera.cv_from_world
+
+        def posed(x: np.ndarray, c=c):
+            rotations = c.body.astype(np.float64).copy()
+            for k, b in enumerate(turned):
+                angle = float(np.linalg.norm(x[3 * k:3 * k + 3]))
+                if angle > 1e-9:
+                    turn = quat_from_axis_angle(x[3 * k:3 * k + 3] / angle, angle)
+                    rotations[b] = quat_multiply(rotations[b], turn)
+            return replace(c, body=quat_normalize(rotations).astype(np.float32))
+
+        def residuals(x: np.ndarray, seen=seen, weight=weight, cv=cv, camera=camera):
+            heads = avatar.rig.pose_codes(posed(x)).heads[ends]
+            cam = heads @ cv[:3, :3].T + cv[:3, 3]
+            px = np.stack([camera.fx * cam[:, 0] / cam[:, 2] + camera.cx,
+                           camera.fy * cam[:, 1] / cam[:, 2] + camera.cy], axis=1)
+            miss = (px - np.nan_to_num(seen[:, :2])) * weight[:, None]
+            return np.concatenate([miss.reshape(-1), LIMB_TURN_PX_PER_RAD * x])
+
+        fit = least_squares(residuals, np.zeros(3 * len(turned)), method="lm", max_nfev=400)
+        out.append(posed(fit.x))
+    return out
+
+
 def posed_vertices(avatar, codes) -> np.ndarray:
     """The avatar's mesh for a codes frame as its posers build it (correctives included)."""
     from render.skinned import posed_mesh
@@ -778,6 +838,10 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     bodies = tracked.bodies if fit_points == "body" else None
     vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces, shoulders, w, h,
                                          bodies)
+    if bodies is not None:  # the limbs onto the landmarks, then the cameras again
+        tracked.codes = fit_body_pose(avatar, tracked.codes, bodies, cameras)
+        vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces, None, w, h,
+                                             bodies)
     shape_info: dict = {}
     shape = None
     if settings.shape:

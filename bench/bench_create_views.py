@@ -98,7 +98,7 @@ def create(clip, tracked, budget_min: float, seed: int, out: Path) -> dict:
 def source_fit(avatar, clip, tracked):
     """(source frame index -> (posed vertices, fitted camera, body points)) as the creation
     fitted them: the same usable frames and the same camera fit, on the final avatar."""
-    from app.avatar_create import body_points, check_person, fit_cameras
+    from app.avatar_create import body_points, check_person, fit_body_pose, fit_cameras
 
     usable, points = check_person(tracked, clip.description)
     sub = tracked.subset(usable)
@@ -106,6 +106,9 @@ def source_fit(avatar, clip, tracked):
     shoulders = sub.shoulders if points == "face+shoulders" else None
     bodies = sub.bodies if points == "body" else None
     vertices, cameras, rms = fit_cameras(avatar, sub.codes, sub.faces, shoulders, w, h, bodies)
+    if bodies is not None:  # as create_avatar does
+        sub.codes = fit_body_pose(avatar, sub.codes, bodies, cameras)
+        vertices, cameras, rms = fit_cameras(avatar, sub.codes, sub.faces, None, w, h, bodies)
     index = np.asarray(clip.indices)[usable]
     return {int(i): (vertices[k], cameras[k], body_points(avatar, sub.codes[k], vertices[k]))
             for k, i in enumerate(index)}, float(rms), points
