@@ -12,7 +12,8 @@
    where the face and shoulders are not in view.
 3. hold out frames, spread through the clip and at its end: never fitted, scored at the end.
 4. cameras: one pinhole camera per frame (``fit_cameras``), from the face mesh and
-   shoulders against the posed avatar.
+   shoulders against the posed avatar; for a full-body clip from the body's landmarks
+   (``fit_body_cameras``), with the limbs turned onto them (``fit_body_pose``).
 5. [shape]: the body and face shape (``avatar.shape.fit_shape``), then the cameras again.
 6. keyframes: the training frames that differ most in head pose and framing.
 7. colours: visibility-aware projective texturing over the keyframes
@@ -59,6 +60,13 @@ MAX_LCA_BYTES = 20_000_000
 LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12  # mediapipe pose indices (the person's sides)
 SHOULDER_BONES = ("upperarm01.L", "upperarm01.R")
 SHOULDER_WEIGHT = 40.0  # each shoulder counts like this many face points in the camera fit
+# A full-body clip (shoulders, hips and knees in view) fits its cameras to the body: the face
+# is small there (pose2sim's cam01 at 640 px: about 25 px) or hidden (no face mesh found).
+FULL_BODY_JOINTS = (11, 12, 23, 24, 25, 26)  # mediapipe pose: shoulders, hips, knees
+BODY_NOSE = 0              # mediapipe pose's nose ...
+FACE_MESH_NOSE_TIP = 1     # ... is the face mesh's nose tip, on the template's face
+BODY_VISIBLE = 0.5         # pose visibility from which a landmark counts in the camera fit
+BODY_BASE_DISTANCE_M = 3.0  # the body fit's first guess, refined from the person's size
 WEBCAM_FOCAL_PX = 554.0  # a 60-degree horizontal field of view at 640 px: the base camera
 BASE_DISTANCE_M = 0.6
 TOOL = "main.py avatar create"
@@ -287,6 +295,15 @@ class TrackedClip:
                   & (s[..., 2] > 0.5)).all(axis=1)
         return face_ok & inside
 
+    def full_body(self) -> np.ndarray:
+        """(N,) bool: frames whose pose shows the shoulders, hips and knees, inside the frame."""
+        h, w = self.frames.shape[1:3]
+        j = self.bodies[:, FULL_BODY_JOINTS]
+        with np.errstate(invalid="ignore"):
+            inside = ((j[..., 0] >= 0) & (j[..., 0] < w) & (j[..., 1] >= 0) & (j[..., 1] < h)
+                      & (j[..., 2] >= BODY_VISIBLE))
+        return inside.all(axis=1)
+
     def subset(self, keep) -> TrackedClip:
         keep = np.asarray(keep)
         return TrackedClip(self.frames[keep], [self.codes[i] for i in keep], self.faces[keep],
@@ -340,28 +357,69 @@ def track_frames(clip: SourceClip, progress: Callable[[str, float], None] | None
         for k, image in enumerate(clip.frames):
             probabilities.append(segmenter.process(image).probability.astype(np.float16))
             say("segment", (k + 1) / n)
+    probabilities = [keep_tracked_person(p, b) for p, b in zip(probabilities, bodies)]
     seconds["segment"] = round(time.perf_counter() - t, 2)
     return TrackedClip(np.stack(clip.frames), codes, np.stack(faces).astype(np.float32),
                        np.stack(bodies).astype(np.float32), np.stack(probabilities))
 
 
-def check_person(tracked: TrackedClip, description: str) -> tuple[np.ndarray, bool]:
-    """(the usable frames' indices, whether the shoulders are used), or CreateError: no
-    person, or not enough of one. Frames with the face and both shoulders when most frames
-    have them; else, for a close-up where most frames show the face, the face alone."""
+def touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the connected parts of ``mask`` (H, W) bool that hold a ``seeds`` pixel."""
+    from scipy.ndimage import label
+
+    labels, _ = label(mask)
+    kept = np.unique(labels[seeds & mask])
+    return np.isin(labels, kept[kept > 0])
+
+
+def keep_tracked_person(probability: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """The person probability (H, W) with everyone but the tracked person cleared: the mask's
+    connected parts that hold none of the person's pose landmarks (``body`` (33, 3): x px,
+    y px, visibility) go (someone walking behind: pose2sim's cam01 and cam02 show a second
+    person). Unchanged without landmarks or when no part holds one."""
+    h, w = probability.shape
+    seen = body[np.isfinite(body).all(axis=1) & (body[:, 2] >= BODY_VISIBLE)]
+    x, y = seen[:, 0].astype(int), seen[:, 1].astype(int)
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    if not inside.any():
+        return probability
+    seeds = np.zeros((h, w), bool)
+    seeds[y[inside], x[inside]] = True
+    person = touching(probability > 0.5, seeds)
+    if not person.any():
+        return probability
+    out = probability.copy()
+    out[~person & (probability > 0.5)] = 0
+    return out
+
+
+CAMERA_FIT_POINTS = {"face+shoulders": "face mesh + shoulders", "face": "face mesh",
+                     "body": "body landmarks (33-point pose)"}
+
+
+def check_person(tracked: TrackedClip, description: str) -> tuple[np.ndarray, str]:
+    """(the usable frames' indices, the points the cameras are fitted to: a key of
+    CAMERA_FIT_POINTS), or CreateError: no person, or not enough of one. A full-body clip
+    (most frames show the shoulders, hips and knees) fits to the body in those frames;
+    else frames with the face and both shoulders when most frames have them; else, for a
+    close-up where most frames show the face, the face alone."""
     usable = tracked.usable()
     n = len(usable)
+    enough = max(MIN_FRAMES, MIN_USABLE_FRACTION * n)
     coverage = tracked.probabilities[:, ::4, ::4].astype(np.float32)
     coverage = (coverage > 0.5).mean(axis=(1, 2))
     faces = ~np.isnan(tracked.faces).any(axis=(1, 2))
     bodies = ~np.isnan(tracked.bodies).any(axis=(1, 2))
-    if usable.sum() >= max(MIN_FRAMES, MIN_USABLE_FRACTION * n):
-        return np.flatnonzero(usable), True
+    full_body = tracked.full_body()
+    if full_body.sum() >= enough:
+        return np.flatnonzero(full_body), "body"
+    if usable.sum() >= enough:
+        return np.flatnonzero(usable), "face+shoulders"
     if faces.mean() < 0.2 and bodies.mean() < 0.2 and np.median(coverage) < EMPTY_COVERAGE:
         raise CreateError(f"{description}: no person found in it; record yourself facing the "
                           "camera, head and shoulders in the frame, in good light")
-    if faces.sum() >= max(MIN_FRAMES, MIN_USABLE_FRACTION * n):  # a face close-up
-        return np.flatnonzero(faces), False
+    if faces.sum() >= enough:  # a face close-up
+        return np.flatnonzero(faces), "face"
     missing = []
     if faces.mean() < 0.5:
         missing.append("the face")
@@ -417,10 +475,13 @@ def choose_keyframes(codes: list, faces: np.ndarray, width: int, count: int) -> 
 # -- cameras ----------------------------------------------------------------------------------
 
 def fit_cameras(avatar, codes: list, faces: np.ndarray, shoulders: np.ndarray | None,
-                width: int, height: int):
+                width: int, height: int, bodies: np.ndarray | None = None):
     """(posed vertices per frame, cameras per frame, RMS px): one focal length for the clip
     and a principal point per frame, fitted to the face mesh and shoulders (None: the face
-    mesh alone, for a close-up)."""
+    mesh alone, for a close-up); with ``bodies`` (N, 33, 3), to the body instead
+    (``fit_body_cameras``)."""
+    if bodies is not None:
+        return fit_body_cameras(avatar, codes, bodies, width, height)
     from avatar.appearance import fit_frame_cameras
     from render.camera import Camera
     from tracking.facemesh import load_correspondence
@@ -452,6 +513,136 @@ def fit_cameras(avatar, codes: list, faces: np.ndarray, shoulders: np.ndarray | 
                else np.r_[np.ones(478), SHOULDER_WEIGHT, SHOULDER_WEIGHT])
     cameras, rms = fit_frame_cameras(world, image, base, weights)
     return vertices, cameras, rms
+
+
+def body_points(avatar, codes, vertices: np.ndarray) -> np.ndarray:
+    """(13, 3) the avatar's points for BODY_LANDMARKS, posed by ``codes`` (``vertices``: its
+    posed mesh): the nose tip on the face, then the heads of avatar.shape's landmark bones."""
+    from avatar.shape import POSE_LANDMARK_BONES
+    from tracking.facemesh import load_correspondence
+
+    nose = load_correspondence().surface_points(avatar.template, vertices)[FACE_MESH_NOSE_TIP]
+    bones = [avatar.template.bone_index(b) for b in POSE_LANDMARK_BONES.values()]
+    return np.concatenate([nose[None], avatar.rig.pose_codes(codes).heads[bones]])
+
+
+def body_landmarks() -> list[int]:
+    """The mediapipe pose indices ``body_points`` gives, in its order."""
+    from avatar.shape import POSE_LANDMARK_BONES
+
+    return [BODY_NOSE, *POSE_LANDMARK_BONES]
+
+
+def fit_body_cameras(avatar, codes: list, bodies: np.ndarray, width: int, height: int):
+    """(posed vertices per frame, cameras per frame, RMS px) for a full-body clip: a camera
+    of WEBCAM_FOCAL_PX looking at the avatar level from +Z, at the distance where the
+    avatar is the person's size, then per frame a scale and a shift of its image plane
+    (least squares on s_f p + t_f ~ l over the nose, shoulders, elbows, wrists, hips, knees
+    and ankles seen with visibility >= BODY_VISIBLE). The scale is per frame because a
+    walking person's distance changes. A frame with fewer than three such points takes
+    the nearest fitted frame's camera."""
+    from render.camera import Camera
+
+    index = body_landmarks()
+    vertices, world, image, weight = [], [], [], []
+    for c, body in zip(codes, bodies):
+        v = posed_vertices(avatar, c)
+        vertices.append(v)
+        world.append(body_points(avatar, c, v))
+        seen = body[index]
+        with np.errstate(invalid="ignore"):
+            weight.append((np.isfinite(seen).all(axis=1) & (seen[:, 2] >= BODY_VISIBLE))
+                          .astype(np.float64))
+        image.append(np.nan_to_num(seen[:, :2]))
+    fitted = np.flatnonzero([w.sum() >= 3 for w in weight])
+    if len(fitted) == 0:
+        raise CreateError("no frame shows enough of the body to line the avatar up with")
+    centre_y = float(np.mean([v[:, 1].min() + v[:, 1].max() for v in vertices])) / 2
+    fov = float(np.degrees(2 * np.arctan(height / 2 / WEBCAM_FOCAL_PX)))
+    distance = BODY_BASE_DISTANCE_M
+    for _ in range(2):  # the second pass at the distance the first one's scale implies
+        base = Camera.look_at([0.0, centre_y, distance], [0.0, centre_y, 0.0], width, height,
+                              vertical_fov_deg=fov)
+        scales, shifts, squares = {}, {}, []
+        for f in fitted:
+            cam = world[f] @ base.cv_from_world[:3, :3].T + base.cv_from_world[:3, 3]
+            p = np.stack([base.fx * cam[:, 0] / cam[:, 2] + base.cx,
+                          base.fy * cam[:, 1] / cam[:, 2] + base.cy], axis=1)
+            w = weight[f] / weight[f].sum()
+            p_mean, l_mean = w @ p, w @ image[f]
+            pc, lc = p - p_mean, image[f] - l_mean
+            scales[f] = float(np.sum(w[:, None] * pc * lc) / max(np.sum(w[:, None] * pc * pc),
+                                                                  1e-12))
+            shifts[f] = l_mean - scales[f] * p_mean
+            squares.append(np.sum(w[:, None] * (scales[f] * p + shifts[f] - image[f]) ** 2))
+        distance *= float(np.median(list(scales.values())))
+    rms = float(np.sqrt(np.mean(squares)))
+    cameras = []
+    for f in range(len(codes)):
+        g = int(fitted[np.argmin(np.abs(fitted - f))])
+        s, t = scales[g], shifts[g]
+        cameras.append(Camera(base.camera_from_world, width, height, base.fx * s, base.fy * s,
+                              base.cx * s + t[0], base.cy * s + t[1], base.near, base.far))
+    return vertices, cameras, rms
+
+
+# The limbs the body's pose fit turns: each bone's end joint is a pose landmark.
+LIMB_ENDS = {"upperarm01.L": ("lowerarm01.L", 13), "upperarm01.R": ("lowerarm01.R", 14),
+             "lowerarm01.L": ("wrist.L", 15), "lowerarm01.R": ("wrist.R", 16),
+             "upperleg01.L": ("lowerleg01.L", 25), "upperleg01.R": ("lowerleg01.R", 26),
+             "lowerleg01.L": ("foot.L", 27), "lowerleg01.R": ("foot.R", 28)}
+# A limb's turn away from the tracker's costs like this many pixels of landmark error per
+# radian: it keeps the depth the tracker lifted (2D points cannot tell toward from away).
+LIMB_TURN_PX_PER_RAD = 20.0
+
+
+def fit_body_pose(avatar, codes: list, bodies: np.ndarray, cameras: list) -> list:
+    """The codes with each frame's limbs (upper and lower arms and legs) turned so that the
+    elbows, wrists, knees and ankles project onto the pose landmarks seen (visibility >=
+    BODY_VISIBLE) through the frame's fitted camera (least squares, the turns kept small
+    by LIMB_TURN_PX_PER_RAD). The tracker's monocular lift leaves them 10-30 px off at 640 px
+    on pose2sim's cam01, where the camera looks down at the walker."""
+    from dataclasses import replace
+
+    from scipy.optimize import least_squares
+
+    from avatar.codes import BODY_BONES
+    from common.rotation import quat_from_axis_angle, quat_multiply, quat_normalize
+
+    position = {name: i for i, name in enumerate(BODY_BONES)}
+    turned = [position[b] for b in LIMB_ENDS]
+    ends = [avatar.template.bone_index(end) for end, _ in LIMB_ENDS.values()]
+    landmarks = [j for _, j in LIMB_ENDS.values()]
+    out = []
+    for c, body, camera in zip(codes, bodies, cameras):
+        seen = body[landmarks]
+        with np.errstate(invalid="ignore"):
+            weight = (np.isfinite(seen).all(axis=1) & (seen[:, 2] >= BODY_VISIBLE))
+        if not weight.any():
+            out.append(c)
+            continue
+        cv = camera.cv_from_world
+
+        def posed(x: np.ndarray, c=c):
+            rotations = c.body.astype(np.float64).copy()
+            for k, b in enumerate(turned):
+                angle = float(np.linalg.norm(x[3 * k:3 * k + 3]))
+                if angle > 1e-9:
+                    turn = quat_from_axis_angle(x[3 * k:3 * k + 3] / angle, angle)
+                    rotations[b] = quat_multiply(rotations[b], turn)
+            return replace(c, body=quat_normalize(rotations).astype(np.float32))
+
+        def residuals(x: np.ndarray, seen=seen, weight=weight, cv=cv, camera=camera):
+            heads = avatar.rig.pose_codes(posed(x)).heads[ends]
+            cam = heads @ cv[:3, :3].T + cv[:3, 3]
+            px = np.stack([camera.fx * cam[:, 0] / cam[:, 2] + camera.cx,
+                           camera.fy * cam[:, 1] / cam[:, 2] + camera.cy], axis=1)
+            miss = (px - np.nan_to_num(seen[:, :2])) * weight[:, None]
+            return np.concatenate([miss.reshape(-1), LIMB_TURN_PX_PER_RAD * x])
+
+        fit = least_squares(residuals, np.zeros(3 * len(turned)), method="lm", max_nfev=400)
+        out.append(posed(fit.x))
+    return out
 
 
 def posed_vertices(avatar, codes) -> np.ndarray:
@@ -520,6 +711,7 @@ SEGMENT_S_PER_FRAME = 0.01
 VISIBILITY_S_PER_KEYFRAME = 1.5
 SCORE_S_PER_FRAME = 1.0
 MAX_WRITTEN_SCALE_M = 0.1
+MIN_FACE_FRAMES = 10  # avatar.corrective_fit refuses fewer frames with a tracked face
 FIXED_S = {"cameras": 3.0, "shape": 60.0, "complete": 3.0, "correctives": 15.0, "write": 4.0}
 MIN_REFINE_STEPS = 20
 # Faster than FitSettings' defaults (which suit 300+ steps), decaying to 30 %: on this
@@ -626,7 +818,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     if tracked is None:
         tracked = track_frames(clip, lambda stage, f: bar.report(stage, f), track_seconds)
     bar.finish()
-    usable, with_shoulders = check_person(tracked, clip.description)
+    usable, fit_points = check_person(tracked, clip.description)
     tracked = tracked.subset(usable)
     source_index = np.asarray(clip.indices)[usable]
     n = len(usable)
@@ -642,8 +834,14 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     default = load_avatar("default", template)
     avatar = default
     h, w = tracked.frames.shape[1:3]
-    shoulders = tracked.shoulders if with_shoulders else None
-    vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces, shoulders, w, h)
+    shoulders = tracked.shoulders if fit_points == "face+shoulders" else None
+    bodies = tracked.bodies if fit_points == "body" else None
+    vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces, shoulders, w, h,
+                                         bodies)
+    if bodies is not None:  # the limbs onto the landmarks, then the cameras again
+        tracked.codes = fit_body_pose(avatar, tracked.codes, bodies, cameras)
+        vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces, None, w, h,
+                                             bodies)
     shape_info: dict = {}
     shape = None
     if settings.shape:
@@ -651,7 +849,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
         shape, shape_info = _fit_shape(template, tracked, training, cameras, bar)
         avatar = Avatar(default.data, shape.apply(template))
         vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces,
-                                             shoulders, w, h)
+                                             shoulders, w, h, bodies)
 
     bar.start("colours")
     factor = fit_factor(w, h)
@@ -665,8 +863,8 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     coarse = None
     if w % (2 * factor) == 0 and h % (2 * factor) == 0:  # coarse to fine
         coarse = [fit_frame(int(i), 2 * factor) for i in training]
-    keys = choose_keyframes([tracked.codes[i] for i in training], tracked.faces[training], w,
-                            settings.keyframes)
+    where = tracked.bodies[training, :, :2] if fit_points == "body" else tracked.faces[training]
+    keys = choose_keyframes([tracked.codes[i] for i in training], where, w, settings.keyframes)
     key_frames = [train_frames[k] for k in keys]
     index = visible_gaussians(avatar, [(fr.vertices, fr.camera) for fr in key_frames])
     bar.report("colours", 0.5)
@@ -732,7 +930,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
         "fit_size": [w // factor, h // factor], "refine_steps": len(log.losses),
         "camera_fit_rms_px": round(float(rms), 2), "gaussians_fitted": int(len(index)),
         "gaussians_seen": int(seen.sum()), "checks": measures,
-        "camera_fit_points": "face mesh + shoulders" if with_shoulders else "face mesh",
+        "camera_fit_points": CAMERA_FIT_POINTS[fit_points],
         "colour_completion": "avatar.completion" if settings.complete else "nearest seen",
         "shape": shape_info or None, "correctives": corrective_info or None,
         "seed": settings.seed, "budget_s": settings.budget_s,
@@ -819,6 +1017,10 @@ def _fit_correctives(data, template, tracked: TrackedClip, training, cameras) ->
     from avatar.avatar import Avatar
     from avatar.corrective_fit import fit_correctives_from_landmarks
 
+    faces = sum(_found(tracked.faces[i]) is not None for i in training)
+    if faces < MIN_FACE_FRAMES:  # a full-body clip where the face mesh is not found
+        return {"skipped": f"{faces} training frames with a tracked face, under "
+                           f"{MIN_FACE_FRAMES}"}
     fit = fit_correctives_from_landmarks(Avatar(data, template),
                                          [tracked.codes[i] for i in training],
                                          [cameras[i] for i in training],

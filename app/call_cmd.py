@@ -63,7 +63,9 @@ def add_parser(subparsers) -> None:
                              "V4L2 device such as /dev/video0 (or a video file, looped): sent "
                              "only to those who ask for it (--show-video, the window's V key); "
                              "off by default")
-    parser.add_argument("--avatar", metavar="LCA", help="our own avatar, offered to the others")
+    parser.add_argument("--avatar", metavar="LCA",
+                        help="our own avatar, offered to the others: a .lca file or stock:NAME "
+                             "(`main.py avatar list` names them)")
     parser.add_argument("--avatar-cache", default=None,
                         help="where fetched avatars are kept (default ~/.cache/splatcall/avatars)")
     parser.add_argument("--record", metavar="FILE",

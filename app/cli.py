@@ -118,7 +118,15 @@ def check_args(args: argparse.Namespace) -> None:
         except ValueError:
             raise UserError(f"--ice-address {address!r} is not an IP address") from None
     if values.get("command") == "call" and values.get("avatar"):
-        check_avatar_file(values["avatar"], "--avatar")
+        from app.stock_avatar import is_stock, stock_avatar_file
+        from avatar.stock import StockError
+
+        if is_stock(values["avatar"]):  # crosses the call as a .lca like any other avatar
+            try:
+                args.avatar = str(stock_avatar_file(values["avatar"]))
+            except StockError as exc:
+                raise UserError(f"--avatar: {exc}") from None
+        check_avatar_file(args.avatar, "--avatar")
 
 
 def check_avatar_file(path, option: str) -> None:
