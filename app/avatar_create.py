@@ -483,6 +483,8 @@ class CreateSettings:
     complete: bool = True
     correctives: bool = True
     grow: bool = True  # Gaussians grown where the person mask reaches past the avatar
+    face_rest: bool = True  # the face's static mismatch (corrective fit's rest offset)
+    pose_corrections: bool = True  # per-frame pose corrections of the training frames
     max_grown: int = MAX_GROWN
     tail_fraction: float = 0.12
     spread_every: int = 10
@@ -525,7 +527,9 @@ SEGMENT_S_PER_FRAME = 0.01
 VISIBILITY_S_PER_KEYFRAME = 1.5
 SCORE_S_PER_FRAME = 1.0
 MAX_WRITTEN_SCALE_M = 0.1
-FIXED_S = {"cameras": 3.0, "shape": 60.0, "complete": 3.0, "correctives": 15.0, "write": 4.0}
+MIN_KEPT_OPACITY = 0.01  # a fitted Gaussian more transparent than this is left out
+FIXED_S = {"cameras": 3.0, "shape": 60.0, "face": 10.0, "complete": 3.0, "correctives": 15.0,
+           "write": 4.0}
 MIN_REFINE_STEPS = 20
 # Faster than FitSettings' defaults (which suit 300+ steps), decaying to 30 %: on this
 # machine a budget buys 50-500 steps. Measured on jwpIntro (60 steps, the clip's last
@@ -614,6 +618,8 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
             "segment": SEGMENT_S_PER_FRAME * n_frames, "cameras": FIXED_S["cameras"]}
     if settings.shape:
         plan["shape"] = FIXED_S["shape"]
+    if settings.face_rest:
+        plan["face"] = FIXED_S["face"]
     plan["colours"] = VISIBILITY_S_PER_KEYFRAME * 2 * settings.keyframes
     plan["complete"] = FIXED_S["complete"]
     if settings.grow:
@@ -656,6 +662,13 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     if settings.shape:
         bar.start("shape")
         shape, shape_info = _fit_shape(template, tracked, training, cameras, bar)
+        avatar = Avatar(default.data, shape.apply(template))
+        vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces,
+                                             shoulders, w, h)
+    if settings.face_rest:
+        bar.start("face")
+        shape, rest_info = face_rest_correction(shape, template, tracked, training, cameras)
+        shape_info = {**shape_info, "face_rest_offset": rest_info}
         avatar = Avatar(default.data, shape.apply(template))
         vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces,
                                              shoulders, w, h)
@@ -710,7 +723,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     fit_settings = FitSettings(steps=settings.max_steps, seed=settings.seed,
                                time_limit_s=refine_s, min_steps=MIN_REFINE_STEPS,
                                coarse_fraction=settings.coarse_fraction if coarse else 0.0,
-                               **REFINE_RATES)
+                               pose_corrections=settings.pose_corrections, **REFINE_RATES)
     bar.plan["refine"] = refine_s
     log = fit_appearance(model, train_frames, fit_settings,
                          lambda step, loss: bar.report(
@@ -744,7 +757,8 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
         **quality.to_json_dict(),
         "fit_size": [w // factor, h // factor], "refine_steps": len(log.losses),
         "camera_fit_rms_px": round(float(rms), 2), "gaussians_fitted": int(len(index)),
-        "gaussians_seen": int(seen.sum()), "gaussians_grown": int(grown), "checks": measures,
+        "gaussians_seen": int(seen.sum()), "gaussians_grown": int(grown),
+        "gaussians_pruned": int(len(avatar) - len(data)), "checks": measures,
         "camera_fit_points": "face mesh + shoulders" if with_shoulders else "face mesh",
         "colour_completion": "avatar.completion" if settings.complete else "nearest seen",
         "shape": shape_info or None, "correctives": corrective_info or None,
@@ -903,10 +917,14 @@ def avatar_data_from_fit(avatar, model, colors: np.ndarray, name: str):
     point = np.einsum("mk,mkj->mj", bary[i], corners) + np.einsum(
         "mij,mj->mi", frames[faces], tangential)
     bary[i] = barycentric(point, corners)
+    # Fitted Gaussians the fit made transparent go (room in the .lca for grown ones).
+    keep = np.ones(n, bool)
+    keep[i[opacities[i] < MIN_KEPT_OPACITY]] = False
     data = AvatarData(
-        name=name, binding_face=d.binding_face, binding_bary=bary.astype(np.float32),
-        binding_offset=offset, local_quats=d.local_quats, local_scales=scales,
-        opacities=opacities, colors=sh, template=dict(d.template),
+        name=name, binding_face=np.asarray(d.binding_face)[keep],
+        binding_bary=bary.astype(np.float32)[keep], binding_offset=offset[keep],
+        local_quats=np.asarray(d.local_quats)[keep], local_scales=scales[keep],
+        opacities=opacities[keep], colors=sh[keep], template=dict(d.template),
         bone_names=list(d.bone_names), shading="baked", licence="unspecified",
         attribution="made with main.py avatar create", provenance={})
     return data

@@ -203,7 +203,7 @@ def main() -> int:
         print(f"grew {grown} Gaussians", file=sys.stderr)
     model = AppearanceModel(avatar, index, colors=colors[index])
     rates = dict(ac.REFINE_RATES)
-    fit_settings = FitSettings(steps=args.steps, seed=0, time_limit_s=args.seconds,
+    fit_settings = FitSettings(steps=args.steps, seed=0, time_limit_s=args.seconds or None,
                                min_steps=20, coarse_fraction=0.4,
                                pose_corrections="pose" in variant, **rates)
     load_before = load()
