@@ -59,6 +59,17 @@ MAX_LCA_BYTES = 20_000_000
 # Gaussians grown at most (avatar.grow): 60 bytes each in the .lca. jwpIntro.mp4 grew 33k, its
 # held-out PSNR from 20.1 to 25.4 dB on a one-minute refinement (docs/BENCHMARKS.md).
 MAX_GROWN = 30_000
+# The .lca's compact layout (avatar.lca.save_avatar_file): per Gaussian a face (int32), a
+# barycentric point and an offset (float32), a quaternion, scales, an opacity and SH degree 1
+# colours (float16): 60 bytes; correctives 10 bytes per vertex and width (int32 index,
+# float16 xyz); the header (JSON, provenance) under 100 kB.
+LCA_BYTES_PER_GAUSSIAN = 60
+LCA_HEADER_BYTES = 100_000
+# Corrective features per vertex. The default avatar (272k Gaussians, 16.3 MB) with width 24
+# (3.3 MB) left no room under 20 MB for grown Gaussians, which are worth 5 dB held out on
+# jwpIntro.mp4; correctives changed the held-out score by under 0.1 dB there. 12 frees room
+# for about 27k Gaussians.
+CORRECTIVE_WIDTH = 12
 LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12  # mediapipe pose indices (the person's sides)
 SHOULDER_BONES = ("upperarm01.L", "upperarm01.R")
 SHOULDER_WEIGHT = 40.0  # each shoulder counts like this many face points in the camera fit
@@ -486,6 +497,7 @@ class CreateSettings:
     face_rest: bool = True  # the face's static mismatch (corrective fit's rest offset)
     pose_corrections: bool = True  # per-frame pose corrections of the training frames
     max_grown: int = MAX_GROWN
+    corrective_width: int = CORRECTIVE_WIDTH
     tail_fraction: float = 0.12
     spread_every: int = 10
     threads: int | None = None
@@ -713,8 +725,12 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     grown = 0
     if settings.grow:
         bar.start("grow")
-        avatar, index, full, grown = grow_avatar(avatar, index, full, key_frames,
-                                                 settings.max_grown, settings.seed)
+        avatar, index, full, grown = grow_avatar(
+            avatar, index, full, key_frames,
+            min(settings.max_grown, growth_room(len(avatar), len(template.vertices),
+                                                settings.corrective_width
+                                                if settings.correctives else 0)),
+            settings.seed)
 
     bar.start("refine")
     model = AppearanceModel(avatar, index, colors=full[index])
@@ -737,7 +753,8 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     corrective_info: dict = {}
     if settings.correctives:
         bar.start("correctives")
-        corrective_info = _fit_correctives(data, template, tracked, training, cameras)
+        corrective_info = _fit_correctives(data, template, tracked, training, cameras,
+                                           settings.corrective_width)
 
     bar.start("score")
     final = Avatar(data, template)
@@ -865,7 +882,8 @@ def _complete(avatar, colors: np.ndarray, seen: np.ndarray, use_module: bool) ->
     return out
 
 
-def _fit_correctives(data, template, tracked: TrackedClip, training, cameras) -> dict:
+def _fit_correctives(data, template, tracked: TrackedClip, training, cameras,
+                     width: int = CORRECTIVE_WIDTH) -> dict:
     """avatar.corrective_fit over the training frames (the corrfit helper's module); sets
     the data's corrective fields."""
     from avatar.avatar import Avatar
@@ -874,7 +892,8 @@ def _fit_correctives(data, template, tracked: TrackedClip, training, cameras) ->
     fit = fit_correctives_from_landmarks(Avatar(data, template),
                                          [tracked.codes[i] for i in training],
                                          [cameras[i] for i in training],
-                                         [_found(tracked.faces[i]) for i in training])
+                                         [_found(tracked.faces[i]) for i in training],
+                                         width=width)
     data.corrective_bones = list(fit.bones)
     data.corrective_index = fit.index
     data.corrective_basis = fit.basis
@@ -928,6 +947,15 @@ def avatar_data_from_fit(avatar, model, colors: np.ndarray, name: str):
         bone_names=list(d.bone_names), shading="baked", licence="unspecified",
         attribution="made with main.py avatar create", provenance={})
     return data
+
+
+def growth_room(gaussians: int, vertices: int, corrective_width: int) -> int:
+    """How many Gaussians may be grown on an avatar of ``gaussians`` whose file keeps
+    correctives of ``corrective_width`` (0: none) and a body shape, so that the .lca stays
+    under MAX_LCA_BYTES with its SH degree 1 colours (avatar.lca's compact layout)."""
+    fixed = (gaussians * LCA_BYTES_PER_GAUSSIAN + vertices * (12 + 10 * corrective_width)
+             + LCA_HEADER_BYTES)
+    return max(0, (MAX_LCA_BYTES - fixed) // LCA_BYTES_PER_GAUSSIAN)
 
 
 def grow_avatar(avatar, index: np.ndarray, colors: np.ndarray, frames: list, max_new: int,
