@@ -13,14 +13,18 @@
 3. hold out frames, spread through the clip and at its end: never fitted, scored at the end.
 4. cameras: one pinhole camera per frame (``fit_cameras``), from the face mesh and
    shoulders against the posed avatar.
-5. [shape]: the body and face shape (``avatar.shape.fit_shape``), then the cameras again.
+5. [shape]: the body and face shape (``avatar.shape.fit_shape``), then the cameras again;
+   [face]: the face's static mismatch (``face_rest_correction``), then the cameras again.
 6. keyframes: the training frames that differ most in head pose and framing.
 7. colours: visibility-aware projective texturing over the keyframes
    (``avatar.appearance.visible_colors``: a z-buffer from the splatter, weighted by
    viewing angle); [completion]: every Gaussian never seen gets a colour from what was seen
    (``avatar.completion.complete_colors``; without it, the nearest seen Gaussian's).
+   [grow]: Gaussians grown past the surface where the person mask reaches beyond the
+   avatar (``avatar.grow``: hair, loose clothes, arms held out), as many as the .lca has room for.
 8. refine: photometric optimisation with the torch splatter (SH degree 1, opacities,
-   scales, offsets), for the time the budget leaves.
+   scales, offsets, [per-frame pose corrections of the training frames]), for the time
+   the budget leaves; fitted Gaussians left transparent are dropped.
 9. [correctives]: linear pose/expression correctives from the face-mesh residuals.
 10. score: the written avatar rendered for the held-out frames, masked PSNR/SSIM.
 11. write: the ``.lca`` (float16 where fine, at most 20 MB) with its provenance, whole or
@@ -539,6 +543,7 @@ SEGMENT_S_PER_FRAME = 0.01
 VISIBILITY_S_PER_KEYFRAME = 1.5
 SCORE_S_PER_FRAME = 1.0
 MAX_WRITTEN_SCALE_M = 0.1
+FACE_REST_FRAMES = 40  # training frames the face's static mismatch is measured on
 MIN_KEPT_OPACITY = 0.01  # a fitted Gaussian more transparent than this is left out
 FIXED_S = {"cameras": 3.0, "shape": 60.0, "face": 10.0, "complete": 3.0, "correctives": 15.0,
            "write": 4.0}
@@ -840,10 +845,15 @@ def face_rest_correction(shape, template, tracked: TrackedClip, training, camera
 
     default = load_avatar("default", template)
     shaped = template if shape is None else shape.apply(template)
+    # The static part is a mean over frames: 40 of them give it (the whole fit's time
+    # follows the frames: 137 s for 130 frames at load 8).
+    pick = training[np.unique(np.linspace(0, len(training) - 1, min(FACE_REST_FRAMES,
+                                                                     len(training)))
+                              .round().astype(int))]
     fit = fit_correctives_from_landmarks(Avatar(default.data, shaped),
-                                         [tracked.codes[i] for i in training],
-                                         [cameras[i] for i in training],
-                                         [_found(tracked.faces[i]) for i in training])
+                                         [tracked.codes[i] for i in pick],
+                                         [cameras[i] for i in pick],
+                                         [_found(tracked.faces[i]) for i in pick])
     if shape is None:
         shape = BodyShape({}, {}, np.zeros_like(template.vertices),
                           np.zeros_like(template.bone_heads))

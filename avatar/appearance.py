@@ -1,8 +1,9 @@
 """Appearance fitting: an avatar's Gaussians refined against video frames with the
 differentiable torch splatter (``render.torch_splat``), on the CPU.
 
-The pieces ``avatar create`` builds on (this is a first version: the template's shape, the
-per-frame pose corrections and the correctives are not fitted yet; see issue 12):
+The pieces ``avatar create`` builds on (the shape and the correctives are fitted by their
+own modules, avatar.shape and avatar.corrective_fit; Gaussians beyond the surface are grown
+by avatar.grow):
 
 - ``fit_frame_cameras``: one pinhole camera per frame that frames the posed avatar like the
   clip, from 3D points on the posed avatar and the 2D landmarks they should land on (one
@@ -13,7 +14,9 @@ per-frame pose corrections and the correctives are not fitted yet; see issue 12)
   splatter takes for one posed mesh.
 - ``visible_gaussians``: which Gaussians any of some views draw (the rest cannot be fitted).
 - ``FitFrame`` + ``fit_appearance``: the optimisation loop (masked L1 on colour, the
-  silhouette on alpha), with per-stage timings.
+  silhouette on alpha), with per-stage timings, and optionally ``PoseCorrections``: small
+  per-frame turns and shifts of the body and turns of the head, fitted for the training
+  frames only (held-out frames keep their landmark cameras, as a receiver would).
 
 torch is imported by this module (the ``create`` extra), never by the core.
 """
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from avatar.avatar import Avatar
+from avatar.grow import head_weights_of_vertices
 from render.skinned import gaussians_on_mesh, triangle_frames
 from render import torch_splat
 from render.camera import Camera
@@ -322,9 +326,6 @@ def render_model(model: AppearanceModel, base: PosedBase, camera: Camera,
     return torch_splat.render(*model.posed(base), camera, background)
 
 
-HEAD_ROOT_BONE = "head"  # the head correction turns this bone and its descendants
-
-
 def head_weights(avatar: Avatar, index: np.ndarray) -> np.ndarray:
     """(N,) float32: how much of each of the Gaussians ``index`` follows the head (its
     triangle's corners' skinning weights on the head bone and its descendants, averaged)."""
@@ -429,21 +430,6 @@ class PoseCorrections:
             return {name: (v - v.mean(dim=0)).numpy().copy() for name, v in
                     (("body_turn", self.body_turn), ("body_shift", self.body_shift),
                      ("head_turn", self.head_turn))}
-
-
-def head_weights_of_vertices(avatar: Avatar) -> np.ndarray:
-    """(V,) how much each template vertex follows the head (see ``head_weights``)."""
-    t = avatar.template
-    names = list(t.bone_names)
-    parents = np.asarray(t.bone_parents)
-    head = np.zeros(len(names), bool)
-    head[names.index(HEAD_ROOT_BONE)] = True
-    for _ in range(len(names)):
-        grown = head | ((parents >= 0) & head[np.clip(parents, 0, None)])
-        if (grown == head).all():
-            break
-        head = grown
-    return (np.asarray(t.skin_weights) * head[np.asarray(t.skin_indices)]).sum(axis=1)
 
 
 def pivots(vertices: np.ndarray, vertex_head_weight: np.ndarray) -> tuple[np.ndarray, ...]:

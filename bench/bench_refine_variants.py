@@ -251,9 +251,14 @@ def main() -> int:
                 sums[name] = sums.get(name, 0.0) + float(err[region].sum())
                 counts[name] = counts.get(name, 0) + int(region.sum())
             if len(pictures) < 3 and i in scored[::max(1, len(scored) // 3)]:
+                from bench.bench_fit_appearance import head_centre, orbit
+
+                v = ac.posed_vertices(final, tracked.codes[i])
+                side = ac.render_avatar(final, v, orbit(cam, head_centre(v), 35.0))
                 pictures.append(np.concatenate([
                     target, rgb, np.repeat(np.clip(np.sqrt(err) * 3 * mask, 0, 1)[..., None], 3,
-                                           axis=2)], axis=1))
+                                           axis=2),
+                    np.clip(side[..., :3] + (1 - side[..., 3:]) * 0.35, 0, 1)], axis=1))
     quality = HeldOutQuality.of(triples)
     total = sum(sums.values())
     split = {k: {"share_of_error": round(sums[k] / total, 3),
