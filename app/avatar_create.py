@@ -548,11 +548,13 @@ MIN_KEPT_OPACITY = 0.01  # a fitted Gaussian more transparent than this is left 
 FIXED_S = {"cameras": 3.0, "shape": 60.0, "face": 10.0, "complete": 3.0, "correctives": 15.0,
            "write": 4.0}
 MIN_REFINE_STEPS = 20
-# Faster than FitSettings' defaults (which suit 300+ steps), decaying to 30 %: on this
-# machine a budget buys 50-500 steps. Measured on jwpIntro (60 steps, the clip's last
-# quarter held out): 17.5 dB at the defaults, 22.0 dB with scales, offsets and colours at
-# these rates, 21.7 dB with the silhouette weighted 1 instead of the colours' rate.
-REFINE_RATES = {"lr_log_scale": 0.03, "lr_offset": 5e-4, "lr_sh_dc": 0.03, "lr_final": 0.3}
+# Colours faster than FitSettings' defaults, decaying to 30 %. Scales and offsets were at
+# 0.03 and 5e-4 too (chosen on 60-step runs, before Gaussians were grown, when stretching
+# edge Gaussians over the uncovered mask was what the fit could do): with grown Gaussians,
+# 300 steps at those rates scored 26.1 dB held out on jwpIntro and an idle 10-minute run
+# (855 steps) 25.2 dB, the face speckled; at a tenth of them 26.9 dB at 300 steps
+# (docs/BENCHMARKS.md, "Refinement: where the error is").
+REFINE_RATES = {"lr_log_scale": 0.003, "lr_offset": 5e-5, "lr_sh_dc": 0.03, "lr_final": 0.3}
 
 
 class Progress:

@@ -203,6 +203,10 @@ def main() -> int:
         print(f"grew {grown} Gaussians", file=sys.stderr)
     model = AppearanceModel(avatar, index, colors=colors[index])
     rates = dict(ac.REFINE_RATES)
+    if "slow" in variant:  # FitSettings' own rates, decaying like the command's
+        rates = {"lr_final": ac.REFINE_RATES["lr_final"]}
+    if "fastgeom" in variant:  # scales and offsets at the command's earlier rates
+        rates = {**rates, "lr_log_scale": 0.03, "lr_offset": 5e-4}
     fit_settings = FitSettings(steps=args.steps, seed=0, time_limit_s=args.seconds or None,
                                min_steps=20, coarse_fraction=0.4,
                                pose_corrections="pose" in variant, **rates)
