@@ -15,13 +15,17 @@
    shoulders against the posed avatar; for a full-body clip from the body's landmarks
    (``fit_body_cameras``), with the limbs turned onto them (``fit_body_pose``).
 5. [shape]: the body and face shape (``avatar.shape.fit_shape``), then the cameras again.
+   [face]: the face's static mismatch (``face_rest_correction``), then the cameras again.
 6. keyframes: the training frames that differ most in head pose and framing.
 7. colours: visibility-aware projective texturing over the keyframes
    (``avatar.appearance.visible_colors``: a z-buffer from the splatter, weighted by
    viewing angle); [completion]: every Gaussian never seen gets a colour from what was seen
    (``avatar.completion.complete_colors``; without it, the nearest seen Gaussian's).
+   [grow]: Gaussians grown past the surface where the person mask reaches beyond the
+   avatar (``avatar.grow``: hair, loose clothes, arms held out), as many as the .lca has room for.
 8. refine: photometric optimisation with the torch splatter (SH degree 1, opacities,
-   scales, offsets), for the time the budget leaves.
+   scales, offsets, [per-frame pose corrections of the training frames]), for the time
+   the budget leaves; fitted Gaussians left transparent are dropped.
 9. [correctives]: linear pose/expression correctives from the face-mesh residuals.
 10. score: the written avatar rendered for the held-out frames, masked PSNR/SSIM.
 11. write: the ``.lca`` (float16 where fine, at most 20 MB) with its provenance, whole or
@@ -57,6 +61,20 @@ DARK_MEAN = 0.16           # mean luma (0-1) below this: too dark (jwpIntro: 0.5
 BLUR_LIMIT = 1.0e-4
 EMPTY_COVERAGE = 0.02      # person-mask share of the frame below which no one is there
 MAX_LCA_BYTES = 20_000_000
+# Gaussians grown at most (avatar.grow): 60 bytes each in the .lca. jwpIntro.mp4 grew 33k, its
+# held-out PSNR from 20.1 to 25.4 dB on a one-minute refinement (docs/BENCHMARKS.md).
+MAX_GROWN = 30_000
+# The .lca's compact layout (avatar.lca.save_avatar_file): per Gaussian a face (int32), a
+# barycentric point and an offset (float32), a quaternion, scales, an opacity and SH degree 1
+# colours (float16): 60 bytes; correctives 10 bytes per vertex and width (int32 index,
+# float16 xyz); the header (JSON, provenance) under 100 kB.
+LCA_BYTES_PER_GAUSSIAN = 60
+LCA_HEADER_BYTES = 100_000
+# Corrective features per vertex. The default avatar (272k Gaussians, 16.3 MB) with width 24
+# (3.3 MB) left no room under 20 MB for grown Gaussians, which are worth 5 dB held out on
+# jwpIntro.mp4; correctives changed the held-out score by under 0.1 dB there. 12 frees room
+# for about 27k Gaussians.
+CORRECTIVE_WIDTH = 12
 LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12  # mediapipe pose indices (the person's sides)
 SHOULDER_BONES = ("upperarm01.L", "upperarm01.R")
 SHOULDER_WEIGHT = 40.0  # each shoulder counts like this many face points in the camera fit
@@ -670,6 +688,11 @@ class CreateSettings:
     shape: bool = True
     complete: bool = True
     correctives: bool = True
+    grow: bool = True  # Gaussians grown where the person mask reaches past the avatar
+    face_rest: bool = True  # the face's static mismatch (corrective fit's rest offset)
+    pose_corrections: bool = True  # per-frame pose corrections of the training frames
+    max_grown: int = MAX_GROWN
+    corrective_width: int = CORRECTIVE_WIDTH
     tail_fraction: float = 0.12
     spread_every: int = 10
     threads: int | None = None
@@ -712,13 +735,18 @@ VISIBILITY_S_PER_KEYFRAME = 1.5
 SCORE_S_PER_FRAME = 1.0
 MAX_WRITTEN_SCALE_M = 0.1
 MIN_FACE_FRAMES = 10  # avatar.corrective_fit refuses fewer frames with a tracked face
-FIXED_S = {"cameras": 3.0, "shape": 60.0, "complete": 3.0, "correctives": 15.0, "write": 4.0}
+FACE_REST_FRAMES = 40  # training frames the face's static mismatch is measured on
+MIN_KEPT_OPACITY = 0.01  # a fitted Gaussian more transparent than this is left out
+FIXED_S = {"cameras": 3.0, "shape": 60.0, "face": 10.0, "complete": 3.0, "correctives": 15.0,
+           "write": 4.0}
 MIN_REFINE_STEPS = 20
-# Faster than FitSettings' defaults (which suit 300+ steps), decaying to 30 %: on this
-# machine a budget buys 50-500 steps. Measured on jwpIntro (60 steps, the clip's last
-# quarter held out): 17.5 dB at the defaults, 22.0 dB with scales, offsets and colours at
-# these rates, 21.7 dB with the silhouette weighted 1 instead of the colours' rate.
-REFINE_RATES = {"lr_log_scale": 0.03, "lr_offset": 5e-4, "lr_sh_dc": 0.03, "lr_final": 0.3}
+# Colours faster than FitSettings' defaults, decaying to 30 %. Scales and offsets were at
+# 0.03 and 5e-4 too (chosen on 60-step runs, before Gaussians were grown, when stretching
+# edge Gaussians over the uncovered mask was what the fit could do): with grown Gaussians,
+# 300 steps at those rates scored 26.1 dB held out on jwpIntro and an idle 10-minute run
+# (855 steps) 25.2 dB, the face speckled; at a tenth of them 26.9 dB at 300 steps
+# (docs/BENCHMARKS.md, "Refinement: where the error is").
+REFINE_RATES = {"lr_log_scale": 0.003, "lr_offset": 5e-5, "lr_sh_dc": 0.03, "lr_final": 0.3}
 
 
 class Progress:
@@ -801,8 +829,12 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
             "segment": SEGMENT_S_PER_FRAME * n_frames, "cameras": FIXED_S["cameras"]}
     if settings.shape:
         plan["shape"] = FIXED_S["shape"]
+    if settings.face_rest:
+        plan["face"] = FIXED_S["face"]
     plan["colours"] = VISIBILITY_S_PER_KEYFRAME * 2 * settings.keyframes
     plan["complete"] = FIXED_S["complete"]
+    if settings.grow:
+        plan["grow"] = VISIBILITY_S_PER_KEYFRAME * settings.keyframes
     plan["refine"] = 0.0
     if settings.correctives:
         plan["correctives"] = FIXED_S["correctives"]
@@ -850,6 +882,14 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
         avatar = Avatar(default.data, shape.apply(template))
         vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces,
                                              shoulders, w, h, bodies)
+    faces_seen = sum(_found(tracked.faces[i]) is not None for i in training)
+    if settings.face_rest and faces_seen >= MIN_FACE_FRAMES:
+        bar.start("face")
+        shape, rest_info = face_rest_correction(shape, template, tracked, training, cameras)
+        shape_info = {**shape_info, "face_rest_offset": rest_info}
+        avatar = Avatar(default.data, shape.apply(template))
+        vertices, cameras, rms = fit_cameras(avatar, tracked.codes, tracked.faces,
+                                             shoulders, w, h, bodies)
 
     bar.start("colours")
     factor = fit_factor(w, h)
@@ -888,6 +928,16 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     bar.start("complete")
     full = _complete(avatar, full, seen, settings.complete)
 
+    grown = 0
+    if settings.grow:
+        bar.start("grow")
+        avatar, index, full, grown = grow_avatar(
+            avatar, index, full, key_frames,
+            min(settings.max_grown, growth_room(len(avatar), len(template.vertices),
+                                                settings.corrective_width
+                                                if settings.correctives else 0)),
+            settings.seed)
+
     bar.start("refine")
     model = AppearanceModel(avatar, index, colors=full[index])
     refine_s = max(settings.budget_s - (time.perf_counter() - started)
@@ -895,7 +945,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     fit_settings = FitSettings(steps=settings.max_steps, seed=settings.seed,
                                time_limit_s=refine_s, min_steps=MIN_REFINE_STEPS,
                                coarse_fraction=settings.coarse_fraction if coarse else 0.0,
-                               **REFINE_RATES)
+                               pose_corrections=settings.pose_corrections, **REFINE_RATES)
     bar.plan["refine"] = refine_s
     log = fit_appearance(model, train_frames, fit_settings,
                          lambda step, loss: bar.report(
@@ -909,7 +959,8 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
     corrective_info: dict = {}
     if settings.correctives:
         bar.start("correctives")
-        corrective_info = _fit_correctives(data, template, tracked, training, cameras)
+        corrective_info = _fit_correctives(data, template, tracked, training, cameras,
+                                           settings.corrective_width)
 
     bar.start("score")
     final = Avatar(data, template)
@@ -929,7 +980,8 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
         **quality.to_json_dict(),
         "fit_size": [w // factor, h // factor], "refine_steps": len(log.losses),
         "camera_fit_rms_px": round(float(rms), 2), "gaussians_fitted": int(len(index)),
-        "gaussians_seen": int(seen.sum()), "checks": measures,
+        "gaussians_seen": int(seen.sum()), "gaussians_grown": int(grown),
+        "gaussians_pruned": int(len(avatar) - len(data)), "checks": measures,
         "camera_fit_points": CAMERA_FIT_POINTS[fit_points],
         "colour_completion": "avatar.completion" if settings.complete else "nearest seen",
         "shape": shape_info or None, "correctives": corrective_info or None,
@@ -984,6 +1036,36 @@ def _fit_shape(template, tracked: TrackedClip, training, cameras, bar: Progress)
                        "frames": len(pick), "phenotype": fit.shape.phenotype}
 
 
+def face_rest_correction(shape, template, tracked: TrackedClip, training, cameras):
+    """``shape`` with the face's static mismatch added (``CorrectiveFit.rest_offset``: the
+    part of the face-mesh residual common to every frame, spread over the head), and a
+    report. ``shape`` None: the shipped template's."""
+    from avatar.avatar import Avatar, load_avatar
+    from avatar.corrective_fit import fit_correctives_from_landmarks
+    from avatar.shape import BodyShape
+
+    default = load_avatar("default", template)
+    shaped = template if shape is None else shape.apply(template)
+    # The static part is a mean over frames: 40 of them give it (the whole fit's time
+    # follows the frames: 137 s for 130 frames at load 8).
+    pick = training[np.unique(np.linspace(0, len(training) - 1, min(FACE_REST_FRAMES,
+                                                                     len(training)))
+                              .round().astype(int))]
+    fit = fit_correctives_from_landmarks(Avatar(default.data, shaped),
+                                         [tracked.codes[i] for i in pick],
+                                         [cameras[i] for i in pick],
+                                         [_found(tracked.faces[i]) for i in pick])
+    if shape is None:
+        shape = BodyShape({}, {}, np.zeros_like(template.vertices),
+                          np.zeros_like(template.bone_heads))
+    corrected = BodyShape(dict(shape.phenotype), dict(shape.local_changes),
+                          shape.vertex_delta + fit.rest_offset, shape.bone_head_delta)
+    px = fit.report["landmark_rms_px"]
+    return corrected, {"landmark_rms_px_before": px["fitted_before"],
+                       "landmark_rms_px_with_rest_offset": px["fitted_after_with_rest_offset"],
+                       "largest_mm": round(1000 * float(np.abs(fit.rest_offset).max()), 2)}
+
+
 def _found(points: np.ndarray) -> np.ndarray | None:
     """Landmarks as the fits take them: None for a frame where the tracker found none (the
     clip's arrays hold NaN there)."""
@@ -1011,7 +1093,8 @@ def _complete(avatar, colors: np.ndarray, seen: np.ndarray, use_module: bool) ->
     return out
 
 
-def _fit_correctives(data, template, tracked: TrackedClip, training, cameras) -> dict:
+def _fit_correctives(data, template, tracked: TrackedClip, training, cameras,
+                     width: int = CORRECTIVE_WIDTH) -> dict:
     """avatar.corrective_fit over the training frames (the corrfit helper's module); sets
     the data's corrective fields."""
     from avatar.avatar import Avatar
@@ -1024,7 +1107,8 @@ def _fit_correctives(data, template, tracked: TrackedClip, training, cameras) ->
     fit = fit_correctives_from_landmarks(Avatar(data, template),
                                          [tracked.codes[i] for i in training],
                                          [cameras[i] for i in training],
-                                         [_found(tracked.faces[i]) for i in training])
+                                         [_found(tracked.faces[i]) for i in training],
+                                         width=width)
     data.corrective_bones = list(fit.bones)
     data.corrective_index = fit.index
     data.corrective_basis = fit.basis
@@ -1067,13 +1151,43 @@ def avatar_data_from_fit(avatar, model, colors: np.ndarray, name: str):
     point = np.einsum("mk,mkj->mj", bary[i], corners) + np.einsum(
         "mij,mj->mi", frames[faces], tangential)
     bary[i] = barycentric(point, corners)
+    # Fitted Gaussians the fit made transparent go (room in the .lca for grown ones).
+    keep = np.ones(n, bool)
+    keep[i[opacities[i] < MIN_KEPT_OPACITY]] = False
     data = AvatarData(
-        name=name, binding_face=d.binding_face, binding_bary=bary.astype(np.float32),
-        binding_offset=offset, local_quats=d.local_quats, local_scales=scales,
-        opacities=opacities, colors=sh, template=dict(d.template),
+        name=name, binding_face=np.asarray(d.binding_face)[keep],
+        binding_bary=bary.astype(np.float32)[keep], binding_offset=offset[keep],
+        local_quats=np.asarray(d.local_quats)[keep], local_scales=scales[keep],
+        opacities=opacities[keep], colors=sh[keep], template=dict(d.template),
         bone_names=list(d.bone_names), shading="baked", licence="unspecified",
         attribution="made with main.py avatar create", provenance={})
     return data
+
+
+def growth_room(gaussians: int, vertices: int, corrective_width: int) -> int:
+    """How many Gaussians may be grown on an avatar of ``gaussians`` whose file keeps
+    correctives of ``corrective_width`` (0: none) and a body shape, so that the .lca stays
+    under MAX_LCA_BYTES with its SH degree 1 colours (avatar.lca's compact layout)."""
+    fixed = (gaussians * LCA_BYTES_PER_GAUSSIAN + vertices * (12 + 10 * corrective_width)
+             + LCA_HEADER_BYTES)
+    return max(0, (MAX_LCA_BYTES - fixed) // LCA_BYTES_PER_GAUSSIAN)
+
+
+def grow_avatar(avatar, index: np.ndarray, colors: np.ndarray, frames: list, max_new: int,
+                seed: int = 0):
+    """Gaussians grown where the person mask reaches past the avatar (``avatar.grow``):
+    (the grown avatar, the fitted Gaussians' indices with the children appended, every
+    Gaussian's colour (N', 3), the count grown). ``frames``: FitFrames to find the gaps in."""
+    from avatar.avatar import Avatar
+    from avatar.grow import GrowView, grow_gaussians
+
+    views = [GrowView(fr.vertices, fr.camera, fr.image, fr.mask,
+                      render_avatar(avatar, fr.vertices, fr.camera)[..., 3]) for fr in frames]
+    grown = grow_gaussians(avatar, index, views, max_new, seed)
+    n = len(avatar)
+    return (Avatar(grown.data, avatar.template),
+            np.concatenate([index, n + np.arange(grown.count)]),
+            np.concatenate([colors, grown.colors]).astype(np.float32), grown.count)
 
 
 def barycentric(points: np.ndarray, corners: np.ndarray) -> np.ndarray:

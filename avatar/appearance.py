@@ -1,8 +1,9 @@
 """Appearance fitting: an avatar's Gaussians refined against video frames with the
 differentiable torch splatter (``render.torch_splat``), on the CPU.
 
-The pieces ``avatar create`` builds on (this is a first version: the template's shape, the
-per-frame pose corrections and the correctives are not fitted yet; see issue 12):
+The pieces ``avatar create`` builds on (the shape and the correctives are fitted by their
+own modules, avatar.shape and avatar.corrective_fit; Gaussians beyond the surface are grown
+by avatar.grow):
 
 - ``fit_frame_cameras``: one pinhole camera per frame that frames the posed avatar like the
   clip, from 3D points on the posed avatar and the 2D landmarks they should land on (one
@@ -13,7 +14,9 @@ per-frame pose corrections and the correctives are not fitted yet; see issue 12)
   splatter takes for one posed mesh.
 - ``visible_gaussians``: which Gaussians any of some views draw (the rest cannot be fitted).
 - ``FitFrame`` + ``fit_appearance``: the optimisation loop (masked L1 on colour, the
-  silhouette on alpha), with per-stage timings.
+  silhouette on alpha), with per-stage timings, and optionally ``PoseCorrections``: small
+  per-frame turns and shifts of the body and turns of the head, fitted for the training
+  frames only (held-out frames keep their landmark cameras, as a receiver would).
 
 torch is imported by this module (the ``create`` extra), never by the core.
 """
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from avatar.avatar import Avatar
+from avatar.grow import head_weights_of_vertices
 from render.skinned import gaussians_on_mesh, triangle_frames
 from render import torch_splat
 from render.camera import Camera
@@ -298,6 +302,10 @@ class FitSettings:
     min_steps: int = 1
     coarse_fraction: float = 0.0  # this share of the steps (or time) on the coarse frames
     lr_final: float = 1.0  # every rate decays exponentially to this factor by the end
+    pose_corrections: bool = False  # per-frame pose corrections (``PoseCorrections``)
+    lr_turn: float = 0.004  # radians a step (each frame is picked only every F steps)
+    lr_shift: float = 0.002  # metres a step
+    correction_weight: float = 2.0  # L2 penalty per rad^2 and 10 cm^2 of a frame's correction
 
 
 @dataclass
@@ -306,6 +314,7 @@ class FitLog:
 
     losses: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    corrections: PoseCorrections | None = None
 
     def add_time(self, stage: str, seconds: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
@@ -315,6 +324,121 @@ def render_model(model: AppearanceModel, base: PosedBase, camera: Camera,
                  background=None) -> torch.Tensor:
     """(H, W, 4) premultiplied RGBA of the model posed on ``base``, differentiable."""
     return torch_splat.render(*model.posed(base), camera, background)
+
+
+def head_weights(avatar: Avatar, index: np.ndarray) -> np.ndarray:
+    """(N,) float32: how much of each of the Gaussians ``index`` follows the head (its
+    triangle's corners' skinning weights on the head bone and its descendants, averaged)."""
+    per_vertex = head_weights_of_vertices(avatar)
+    faces = np.asarray(avatar.data.binding_face)[np.asarray(index)]
+    return per_vertex[avatar.template.faces[faces]].mean(axis=1).astype(np.float32)
+
+
+def rotation_matrices(rotvec: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) rotation matrices of axis-angle vectors (..., 3) (Rodrigues; smooth at 0)."""
+    theta2 = (rotvec * rotvec).sum(-1, keepdim=True)
+    theta = torch.sqrt(theta2 + 1e-12)
+    k = rotvec / theta
+    kx, ky, kz = k.unbind(-1)
+    zero = torch.zeros_like(kx)
+    cross = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], -1).reshape(
+        *rotvec.shape[:-1], 3, 3)
+    sin, cos = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
+    eye = torch.eye(3, dtype=rotvec.dtype).expand_as(cross)
+    return eye + sin * cross + (1 - cos) * (cross @ cross)
+
+
+def quat_of_rotvec(rotvec: torch.Tensor) -> torch.Tensor:
+    """(..., 4) unit quaternions (w, x, y, z) of axis-angle vectors (..., 3)."""
+    theta = torch.sqrt((rotvec * rotvec).sum(-1, keepdim=True) + 1e-12)
+    return torch.cat([torch.cos(theta / 2), torch.sin(theta / 2) * rotvec / theta], -1)
+
+
+def quat_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
+                        aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx,
+                        aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+class PoseCorrections:
+    """Small per-frame corrections of the training frames' poses, fitted with the appearance:
+    a rigid turn (about the frame's head pivot) and shift of the whole avatar (what a
+    camera error looks like) and a turn of the head about the neck, each (F, 3). The
+    corrections used are the fitted ones less their mean over the frames, so they only take
+    up the frames' jitter: a bias common to every frame is left to the appearance, which is
+    what the held-out frames (never corrected, as a receiver cannot) see."""
+
+    def __init__(self, count: int, head_weight: np.ndarray):
+        self.body_turn = torch.zeros((count, 3), requires_grad=True)
+        self.body_shift = torch.zeros((count, 3), requires_grad=True)
+        self.head_turn = torch.zeros((count, 3), requires_grad=True)
+        self.head_weight = torch.from_numpy(np.asarray(head_weight, np.float32))
+
+        # Adam's moments per frame: a frame's row moves only on the steps that show it (a
+        # shared torch Adam would carry every frame's momentum through the others' steps).
+        self._moments = {id(p): (torch.zeros_like(p), torch.zeros_like(p)) for p in
+                         self.parameters()}
+        self._steps = np.zeros(count, np.int64)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.body_turn, self.body_shift, self.head_turn]
+
+    def step(self, frame: int, lr_turn: float, lr_shift: float,
+             betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        """One Adam step of frame ``frame``'s corrections (their gradients cleared)."""
+        self._steps[frame] += 1
+        t = int(self._steps[frame])
+        with torch.no_grad():
+            for p, lr in ((self.body_turn, lr_turn), (self.head_turn, lr_turn),
+                          (self.body_shift, lr_shift)):
+                if p.grad is None:
+                    continue
+                m, v = self._moments[id(p)]
+                g = p.grad[frame]
+                m[frame] = betas[0] * m[frame] + (1 - betas[0]) * g
+                v[frame] = betas[1] * v[frame] + (1 - betas[1]) * g * g
+                m_hat = m[frame] / (1 - betas[0] ** t)
+                v_hat = v[frame] / (1 - betas[1] ** t)
+                p[frame] -= lr * m_hat / (v_hat.sqrt() + eps)
+                p.grad = None
+
+    def _centred(self, value: torch.Tensor, frame: int) -> torch.Tensor:
+        return value[frame] - value.mean(dim=0)
+
+    def apply(self, frame: int, means: torch.Tensor, quats: torch.Tensor,
+              head_pivot: np.ndarray, neck_pivot: np.ndarray):
+        """(means, quats) of frame ``frame`` corrected."""
+        neck = torch.from_numpy(np.asarray(neck_pivot, np.float32))
+        head = torch.from_numpy(np.asarray(head_pivot, np.float32))
+        turn = self._centred(self.head_turn, frame)
+        w = self.head_weight[:, None]
+        turned = (means - neck) @ rotation_matrices(turn).T + neck
+        means = means + w * (turned - means)
+        q_head = quat_of_rotvec(turn).expand_as(quats)
+        quats = torch.where(w > 0.5, quat_product(q_head, quats), quats)
+        body = self._centred(self.body_turn, frame)
+        means = (means - head) @ rotation_matrices(body).T + head \
+            + self._centred(self.body_shift, frame)
+        quats = quat_product(quat_of_rotvec(body).expand_as(quats), quats)
+        return means, quats
+
+    def state(self) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            return {name: (v - v.mean(dim=0)).numpy().copy() for name, v in
+                    (("body_turn", self.body_turn), ("body_shift", self.body_shift),
+                     ("head_turn", self.head_turn))}
+
+
+def pivots(vertices: np.ndarray, vertex_head_weight: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(head pivot, neck pivot) of a posed mesh: the mean of the vertices that follow the
+    head wholly, and of those on the neck's seam (head weight between 0.2 and 0.8)."""
+    head = vertices[vertex_head_weight > 0.95].mean(axis=0)
+    seam = (vertex_head_weight > 0.2) & (vertex_head_weight < 0.8)
+    neck = vertices[seam].mean(axis=0) if seam.any() else head
+    return head, neck
 
 
 def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: FitSettings,
@@ -335,9 +459,13 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         {"params": [p["log_scale"]], "lr": settings.lr_log_scale},
         {"params": [p["offset"]], "lr": settings.lr_offset},
     ])
+    log = FitLog()
+    if settings.pose_corrections:
+        vertex_weight = head_weights_of_vertices(model.avatar)
+        log.corrections = PoseCorrections(len(frames), head_weights(model.avatar, model.index))
+        frame_pivots = [pivots(fr.vertices, vertex_weight) for fr in frames]
     base_rates = [group["lr"] for group in optimizer.param_groups]
     rng = np.random.default_rng(settings.seed)
-    log = FitLog()
     for step in range(settings.steps):
         pick = int(rng.integers(len(frames)))
         done = (sum(log.seconds.values()) / settings.time_limit_s if settings.time_limit_s
@@ -350,17 +478,28 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         t0 = time.perf_counter()
         base = model.base(frame.vertices)
         t1 = time.perf_counter()
-        rgba = render_model(model, base, frame.camera)
+        means, quats, scales, opacities, sh = model.posed(base)
+        if log.corrections is not None:
+            means, quats = log.corrections.apply(pick, means, quats, *frame_pivots[pick])
+        rgba = torch_splat.render(means, quats, scales, opacities, sh, frame.camera)
         t2 = time.perf_counter()
         target = torch.from_numpy(frame.image)
         mask = torch.from_numpy(frame.mask)
         colour_error = (rgba[..., :3] - target).abs().sum(-1)
         loss = colour_error[mask].mean() / 3.0 + settings.silhouette_weight * (
             rgba[..., 3] - mask.float()).abs().mean()
+        if log.corrections is not None:
+            c = log.corrections
+            loss = loss + settings.correction_weight * (
+                c.body_turn[pick].square().sum() + c.head_turn[pick].square().sum()
+                + 100.0 * c.body_shift[pick].square().sum())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t3 = time.perf_counter()
         optimizer.step()
+        if log.corrections is not None:
+            decay = settings.lr_final ** min(done, 1.0) if settings.lr_final != 1.0 else 1.0
+            log.corrections.step(pick, settings.lr_turn * decay, settings.lr_shift * decay)
         t4 = time.perf_counter()
         log.add_time("pose", t1 - t0)
         log.add_time("render_forward", t2 - t1)

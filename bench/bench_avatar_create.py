@@ -40,6 +40,9 @@ def main() -> int:
                         help="torch threads (1: the shared 2-core VM runs 1 faster when busy)")
     parser.add_argument("--held-out", type=float, default=0.25,
                         help="the clip's last fraction, held out and scored (default 0.25)")
+    parser.add_argument("--without", default="",
+                        help="comma-separated stages to switch off: grow, face_rest, "
+                             "pose_corrections (all on by default, as the command runs)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--lca", type=Path, default=ROOT / "out/bench-avatar-create.lca")
     parser.add_argument("--png", type=Path, default=ROOT / "out/bench-avatar-create.png")
@@ -70,6 +73,10 @@ def main() -> int:
     from app.create_cmd import product_settings
 
     settings = product_settings(settings)  # every stage, as the command runs them
+    for stage in filter(None, args.without.split(",")):
+        if stage not in ("grow", "face_rest", "pose_corrections"):
+            parser.error(f"--without {stage}: not a stage that can be switched off")
+        setattr(settings, stage, False)
     last = [None]
 
     def progress(stage, fraction, left):
@@ -129,7 +136,11 @@ def main() -> int:
         "budget_min": args.budget, "threads": args.threads,
         "stages": {k: settings_flag for k, settings_flag in
                    (("shape", settings.shape), ("complete", settings.complete),
-                    ("correctives", settings.correctives))},
+                    ("correctives", settings.correctives), ("grow", settings.grow),
+                    ("face_rest", settings.face_rest),
+                    ("pose_corrections", settings.pose_corrections))},
+        "gaussians_grown": p.get("gaussians_grown"), "gaussians_pruned": p.get(
+            "gaussians_pruned"), "shape": p.get("shape"),
         "held_out": result.quality.to_json_dict(),
         "default_avatar_same_frames": baseline.to_json_dict(),
         "summary_line": result.quality.summary(), "seconds": result.seconds,

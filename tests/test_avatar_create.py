@@ -221,7 +221,9 @@ def test_a_real_clip_becomes_an_avatar_that_looks_like_the_person(tmp_path, caps
     assert p["held_out_psnr_db"] >= PSNR_FLOOR_DB
     assert set(p["stage_seconds"]) >= {"track", "refine", "score"}
     default = load_avatar("default", template)
-    assert len(data) == len(default.data)  # unseen Gaussians are kept, not dropped
+    # Unseen Gaussians are kept; grown ones added, only fitted transparent ones dropped.
+    assert p["gaussians_grown"] > 0
+    assert len(data) == len(default.data) + p["gaussians_grown"] - p["gaussians_pruned"]
 
     # Scored again here, independently: the file as loaded, and the default avatar, in the
     # held-out frames.
