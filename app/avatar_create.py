@@ -814,6 +814,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
         FitFrame,
         FitSettings,
         fit_appearance,
+        fit_splatter,
         visible_colors,
         visible_gaussians,
     )
@@ -986,6 +987,7 @@ def create_avatar(clip: SourceClip, out: str | Path | None, settings: CreateSett
         "colour_completion": "avatar.completion" if settings.complete else "nearest seen",
         "shape": shape_info or None, "correctives": corrective_info or None,
         "seed": settings.seed, "budget_s": settings.budget_s,
+        "splatter": fit_splatter(),
     }
     result = CreateResult(data, quality, bar.seconds, provenance,
                           info={"usable_frames": n, "decoded_frames": n_frames,

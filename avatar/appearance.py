@@ -320,10 +320,37 @@ class FitLog:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
+def fit_splatter() -> str:
+    """The differentiable splatter of the fit: "gsplat" where torch sees a CUDA device and
+    gsplat is installed (the ``cuda`` extra), else "torch" (render.torch_splat, the CPU).
+    ``SPLATCALL_FIT_SPLATTER=torch`` keeps the CPU splatter on a GPU machine."""
+    import os
+    from importlib.util import find_spec
+
+    if os.environ.get("SPLATCALL_FIT_SPLATTER", "") == "torch":
+        return "torch"
+    if find_spec("gsplat") is not None and torch.cuda.is_available():
+        return "gsplat"
+    return "torch"
+
+
 def render_model(model: AppearanceModel, base: PosedBase, camera: Camera,
                  background=None) -> torch.Tensor:
-    """(H, W, 4) premultiplied RGBA of the model posed on ``base``, differentiable."""
+    """(H, W, 4) premultiplied RGBA of the model posed on ``base``, differentiable. With
+    gsplat on a GPU (``fit_splatter``) the Gaussians go to the device for the splat and the
+    image comes back (the copies are differentiable: the parameters and the loss stay on the
+    CPU, so the fit is the same code either way)."""
+    if _SPLATTER[0] is None:
+        _SPLATTER[0] = fit_splatter()
+    if _SPLATTER[0] == "gsplat":
+        from render.cuda import differentiable_render
+
+        gaussians = [t.to("cuda") for t in model.posed(base)]
+        return differentiable_render(*gaussians, camera, background).cpu()
     return torch_splat.render(*model.posed(base), camera, background)
+
+
+_SPLATTER: list[str | None] = [None]  # fit_splatter's answer, asked once
 
 
 def head_weights(avatar: Avatar, index: np.ndarray) -> np.ndarray:

@@ -124,3 +124,18 @@ def test_a_fit_recovers_a_known_recolouring_from_renders(avatar):
     init = projected_colors(model, [(model.base(f.vertices), f.camera, f.image, f.mask)
                                     for f in train])
     assert np.median(np.abs(init - known).max(axis=1)) < 0.15
+
+
+def test_the_fit_splats_with_torch_on_the_cpu_and_can_be_kept_there_on_a_gpu(monkeypatch):
+    import torch
+
+    from avatar.appearance import fit_splatter
+
+    expected = "gsplat" if torch.cuda.is_available() else "torch"
+    try:
+        import gsplat  # noqa: F401
+    except ImportError:
+        expected = "torch"
+    assert fit_splatter() == expected
+    monkeypatch.setenv("SPLATCALL_FIT_SPLATTER", "torch")
+    assert fit_splatter() == "torch"
