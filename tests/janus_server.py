@@ -185,3 +185,20 @@ admin: {{ admin_ws = false }}
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def serve_janus(**options):
+    """A module fixture's body: a started ``JanusServer(**options)``, stopped after (skips
+    without Janus, fails when it does not start). Use as ``yield from serve_janus()``."""
+    import pytest
+
+    reason = JanusServer.unavailable()
+    if reason:
+        pytest.skip(f"Janus integration test needs: {reason}")
+    server = JanusServer(**options)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(f"Janus did not start: {exc}")
+    yield server
+    server.stop()

@@ -12,7 +12,7 @@ import pytest
 
 from avatar.codes import Codes
 from net.audio import ToneTrack, dominant_frequency_hz, frame_to_mono
-from tests.janus_server import JanusServer
+from tests.janus_server import JanusServer, serve_janus
 
 pytestmark = pytest.mark.integration
 
@@ -21,16 +21,7 @@ PARTICIPANTS = 4
 
 @pytest.fixture(scope="module")
 def janus():
-    reason = JanusServer.unavailable()
-    if reason:
-        pytest.skip(f"Janus integration test needs: {reason}")
-    server = JanusServer()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(f"Janus did not start: {exc}")
-    yield server
-    server.stop()
+    yield from serve_janus()
 
 
 async def _room(janus: JanusServer):

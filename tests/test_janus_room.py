@@ -13,7 +13,7 @@ import time
 import pytest
 
 from avatar.codes import Codes
-from tests.janus_server import JanusServer
+from tests.janus_server import JanusServer, serve_janus
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +22,7 @@ LEFT_WITHIN_S = 3.0   # SIGKILL to "left" at the others (measured: under 0.1 s)
 
 @pytest.fixture(scope="module")
 def janus():
-    reason = JanusServer.unavailable()
-    if reason:
-        pytest.skip(f"Janus integration test needs: {reason}")
-    server = JanusServer(subnet=None)
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(f"Janus did not start: {exc}")
-    yield server
-    server.stop()
+    yield from serve_janus(subnet=None)
 
 
 def test_a_participant_killed_in_a_janus_room_is_seen_leaving_within_seconds_and_the_rest_go_on(
