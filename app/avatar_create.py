@@ -1119,11 +1119,12 @@ def _fit_correctives(data, template, tracked: TrackedClip, training, cameras,
 
 def avatar_data_from_fit(avatar, model, colors: np.ndarray, name: str):
     """The .lca contents: every Gaussian of ``avatar`` (baked shading, SH degree 1); the
-    model's fitted ones with their SH, opacities, scales and offsets (tangential offsets
+    model's fitted ones with their SH, opacities, scales, turns and offsets (tangential offsets
     become barycentric moves in the rest triangle, the normal part the binding offset);
     the rest with ``colors`` (N, 3) as their SH's constant term."""
     from avatar.appearance import SH_DEGREE
     from avatar.lca import AvatarData
+    from common.rotation import quat_multiply, quat_normalize
     from render.reference import SH_C0
     from render.skinned import triangle_frames
 
@@ -1138,6 +1139,8 @@ def avatar_data_from_fit(avatar, model, colors: np.ndarray, name: str):
     opacities[i] = np.clip(state["opacities"], 0.0, 1.0)
     scales = np.asarray(d.local_scales, np.float32).copy()
     scales[i] *= state["scale_factors"]
+    quats = np.asarray(d.local_quats, np.float32).copy()
+    quats[i] = quat_normalize(quat_multiply(quats[i].astype(np.float64), state["turns"]))
     # Never past what a .lca may hold (avatar.lca: a tenth of the body's height), so a long
     # fit cannot fail at the write.
     np.minimum(scales, MAX_WRITTEN_SCALE_M, out=scales)
@@ -1159,7 +1162,7 @@ def avatar_data_from_fit(avatar, model, colors: np.ndarray, name: str):
     data = AvatarData(
         name=name, binding_face=np.asarray(d.binding_face)[keep],
         binding_bary=bary.astype(np.float32)[keep], binding_offset=offset[keep],
-        local_quats=np.asarray(d.local_quats)[keep], local_scales=scales[keep],
+        local_quats=quats[keep], local_scales=scales[keep],
         opacities=opacities[keep], colors=sh[keep], template=dict(d.template),
         bone_names=list(d.bone_names), shading="baked", licence="unspecified",
         attribution="made with main.py avatar create", provenance={})

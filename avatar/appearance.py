@@ -117,7 +117,8 @@ class AppearanceModel:
     SH coefficients (apart: the higher band learns more slowly); ``opacity_logit``
     (N,); ``log_scale`` (N, 3) added to the log of the posed scales, clamped to a factor of
     ``MAX_SCALE_GROWTH`` either way; ``offset`` (N, 3) metres in the triangle frame, clamped
-    to ``MAX_OFFSET_M``.
+    to ``MAX_OFFSET_M``; ``rotation`` (N, 3) an axis-angle turn of each Gaussian in its own
+    frame (its local quaternion times this turn, so it holds in every pose).
     """
 
     def __init__(self, avatar: Avatar, index: np.ndarray, colors: np.ndarray | None = None):
@@ -135,6 +136,7 @@ class AppearanceModel:
         self.opacity_logit = torch.tensor(np.log(o / (1 - o)), requires_grad=True)
         self.log_scale = torch.zeros((n, 3), requires_grad=True)
         self.offset = torch.zeros((n, 3), requires_grad=True)
+        self.rotation = torch.zeros((n, 3), requires_grad=True)
         self._skinned = avatar.skinned.subset(self.index)  # posing only these: 3x faster
 
     def __len__(self) -> int:
@@ -142,7 +144,7 @@ class AppearanceModel:
 
     def parameters(self) -> dict[str, torch.Tensor]:
         return {"sh_dc": self.sh_dc, "sh_rest": self.sh_rest, "opacity_logit": self.opacity_logit,
-                "log_scale": self.log_scale, "offset": self.offset}
+                "log_scale": self.log_scale, "offset": self.offset, "rotation": self.rotation}
 
     def base(self, vertices: np.ndarray) -> PosedBase:
         """The avatar's posing (``render.skinned.gaussians_on_mesh``) of the model's Gaussians on a
@@ -158,7 +160,8 @@ class AppearanceModel:
         means = torch.from_numpy(base.means) + torch.einsum(
             "nij,nj->ni", torch.from_numpy(base.frames), offset)
         scales = torch.from_numpy(base.scales) * torch.exp(self._log_scale())
-        return (means, torch.from_numpy(base.quats), scales, torch.sigmoid(self.opacity_logit),
+        quats = quat_product(torch.from_numpy(base.quats), quat_of_rotvec(self.rotation))
+        return (means, quats, scales, torch.sigmoid(self.opacity_logit),
                 torch.cat([self.sh_dc, self.sh_rest], dim=1))
 
     def _log_scale(self) -> torch.Tensor:
@@ -172,7 +175,8 @@ class AppearanceModel:
                     "sh": torch.cat([self.sh_dc, self.sh_rest], dim=1).numpy().copy(),
                     "opacities": torch.sigmoid(self.opacity_logit).numpy().copy(),
                     "scale_factors": torch.exp(self._log_scale()).numpy().copy(),
-                    "offsets": self.offset.clamp(-MAX_OFFSET_M, MAX_OFFSET_M).numpy().copy()}
+                    "offsets": self.offset.clamp(-MAX_OFFSET_M, MAX_OFFSET_M).numpy().copy(),
+                    "turns": quat_of_rotvec(self.rotation).numpy().copy()}
 
 
 def visible_gaussians(avatar: Avatar, views: list[tuple[np.ndarray, Camera]],
@@ -296,6 +300,7 @@ class FitSettings:
     lr_opacity: float = 0.05
     lr_log_scale: float = 0.01
     lr_offset: float = 2e-4
+    lr_rotation: float = 1e-3  # radians a step, each Gaussian's turn in its own frame
     silhouette_weight: float = 0.5  # mean |alpha - mask| over the image
     seed: int = 0
     time_limit_s: float | None = None  # stop after this long (at least ``min_steps`` steps)
@@ -340,14 +345,19 @@ def render_model(model: AppearanceModel, base: PosedBase, camera: Camera,
     gsplat on a GPU (``fit_splatter``) the Gaussians go to the device for the splat and the
     image comes back (the copies are differentiable: the parameters and the loss stay on the
     CPU, so the fit is the same code either way)."""
+    return splat(*model.posed(base), camera, background)
+
+
+def splat(means, quats, scales, opacities, sh, camera: Camera, background=None) -> torch.Tensor:
+    """``torch_splat.render``, or gsplat on the GPU where ``fit_splatter`` says so."""
     if _SPLATTER[0] is None:
         _SPLATTER[0] = fit_splatter()
     if _SPLATTER[0] == "gsplat":
         from render.cuda import differentiable_render
 
-        gaussians = [t.to("cuda") for t in model.posed(base)]
-        return differentiable_render(*gaussians, camera, background).cpu()
-    return torch_splat.render(*model.posed(base), camera, background)
+        on_device = [t.to("cuda") for t in (means, quats, scales, opacities, sh)]
+        return differentiable_render(*on_device, camera, background).cpu()
+    return torch_splat.render(means, quats, scales, opacities, sh, camera, background)
 
 
 _SPLATTER: list[str | None] = [None]  # fit_splatter's answer, asked once
@@ -485,6 +495,7 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         {"params": [p["opacity_logit"]], "lr": settings.lr_opacity},
         {"params": [p["log_scale"]], "lr": settings.lr_log_scale},
         {"params": [p["offset"]], "lr": settings.lr_offset},
+        {"params": [p["rotation"]], "lr": settings.lr_rotation},
     ])
     log = FitLog()
     if settings.pose_corrections:
@@ -508,7 +519,7 @@ def fit_appearance(model: AppearanceModel, frames: list[FitFrame], settings: Fit
         means, quats, scales, opacities, sh = model.posed(base)
         if log.corrections is not None:
             means, quats = log.corrections.apply(pick, means, quats, *frame_pivots[pick])
-        rgba = torch_splat.render(means, quats, scales, opacities, sh, frame.camera)
+        rgba = splat(means, quats, scales, opacities, sh, frame.camera)
         t2 = time.perf_counter()
         target = torch.from_numpy(frame.image)
         mask = torch.from_numpy(frame.mask)
