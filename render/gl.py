@@ -70,8 +70,8 @@ from render.skinned import PosedAvatars
 from render.gl_tiles import (BASES_SHADER, COMPOSITE_FRAGMENT_SHADER, COMPOSITE_VERTEX_SHADER,
                              EMIT_GROUP, EMIT_SHADER, EMPTY_RECT, GROUP, LIST_ROW, LOG2_E,
                              LOOP_BUDGET, RASTER_RESUME_SHADER, RASTER_SHADER, ROW, SCAN_SHADER,
-                             TEXEL_GLSL, TILE_H, TILE_W, TOTALS_SHADER, chunking, rows_for,
-                             tile_grid)
+                             TEXEL_GLSL, TILE_H, TILE_W, TOTALS_SHADER, chunking, raster_shader,
+                             rows_for, tile_grid)
 from render.reference import (ALPHA_MAX, ALPHA_MIN, DILATION_PX2, FRUSTUM_MARGIN, SH_C0, SH_C1,
                               SH_C2, SH_C3)
 from render.sort import GLDepthSort, front_to_back, view_depths
@@ -414,7 +414,8 @@ class GLSplatRenderer:
 
     def __init__(self, ctx=None, *, position_tolerance_m: float = 0.0,
                  angle_tolerance_rad: float = 0.0, key_bits: int = 32,
-                 prefer_points: bool = True, pipeline: str = "auto", sort: str = "cpu"):
+                 prefer_points: bool = True, pipeline: str = "auto", sort: str = "cpu",
+                 display_stop: float | None = None):
         """``ctx``: a moderngl context (OpenGL >= 4.3), or None for a headless EGL one.
 
         The tolerances say how far the view may move before ``sort_for`` sorts again
@@ -426,13 +427,17 @@ class GLSplatRenderer:
         same pixels and maths, cheaper on llvmpipe), else instanced quads; ``sort``: "cpu"
         (the posed means are read back and sorted by ``render.sort.front_to_back``) or "gpu"
         (``render.sort.GLDepthSort``: a radix sort in compute shaders on the float32 depths,
-        nothing read back; slower than the CPU on llvmpipe, see docs/rendering.md).
+        nothing read back; slower than the CPU on llvmpipe, see docs/rendering.md);
+        ``display_stop`` (tile path): None for 3DGS's early stop (the reference's pixels), or
+        a transmittance below which a pixel is finished after adding the splat that took it
+        there (``render.gl_tiles.DISPLAY_STOP`` for pictures shown on 8-bit displays).
         """
         if pipeline not in PIPELINES:
             raise ValueError(f"pipeline must be one of {PIPELINES}, not {pipeline!r}")
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {SORTS}, not {sort!r}")
         self.sort = sort
+        self.display_stop = display_stop
         self.requested_pipeline = pipeline
         self.position_tolerance_m = position_tolerance_m
         self.angle_tolerance_rad = angle_tolerance_rad
@@ -494,7 +499,9 @@ class GLSplatRenderer:
             self._scan = ctx.compute_shader(SCAN_SHADER)
             self._bases = ctx.compute_shader(BASES_SHADER)
             self._emit = ctx.compute_shader(EMIT_SHADER)
-            self._raster = ctx.compute_shader(RASTER_SHADER)
+            self._raster = ctx.compute_shader(
+                RASTER_SHADER if self.display_stop is None
+                else raster_shader(display_stop=self.display_stop))
             self._raster_resume = None  # for tile lists over LOOP_BUDGET: made when needed
             self._composite = ctx.program(vertex_shader=COMPOSITE_VERTEX_SHADER,
                                           fragment_shader=COMPOSITE_FRAGMENT_SHADER)
@@ -974,10 +981,29 @@ class GLSplatRenderer:
         self.last_primitive = "tiles"
         return True
 
+    @_current
+    def use_display_stop(self, display_stop: float | None) -> None:
+        """Change the tile rasteriser's stop (see ``__init__``'s ``display_stop``)."""
+        if display_stop == self.display_stop:
+            return
+        self.display_stop = display_stop
+        try:
+            raster = self.ctx.compute_shader(
+                RASTER_SHADER if display_stop is None else raster_shader(display_stop=display_stop))
+        except Exception as exc:
+            raise GLContextLost(f"cannot build the rasteriser: {exc}") from exc
+        self._raster.release()
+        self._raster = raster
+        if self._raster_resume is not None:
+            self._raster_resume.release()
+            self._raster_resume = None
+
     def _resume_shader(self):
         if self._raster_resume is None:
             try:
-                self._raster_resume = self.ctx.compute_shader(RASTER_RESUME_SHADER)
+                self._raster_resume = self.ctx.compute_shader(
+                    RASTER_RESUME_SHADER if self.display_stop is None
+                    else raster_shader(resume=True, display_stop=self.display_stop))
             except Exception as exc:
                 raise GLContextLost(f"cannot build the rasteriser: {exc}") from exc
         return self._raster_resume

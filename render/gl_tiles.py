@@ -210,6 +210,13 @@ void main() {{
 """
 
 
+# A picture shown on an 8-bit display: a pixel whose transmittance is under half a step of
+# 8 bits can change by less than that step whatever lies behind it, so the rasteriser may
+# stop there instead of at 3DGS's 1e-4 (after adding the splat that took it there, where
+# 3DGS drops that splat).
+DISPLAY_STOP = 0.5 / 255.0
+
+
 # Below this log2 weight at the anchor row no pixel of the column can reach 1/255: a pixel's
 # Mahalanobis distance is at most sqrt(2 ln 255) = 3.33 when its alpha counts, and moving
 # TILE_H / 2 = 4 rows adds at most 4 sqrt(1 / 0.3) (the 0.3 px^2 dilation bounds the conic's
@@ -218,10 +225,21 @@ void main() {{
 ANCHOR_LOG2_MIN = -100.0
 
 
-def _composite_row(r: int) -> str:
+def _composite_row(r: int, display_stop: float | None = None) -> str:
     """One pixel of a lane's column: weight ``e`` (opacity * Gaussian) -> front-to-back
     compositing with the 3DGS rules. A finished pixel keeps its transmittance negated
-    (a live one is >= T_MIN > 0): it then takes w = 0 and stays finished."""
+    (a live one is >= T_MIN > 0): it then takes w = 0 and stays finished.
+
+    ``display_stop``: instead of 3DGS's stop, add every splat and finish the pixel once its
+    transmittance falls below this (see ``DISPLAY_STOP``)."""
+    if display_stop is not None:
+        return f"""
+        alpha = min({ALPHA_MAX!r}, e);
+        alpha = alpha >= {ALPHA_MIN!r} ? alpha : 0.0;
+        w = alpha * max(t{r}, 0.0);
+        next = t{r} - w;
+        c{r} += rgb_step.rgb * w;
+        t{r} = next >= {display_stop!r} ? next : -abs(next);"""
     return f"""
         alpha = min({ALPHA_MAX!r}, e);
         alpha = alpha >= {ALPHA_MIN!r} ? alpha : 0.0;
@@ -232,7 +250,7 @@ def _composite_row(r: int) -> str:
         t{r} = keep ? next : -abs(t{r});"""
 
 
-def _raster_rows(rows: int) -> str:
+def _raster_rows(rows: int, display_stop: float | None = None) -> str:
     """The per-splat work for a lane's ``rows`` pixels, unrolled by hand: no array indexing,
     and no branches (llvmpipe runs both sides of a branch anyway). The log2 weight q is
     quadratic down a column, so no row but the anchor (``rows // 2``) needs an exp2: each
@@ -246,18 +264,19 @@ def _raster_rows(rows: int) -> str:
         // the next row's weight ratio down and up (log2 capped: no inf * 0)
         float down = exp2(min(q_coeffs.y * dx + q_coeffs.z * (2.0 * dy + 1.0), 100.0));
         float up = exp2(min(q_coeffs.z * (1.0 - 2.0 * dy) - q_coeffs.y * dx, 100.0));
-        e = e_anchor;{_composite_row(anchor)}"""]
+        e = e_anchor;{_composite_row(anchor, display_stop)}"""]
     for r in range(anchor + 1, rows):
         step = "" if r == rows - 1 else "\n        down *= rgb_step.w;"
-        body.append(f"\n        e *= down;{step}{_composite_row(r)}")
+        body.append(f"\n        e *= down;{step}{_composite_row(r, display_stop)}")
     body.append("\n        e = e_anchor;")
     for r in range(anchor - 1, -1, -1):
         step = "" if r == 0 else "\n        up *= rgb_step.w;"
-        body.append(f"\n        e *= up;{step}{_composite_row(r)}")
+        body.append(f"\n        e *= up;{step}{_composite_row(r, display_stop)}")
     return "".join(body)
 
 
-def raster_shader(columns: int = TILE_W, rows: int = TILE_H, resume: bool = False) -> str:
+def raster_shader(columns: int = TILE_W, rows: int = TILE_H, resume: bool = False,
+                  display_stop: float | None = None) -> str:
     """The tile rasteriser. ``resume``: the variant for tile lists longer than LOOP_BUDGET,
     run once per LOOP_BUDGET entries (``first_entry``): it loads each pixel's (C, signed T)
     from the image the last pass left and stores it again, (C, 1 - T) after the last pass.
@@ -322,7 +341,7 @@ void main() {{
         vec4 q_coeffs = vec4(mean_q.zw, uintBitsToFloat(rest.x), unpackUnorm2x16(rest.w).y);
         vec4 rgb_step = vec4(unpackHalf2x16(rest.z), unpackHalf2x16(rest.w).x,
                              uintBitsToFloat(rest.y));
-        float dx = cx - mean.x;{_raster_rows(rows)}
+        float dx = cx - mean.x;{_raster_rows(rows, display_stop)}
         if ({remaining} < 0.0) break;   // every pixel of the column is done
     }}
     if (column >= image_size.x) return;

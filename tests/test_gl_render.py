@@ -384,3 +384,35 @@ def test_more_tiles_than_the_loop_limit():
     print(f"69169 tiles: bottom-right corner PSNR {psnr(ours, ref):.1f} dB")
     assert ref[..., 3].max() > 0.2
     assert psnr(ours, ref) >= 60
+
+
+@pytest.mark.parametrize("view", ["full body", "face close-up"])
+def test_the_display_stop_stays_within_an_8_bit_step_or_two_of_the_reference(default_avatar,
+                                                                             view):
+    """The call window's rasteriser (render.gl_tiles.DISPLAY_STOP) finishes a pixel once it
+    is under half an 8-bit step from opaque, where 3DGS goes on to 1e-4: the pixels move by
+    that half step at most, plus the splat 3DGS drops at its stop (at most 0.01, when an
+    opaque splat takes T from 0.01 to under 1e-4)."""
+    from render.gl_tiles import DISPLAY_STOP
+
+    g = default_avatar.pose(avatar_poses()["waving, knee up"])
+    where, (w, h) = AVATAR_VIEWS[view]
+    cam = Camera.look_at(where["eye"], where["target"], w, h, vertical_fov_deg=50)
+    ref = reference_render(g, cam)
+    shown = gl.GLSplatRenderer(pipeline="tiles", display_stop=DISPLAY_STOP)
+    exact = gl.GLSplatRenderer(pipeline="tiles")
+    try:
+        ours, theirs = shown.render(g, cam), exact.render(g, cam)
+        assert shown.last_primitive == "tiles"
+        shown.use_display_stop(None)  # and back to 3DGS's stop: the same pixels as exact
+        again = shown.render(g, cam)
+    finally:
+        shown.release()
+        exact.release()
+    largest = float(np.abs(ours - ref).max())
+    print(f"display stop, {view}: PSNR {psnr(ours, ref):.1f} dB, max |diff| {largest:.2e}; "
+          f"3DGS stop max |diff| {np.abs(theirs - ref).max():.2e}")
+    assert largest <= 0.01 + DISPLAY_STOP + 1e-3
+    assert psnr(ours, ref) >= 55
+    assert np.array_equal(again, theirs)
+    assert not np.array_equal(ours, theirs)  # it did stop sooner somewhere
