@@ -338,7 +338,13 @@ RENDER_PIXELS = 960 * 540 // 2
 # detail, and the CPU a frame takes relative to level 0 (bench/bench_call_window.py --quality
 # and --detail-level; docs/BENCHMARKS.md, "Latency end to end: playout at the window's ask,
 # detail by frame time"): 39.3 dB 1.0, 38.0 dB 0.8, 36.8 dB 0.7, 34.3 dB 0.6.
-DETAIL_LEVELS = ((0, 1.0), (1, 1.0), (2, 1.0), (2, 0.5))
+#
+# Below those, the head keeps level 3's stride and only the rest of the body thins further
+# (``thinned``'s ``head_stride``): in a call the face carries the signals, and a uniform
+# stride of 6 smeared its brows and eyes into blobs. Entries: (strides added for the head,
+# strides added for the rest, fraction of RENDER_PIXELS).
+DETAIL_LEVELS = ((0, 0, 1.0), (1, 1, 1.0), (2, 2, 1.0), (2, 2, 0.5), (2, 6, 0.5),
+                 (2, 6, 1 / 3))
 DETAIL_BUDGET_MS = 40.0     # a frame's drawing within this (25 fps): a margin over 20 fps
 DETAIL_SLOW_FRAMES = 4      # this many frames over the budget in a row: one level down
 DETAIL_RETRY_S = 5.0        # a level left for being slow is tried again this much later,
@@ -395,21 +401,42 @@ class DetailGovernor:
         return self.level
 
     def describe(self, level: int | None = None) -> str:
-        extra, fraction = DETAIL_LEVELS[self.level if level is None else level]
-        return f"stride +{extra}, {fraction:.0%} of the pixels"
+        head, body, fraction = DETAIL_LEVELS[self.level if level is None else level]
+        strides = f"stride +{head}" if head == body else f"stride +{head} head, +{body} body"
+        return f"{strides}, {fraction:.0%} of the pixels"
 
 
-def thinned(skinned, stride: int, keep=None):
+def thinned(skinned, stride: int, keep=None, head=None, head_stride: int | None = None):
     """Every ``stride``-th Gaussian of ``skinned`` (of those in ``keep``, default all), each
     with ``stride`` times its area to cover for the ones dropped beside it: a level of
     detail. Keeping the larger Gaussians instead (opacity x area) lost the face, which is
-    made of small ones."""
+    made of small ones. ``head`` (a mask over ``skinned``, see ``head_mask``) with
+    ``head_stride``: those Gaussians take that stride instead."""
     keep = np.arange(len(skinned)) if keep is None else np.asarray(keep)
-    if stride == 1 and len(keep) == len(skinned):
-        return skinned
-    kept = skinned.subset(keep[::stride])
+    if head is None or head_stride is None or head_stride == stride:
+        if stride == 1 and len(keep) == len(skinned):
+            return skinned
+        kept = skinned.subset(keep[::stride])
+        return dataclasses.replace(kept, local_scales=kept.local_scales
+                                   * np.float32(math.sqrt(stride)))
+    in_head = head[keep]
+    chosen = np.concatenate([keep[in_head][::head_stride], keep[~in_head][::stride]])
+    grow = np.concatenate([np.full(len(keep[in_head][::head_stride]), head_stride, np.float32),
+                           np.full(len(keep[~in_head][::stride]), stride, np.float32)])
+    order = np.argsort(chosen, kind="stable")  # the avatar's own order: memory stays local
+    kept = skinned.subset(chosen[order])
     return dataclasses.replace(kept, local_scales=kept.local_scales
-                               * np.float32(math.sqrt(stride)))
+                               * np.sqrt(grow[order])[:, None])
+
+
+HEAD_FROM_TOP_M = 0.27  # the head: the Gaussians this far below the avatar's top at rest
+
+
+def head_mask(avatar) -> np.ndarray:
+    """(N,) bool: the Gaussians of ``avatar``'s head and neck in the rest pose (within
+    HEAD_FROM_TOP_M of its highest point)."""
+    heights = avatar.pose(Codes()).means[:, 1]
+    return heights > heights.max() - HEAD_FROM_TOP_M
 
 
 def lod_stride(pixels_per_m: float) -> int:
@@ -520,6 +547,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
     from avatar.lca import AvatarFileError, load_avatar_file
     from avatar.template import load_template
     from render.gl import GLSplatRenderer
+    from render.gl_tiles import DISPLAY_STOP
     from render.skinned import PosedAvatars
 
     class _Still:
@@ -541,14 +569,18 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
             # The remotes' depth order is sorted every other frame while the view holds
             # (render.gl: pose_order_reuse; bench/bench_call_window.py --profile).
             self.renderer.pose_order_reuse = ORDER_REUSE
-            self.self_renderer = GLSplatRenderer(self.ctx)
+            # A window shows 8 bits a channel: pixels stop at half a step's transmittance.
+            self.renderer.use_display_stop(DISPLAY_STOP)
+            self.self_renderer = GLSplatRenderer(self.ctx, display_stop=DISPLAY_STOP)
             self._self_skinned = (upper_body(own_avatar),)
             self._self_codes_key = None
             self._self_target = None
             self._self_drawn_at, self._self_drawn_frame = -1.0, -SELF_VIEW_EVERY
             self._text, self._text_at = "", -1.0
             self._skinned_cache: dict[tuple, tuple] = {}
-            self._lod: dict[tuple, tuple] = {}  # (id(avatar), stride) -> (avatar, thinned)
+            # (id(avatar), head stride, body stride) -> (avatar, thinned)
+            self._lod: dict[tuple, tuple] = {}
+            self._heads: dict[int, tuple] = {}  # id(avatar) -> (avatar, head_mask)
             self._labels: list = []
             self._scaled = _Stretch(self.ctx)
             self._voices: dict = {}
@@ -683,18 +715,26 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                 self._fit(len(seated))  # someone joined: widen the view to hold the row
             camera = self.orbit.camera(fb_w, fb_h)
             self.send_voice_places(seated, camera, now)
-            extra, fraction = DETAIL_LEVELS[self.detail.level]
-            stride = lod_stride(camera.fy / self.orbit.distance_m) + extra
+            head_extra, body_extra, fraction = DETAIL_LEVELS[self.detail.level]
+            base = lod_stride(camera.fy / self.orbit.distance_m)
+            stride, body_stride = base + head_extra, base + body_extra
             parts, skinned = [], []
             for index, (remote_id, seat) in enumerate(seated):
                 if seat.opacity <= 0.0:
                     continue
                 avatar = self.avatars.get(remote_id, self.default_avatar)
                 # Keyed by id, holding the avatar: its id cannot be reused while cached.
-                kept = self._lod.get((id(avatar), stride))
+                kept = self._lod.get((id(avatar), stride, body_stride))
                 if kept is None:
-                    kept = self._lod[(id(avatar), stride)] = (avatar, thinned(avatar.skinned,
-                                                                             stride))
+                    head = None
+                    if body_stride != stride:
+                        head = self._heads.get(id(avatar), (None, None))[1]
+                        if head is None:
+                            head = head_mask(avatar)
+                            self._heads[id(avatar)] = (avatar, head)
+                    kept = self._lod[(id(avatar), stride, body_stride)] = (
+                        avatar, thinned(avatar.skinned, body_stride, head=head,
+                                        head_stride=stride))
                 lod = kept[1]
                 place = np.eye(4)
                 place[0, 3] = seat_x(index, len(seated))
@@ -910,8 +950,8 @@ def posed_now(snapshot: CallSnapshot, remotes: dict, now_s: float) -> CallSnapsh
     return dataclasses.replace(snapshot, remotes=views, made_at=now_s)
 
 
-FRAME_BUDGET_S = 0.050    # a wait for codes never makes the window's frame longer (20 fps)
-MAX_CODES_WAIT_S = 0.015  # nor waits longer than this (the window waits FRESH_WAIT_S for us)
+FRAME_BUDGET_S = 0.100    # a wait for codes never makes the window's frame longer than this
+MAX_CODES_WAIT_S = 0.020  # nor waits longer than this (the window waits FRESH_WAIT_S for us)
 
 
 def wait_for_codes(remotes: dict, frame_s: float, clock=time.monotonic,
@@ -921,7 +961,10 @@ def wait_for_codes(remotes: dict, frame_s: float, clock=time.monotonic,
     (FRAME_BUDGET_S less its frame time ``frame_s``, at most MAX_CODES_WAIT_S), wait until it
     has arrived (or a few ms past due). The frame then starts on codes that have just come
     instead of ones up to an interval old: a frame that shows a capture sooner, about half an
-    interval (17 ms at 30 Hz) on average, never below 20 fps. Returns the seconds waited."""
+    interval (17 ms at 30 Hz) on average, never below 10 fps. With the sender's tracker and
+    this window on one 2-core machine the window draws at 14-18 fps; a 50 ms budget (20 fps)
+    and 15 ms never let it wait, 100 ms and 20 ms took 8 ms off the median latency at the same
+    frame rate (docs/BENCHMARKS.md, "Latency first"). Returns the seconds waited."""
     start = clock()
     slack = min(FRAME_BUDGET_S - frame_s, MAX_CODES_WAIT_S)
     if slack <= 0.001:

@@ -76,6 +76,16 @@ def main() -> int:
                              "pose has 2): weights 0.05-0.35 changing each frame")
     parser.add_argument("--order-reuse", type=int, default=None, metavar="N",
                         help="the renderer's pose_order_reuse (default: the window's)")
+    parser.add_argument("--exact-stop", action="store_true",
+                        help="the rasteriser stops pixels by 3DGS's rule (transmittance 1e-4, "
+                             "as the window did before render.gl_tiles.DISPLAY_STOP)")
+    parser.add_argument("--levels", action="store_true",
+                        help="instead: each of the window's levels of detail (DETAIL_LEVELS): "
+                             "PSNR against full detail, frame time, CPU, Gaussians drawn; with "
+                             "--screenshot a strip of the face at each")
+    parser.add_argument("--stop-quality", action="store_true",
+                        help="instead: the remote drawn with the window's display stop against "
+                             "3DGS's stop at the level held (PSNR, largest 8-bit difference)")
     args = parser.parse_args()
     global TRACKED_FACE
     TRACKED_FACE = args.tracked_face
@@ -206,7 +216,8 @@ def quality(window, monitor, args) -> None:
     width, height = window.ctx.screen.size
     full = width * height
     levels = [(1, full), (2, full), (4, full), (1, full // 2), (2, full // 2), (3, full // 2),
-              (4, full // 2), (2, full // 4), (4, full // 4)]
+              (4, full // 2), (2, full // 4), (4, full // 4), (6, full // 4), (8, full // 4),
+              (6, full // 2), (8, full // 2), (4, full // 6), (6, full // 6)]
     reference = None
     print("| stride | splatted at | PSNR frame | PSNR avatar pixels | wall ms median | "
           "CPU ms median |")
@@ -224,6 +235,86 @@ def quality(window, monitor, args) -> None:
               f"{psnr(image[background], reference[background]):.1f} dB | "
               f"{np.median(ms) * 1000:.1f} | {np.median(cpu) * 1000:.1f} |", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f}")
+
+
+def levels(window, monitor, args) -> None:
+    """Each of the window's levels of detail as the governor chooses them: PSNR against
+    stride 1 at the full size, frame time and CPU; a picture of the remote's face at each
+    with ``--screenshot`` (a strip, left to right)."""
+    import app.call_window as cw
+    from app.poses import POSES
+
+    codes = POSES["wave"].codes_at(0.5).replace(seq=10_000)
+    window.detail.fixed = True
+    saved = cw.LOD_PIXELS_PER_M, cw.RENDER_PIXELS
+    cw.LOD_PIXELS_PER_M, cw.RENDER_PIXELS = ((1, 0.0),), 0
+    window.detail.level = 0
+    reference = remote_image(window, monitor, codes)
+    cw.LOD_PIXELS_PER_M, cw.RENDER_PIXELS = saved
+    window._lod.clear()
+    avatar = np.abs(reference - np.array(cw.BACKGROUND)).sum(-1) > 0.02
+    rows, crops = [], []
+    ys, xs = np.nonzero(avatar)
+    top, middle = ys.min(), int(np.median(xs))
+    for level in range(len(cw.DETAIL_LEVELS)):
+        window.detail.level = level
+        image = remote_image(window, monitor, codes)
+        ms, cpu = run_frames(window, monitor, args.frames)
+        head, body, _ = cw.DETAIL_LEVELS[level]
+        base = cw.lod_stride(window.orbit.camera(*window.ctx.screen.size).fy
+                             / window.orbit.distance_m)
+        drawn = len(next(kept for key, kept in window._lod.items()
+                         if key[1:] == (base + head, base + body))[1])
+        rows.append((level, window.detail.describe(level), psnr(image, reference),
+                     psnr(image[avatar], reference[avatar]), np.median(ms) * 1000,
+                     np.median(cpu) * 1000, drawn))
+        crops.append(image[top + 40:top + 190, middle - 60:middle + 60])
+    print("| level | detail | PSNR frame | PSNR avatar pixels | wall ms | CPU ms | "
+          "Gaussians drawn |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for level, what, frame, pixels, wall, cpu, drawn in rows:
+        print(f"| {level} | {what} | {frame:.1f} dB | {pixels:.1f} dB | {wall:.1f} | "
+              f"{cpu:.1f} | {drawn:,} |")
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    if args.screenshot is not None:
+        from PIL import Image
+
+        strip = np.concatenate([reference[top + 40:top + 190, middle - 60:middle + 60]] + crops,
+                               axis=1)
+        Image.fromarray((strip * 255).round().astype(np.uint8)).resize(
+            (strip.shape[1] * 2, strip.shape[0] * 2), Image.NEAREST).save(args.screenshot)
+        print(f"wrote {args.screenshot} (full detail, then levels 0-{len(cw.DETAIL_LEVELS) - 1})")
+
+
+def stop_quality(window, monitor, args) -> None:
+    """The window's display stop against 3DGS's, at the level of detail held, over poses of
+    the ``wave``: PSNR of the whole frame and of the avatar's pixels, the largest difference
+    in 8-bit steps, and the frame time of each."""
+    from app.call_window import BACKGROUND
+    from render.gl_tiles import DISPLAY_STOP
+    from app.poses import POSES
+
+    rows = []
+    for t in (0.2, 0.9, 1.6, 2.3):
+        codes = POSES["wave"].codes_at(t).replace(seq=int(t * 1000))
+        window.renderer.use_display_stop(None)
+        exact = remote_image(window, monitor, codes)
+        exact_ms = run_frames(window, monitor, args.frames)
+        window.renderer.use_display_stop(DISPLAY_STOP)
+        shown = remote_image(window, monitor, codes)
+        shown_ms = run_frames(window, monitor, args.frames)
+        avatar = np.abs(exact - np.array(BACKGROUND)).sum(-1) > 0.02
+        rows.append((t, psnr(shown, exact), psnr(shown[avatar], exact[avatar]),
+                     int(round(np.abs(shown - exact).max() * 255)),
+                     np.median(exact_ms[0]) * 1000, np.median(shown_ms[0]) * 1000,
+                     np.median(exact_ms[1]) * 1000, np.median(shown_ms[1]) * 1000))
+    print("| wave at | PSNR frame | PSNR avatar pixels | largest difference (8-bit steps) | "
+          "wall ms 3DGS stop / display stop | CPU ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for t, frame, pixels, largest, we, ws, ce, cs in rows:
+        print(f"| {t:.1f} s | {frame:.1f} dB | {pixels:.1f} dB | {largest} | "
+              f"{we:.1f} / {ws:.1f} | {ce:.1f} / {cs:.1f} |")
+    print(f"level of detail {window.detail.level}; load average {os.getloadavg()[0]:.1f}")
 
 
 def measure(args) -> int:
@@ -251,8 +342,16 @@ def measure(args) -> int:
         window.detail.level, window.detail.fixed = args.detail_level, True
     if args.order_reuse is not None:
         window.renderer.pose_order_reuse = args.order_reuse
+    if args.exact_stop:
+        window.renderer.use_display_stop(None)
     parts: dict[str, list] = {}
     try:
+        if args.stop_quality:
+            stop_quality(window, monitor, args)
+            return 0
+        if args.levels:
+            levels(window, monitor, args)
+            return 0
         if args.quality:
             quality(window, monitor, args)
             return 0
@@ -269,7 +368,7 @@ def measure(args) -> int:
     size = "x".join(map(str, app.call_window.render_size(width, height)))
     level = window.detail.level  # (the last frame's)
     size = "x".join(map(str, app.call_window.render_size(width, height, int(
-        app.call_window.RENDER_PIXELS * app.call_window.DETAIL_LEVELS[level][1]))))
+        app.call_window.RENDER_PIXELS * app.call_window.DETAIL_LEVELS[level][2]))))
     print(f"call window {width}x{height}{detail} (remote splatted at {size}), one remote "
           f"default avatar ({len(own):,} Gaussians) posed every frame + self-view + overlay, "
           f"GL backend: median {np.median(ms):.1f} ms ({1000 / np.median(ms):.1f} fps), "

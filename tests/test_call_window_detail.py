@@ -24,11 +24,12 @@ def test_slow_frames_in_a_row_step_the_detail_down_one_level_at_a_time():
         now += 0.05
         assert governor.update(50.0, now) == 0
     assert governor.update(50.0, now) == 1
-    for _ in range(3 * DETAIL_SLOW_FRAMES):  # never below the last level
+    slow = (len(DETAIL_LEVELS) + 1) * DETAIL_SLOW_FRAMES
+    for _ in range(slow):  # never below the last level
         now += 0.05
         governor.update(80.0, now)
     assert governor.level == len(DETAIL_LEVELS) - 1
-    assert sum(governor.frames) == 3 * DETAIL_SLOW_FRAMES + 2 * DETAIL_SLOW_FRAMES
+    assert sum(governor.frames) == slow + 2 * DETAIL_SLOW_FRAMES
 
 
 def test_the_level_above_comes_back_when_it_fits_or_is_tried_again_later():
@@ -81,13 +82,13 @@ def _check_steps(x_display: str) -> None:
 
     covered()
     full = covered()
-    base = {stride for _, stride in window._lod}
+    base = {stride for _, stride, _ in window._lod}
     window.detail.budget_ms = 0.001  # every frame is too slow
     for _ in range(len(DETAIL_LEVELS) * DETAIL_SLOW_FRAMES):
         thin = covered()
     assert window.detail.level == len(DETAIL_LEVELS) - 1
-    strides = {stride for _, stride in window._lod}
-    assert max(strides) == max(base) + DETAIL_LEVELS[-1][0]  # fewer Gaussians drawn,
+    strides = {body for _, _, body in window._lod}
+    assert max(strides) == max(base) + DETAIL_LEVELS[-1][1]  # fewer Gaussians drawn,
     assert thin > 0.85 * full, (thin, full)                  # the avatar still there
     window.detail.budget_ms = 1e6  # and with time to spare it climbs back to full detail
     for _ in range(len(DETAIL_LEVELS) + 1):
@@ -117,3 +118,25 @@ def test_a_level_that_is_still_too_slow_is_tried_again_twice_as_late_each_time()
     assert len(gaps) >= 4
     assert np.allclose(gaps[:4], expected, atol=0.5), gaps
     assert governor.frames[0] <= DETAIL_SLOW_FRAMES * (len(tries) + 1)
+
+
+def test_the_lowest_levels_thin_the_body_and_keep_the_head():
+    from app.call_window import HEAD_FROM_TOP_M, head_mask, thinned
+    from avatar.avatar import load_avatar
+
+    avatar = load_avatar("default")
+    head = head_mask(avatar)
+    rest = avatar.pose(Codes()).means
+    assert 0.05 < head.mean() < 0.7
+    assert rest[head, 1].min() > rest[:, 1].max() - HEAD_FROM_TOP_M - 1e-6
+    both = thinned(avatar.skinned, 8, head=head, head_stride=4)
+    uniform = thinned(avatar.skinned, 4)
+    heads = int(head.sum())
+    # every 4th Gaussian of the head, every 8th of the rest
+    assert len(both) == len(range(0, heads, 4)) + len(range(0, len(head) - heads, 8))
+    # each grown by its own stride's area: sqrt(4) on the head, sqrt(8) on the body
+    scale = both.local_scales / avatar.skinned.subset(
+        np.sort(np.r_[np.flatnonzero(head)[::4], np.flatnonzero(~head)[::8]])).local_scales
+    assert np.allclose(np.unique(np.round(scale, 4)), [2.0, round(np.sqrt(8), 4)])
+    # and the head itself is drawn as at the uniform stride 4
+    assert len(uniform) > len(both) > len(range(0, heads, 4))
