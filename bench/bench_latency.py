@@ -61,15 +61,19 @@ ROOM = "latency"
 TICK_HZ = 60.0
 
 
-def config(port: int, token: str, name: str, cache: Path, avatar=None, margin=False):
+def config(port: int, token: str, name: str, cache: Path, avatar=None, margin=False,
+           jitter_delay=False):
     from net.call import CallConfig
     from net.playout import PlayoutConfig
 
-    # margin: the playout buffer's margin whatever the jitter (as before low_jitter_s)
+    # margin: the playout buffer's margin whatever the jitter (as before low_jitter_s);
+    # jitter_delay: its delay covers the jitter on a clean link too (as before latency_first)
     return CallConfig(url=f"ws://127.0.0.1:{port}/ws", room=ROOM, token=token, name=name,
                       host_addresses=["127.0.0.1"], avatar_cache_dir=cache / name,
                       avatar_path=avatar,
-                      playout=PlayoutConfig(low_jitter_s=0.0) if margin else PlayoutConfig())
+                      playout=PlayoutConfig(
+                          low_jitter_s=0.0 if margin else PlayoutConfig.low_jitter_s,
+                          latency_first=not (margin or jitter_delay)))
 
 
 # -- the sender ---------------------------------------------------------------------------------
@@ -165,7 +169,8 @@ async def receiver(args) -> dict:
         link.avatar(remote_id, call.avatars.cache_dir / f"{sha}.lca")
 
     call = Call(config(args.port, args.token, "receiver", Path(args.cache),
-                       margin=args.playout_margin), on_avatar=on_avatar,
+                       margin=args.playout_margin, jitter_delay=args.jitter_delay),
+                on_avatar=on_avatar,
                 on_event=lambda *e: print(f"{time.monotonic():.3f}", *e, flush=True))
     link = WindowLink(WindowOptions(ROOM, 960, 540, 60.0, report_presented=True,
                                     fixed_detail=args.fixed_detail))
@@ -227,6 +232,9 @@ def main() -> int:
     parser.add_argument("--playout-margin", action="store_true",
                         help="the playout buffer keeps its 20 ms margin whatever the jitter "
                              "(as before)")
+    parser.add_argument("--jitter-delay", action="store_true",
+                        help="the playout buffer delays by the jitter (p95) on a clean link "
+                             "too (as before net.playout's latency_first)")
     parser.add_argument("--fixed-detail", action="store_true",
                         help="the window keeps its first level of detail however slow its "
                              "frames (as before app.call_window.DetailGovernor)")
@@ -285,6 +293,7 @@ def orchestrate(args) -> int:
                          *(["--tick-send"] if args.tick_send else []),
                          *(["--tick-playout"] if args.tick_playout else []),
                          *(["--playout-margin"] if args.playout_margin else []),
+                         *(["--jitter-delay"] if args.jitter_delay else []),
                          *(["--fixed-detail"] if args.fixed_detail else []),
                          *(["--no-codes-wait"] if args.no_codes_wait else []), *extra,
                          log=f"{name}.log")

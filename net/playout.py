@@ -8,6 +8,18 @@ its minimum over a recent window (``base``) is the fastest path seen. A frame is
 ``arrival - t - base`` over the window (the jitter) plus a margin, rises at once when the
 network gets worse and relaxes slowly when it gets better.
 
+**Latency first** (``latency_first``, the default): while the link loses no more than
+``lossy_fraction`` of the frames, the delay covers only ``clean_percentile`` (75) of the
+jitter and adds no margin; a frame later than that is covered by extrapolating along the
+last motion (below) until it comes. On a call most of the jitter is the sender's tracking
+time, not the network: on one 2-core machine (bench/bench_latency.py; docs/BENCHMARKS.md,
+"Latency first") the tracker's 30-50 ms spread made the jitter's p95 60-130 ms, and the
+delay that covered it was half the end-to-end latency. Simulated (tests/test_net_playout.py's
+``played_stream``, a tracker's jitter of p95 about 95 ms, shown at 22 fps): the age of what
+is shown 120 ms behind the p95 delay, 90 at p75, 85 at p50 or with no delay; the shown
+head's jerk (RMS second difference) 4.0, 6.9, 8.7 and 15 mrad. p75 takes most of the
+latency for under twice the jerk. A lossy link gets the jitter-robust delay below.
+
 The margin is what trades latency for smoothness. While the jitter is low (at most
 ``low_jitter_s``: a LAN, loopback, where what varies is mostly the sender's tracking time) there
 is none: the newest frames play as soon as the jitter allows, and between arrivals the pose
@@ -59,6 +71,8 @@ class PlayoutConfig:
     lossy_fraction: float = 0.02     # more codes frames lost than this (over window_s): the
                                      # margin whatever the jitter
     window_s: float = 2.0            # jitter and clock statistics look this far back
+    latency_first: bool = True       # a clean link: the delay covers clean_percentile of the
+    clean_percentile: float = 75.0   # jitter, with no margin (see the module)
     max_extrapolate_s: float = 0.100
     hold_s: float = 0.5
     relax_s: float = 1.0
@@ -114,11 +128,15 @@ class PlayoutBuffer:
             self._transits.popleft()
         self.base_s = min(tr for _, tr, _ in self._transits)
         excess = np.array([tr for _, tr, _ in self._transits]) - self.base_s
-        jitter = float(np.percentile(excess, 95))
+        jitter, clean_jitter = (float(v) for v in np.percentile(
+            excess, [95, cfg.clean_percentile]))
         seqs = [seq for _, _, seq in self._transits]
         self.loss = 1.0 - len(seqs) / (max(seqs) - min(seqs) + 1)
-        margin = cfg.margin_s if self.loss > cfg.lossy_fraction else self.margin(jitter)
+        lossy = self.loss > cfg.lossy_fraction
+        margin = cfg.margin_s if lossy else self.margin(jitter)
         target = float(np.clip(jitter + margin, cfg.min_delay_s, cfg.max_delay_s))
+        if cfg.latency_first and not lossy:
+            target = float(np.clip(clean_jitter, cfg.min_delay_s, cfg.max_delay_s))
         if self._last_update is None or target > self.delay_s:
             self.delay_s = target
         else:
