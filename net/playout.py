@@ -18,7 +18,10 @@ delay that covered it was half the end-to-end latency. Simulated (tests/test_net
 ``played_stream``, a tracker's jitter of p95 about 95 ms, shown at 22 fps): the age of what
 is shown 120 ms behind the p95 delay, 90 at p75, 85 at p50 or with no delay; the shown
 head's jerk (RMS second difference) 4.0, 6.9, 8.7 and 15 mrad. p75 takes most of the
-latency for under twice the jerk. A lossy link gets the jitter-robust delay below.
+latency for under twice the jerk. And a delay grown over a burst (the tracker's start, a
+stall) shrinks back at ``clean_decay_per_s`` (halving in 0.35 s): at the jitter-robust 0.2
+a second the start's 300-500 ms took most of a 20 s run to go (median delay 80-100 ms where
+the target was about 30). A lossy link gets the jitter-robust delay below.
 
 The margin is what trades latency for smoothness. While the jitter is low (at most
 ``low_jitter_s``: a LAN, loopback, where what varies is mostly the sender's tracking time) there
@@ -77,6 +80,7 @@ class PlayoutConfig:
     hold_s: float = 0.5
     relax_s: float = 1.0
     delay_decay_per_s: float = 0.2   # how fast a too-large delay shrinks, as a fraction a second
+    clean_decay_per_s: float = 2.0   # ... on a clean link, latency first (halves in 0.35 s)
 
 
 class PlayoutBuffer:
@@ -140,7 +144,9 @@ class PlayoutBuffer:
         if self._last_update is None or target > self.delay_s:
             self.delay_s = target
         else:
-            step = cfg.delay_decay_per_s * (arrival_s - self._last_update)
+            rate = (cfg.clean_decay_per_s if cfg.latency_first and not lossy
+                    else cfg.delay_decay_per_s)
+            step = rate * (arrival_s - self._last_update)
             self.delay_s = max(target, self.delay_s * (1.0 - min(step, 1.0)))
         self._last_update = arrival_s
         if codes.t <= self._played_until:

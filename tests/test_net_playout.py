@@ -119,6 +119,15 @@ def test_latency_first_covers_three_quarters_of_a_clean_link_s_jitter_and_no_mar
     assert lossy.delay_s >= np.percentile(recent, 95) + lossy.config.margin_s - 0.01
 
 
+def test_latency_first_lets_a_burst_s_delay_go_within_a_second():
+    burst = np.r_[np.full(12, 0.4), np.zeros(228)]  # the sender's first 0.2 s: 400 ms late
+    clean = fed(range(240), burst)
+    assert clean.delay_s < 0.01  # 3.5 s later
+    robust = fed(range(90), burst[:90], config=PlayoutConfig(latency_first=False))
+    first = fed(range(90), burst[:90])
+    assert first.delay_s < 0.05 < robust.delay_s  # 1.3 s after the burst
+
+
 def test_a_lossy_stream_keeps_the_margin_however_low_its_jitter():
     lossy = fed([seq for seq in range(240) if seq % 20 != 7])  # 5 % lost, no jitter
     assert 0.04 <= lossy.loss <= 0.06
