@@ -123,9 +123,11 @@ def test_latency_first_lets_a_burst_s_delay_go_within_a_second():
     burst = np.r_[np.full(12, 0.4), np.zeros(228)]  # the sender's first 0.2 s: 400 ms late
     clean = fed(range(240), burst)
     assert clean.delay_s < 0.01  # 3.5 s later
-    robust = fed(range(90), burst[:90], config=PlayoutConfig(latency_first=False))
-    first = fed(range(90), burst[:90])
-    assert first.delay_s < 0.05 < robust.delay_s  # 1.3 s after the burst
+    robust = fed(range(120), burst[:120], config=PlayoutConfig(latency_first=False))
+    first = fed(range(120), burst[:120])
+    # 1.8 s after the burst (under a quarter of the window from 0.8 s on), the jitter-robust
+    # delay still covers it (over 5 % of the window)
+    assert first.delay_s < 0.05 < 0.4 <= robust.delay_s
 
 
 def test_a_lossy_stream_keeps_the_margin_however_low_its_jitter():
