@@ -10,7 +10,7 @@ import pytest
 from avatar.codes import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES
 from avatar.template import load_template
 from tests.media import media_path
-from tracking.face import CAMERA_TO_WORLD, SPARSE_SHAPES, FaceSolver
+from tracking.face import CAMERA_TO_WORLD, MEASURED_SHAPES, SPARSE_SHAPES, FaceSolver
 from tracking.facemesh import LIPS
 
 # Shapes a calm talker should not show: the upper face, the jaw's sideways and forward
@@ -235,16 +235,65 @@ def _turned(points_m: np.ndarray, yaw_deg: float) -> np.ndarray:
 def test_stronger_avatar_shapes_are_fitted_against_annys_own_deltas(solver_parts):
     """The template makes some face shapes stronger than anny's (its metadata's
     face_shape_gains): the avatar shows the stronger shape, the solver keeps anny's delta as
-    the column a real face is read against (the brows, pucker and cheek puff)."""
+    the column a real face is read against (the brow raises); the shapes read on face
+    mesh's measured response (browDown, cheekPuff, mouthPucker since issue 15's fifth pass)
+    take the response's row, measured on the stronger avatar."""
     template, solver, basis = solver_parts
     gains = template.metadata["face_shape_gains"]
     assert gains["browInnerUp"] > 1 and gains["mouthPucker"] > 1
     surface = solver.correspondence.blendshape_basis(template)
+    measured = [n for n in gains if n.startswith(MEASURED_SHAPES)]
+    assert set(measured) == {"browDownLeft", "browDownRight", "cheekPuff", "mouthPucker"}
     for name, gain in gains.items():
         k = BLENDSHAPE_INDEX[name]
-        np.testing.assert_allclose(basis[k], surface[k] / gain, atol=1e-9)
+        expected = solver.response.blendshapes[k] if name in measured else surface[k] / gain
+        np.testing.assert_allclose(basis[k], expected, atol=1e-9)
     k = BLENDSHAPE_INDEX["mouthFrownLeft"]  # not made stronger: its own delta
     np.testing.assert_allclose(basis[k], surface[k], atol=1e-9)
+
+
+def test_the_response_rows_read_were_measured_on_the_avatar_as_it_is(solver_parts):
+    """The measured rows of browDown, cheekPuff and mouthPucker are face mesh's view of the
+    avatar's stronger shapes: the asset records the face-shape gains it was measured at,
+    and they must be the template's (change FACE_SHAPE_GAINS: re-measure those rows with
+    scripts/build_face_response.py --shapes)."""
+    from avatar.assetfile import load_asset
+    from tracking.facemesh import RESPONSE_FORMAT, RESPONSE_PATH, FaceMeshError
+
+    template, _, _ = solver_parts
+    _, metadata = load_asset(RESPONSE_PATH, "response", RESPONSE_FORMAT, FaceMeshError, "")
+    remeasured = metadata["remeasured"]
+    assert remeasured["face_shape_gains"] == template.metadata["face_shape_gains"]
+    gained = [n for n in template.metadata["face_shape_gains"] if n.startswith(MEASURED_SHAPES)]
+    assert set(gained) <= set(remeasured["shapes"])
+
+
+def test_measured_shapes_need_a_larger_move_to_stir(solver_parts, monkeypatch):
+    """A measured column is face mesh's smaller view of the shape, so its sparsity is
+    scaled up (MEASURED_SPARSITY, mouthPucker 2.5 x 1 mm): a pucker that moves face mesh's
+    points 2 mm along its pattern (about 0.035 of a full one) reads 0, where the unscaled
+    penalty would let it through; a full pucker is still read."""
+    import tracking.face as face
+
+    template, solver, _ = solver_parts
+    k = BLENDSHAPE_INDEX["mouthPucker"]
+    pucker = solver.response.blendshapes[k]
+    column = pucker[solver.expression_points].reshape(-1) * solver.row_weights
+    slight = 0.002 / np.linalg.norm(column)
+    reference = solver.neutral_reference
+    assert face.MEASURED_SPARSITY["mouthPucker"] > 1
+    read = {}
+    for label, scales in (("scaled", face.MEASURED_SPARSITY), ("unscaled", {})):
+        monkeypatch.setattr(face, "MEASURED_SPARSITY", scales)
+        other = FaceSolver(template, correspondence=solver.correspondence,
+                           response=solver.response)
+        other.calibrate(_pixels(reference))
+        read[label] = [other.solve(_pixels(reference + w * pucker)).weights[k]
+                       for w in (slight, 1.0)]
+    print(f"mouthPucker {slight:.3f} / 1.0 read:", read)
+    assert read["unscaled"][0] > 0.3 * slight
+    assert read["scaled"][0] < 0.002
+    assert read["scaled"][1] > 0.9
 
 
 def test_a_turned_head_needs_a_larger_move_to_read_small_shapes(solver_parts, monkeypatch):

@@ -90,3 +90,24 @@ def test_a_missing_or_broken_response_asset_names_the_file(tmp_path):
     broken.write_bytes(b"not a safetensors file")
     with pytest.raises(FaceMeshError, match="unreadable"):
         load_response(broken)
+
+
+@pytest.mark.parametrize("shapes, message", [("browFoo", "no fitted blendshape"),
+                                             ("browDownLeft", "both sides")])
+def test_remeasuring_unknown_or_one_sided_shapes_is_refused_in_one_line(shapes, message):
+    """scripts/build_face_response.py --shapes: a name no shape starts with, or one side
+    of a left/right pair (the asset's rows are kept mirror images), is refused before
+    anything is rendered, with one error line and status 1; the asset is untouched."""
+    import subprocess
+
+    from tracking.facemesh import RESPONSE_PATH
+
+    root = Path(__file__).resolve().parents[1]
+    before = RESPONSE_PATH.read_bytes()
+    done = subprocess.run([sys.executable, str(root / "scripts" / "build_face_response.py"),
+                           "--shapes", shapes], capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1
+    assert lines[-1].startswith("error:") and message in lines[-1]
+    assert "Traceback" not in done.stderr
+    assert RESPONSE_PATH.read_bytes() == before

