@@ -15,10 +15,18 @@ shape is the mirror image of its right twin; an unpaired shape its own mirror), 
 template's shapes are, so one render's noise does not make one side read stronger.
 
     .venv/bin/python scripts/build_face_response.py
+    .venv/bin/python scripts/build_face_response.py --shapes browDown,cheekPuff,mouthPucker
+
+``--shapes`` re-measures only the shapes whose names start with one of the given prefixes
+(on the avatar as it is now) and keeps every other row of the asset, and its pose term, as
+they are: the asset's jawOpen and the pose term were measured on the default avatar before
+its new look (eyes, lips) and read the closed loop and the real clips better than a full
+rebuild on the new look does (docs/BENCHMARKS.md, issue 15's fourth and fifth passes).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -33,7 +41,8 @@ from avatar.codes import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES  # noqa: E402
 from tracking.face import (NOT_FITTED, FaceSolver, geometric_response, head_angles,  # noqa: E402
                            pose_features)
 from tracking.facemesh import load_correspondence  # noqa: E402
-from tracking.facemesh import RESPONSE_PATH, mirror_points, save_response  # noqa: E402
+from tracking.facemesh import (RESPONSE_PATH, FaceMeshError, load_response,  # noqa: E402
+                               mirror_points, save_response)
 
 YAWS_DEG = (-10.0, 0.0, 10.0)
 # The neutral head's pose grid for the pose deformation (degrees; pitch up positive).
@@ -49,7 +58,47 @@ def mirrored_name(name: str) -> str:
     return name
 
 
+def pose_grid(aligned, t0: float) -> np.ndarray:
+    """(9, 478, 3) the neutral face's deformation with head pose: a cubic in yaw and pitch
+    fitted over the grid of ``POSE_YAWS_DEG`` x ``POSE_PITCHES_DEG``."""
+    from face_loop import codes_for
+
+    frontal = aligned(codes_for("neutral", 0.0, 0.0))
+    features, offsets = [], []
+    for yaw in POSE_YAWS_DEG:
+        for pitch in POSE_PITCHES_DEG:
+            points, head_rotation = aligned(codes_for("neutral", yaw, pitch), True)
+            features.append(pose_features(*head_angles(head_rotation)))
+            offsets.append((points - frontal).reshape(-1))
+    pose, *_ = np.linalg.lstsq(np.array(features), np.array(offsets), rcond=None)
+    pose = pose.reshape(len(features[0]), 478, 3)
+    residual = np.array(offsets) - np.array(features) @ pose.reshape(len(pose), -1)
+    print(f"pose grid: {time.perf_counter() - t0:.0f} s; deformation RMS "
+          f"{1000 * np.sqrt(np.mean(np.square(offsets))):.2f} mm, left after the fit "
+          f"{1000 * np.sqrt(np.mean(residual ** 2)):.2f} mm", file=sys.stderr)
+    return pose
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", help="comma-separated name prefixes: re-measure only "
+                        "these shapes, keep the asset's other rows and its pose term")
+    args = parser.parse_args()
+    fitted = [n for n in BLENDSHAPE_NAMES if n not in NOT_FITTED]
+    kept = None
+    if args.shapes:
+        prefixes = tuple(p.strip() for p in args.shapes.split(",") if p.strip())
+        unknown = [p for p in prefixes if not any(n.startswith(p) for n in fitted)]
+        if unknown or not prefixes:
+            raise SystemExit(f"error: --shapes: no fitted blendshape's name starts with "
+                             f"{(unknown or [args.shapes])[0]!r}")
+        fitted = [n for n in fitted if n.startswith(prefixes)]
+        if any(mirrored_name(n) not in fitted for n in fitted):
+            raise SystemExit("error: --shapes must take both sides of a left/right pair")
+        try:
+            kept = load_response()
+        except FaceMeshError as exc:
+            raise SystemExit(f"error: {exc}") from None
     from face_loop import SIZE, codes_for, head_camera
 
     from avatar.avatar import load_avatar
@@ -62,7 +111,6 @@ def main() -> None:
     solver = FaceSolver(avatar.template, response=geometric_response(avatar.template,
                                                                      load_correspondence()))
     camera = head_camera(avatar.template)
-    fitted = [n for n in BLENDSHAPE_NAMES if n not in NOT_FITTED]
     backend = get_backend("gl")
     response = np.zeros((len(BLENDSHAPE_NAMES), 478, 3))
     t0 = time.perf_counter()
@@ -75,19 +123,7 @@ def main() -> None:
                     raise SystemExit("face mesh found no face on a render")
                 return solver.align(face) if rotation else solver.align(face)[0]
 
-            frontal = aligned(codes_for("neutral", 0.0, 0.0))
-            features, offsets = [], []
-            for yaw in POSE_YAWS_DEG:
-                for pitch in POSE_PITCHES_DEG:
-                    points, head_rotation = aligned(codes_for("neutral", yaw, pitch), True)
-                    features.append(pose_features(*head_angles(head_rotation)))
-                    offsets.append((points - frontal).reshape(-1))
-            pose, *_ = np.linalg.lstsq(np.array(features), np.array(offsets), rcond=None)
-            pose = pose.reshape(len(features[0]), 478, 3)
-            residual = np.array(offsets) - np.array(features) @ pose.reshape(len(pose), -1)
-            print(f"pose grid: {time.perf_counter() - t0:.0f} s; deformation RMS "
-                  f"{1000 * np.sqrt(np.mean(np.square(offsets))):.2f} mm, left after the fit "
-                  f"{1000 * np.sqrt(np.mean(residual ** 2)):.2f} mm", file=sys.stderr)
+            pose = kept.pose if kept is not None else pose_grid(aligned, t0)
 
             for yaw in YAWS_DEG:
                 neutral = aligned(codes_for("neutral", yaw, 0.0))
@@ -100,14 +136,18 @@ def main() -> None:
         backend.release()
     mirror = mirror_points(solver.neutral_reference)
     flip = np.array([-1.0, 1.0, 1.0])
-    symmetric = response.copy()
+    symmetric = response.copy() if kept is None else kept.blendshapes.astype(np.float64)
     for name in fitted:
         twin = BLENDSHAPE_INDEX[mirrored_name(name)]
         symmetric[BLENDSHAPE_INDEX[name]] = 0.5 * (response[BLENDSHAPE_INDEX[name]]
                                                    + response[twin][mirror] * flip)
-    save_response(RESPONSE_PATH, symmetric, pose,
-                  {"yaws_deg": list(YAWS_DEG), "image_size": SIZE, "renderer": "gl",
-                   "graph": "holistic, refined face, static"})
+    metadata = {"yaws_deg": list(YAWS_DEG), "image_size": SIZE, "renderer": "gl",
+                "graph": "holistic, refined face, static"}
+    if kept is not None:
+        # Which rows were measured on which avatar (the face-shape gains it had then).
+        gains = avatar.template.metadata.get("face_shape_gains", {})
+        metadata["remeasured"] = {"shapes": fitted, "face_shape_gains": gains}
+    save_response(RESPONSE_PATH, symmetric, pose, metadata)
     print(f"wrote {RESPONSE_PATH}", file=sys.stderr)
 
 

@@ -10,7 +10,7 @@ import pytest
 from avatar.codes import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES
 from avatar.template import load_template
 from tests.media import media_path
-from tracking.face import CAMERA_TO_WORLD, SPARSE_SHAPES, FaceSolver
+from tracking.face import CAMERA_TO_WORLD, MEASURED_SHAPES, SPARSE_SHAPES, FaceSolver
 from tracking.facemesh import LIPS
 
 # Shapes a calm talker should not show: the upper face, the jaw's sideways and forward
@@ -235,16 +235,65 @@ def _turned(points_m: np.ndarray, yaw_deg: float) -> np.ndarray:
 def test_stronger_avatar_shapes_are_fitted_against_annys_own_deltas(solver_parts):
     """The template makes some face shapes stronger than anny's (its metadata's
     face_shape_gains): the avatar shows the stronger shape, the solver keeps anny's delta as
-    the column a real face is read against (the brows, pucker and cheek puff)."""
+    the column a real face is read against (the brow raises); the shapes read on face
+    mesh's measured response (browDown, cheekPuff, mouthPucker since issue 15's fifth pass)
+    take the response's row, measured on the stronger avatar."""
     template, solver, basis = solver_parts
     gains = template.metadata["face_shape_gains"]
     assert gains["browInnerUp"] > 1 and gains["mouthPucker"] > 1
     surface = solver.correspondence.blendshape_basis(template)
+    measured = [n for n in gains if n.startswith(MEASURED_SHAPES)]
+    assert set(measured) == {"browDownLeft", "browDownRight", "cheekPuff", "mouthPucker"}
     for name, gain in gains.items():
         k = BLENDSHAPE_INDEX[name]
-        np.testing.assert_allclose(basis[k], surface[k] / gain, atol=1e-9)
+        expected = solver.response.blendshapes[k] if name in measured else surface[k] / gain
+        np.testing.assert_allclose(basis[k], expected, atol=1e-9)
     k = BLENDSHAPE_INDEX["mouthFrownLeft"]  # not made stronger: its own delta
     np.testing.assert_allclose(basis[k], surface[k], atol=1e-9)
+
+
+def test_the_response_rows_read_were_measured_on_the_avatar_as_it_is(solver_parts):
+    """The measured rows of browDown, cheekPuff and mouthPucker are face mesh's view of the
+    avatar's stronger shapes: the asset records the face-shape gains it was measured at,
+    and they must be the template's (change FACE_SHAPE_GAINS: re-measure those rows with
+    scripts/build_face_response.py --shapes)."""
+    from avatar.assetfile import load_asset
+    from tracking.facemesh import RESPONSE_FORMAT, RESPONSE_PATH, FaceMeshError
+
+    template, _, _ = solver_parts
+    _, metadata = load_asset(RESPONSE_PATH, "response", RESPONSE_FORMAT, FaceMeshError, "")
+    remeasured = metadata["remeasured"]
+    assert remeasured["face_shape_gains"] == template.metadata["face_shape_gains"]
+    gained = [n for n in template.metadata["face_shape_gains"] if n.startswith(MEASURED_SHAPES)]
+    assert set(gained) <= set(remeasured["shapes"])
+
+
+def test_measured_shapes_need_a_larger_move_to_stir(solver_parts, monkeypatch):
+    """A measured column is face mesh's smaller view of the shape, so its sparsity is
+    scaled up (MEASURED_SPARSITY, mouthPucker 2.5 x 1 mm): a pucker that moves face mesh's
+    points 2 mm along its pattern (about 0.035 of a full one) reads 0, where the unscaled
+    penalty would let it through; a full pucker is still read."""
+    import tracking.face as face
+
+    template, solver, _ = solver_parts
+    k = BLENDSHAPE_INDEX["mouthPucker"]
+    pucker = solver.response.blendshapes[k]
+    column = pucker[solver.expression_points].reshape(-1) * solver.row_weights
+    slight = 0.002 / np.linalg.norm(column)
+    reference = solver.neutral_reference
+    assert face.MEASURED_SPARSITY["mouthPucker"] > 1
+    read = {}
+    for label, scales in (("scaled", face.MEASURED_SPARSITY), ("unscaled", {})):
+        monkeypatch.setattr(face, "MEASURED_SPARSITY", scales)
+        other = FaceSolver(template, correspondence=solver.correspondence,
+                           response=solver.response)
+        other.calibrate(_pixels(reference))
+        read[label] = [other.solve(_pixels(reference + w * pucker)).weights[k]
+                       for w in (slight, 1.0)]
+    print(f"mouthPucker {slight:.3f} / 1.0 read:", read)
+    assert read["unscaled"][0] > 0.3 * slight
+    assert read["scaled"][0] < 0.002
+    assert read["scaled"][1] > 0.9
 
 
 def test_a_turned_head_needs_a_larger_move_to_read_small_shapes(solver_parts, monkeypatch):
@@ -290,3 +339,32 @@ def test_a_turned_head_widens_both_eyes_by_the_less_widened_one(solver_parts):
     print("turned 25: one eye widened ->", one, "; both ->", two)
     assert max(one) < 0.1
     assert min(two) > 0.5
+
+
+def test_a_turned_heads_smile_is_read_stronger(solver_parts, monkeypatch):
+    """Face mesh flattens a turned head's mouth corners (a smile 0.8 read 0.45-0.8 at 30
+    degrees on the renders), so the smiles read times 1 + SMILE_TURN_GAIN sin^2 yaw /
+    sin^2 30: the same landmarks read 1.2 times as strong at 30 degrees as without the
+    gain, frontal faces and jawOpen as before."""
+    import tracking.face as face
+
+    _, solver, basis = solver_parts
+    reference = solver.neutral_reference
+    smile = [BLENDSHAPE_INDEX["mouthSmileLeft"], BLENDSHAPE_INDEX["mouthSmileRight"]]
+    jaw = BLENDSHAPE_INDEX["jawOpen"]
+    smiling = reference + 0.5 * basis[smile[0]] + 0.5 * basis[smile[1]] + 0.3 * basis[jaw]
+    read = {}
+    for gain in (0.0, face.SMILE_TURN_GAIN):
+        monkeypatch.setattr(face, "SMILE_TURN_GAIN", gain)
+        solver.calibrate(_pixels(reference))
+        read[gain] = [solver.solve(_pixels(_turned(smiling, yaw))).weights for yaw in (0.0, 30.0)]
+    plain, gained = read[0.0], read[face.SMILE_TURN_GAIN]
+    print("smiles frontal / 30 deg, without the gain:", plain[0][smile], plain[1][smile],
+          "with:", gained[0][smile], gained[1][smile])
+    assert face.SMILE_TURN_GAIN > 0
+    # frontal: the head's fitted turn is a few degrees at most (gain under 1.005)
+    np.testing.assert_allclose(gained[0][smile], plain[0][smile], atol=0.005)
+    np.testing.assert_allclose(gained[1][smile], (1 + face.SMILE_TURN_GAIN) * plain[1][smile],
+                               rtol=0.02)
+    assert gained[1][jaw] == pytest.approx(plain[1][jaw], abs=1e-6)
+    assert plain[1][smile].max() > 0.3

