@@ -1270,6 +1270,12 @@ class _WindowMailbox:
 def window_main(options: WindowOptions, conn) -> None:
     """The window process: open the window, draw until the call stops it or it is closed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the call's to handle
+    # numpy's BLAS on this thread alone: its second thread spun after each frame's small
+    # products, a third of a core taken from the sender's tracker and llvmpipe (one 2-core
+    # machine, bench/bench_latency.py: the window process 107 -> 75 % of a core).
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
     mailbox = _WindowMailbox(conn)
     try:
         import glfw
