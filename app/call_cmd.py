@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -623,6 +624,11 @@ class CallApp:
         call = self.call = self.make_call()
         say(f"joining room {args.room!r} at {args.janus or args.server} as {args.name!r}; "
             f"voice: {self.audio_note}")
+        if args.janus and args.janus.startswith(("http://", "https://")):
+            print("warning: over Janus's HTTP API a participant whose process dies is seen "
+                  "leaving only after Janus's session timeout (60 s by default); its "
+                  "WebSocket API (ws://host:8188) shows it at once", file=sys.stderr,
+                  flush=True)
         try:
             await call.join()
         except (SignallingError, ConnectionError) as exc:  # JanusError is a ConnectionError
