@@ -240,7 +240,7 @@ def quality(window, monitor, args) -> None:
 def levels(window, monitor, args) -> None:
     """Each of the window's levels of detail as the governor chooses them: PSNR against
     stride 1 at the full size, frame time and CPU; a picture of the remote's face at each
-    with ``--screenshot`` (a strip, left to right)."""
+    with ``--screenshot`` (a strip, left to right: head and chest as the window shows them)."""
     import app.call_window as cw
     from app.poses import POSES
 
@@ -268,7 +268,7 @@ def levels(window, monitor, args) -> None:
         rows.append((level, window.detail.describe(level), psnr(image, reference),
                      psnr(image[avatar], reference[avatar]), np.median(ms) * 1000,
                      np.median(cpu) * 1000, drawn))
-        crops.append(image[top + 40:top + 190, middle - 60:middle + 60])
+        crops.append(image[top + 20:top + 300, middle - 100:middle + 100])
     print("| level | detail | PSNR frame | PSNR avatar pixels | wall ms | CPU ms | "
           "Gaussians drawn |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -279,10 +279,9 @@ def levels(window, monitor, args) -> None:
     if args.screenshot is not None:
         from PIL import Image
 
-        strip = np.concatenate([reference[top + 40:top + 190, middle - 60:middle + 60]] + crops,
+        strip = np.concatenate([reference[top + 20:top + 300, middle - 100:middle + 100]] + crops,
                                axis=1)
-        Image.fromarray((strip * 255).round().astype(np.uint8)).resize(
-            (strip.shape[1] * 2, strip.shape[0] * 2), Image.NEAREST).save(args.screenshot)
+        Image.fromarray((strip * 255).round().astype(np.uint8)).save(args.screenshot)
         print(f"wrote {args.screenshot} (full detail, then levels 0-{len(cw.DETAIL_LEVELS) - 1})")
 
 
