@@ -244,6 +244,10 @@ def main() -> int:
     parser.add_argument("--before", action="store_true",
                         help="all four as before: --tick-send --tick-playout --playout-margin "
                              "--fixed-detail")
+    parser.add_argument("--skip", type=float, default=0.0, metavar="S",
+                        help="leave out the frames presented in the first S seconds of the "
+                             "sender's codes (the call's start: its avatar crossing the data "
+                             "channel, the window's level of detail settling)")
     parser.add_argument("--keep", default=None, metavar="DIR",
                         help="keep the participants' logs and results in DIR")
     parser.add_argument("--role", choices=("sender", "receiver"), help=argparse.SUPPRESS)
@@ -333,8 +337,10 @@ def orchestrate(args) -> int:
     return 0
 
 
-def split(sent: dict, received: dict) -> dict[str, np.ndarray]:
-    """Per presented frame (the first presentation of each snapshot), milliseconds."""
+def split(sent: dict, received: dict, skip_s: float = 0.0) -> dict[str, np.ndarray]:
+    """Per presented frame (the first presentation of each snapshot), milliseconds; frames
+    presented in the first ``skip_s`` seconds after the first that showed the sender left
+    out."""
     offset = received["clock"]["offset_ms"] / 1000  # the sender's clock minus ours
     frames = {int(k): v for k, v in sent["frames"].items()}
     seqs = np.array(sorted(frames))
@@ -345,8 +351,10 @@ def split(sent: dict, received: dict) -> dict[str, np.ndarray]:
                                                      "waiting for the snapshot",
                                                      "drawing and swap")}
     seen = set()
+    first = min((p[2] for p in received["presented"]
+                 if any(view[0] == received["sender_id"] for view in p[1])), default=0.0)
     for made_at, shown, presented, *drawn in received["presented"]:
-        if made_at in seen:
+        if made_at in seen or presented < first + skip_s:
             continue
         seen.add(made_at)
         for remote_id, sender_time, shown_seq in shown:
@@ -378,7 +386,7 @@ def split(sent: dict, received: dict) -> dict[str, np.ndarray]:
 
 
 def report(sent: dict, received: dict, args) -> None:
-    parts = split(sent, received)
+    parts = split(sent, received, args.skip)
     clock = received["clock"]
     made = [frame[0] for frame in received["presented"]]
     stale = sum(1 for a, b in zip(made, made[1:]) if a == b)
@@ -389,7 +397,8 @@ def report(sent: dict, received: dict, args) -> None:
     for remote in received["stats"].values():
         print(f"  {remote['name']}: {remote['codes']}")
     print(f"end-to-end latency, one remote tracked from {CLIP.name} in real time, the window "
-          f"960x540 (GL, Xvfb), {args.seconds:.0f} s, {len(parts['total'])} frames; "
+          f"960x540 (GL, Xvfb), {args.seconds:.0f} s, {len(parts['total'])} frames"
+          f"{f' after the first {args.skip:g} s' if args.skip else ''}; "
           f"load average {os.getloadavg()[0]:.1f}")
     low, high = received["offsets_ms"]
     print(f"  clock offset estimated over the data channel: {clock['offset_ms']:+.2f} ms "

@@ -40,7 +40,18 @@ from common.names import printable
 log = logging.getLogger("splatcall.avatar_exchange")
 
 CHUNK_BYTES = 16 * 1024
-SEND_BACKLOG_BYTES = 1 << 20
+# The owner keeps at most this much of its avatar queued on the channel, and streams it at
+# SEND_RATE_BYTES_S (a burst of SEND_BURST_BYTES allowed). The codes share the channels'
+# SCTP association, whose queue is first come, first served: with 1 MB queued and no pace,
+# on one 2-core machine running a tracker and a window (bench/bench_latency.py) the codes
+# crossing during the call's first 5 s took 0.2-2.4 s instead of 1 ms (the receiver's
+# Python SCTP falls behind); at 3 MB/s they took 1-5 ms throughout. On a real uplink
+# (10-40 Mbit/s) an unpaced avatar would fill the bottleneck's queue for the voice too.
+# Costs the 11.4 MB default avatar 1.4 -> 4.2 s on an idle loopback (the default avatar
+# stands in meanwhile, and a cached avatar is not sent again).
+SEND_BACKLOG_BYTES = 64 * 1024
+SEND_RATE_BYTES_S = 3_000_000
+SEND_BURST_BYTES = 32 * 1024
 DEFAULT_MAX_AVATAR_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_CACHE_BYTES = 1024 * 1024 * 1024
 STALE_PART_S = 3600.0
@@ -145,6 +156,7 @@ class AvatarExchange:
         self._waiting: set[str] = set()
         self._round_running = False
         self.rounds = 0  # how many streams of our avatar went out (a stream serves a group)
+        self.send_rate_bytes_s = SEND_RATE_BYTES_S  # 0: no pace
 
     # -- our side -----------------------------------------------------------------------
     def hello(self, remote_id: str, name: str, extra: dict | None = None) -> None:
@@ -178,11 +190,18 @@ class AvatarExchange:
         try:
             with open(self.own_path, "rb") as handle:
                 digest = hashlib.sha256()
+                started, streamed = time.monotonic(), 0
                 for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+                    if self.send_rate_bytes_s > 0:  # the pace: never ahead of the rate
+                        ahead = ((streamed - SEND_BURST_BYTES) / self.send_rate_bytes_s
+                                 - (time.monotonic() - started))
+                        if ahead > 0:
+                            await asyncio.sleep(ahead)
                     while self._backlog(group[0]) > SEND_BACKLOG_BYTES:
-                        await asyncio.sleep(0.005)
+                        await asyncio.sleep(0.002)
                     digest.update(chunk)
                     send(_CHUNK_TAG + chunk)
+                    streamed += len(chunk)
             if digest.hexdigest() != self.own_sha:
                 send(json.dumps({"type": "avatar-error", "message": "avatar file changed on disk"}))
                 return

@@ -218,3 +218,31 @@ def test_on_a_channel_everyone_hears_one_stream_serves_everyone_who_asked_meanwh
         body = b"".join(m[1:] for m in messages if isinstance(m, bytes))
         assert body == small_avatar.read_bytes()
         assert json.loads(messages[-1]) == {"type": "avatar-end", "sha256": sha}
+
+
+def test_an_avatar_is_streamed_at_its_pace_so_the_codes_beside_it_are_not_held_up(tmp_path):
+    """The owner never runs ahead of send_rate_bytes_s (after SEND_BURST_BYTES): on the
+    channels' shared SCTP queue, an unpaced 11 MB avatar held the codes 0.2-2.4 s at a call's
+    start (bench/bench_latency.py)."""
+    from net.avatar_exchange import CHUNK_BYTES, SEND_BURST_BYTES
+
+    own = tmp_path / "own.lca"
+    own.write_bytes(np.random.default_rng(0).bytes(1_000_000))  # sent as bytes: not parsed
+    sent: list[tuple[float, int]] = []
+    exchange = AvatarExchange(own, tmp_path / "cache",
+                              send=lambda remote_id, message: None)
+    exchange.send_rate_bytes_s = 2_000_000
+
+    async def stream():
+        start = time.monotonic()
+        await exchange._stream(["r"], lambda message: isinstance(message, bytes) and sent.append(
+            (time.monotonic() - start, len(message) - 1)))  # a chunk after its 1-byte tag
+
+    asyncio.run(stream())
+    streamed = np.cumsum([n for _, n in sent])
+    times = np.array([t for t, _ in sent])
+    assert streamed[-1] == 1_000_000
+    # never more than the burst and a chunk ahead of the rate
+    assert np.all(streamed <= SEND_BURST_BYTES + CHUNK_BYTES + 2_000_000 * times + 1)
+    assert times[-1] >= (1_000_000 - SEND_BURST_BYTES - CHUNK_BYTES) / 2_000_000
+    assert times[-1] < 1.5  # and not much slower (0.47 s at 2 MB/s)
