@@ -248,6 +248,9 @@ def main() -> int:
                         help="leave out the frames presented in the first S seconds of the "
                              "sender's codes (the call's start: its avatar crossing the data "
                              "channel, the window's level of detail settling)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also list every 15th codes frame's tracking and network time "
+                             "(what the codes met while the call started)")
     parser.add_argument("--keep", default=None, metavar="DIR",
                         help="keep the participants' logs and results in DIR")
     parser.add_argument("--role", choices=("sender", "receiver"), help=argparse.SUPPRESS)
@@ -385,7 +388,27 @@ def split(sent: dict, received: dict, skip_s: float = 0.0) -> dict[str, np.ndarr
     return {k: np.array(v) for k, v in parts.items()}
 
 
+def timeline(sent: dict, received: dict, every: int = 15) -> None:
+    """Every ``every``-th codes frame: its capture time from the first, tracking and network
+    milliseconds (what crossed while the call started)."""
+    offset = received["clock"]["offset_ms"] / 1000
+    frames = {int(k): v for k, v in sent["frames"].items()}
+    arrivals = {int(k): v for k, v in received["arrivals"].items()}
+    seqs = sorted(s for s in frames if s in arrivals and frames[s][2] is not None)
+    if not seqs:
+        return
+    first = frames[seqs[0]][0]
+    print("  | capture s | seq | tracking ms | network ms |")
+    print("  | --- | --- | --- | --- |")
+    for seq in seqs[::every]:
+        capture, ready, sent_at = frames[seq]
+        print(f"  | {capture - first:.2f} | {seq} | {1000 * (ready - capture):.1f} | "
+              f"{1000 * (arrivals[seq] - (sent_at - offset)):.1f} |")
+
+
 def report(sent: dict, received: dict, args) -> None:
+    if args.timeline:
+        timeline(sent, received)
     parts = split(sent, received, args.skip)
     clock = received["clock"]
     made = [frame[0] for frame in received["presented"]]
