@@ -109,3 +109,23 @@ def test_the_window_link_waits_for_due_codes_before_answering_an_ask():
     link.play_out_when_asked(lambda: remotes, wait_codes=False)
     link.server._take(("want", 0.030, 8))
     assert theirs.recv()[2] == 8 and len(link.server.waited_s) == 1
+
+
+def test_late_codes_are_waited_for_until_they_come():
+    """Codes already due when the window asks (the sender's tracker ran late) come any moment:
+    the frame waits for them within its slack instead of drawing the ones an interval old."""
+    remotes = streaming()
+    last = last_arrival(remotes)
+    due = last + INTERVAL
+    clock = Clock(remotes["sender"].playout, due + 0.005, arrive_at=due + 0.012)
+    waited = wait_for_codes(remotes, 0.030, clock=clock, sleep=clock.sleep)
+    assert 0.0065 <= waited <= 0.0085
+    assert last_arrival(remotes) > last
+
+
+def test_codes_late_by_more_than_half_an_interval_are_not_waited_for():
+    remotes = streaming()  # a sender that stalled: nothing is coming soon
+    due = last_arrival(remotes) + INTERVAL
+    clock = Clock(remotes["sender"].playout, due + 0.6 * INTERVAL, arrive_at=None)
+    assert wait_for_codes(remotes, 0.030, clock=clock, sleep=clock.sleep) == 0.0
+    assert clock.slept == 0
