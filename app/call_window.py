@@ -677,6 +677,7 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
                         (view.id, view.codes.t, view.codes.seq) for view in snap.remotes
                         if view.codes is not None], time.monotonic(), got,
                         self.detail.level))
+                self.prepare_next(snap)
                 glfw.poll_events()
                 time.sleep(max(0.0, period - (time.perf_counter() - started)))
 
@@ -791,34 +792,57 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
 
         def draw_self_view(self, snap: CallSnapshot, fb_w: int, fb_h: int) -> None:
             """Our avatar, head and shoulders from the front (as the others see us), in the
-            bottom-right corner. Redrawn into its texture SELF_VIEW_PERIOD_S and
-            SELF_VIEW_EVERY frames apart at least: posing and drawing a whole avatar each frame
-            took a third of the frame on llvmpipe."""
-            from render.camera import Camera
-
-            w = max(16, int(fb_w * SELF_VIEW_FRACTION))
-            h = min(max(16, int(w * 4 / 3)), fb_h // 2)
-            now = time.perf_counter()
+            bottom-right corner: its texture, redrawn by ``prepare_next`` (drawn here only
+            when there is none yet of this size)."""
+            w, h = self._self_view_size(fb_w, fb_h)
             if self._self_target is None or self._self_target.size != (w, h):
                 if self._self_target is not None:
                     self._self_target.release()
                 self._self_target = self.ctx.framebuffer(
                     color_attachments=[self.ctx.texture((w, h), 4)])
                 self._self_drawn_at, self._self_drawn_frame = -1.0, -SELF_VIEW_EVERY
-            if (now - self._self_drawn_at >= SELF_VIEW_PERIOD_S
-                    and self.frames_drawn - self._self_drawn_frame >= SELF_VIEW_EVERY):
-                self._self_drawn_at, self._self_drawn_frame = now, self.frames_drawn
-                codes = Codes() if snap.camera_off or snap.own_codes is None else snap.own_codes
-                if codes is not self._self_codes_key:
-                    self._self_codes_key = codes
-                    posed = self.poser.pose(self._self_skinned[0], own_avatar.skin_pose(codes))
-                    self.self_renderer.show(self.poser.combine(self._self_skinned, [posed]))
-                camera = Camera.look_at(np.array([0.0, 1.5, 1.1]), np.array([0.0, 1.45, 0.0]),
-                                        w, h, vertical_fov_deg=30.0)
-                self.self_renderer.sort_for(camera.position, camera.forward)
-                self.self_renderer.draw(camera, self._self_target, background=SELF_BACKGROUND)
+                self.render_self_view(snap)
             self._stats.draw_texture(self.ctx.screen, self._self_target.color_attachments[0],
                                      (fb_w, fb_h), at=(fb_w - w - 8, fb_h - h - 8), rows_up=True)
+
+        @staticmethod
+        def _self_view_size(fb_w: int, fb_h: int) -> tuple[int, int]:
+            w = max(16, int(fb_w * SELF_VIEW_FRACTION))
+            return w, min(max(16, int(w * 4 / 3)), fb_h // 2)
+
+        def render_self_view(self, snap: CallSnapshot) -> None:
+            """Redraw the self-view's texture, SELF_VIEW_PERIOD_S and SELF_VIEW_EVERY frames
+            apart at least: posing and drawing a whole avatar each frame took a third of the
+            frame on llvmpipe."""
+            from render.camera import Camera
+
+            now = time.perf_counter()
+            if (self._self_target is None or now - self._self_drawn_at < SELF_VIEW_PERIOD_S
+                    or self.frames_drawn - self._self_drawn_frame < SELF_VIEW_EVERY):
+                return
+            self._self_drawn_at, self._self_drawn_frame = now, self.frames_drawn
+            codes = Codes() if snap.camera_off or snap.own_codes is None else snap.own_codes
+            if codes is not self._self_codes_key:
+                self._self_codes_key = codes
+                posed = self.poser.pose(self._self_skinned[0], own_avatar.skin_pose(codes))
+                self.self_renderer.show(self.poser.combine(self._self_skinned, [posed]))
+            w, h = self._self_target.size
+            camera = Camera.look_at(np.array([0.0, 1.5, 1.1]), np.array([0.0, 1.45, 0.0]),
+                                    w, h, vertical_fov_deg=30.0)
+            self.self_renderer.sort_for(camera.position, camera.forward)
+            self.self_renderer.draw(camera, self._self_target, background=SELF_BACKGROUND)
+
+        def prepare_next(self, snap: CallSnapshot) -> None:
+            """After a frame is presented, before the next ask: what the next frame shows
+            that does not wait for the remotes' newest pose (the self-view, 5 times a second;
+            the overlay's text, 4 times a second). Done here, it is not part of the time
+            from the ask to the presentation, the latency a remote's codes see: the frames
+            that redrew the self-view took 5-8 ms longer."""
+            self.render_self_view(snap)
+            now = time.perf_counter()
+            if now - self._text_at >= TEXT_PERIOD_S:
+                self._text, self._text_at = self.overlay_text(snap), now
+                self._stats.prepare(self._text)
 
         def draw_videos(self, snap: CallSnapshot, seated, camera, fb_w: int, fb_h: int) -> None:
             """Each remote's camera picture (when asked for and coming) to the right of its
@@ -868,9 +892,8 @@ def make_window(options: WindowOptions, own_avatar, mailbox):
         def draw_text(self, snap: CallSnapshot, fb_w: int, fb_h: int) -> None:
             # Drawing the text into its texture costs milliseconds: numbers change 4 times a
             # second (readable, too), anything else as it happens.
-            now = time.perf_counter()
-            if now - self._text_at >= TEXT_PERIOD_S:
-                self._text, self._text_at = self.overlay_text(snap), now
+            if self._text_at < 0:  # (``prepare_next`` keeps it after the first)
+                self._text, self._text_at = self.overlay_text(snap), time.perf_counter()
             self._stats.draw(self.ctx.screen, self._text, (fb_w, fb_h))
             if self.show_help:
                 self._help.draw(self.ctx.screen, HELP, (fb_w, fb_h),

@@ -421,6 +421,11 @@ class Overlay:
         self.text = None
 
     def draw(self, fbo, text: str, size, at=(0, 0)) -> None:
+        self.prepare(text)
+        self.draw_texture(fbo, self.texture, size, at)
+
+    def prepare(self, text: str) -> None:
+        """Compose ``text``'s texture (PIL: milliseconds) unless it is the one shown."""
         from PIL import Image, ImageDraw, ImageFont
 
         if text != self.text:
@@ -434,7 +439,6 @@ class Overlay:
                 self.texture.release()
             self.texture = self.ctx.texture(img.size, 4, rgba.tobytes(), dtype="f4")
             self.text = text
-        self.draw_texture(fbo, self.texture, size, at)
 
     def draw_texture(self, fbo, texture, size, at=(0, 0), rows_up: bool = False) -> None:
         """``texture`` (premultiplied RGBA) at its own size, ``at`` pixels from the top left

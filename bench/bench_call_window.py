@@ -147,6 +147,7 @@ def run_frames(window, monitor, frames: int, parts: dict | None = None):
         if parts is not None:
             parts.setdefault("swap", []).append((time.perf_counter() - swap_start[0],
                                                  time.process_time() - swap_start[1]))
+        window.prepare_next(monitor.latest)  # (as the window's loop does after the swap)
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return np.array(times[5:]), np.array(cpu[5:])
@@ -176,6 +177,7 @@ def instrument(window, parts: dict) -> None:
     timed("splat (project, bin, raster, composite)", r, "draw")
     timed("stretch to the window", window._scaled, "stretch")
     timed("self-view", window, "draw_self_view")
+    timed("after the swap: self-view, overlay text", window, "prepare_next")
     timed("labels", window, "draw_labels")
     timed("overlay", window, "draw_text")
     r.stage_ms = {}
