@@ -140,3 +140,38 @@ def test_the_lowest_levels_thin_the_body_and_keep_the_head():
     assert np.allclose(np.unique(np.round(scale, 4)), [2.0, round(np.sqrt(8), 4)])
     # and the head itself is drawn as at the uniform stride 4
     assert len(uniform) > len(both) > len(range(0, heads, 4))
+
+
+def _check_self_view_after_the_swap(x_display: str) -> None:
+    import time
+
+    import glfw
+
+    from app.call_window import SELF_VIEW_EVERY, SELF_VIEW_PERIOD_S
+
+    window, mailbox = _open_window(x_display)
+    mailbox.latest = CallSnapshot([RemoteView("r", "remote", Codes(), True, 50.0, 30.0, 60.0,
+                                              0.0, 0.0)])
+    draws = []
+    real_draw = window.self_renderer.draw
+    window.self_renderer.draw = lambda *a, **k: (draws.append(1), real_draw(*a, **k))[1]
+    window.draw_frame()  # the first frame draws the self-view it has none of yet
+    assert len(draws) == 1
+    first = _pixels(window)[-40:, -40:]
+    for _ in range(2 * SELF_VIEW_EVERY):  # from the ask to the presentation: never redrawn
+        window.frames_drawn += 1
+        window.draw_frame()
+    assert len(draws) == 1
+    time.sleep(SELF_VIEW_PERIOD_S)
+    window.prepare_next(mailbox.latest)  # after the swap, when due: redrawn
+    assert len(draws) == 2
+    window.prepare_next(mailbox.latest)  # and not again before its period
+    assert len(draws) == 2
+    window.draw_frame()  # the frame shows the texture: the same self-view, blitted
+    assert np.abs(_pixels(window)[-40:, -40:] - first).max() <= 2
+    glfw.terminate()
+
+
+def test_the_self_view_is_redrawn_after_the_swap_not_between_ask_and_presentation(
+        display):  # noqa: F811
+    _in_fresh_process(_check_self_view_after_the_swap, display)
