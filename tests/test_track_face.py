@@ -368,3 +368,49 @@ def test_a_turned_heads_smile_is_read_stronger(solver_parts, monkeypatch):
                                rtol=0.02)
     assert gained[1][jaw] == pytest.approx(plain[1][jaw], abs=1e-6)
     assert plain[1][smile].max() > 0.3
+
+
+def _pitched(points_m: np.ndarray, pitch_deg: float) -> np.ndarray:
+    """The face turned about the horizontal axis through its centre (chin forward and up for
+    pitch > 0, as ``head_angles`` reads it)."""
+    a = np.radians(pitch_deg)
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), np.sin(a)],
+                         [0.0, -np.sin(a), np.cos(a)]])
+    centre = points_m.mean(axis=0)
+    return (points_m - centre) @ rotation.T + centre
+
+
+def test_a_pitched_heads_jaw_is_read_against_the_neutrals_pitch(solver_parts, monkeypatch):
+    """Face mesh reads a jaw opened with the head pitched down as less open, pitched up as
+    more (jawOpen 0.7 read 0.47-0.62 at -12 degrees on the loop's renders, 0.76-0.89 at
+    +12): jawOpen reads times 1 - JAW_PITCH_GAIN sin(pitch - the neutral's pitch). The same
+    landmarks at 12 degrees read that much less than without the gain; a person whose
+    neutral is pitched the same way (a camera below the face) reads as without it."""
+    import tracking.face as face
+    from tracking.face import head_angles
+
+    _, solver, basis = solver_parts
+    reference = solver.neutral_reference
+    jaw = BLENDSHAPE_INDEX["jawOpen"]
+    opened = reference + 0.5 * basis[jaw]
+    pitch = [head_angles(solver.align(_pixels(_pitched(reference, d)))[1])[1]
+             for d in (-12.0, 12.0)]
+    assert pitch[0] < -0.15 and pitch[1] > 0.15  # the sign this test relies on
+    read, shipped = {}, face.JAW_PITCH_GAIN
+    for gain in (0.0, shipped):
+        monkeypatch.setattr(face, "JAW_PITCH_GAIN", gain)
+        solver.calibrate(_pixels(reference))
+        read[gain] = [solver.solve(_pixels(_pitched(opened, d))).weights[jaw]
+                      for d in (0.0, -12.0, 12.0)]
+        if gain:  # neutral and expression both pitched up 12 degrees: no correction
+            solver.calibrate(_pixels(_pitched(reference, 12.0)))
+            read["own"] = solver.solve(_pixels(_pitched(opened, 12.0))).weights[jaw]
+            monkeypatch.setattr(face, "JAW_PITCH_GAIN", 0.0)
+            read["own, no gain"] = solver.solve(_pixels(_pitched(opened, 12.0))).weights[jaw]
+    plain, gained = read[0.0], read[shipped]
+    print("jawOpen frontal / -12 / +12 deg, without the gain:", plain, "with:", gained)
+    assert shipped > 0 and plain[0] > 0.3
+    assert gained[0] == pytest.approx(plain[0], abs=0.01)
+    np.testing.assert_allclose(gained[1:], np.array(plain[1:]) * (1 - shipped * np.sin(pitch)),
+                               rtol=0.03)
+    assert read["own"] == pytest.approx(read["own, no gain"], abs=0.01)

@@ -146,6 +146,12 @@ EYE_WIDE_SYMMETRIC_YAW = np.radians(20.0)
 # 0.09 -> 0.09); a gain on the turned-away corner alone (1 / (1 - 0.5 sin yaw)) moved the
 # medians as much but read a one-sided smile as two-sided (calm 0.35 -> 0.49).
 SMILE_TURN_GAIN = 0.2
+# jawOpen reads times 1 - JAW_PITCH_GAIN sin(pitch - the neutral's pitch): face mesh sees a
+# jaw opened with the head pitched down (toward the camera's below) as less open, pitched
+# up as more (on the loop's renders jawOpen 0.7 read 0.47-0.62 at -12 degrees of pitch,
+# 0.76-0.89 at +12). Against the person's own neutral, so a camera below the face does not
+# scale everyone's jaw.
+JAW_PITCH_GAIN = 1.0
 NOT_FITTED = tuple(n for n in BLENDSHAPE_NAMES if n.startswith("eyeLook")) + ("tongueOut",)
 
 
@@ -247,6 +253,7 @@ class FaceSolver:
         self.open_gap = list(self._template_open)
         self.blink_gap = list(self._template_open)
         self.gaze_zero = np.zeros((2, 2))
+        self.neutral_pitch = 0.0  # radians, the head's pitch in the neutral (JAW_PITCH_GAIN)
         self._calibrating = start
         self._calibration_start: float | None = None
         self._samples: list = []
@@ -257,10 +264,11 @@ class FaceSolver:
     def calibrate(self, neutral_points_px: np.ndarray) -> None:
         """Take one photograph's face (478, 3) pixels as the person's neutral: its aligned
         points, lid gaps and straight gaze; later frames are solved as photographs against it."""
-        aligned, _ = self.align(self._checked(neutral_points_px))
+        aligned, head_rotation = self.align(self._checked(neutral_points_px))
         self.recalibrate(start=False)
         self._own_neutral = True
         self.neutral = aligned
+        self.neutral_pitch = float(head_angles(head_rotation)[1])
         self.open_gap = [self._eye_opening(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)]
         self.blink_gap = list(self.open_gap)
         self.gaze_zero = np.stack([self._gaze_raw(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)])
@@ -269,7 +277,8 @@ class FaceSolver:
     def calibrated(self) -> bool:
         return not self._calibrating and self._calibration_start is not None
 
-    def _collect(self, t: float, aligned: np.ndarray, gaps, gaze_raw) -> None:
+    def _collect(self, t: float, aligned: np.ndarray, gaps, gaze_raw,
+                 pitch: float = 0.0) -> None:
         """One more calibration frame: the neutral so far is the median of the frames so far.
 
         The median rather than the calmest frames: a person talks, blinks and nods through
@@ -279,13 +288,14 @@ class FaceSolver:
         calmest half), and closed lips no longer read as mouthRollLower up to 1.0."""
         if self._calibration_start is None:
             self._calibration_start = t
-        self._samples.append((aligned, gaps, gaze_raw))
+        self._samples.append((aligned, gaps, gaze_raw, pitch))
         faces = np.array([s[0] for s in self._samples])
         lip_gap = np.linalg.norm(faces[:, LIPS["upper"]] - faces[:, LIPS["lower"]], axis=1)
         closed = faces[lip_gap <= np.median(lip_gap)]
         self.neutral = np.median(faces, axis=0)
         self.neutral[self.mouth_points] = np.median(closed[:, self.mouth_points], axis=0)
         self.gaze_zero = np.median([s[2] for s in self._samples], axis=0)
+        self.neutral_pitch = float(np.median([s[3] for s in self._samples]))
         if t - self._calibration_start >= self.calibration_s and len(self._samples) >= 5:
             self._calibrating = False
             self._samples = []
@@ -378,17 +388,19 @@ class FaceSolver:
         aligned, head_rotation = self.align(self._checked(points_px))
         gaps = [self._eye_opening(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)]
         gaze_raw = np.stack([self._gaze_raw(aligned, e) for e in (LEFT_EYE, RIGHT_EYE)])
+        yaw, pitch = head_angles(head_rotation)
         if self._calibrating:
-            self._collect(t, aligned, gaps, gaze_raw)
+            self._collect(t, aligned, gaps, gaze_raw, pitch)
         if self._video:
             self._follow_open_gap(t, gaps)
         displacement = aligned - self.neutral
-        yaw, pitch = head_angles(head_rotation)
         self._pose_sparsity = 1.0 + POSE_SPARSITY * (np.sin(yaw) ** 2 + np.sin(pitch) ** 2) / 0.25
         weights = self.fit(displacement)
 
         smiles = [BLENDSHAPE_INDEX["mouthSmileLeft"], BLENDSHAPE_INDEX["mouthSmileRight"]]
         weights[smiles] *= 1.0 + SMILE_TURN_GAIN * np.sin(yaw) ** 2 / 0.25
+        jaw = BLENDSHAPE_INDEX["jawOpen"]
+        weights[jaw] *= max(0.0, 1.0 - JAW_PITCH_GAIN * np.sin(pitch - self.neutral_pitch))
 
         for i, name in enumerate(("eyeBlinkLeft", "eyeBlinkRight")):
             closed = 1.0 - gaps[i] / max(self.blink_gap[i], 1e-6)
