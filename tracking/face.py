@@ -277,8 +277,7 @@ class FaceSolver:
     def calibrated(self) -> bool:
         return not self._calibrating and self._calibration_start is not None
 
-    def _collect(self, t: float, aligned: np.ndarray, gaps, gaze_raw,
-                 pitch: float = 0.0) -> None:
+    def _collect(self, t: float, aligned: np.ndarray, gaps, gaze_raw, pitch: float) -> None:
         """One more calibration frame: the neutral so far is the median of the frames so far.
 
         The median rather than the calmest frames: a person talks, blinks and nods through
