@@ -96,7 +96,8 @@ def base_aligned(points_px: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def rise(displacement: np.ndarray) -> tuple[float, float]:
     """(brows, forehead) mean upward motion, mm."""
-    return 1000 * float(displacement[BROW, 1].mean()), 1000 * float(displacement[FOREHEAD, 1].mean())
+    return (1000 * float(displacement[BROW, 1].mean()),
+            1000 * float(displacement[FOREHEAD, 1].mean()))
 
 
 def main() -> None:
@@ -143,7 +144,8 @@ def main() -> None:
                                        (142, 190), (0, 100)),
                                       ("cap12 frame 79 (real raise)", "cap12_edit",
                                        (79, 80), (0, 60))):
-        points = np.array([base_aligned(f, reference) for f in faces[clip][:max(raised[1], calm[1])]])
+        frames = faces[clip][:max(raised[1], calm[1])]
+        points = np.array([base_aligned(f, reference) for f in frames])
         moved = np.median(points[slice(*raised)], axis=0) - np.median(points[slice(*calm)], axis=0)
         b, f = rise(moved)
         print(f"{label:34s} {b:6.2f} {f:8.2f}")
