@@ -26,7 +26,11 @@
 8. refine: photometric optimisation with the torch splatter (SH degree 1, opacities,
    scales, offsets, [per-frame pose corrections of the training frames]), for the time
    the budget leaves; fitted Gaussians left transparent are dropped.
-9. [correctives]: linear pose/expression correctives from the face-mesh residuals.
+9. [correctives]: linear pose/expression correctives from the face-mesh residuals. Off in
+   the command (``product_settings``): fitted on one clip they changed its held-out score
+   by under 0.1 dB, and at expressions past the clip's (a broad smile, a blink with a
+   smile, a nod) they moved the face's vertices 1-7 cm and broke the face apart
+   (docs/BENCHMARKS.md, "Correctives off in avatar create").
 10. score: the written avatar rendered for the held-out frames, masked PSNR/SSIM.
 11. write: the ``.lca`` (float16 where fine, at most 20 MB) with its provenance, whole or
     not at all.
@@ -687,7 +691,7 @@ class CreateSettings:
     name: str = "me"
     shape: bool = True
     complete: bool = True
-    correctives: bool = True
+    correctives: bool = False  # see the module's stage 9: off in the command too
     grow: bool = True  # Gaussians grown where the person mask reaches past the avatar
     face_rest: bool = True  # the face's static mismatch (corrective fit's rest offset)
     pose_corrections: bool = True  # per-frame pose corrections of the training frames

@@ -43,6 +43,9 @@ def main() -> int:
     parser.add_argument("--without", default="",
                         help="comma-separated stages to switch off: grow, face_rest, "
                              "pose_corrections (all on by default, as the command runs)")
+    parser.add_argument("--with", dest="with_", default="",
+                        help="comma-separated stages the command leaves off to switch on: "
+                             "correctives")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--lca", type=Path, default=ROOT / "out/bench-avatar-create.lca")
     parser.add_argument("--png", type=Path, default=ROOT / "out/bench-avatar-create.png")
@@ -72,11 +75,15 @@ def main() -> int:
                               shape=False, complete=False, correctives=False)
     from app.create_cmd import product_settings
 
-    settings = product_settings(settings)  # every stage, as the command runs them
+    settings = product_settings(settings)  # the stages the command runs
     for stage in filter(None, args.without.split(",")):
         if stage not in ("grow", "face_rest", "pose_corrections"):
             parser.error(f"--without {stage}: not a stage that can be switched off")
         setattr(settings, stage, False)
+    for stage in filter(None, args.with_.split(",")):
+        if stage != "correctives":
+            parser.error(f"--with {stage}: not a stage the command leaves off")
+        settings.correctives = True
     last = [None]
 
     def progress(stage, fraction, left):

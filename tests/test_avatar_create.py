@@ -225,6 +225,23 @@ def test_a_real_clip_becomes_an_avatar_that_looks_like_the_person(tmp_path, caps
     assert p["gaussians_grown"] > 0
     assert len(data) == len(default.data) + p["gaussians_grown"] - p["gaussians_pruned"]
 
+    # Expressions past the clip's keep the face whole: at the built-in poses' broad smile,
+    # blink and wave, no vertex strays from where the template's own shapes and skinning
+    # put it (fitted correctives moved them 1-7 cm there; docs/BENCHMARKS.md).
+    import dataclasses
+
+    from app.avatar_create import posed_vertices
+    from app.poses import POSES
+    from render.skinned import posed_mesh
+
+    made = load_avatar(out, template)
+    plain = dataclasses.replace(made.skinned, correctives=None)
+    for pose in ("smile", "talk", "wave"):
+        codes = POSES[pose].frames(30)[0]
+        strayed = np.linalg.norm(posed_vertices(made, codes) - posed_mesh(
+            plain, made.skin_pose(codes)), axis=1).max()
+        assert strayed < 0.005, (pose, strayed)
+
     # Scored again here, independently: the file as loaded, and the default avatar, in the
     # held-out frames.
     clip = read_video(video, 400)

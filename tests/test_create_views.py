@@ -161,7 +161,7 @@ def test_avatar_create_makes_the_walking_man_of_cam01(tmp_path, capsys, one_torc
     data = load_avatar_file(out, template)
     p = data.provenance
     assert p["camera_fit_points"] == "body landmarks (33-point pose)"
-    assert p["correctives"] == {"skipped": p["correctives"]["skipped"]}  # no face to fit
+    assert p["correctives"] is None and not data.has_correctives  # the command fits none
     default = load_avatar("default", template).data
     palette, _ = load_stock()
     names = list(palette)
