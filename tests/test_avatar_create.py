@@ -227,7 +227,7 @@ def test_a_real_clip_becomes_an_avatar_that_looks_like_the_person(tmp_path, caps
 
     # Expressions past the clip's keep the face whole: at the built-in poses' broad smile,
     # blink and wave, no vertex strays from where the template's own shapes and skinning
-    # put it (fitted correctives moved them 1-7 cm there; docs/BENCHMARKS.md).
+    # put it (fitted correctives moved them 0.8-7 cm there; docs/BENCHMARKS.md).
     import dataclasses
 
     from app.avatar_create import posed_vertices
