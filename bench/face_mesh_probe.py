@@ -21,7 +21,6 @@ Two probes, both on face mesh's brow points (10 a side) and forehead points:
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
@@ -109,7 +108,7 @@ def main() -> None:
     import skimage.data
 
     import face_loop
-    from face_real_response import track
+    from face_real_response import load_or_track
     from tracking.facemesh import load_correspondence
     from tracking.landmarks import LandmarkDetector
 
@@ -124,12 +123,7 @@ def main() -> None:
         warp_probe(detector, face_enlarged(detector, skimage.data.astronaut()),
                    "astronaut.png, face x3")
 
-    if args.cache and Path(args.cache).exists():
-        faces = pickle.loads(Path(args.cache).read_bytes())
-    else:
-        faces = track(say=lambda s: print(s, file=sys.stderr))
-        if args.cache:
-            Path(args.cache).write_bytes(pickle.dumps(faces))
+    faces = load_or_track(args.cache)
     reference = load_correspondence().neutral.astype(np.float64)
     print("\n2. Brows against forehead, aligned on nose and outline (mm upward)")
     print(f"{'':34s} {'brows':>6s} {'forehead':>8s}")

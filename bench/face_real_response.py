@@ -68,6 +68,26 @@ def track(say=print) -> dict:
     return out
 
 
+def load_or_track(cache: str | None) -> dict:
+    """The clips' landmarks from ``cache`` (a pickle this module wrote), or tracked now and
+    written there. A file that is not such a cache ends the run with one error line."""
+    path = Path(cache) if cache else None
+    if path is not None and path.exists():
+        try:
+            faces = pickle.loads(path.read_bytes())
+        except Exception as exc:  # a pickle can fail in many ways; all mean "not a cache"
+            sys.exit(f"error: {path} is not a landmark cache ({type(exc).__name__}); "
+                     "delete it to track the clips again")
+        if not isinstance(faces, dict) or not {*FRAMES, "astronaut"} <= set(faces):
+            sys.exit(f"error: {path} is not a landmark cache (no {', '.join(FRAMES)}); "
+                     "delete it to track the clips again")
+        return faces
+    faces = track(say=lambda s: print(s, file=sys.stderr))
+    if path is not None:
+        path.write_bytes(pickle.dumps(faces))
+    return faces
+
+
 def units(displacement: np.ndarray, column: np.ndarray, region: np.ndarray) -> float:
     """Least-squares multiple of ``column`` in ``displacement`` over ``region`` points."""
     c, d = column[region].reshape(-1), displacement[region].reshape(-1)
@@ -83,12 +103,7 @@ def main() -> None:
     from tracking.face import FaceSolver, surface_basis
     from tracking.facemesh import load_correspondence, load_response
 
-    if args.cache and Path(args.cache).exists():
-        faces = pickle.loads(Path(args.cache).read_bytes())
-    else:
-        faces = track(say=lambda s: print(s, file=sys.stderr))
-        if args.cache:
-            Path(args.cache).write_bytes(pickle.dumps(faces))
+    faces = load_or_track(args.cache)
     template = load_template()
     surface = surface_basis(template, load_correspondence())
     measured = load_response().blendshapes

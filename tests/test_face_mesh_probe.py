@@ -28,3 +28,20 @@ def test_the_warp_moves_the_brow_line_by_the_shift_and_keeps_the_eye_line():
         out = warp_brows(image, face, shift)
         assert abs(line_rows(out, 100, 60, 100) - (80 - shift)) < 0.6
         assert abs(line_rows(out, 100, 100, 120) - 110) < 0.3
+
+
+def test_a_cache_that_is_not_one_ends_in_one_error_line(tmp_path):
+    import pickle
+
+    import pytest
+    from face_real_response import load_or_track
+
+    broken = tmp_path / "broken.pkl"
+    broken.write_bytes(b"not a pickle")
+    other = tmp_path / "other.pkl"
+    other.write_bytes(pickle.dumps({"jwpIntro": []}))
+    for path in (broken, other):
+        with pytest.raises(SystemExit) as ended:
+            load_or_track(str(path))
+        message = str(ended.value.code)
+        assert message.startswith("error: ") and str(path) in message and "\n" not in message
