@@ -29,7 +29,7 @@
 9. [correctives]: linear pose/expression correctives from the face-mesh residuals. Off in
    the command (``product_settings``): fitted on one clip they changed its held-out score
    by under 0.1 dB, and at expressions past the clip's (a broad smile, a blink with a
-   smile, a nod) they moved the face's vertices 1-7 cm and broke the face apart
+   smile, a nod) they moved the face's vertices 0.8-7 cm and broke the face apart
    (docs/BENCHMARKS.md, "Correctives off in avatar create").
 10. score: the written avatar rendered for the held-out frames, masked PSNR/SSIM.
 11. write: the ``.lca`` (float16 where fine, at most 20 MB) with its provenance, whole or
